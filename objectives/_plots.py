@@ -1,0 +1,121 @@
+"""Figures of the similarity report (the papers' Figures 2 and 3), drawn with matplotlib's Agg canvas.
+
+matplotlib is imported inside the functions only, and through `Figure` + `FigureCanvasAgg` rather than
+pyplot, so neither `import toast.objectives` nor a plot changes the caller's backend or global state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from toast.spaces import MissingDependencyError
+
+from ._similarity import SimilarityReport, state_names
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_cka", "plot_similarity"]
+
+_MAX_LABELLED_TICKS = 25  # the largest models in scope (24 blocks) keep a label on every state
+_MAX_ANNOTATED_STATES = 13  # write the values in the cells up to 12-block models
+
+
+def _new_figure(width: float, height: float) -> "Figure":
+    """A pyplot-free figure on an Agg canvas; raises `MissingDependencyError` without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingDependencyError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _tick_labels(positions: range) -> tuple[list[int], list[str]]:
+    """Tick positions and `h_k` labels, thinned evenly past `_MAX_LABELLED_TICKS` states."""
+    step = max(1, math.ceil(len(positions) / _MAX_LABELLED_TICKS))
+    kept = list(positions)[::step]
+    return kept, [f"$h_{{{k}}}$" for k in kept]
+
+
+def _heatmap(figure: "Figure", ax: "Axes", matrix: np.ndarray, title: str, vmin: float, vmax: float) -> None:
+    """One `(S, S)` matrix as a heatmap, `h_0` top-left, NaN in grey, with a colour bar."""
+    import matplotlib
+
+    S = matrix.shape[0]
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ticks, labels = _tick_labels(range(S))
+    fontsize = 9 if S <= 13 else 7
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, labels, fontsize=fontsize)
+    ax.set_title(title)
+    if S <= _MAX_ANNOTATED_STATES:
+        for i in range(S):
+            for j in range(S):
+                value = matrix[i, j]
+                if np.isfinite(value):
+                    dark = (value - vmin) / (vmax - vmin) < 0.6
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if dark else "black")
+    figure.colorbar(image, ax=ax, shrink=0.8)
+
+
+def _as_matrix(matrix: Any, name: str) -> np.ndarray:
+    array = np.asarray(matrix, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] != array.shape[1]:
+        raise ValueError(f"{name} must be a square (S, S) matrix, got shape {array.shape}")
+    return array
+
+
+def _cosine_range(matrix: np.ndarray) -> tuple[float, float]:
+    """Colour range `[min(0, lowest), 1]`: negative cosines stay visible, the usual case starts at 0."""
+    finite = matrix[np.isfinite(matrix)]
+    return (min(0.0, float(finite.min())) if finite.size else 0.0), 1.0
+
+
+def plot_cka(matrix: Any, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Write one CKA heatmap `(S, S)` with axes `h_0 … h_L` as a PNG to `path`; return the path."""
+    matrix = _as_matrix(matrix, "the CKA matrix")
+    side = 3.0 + 0.22 * matrix.shape[0]
+    figure = _new_figure(side + 1.0, side)
+    _heatmap(figure, figure.add_subplot(), matrix, title or "Linear CKA (all tokens)", 0.0, 1.0)
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=150)
+    return path
+
+
+def plot_similarity(report: SimilarityReport, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Write the CKA and [CLS] cosine heatmaps and the Block Redundancy bars as one PNG; return the path."""
+    S = report.num_states
+    side = 3.0 + 0.22 * S
+    figure = _new_figure(3 * side + 2.0, side)
+    cka_ax, cos_ax, br_ax = figure.subplots(1, 3, width_ratios=[1.15, 1.15, 1.0])
+    _heatmap(figure, cka_ax, report.cka, "Linear CKA (all tokens)", 0.0, 1.0)
+    _heatmap(figure, cos_ax, report.cosine_cls, "Cosine similarity ([CLS])", *_cosine_range(report.cosine_cls))
+
+    states = range(1, S)  # h_0 has no predecessor, so no score
+    scores = report.block_redundancy[1:]
+    br_ax.bar(list(states), np.nan_to_num(scores, nan=0.0), color="tab:blue")
+    ticks, labels = _tick_labels(states)
+    br_ax.set_xticks(ticks, labels, rotation=90, fontsize=9 if S <= 13 else 7)
+    br_ax.set_xlim(0.4, S - 0.4)
+    br_ax.set_title("Block Redundancy")
+    br_ax.set_xlabel(r"state $h_k$ (output of block $k-1$)")
+    br_ax.set_ylabel(r"BR $= -\mathrm{mean}\,(h_k - h_{k-1})^2$")
+    br_ax.axhline(0.0, color="black", linewidth=0.8)
+    br_ax.grid(axis="y", alpha=0.3)
+
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=150)
+    return path
+

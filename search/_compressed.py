@@ -1,0 +1,201 @@
+"""The compressed model: kept blocks and translators in one `nn.Module` that never runs a removed block."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from toast.spaces import Plan, Span, Translator, translator_module
+
+from ._errors import UnsupportedModelError
+from ._families import FAMILIES, Family
+from ._models import LoadedModel
+
+FORMAT_VERSION = 1
+
+
+def _span_key(span: Span) -> str:
+    return f"h{span.source}_h{span.target}"
+
+
+def _family_named(name: str) -> Family:
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise UnsupportedModelError(f"unknown model family {name!r}")
+
+
+class CompressedModel(nn.Module):
+    """Embeddings → kept blocks and translators in plan order → final norm → pooling / head.
+
+    With an empty plan it computes exactly what the original model computes.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        family: Family,
+        plan: Plan,
+        embeddings: nn.Module,
+        blocks: Mapping[int, nn.Module],
+        translators: Mapping[Span, nn.Module],
+        final_norm: nn.Module,
+        head: nn.Module | None,
+        head_kind: str | None,
+        model_class: str,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.family = family
+        self.plan = plan
+        self.model_class = model_class
+        self.embeddings = embeddings
+        self.blocks = nn.ModuleDict({str(b): blocks[b] for b in plan.kept})
+        self.translators = nn.ModuleDict({_span_key(s): translators[s] for s in plan.spans})
+        self.final_norm = final_norm
+        self.head = head
+        self.head_kind = head_kind
+        self._steps = [(kind, str(x) if kind == "block" else _span_key(x)) for kind, x in plan.steps()]
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, loaded: LoadedModel, plan: Plan, translators: Mapping[Span, Translator] | None = None) -> "CompressedModel":
+        """Build `plan` over `loaded` (sharing its kept modules, not copying them)."""
+        parts = loaded.parts
+        if plan.num_blocks != len(parts.blocks):
+            raise ValueError(f"plan is for {plan.num_blocks} blocks but the model has {len(parts.blocks)}")
+        translators = translators or {}
+        modules: dict[Span, nn.Module] = {}
+        ref = next(loaded.model.parameters())
+        for span in plan.spans:
+            if span.kind == "identity":
+                modules[span] = nn.Identity()
+                continue
+            if span not in translators:
+                raise ValueError(f"no fitted translator for span {span}:{span.kind}")
+            modules[span] = translators[span].to_module().to(device=ref.device, dtype=ref.dtype)
+        return cls(
+            config=loaded.config,
+            family=loaded.family,
+            plan=plan,
+            embeddings=parts.embeddings,
+            blocks=dict(enumerate(parts.blocks)),
+            translators=modules,
+            final_norm=parts.final_norm,
+            head=parts.head,
+            head_kind=parts.head_kind,
+            model_class=type(loaded.model).__name__,
+        )
+
+    # ---- running -----------------------------------------------------------------------------
+    def _inputs(self, pixel_values, input_ids, attention_mask, token_type_ids) -> dict[str, torch.Tensor]:
+        inputs = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return {k: v for k, v in inputs.items() if v is not None}
+
+    def run(self, inputs: Mapping[str, torch.Tensor], *, keep_states: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """Last hidden state (before the final norm), token mask, and every intermediate state if asked."""
+        h, mask = self.family.embed(self.embeddings, dict(inputs))
+        block_mask = self.family.block_mask(self.config, h, mask)
+        states = [h] if keep_states else []
+        for kind, key in self._steps:
+            if kind == "block":
+                h = self.family.run_block(self.blocks[key], h, block_mask)
+            else:
+                h = self.translators[key](h)
+            if keep_states:
+                states.append(h)
+        return h, mask, states
+
+    def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features: [CLS] after the final norm (mean over real tokens for text encoders)."""
+        h, mask, _ = self.run(inputs)
+        return self.family.pool(self.final_norm, self.family.normalize(self.final_norm, h), mask, self.config)
+
+    def hidden_states(self, inputs: Mapping[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """`h_0` and the output of every step (for an empty plan: `h_0 … h_L`), and the token mask."""
+        _, mask, states = self.run(inputs, keep_states=True)
+        return states, mask
+
+    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """The head's output if the model has a head (classifier logits or pooler), else pooled features."""
+        return self.tail(*self.run(self._inputs(pixel_values, input_ids, attention_mask, token_type_ids))[:2])
+
+    def tail(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Final norm, pooling and head applied to the last hidden state."""
+        normed = self.family.normalize(self.final_norm, hidden)
+        if self.head is None:
+            return self.family.pool(self.final_norm, normed, mask, self.config)
+        return self.family.run_head(self.head, self.head_kind, normed, mask, self.config)
+
+    def num_parameters(self) -> int:
+        """Exact parameter count: kept blocks, embeddings, norm, head and translators."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- export ------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, *, processor: Any | None = None, extra: dict | None = None) -> Path:
+        """Write config, plan and safetensors weights of what is kept plus translators."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(directory)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "family": self.family.name,
+            "model_class": self.model_class,
+            "head_kind": self.head_kind,
+            "plan": {"num_blocks": self.plan.num_blocks, "spans": self.plan.to_json()},
+            **(extra or {}),
+        }
+        (directory / "toast.json").write_text(json.dumps(meta, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        if processor is not None:
+            processor.save_pretrained(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> "CompressedModel":
+        """Load a saved compressed model without the original checkpoint."""
+        import transformers
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / "toast.json").is_file():
+            raise UnsupportedModelError(f"{directory} is not a saved compressed model (no toast.json)")
+        meta = json.loads((directory / "toast.json").read_text())
+        config = transformers.AutoConfig.from_pretrained(directory)
+        plan = Plan.of(meta["plan"]["spans"], meta["plan"]["num_blocks"])
+        family = _family_named(meta["family"])
+        # Build the architecture with only as many blocks as are kept, then map them back.
+        small = copy.deepcopy(config)
+        small.num_hidden_layers = len(plan.kept)
+        model_cls = getattr(transformers, meta["model_class"], None) or transformers.AutoModel
+        if model_cls is transformers.AutoModel:
+            skeleton = transformers.AutoModel.from_config(small)
+        else:
+            skeleton = model_cls(small)
+        parts = family.parts(skeleton)
+        blocks = dict(zip(plan.kept, parts.blocks))
+        translators = {s: translator_module(s.kind, int(config.hidden_size)) for s in plan.spans}
+        model = cls(
+            config=config,
+            family=family,
+            plan=plan,
+            embeddings=parts.embeddings,
+            blocks=blocks,
+            translators=translators,
+            final_norm=parts.final_norm,
+            head=parts.head,
+            head_kind=meta["head_kind"],
+            model_class=meta["model_class"],
+        )
+        state = load_file(str(directory / "model.safetensors"))
+        model.load_state_dict(state, strict=True)
+        return model.to(device=device, dtype=dtype).eval()

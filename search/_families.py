@@ -1,0 +1,228 @@
+"""Model adapters: one per architecture family, exposing blocks, token layout, norm, embeddings and head.
+
+A family is stateless: it finds the parts of a Hugging Face model, and knows how to run the
+embeddings, one block, the final norm, the pooling and the head on parts it is handed. The
+compressed model (`_compressed.py`) owns the parts; the family owns the calling conventions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ._errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the special tokens sit: [CLS] index, then distillation / register tokens."""
+
+    cls_index: int = 0
+    num_prefix_tokens: int = 1  # [CLS] + distillation + registers
+    num_registers: int = 0
+
+
+@dataclass
+class Parts:
+    """The pieces of a model a compressed model is built from."""
+
+    embeddings: nn.Module
+    blocks: nn.ModuleList
+    final_norm: nn.Module
+    head: nn.Module | None
+    head_kind: str | None  # "pooler", "cls", "cls+mean"
+
+
+def _first(obj: Any, *paths: str) -> Any:
+    for path in paths:
+        cur = obj
+        try:
+            for name in path.split("."):
+                cur = getattr(cur, name)
+        except AttributeError:
+            continue
+        return cur
+    raise AttributeError(f"{type(obj).__name__} has none of {paths}")
+
+
+class Family:
+    """Calling conventions shared by the vision families (pixel_values in, [CLS] after final norm out)."""
+
+    name: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]
+    modality: ClassVar[str] = "image"
+    backbone_attrs: ClassVar[tuple[str, ...]] = ()
+    blocks_paths: ClassVar[tuple[str, ...]] = ("layers", "encoder.layer", "encoder.layers")
+    norm_attr: ClassVar[str] = "layernorm"
+
+    # ---- finding the parts -------------------------------------------------------------
+    def backbone(self, model: nn.Module) -> nn.Module:
+        for attr in self.backbone_attrs:
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module):
+                return inner
+        return model
+
+    def parts(self, model: nn.Module) -> Parts:
+        bb = self.backbone(model)
+        head, kind = self.find_head(model, bb)
+        return Parts(self.find_embeddings(bb), _first(bb, *self.blocks_paths), getattr(bb, self.norm_attr), head, kind)
+
+    def find_embeddings(self, backbone: nn.Module) -> nn.Module:
+        return backbone.embeddings
+
+    def find_head(self, model: nn.Module, backbone: nn.Module) -> tuple[nn.Module | None, str | None]:
+        if model is not backbone and isinstance(getattr(model, "classifier", None), nn.Module):
+            return model.classifier, "cls"
+        pooler = getattr(backbone, "pooler", None)
+        return (pooler, "pooler") if isinstance(pooler, nn.Module) else (None, None)
+
+    def layout(self, config: Any) -> TokenLayout:
+        return TokenLayout()
+
+    # ---- running -----------------------------------------------------------------------
+    def embed(self, embeddings: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings' output `h_0` and the token mask (None when every token is real)."""
+        pixel_values = inputs["pixel_values"]
+        weight = next(embeddings.parameters())
+        return embeddings(pixel_values.to(device=weight.device, dtype=weight.dtype)), None
+
+    def block_mask(self, config: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> Any:
+        """The attention-mask argument blocks take (None for images)."""
+        return None
+
+    def run_block(self, block: nn.Module, hidden: torch.Tensor, block_mask: Any) -> torch.Tensor:
+        out = block(hidden, block_mask)
+        return out[0] if isinstance(out, tuple) else out
+
+    def normalize(self, final_norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The final norm over the sequence (Hugging Face's `last_hidden_state`)."""
+        return final_norm(hidden)
+
+    def pool(self, final_norm: nn.Module, normed: torch.Tensor, mask: torch.Tensor | None, config: Any) -> torch.Tensor:
+        """Pooled features: [CLS] after the final norm."""
+        return normed[:, self.layout(config).cls_index]
+
+    def run_head(self, head: nn.Module, kind: str, normed: torch.Tensor, mask: torch.Tensor | None, config: Any) -> torch.Tensor:
+        if kind == "pooler":
+            return head(normed)
+        layout = self.layout(config)
+        cls = normed[:, layout.cls_index]
+        if kind == "cls+mean":
+            return head(torch.cat([cls, normed[:, layout.num_prefix_tokens :].mean(1)], dim=1))
+        return head(cls)
+
+
+class ViTFamily(Family):
+    name = "vit"
+    model_types = ("vit",)
+    backbone_attrs = ("vit",)
+
+
+class DeiTFamily(Family):
+    name = "deit"
+    model_types = ("deit",)
+    backbone_attrs = ("deit",)
+
+    def layout(self, config: Any) -> TokenLayout:
+        return TokenLayout(cls_index=0, num_prefix_tokens=2)  # [CLS], [DIST]
+
+    def find_head(self, model, backbone):
+        if model is not backbone and not isinstance(getattr(model, "classifier", None), nn.Module):
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: only DeiT heads with one classifier are supported; load the backbone (DeiTModel) instead"
+            )
+        return super().find_head(model, backbone)
+
+
+class Dinov2Family(Family):
+    name = "dinov2"
+    model_types = ("dinov2", "dinov2_with_registers")
+    backbone_attrs = ("dinov2",)
+
+    def layout(self, config: Any) -> TokenLayout:
+        r = int(getattr(config, "num_register_tokens", 0) or 0)
+        return TokenLayout(cls_index=0, num_prefix_tokens=1 + r, num_registers=r)
+
+    def find_head(self, model, backbone):
+        if model is not backbone and isinstance(getattr(model, "classifier", None), nn.Module):
+            return model.classifier, "cls+mean"
+        return None, None
+
+
+class ClipVisionFamily(Family):
+    name = "clip-vision"
+    model_types = ("clip", "clip_vision_model")
+    backbone_attrs = ("vision_model",)
+    norm_attr = "post_layernorm"
+
+    def find_embeddings(self, backbone: nn.Module) -> nn.Module:
+        # CLIP normalizes the embeddings before the first block (h_0 is after `pre_layrnorm`)
+        return nn.Sequential(backbone.embeddings, backbone.pre_layrnorm)
+
+    def find_head(self, model, backbone):
+        return None, None
+
+    def normalize(self, final_norm, hidden):
+        return hidden  # CLIP's post-norm applies to the pooled [CLS] only
+
+    def pool(self, final_norm, normed, mask, config):
+        return final_norm(normed[:, 0])
+
+    def run_block(self, block, hidden, block_mask):
+        out = block(hidden, None)
+        return out[0] if isinstance(out, tuple) else out
+
+
+class BertFamily(Family):
+    name = "bert"
+    modality = "text"
+    model_types = ("bert", "roberta", "xlm-roberta")
+    backbone_attrs = ("bert", "roberta")
+    norm_attr = ""
+
+    def parts(self, model: nn.Module) -> Parts:
+        bb = self.backbone(model)
+        head, kind = self.find_head(model, bb)
+        return Parts(bb.embeddings, _first(bb, *self.blocks_paths), nn.Identity(), head, kind)
+
+    def find_head(self, model, backbone):
+        pooler = getattr(backbone, "pooler", None)
+        return (pooler, "pooler") if isinstance(pooler, nn.Module) else (None, None)
+
+    def embed(self, embeddings, inputs):
+        ids = inputs["input_ids"]
+        device = next(embeddings.parameters()).device
+        ids = ids.to(device)
+        mask = inputs.get("attention_mask")
+        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
+        kwargs = {}
+        if inputs.get("token_type_ids") is not None:
+            kwargs["token_type_ids"] = inputs["token_type_ids"].to(device)
+        return embeddings(input_ids=ids, **kwargs), mask
+
+    def block_mask(self, config, hidden, mask):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask.long())
+
+    def pool(self, final_norm, normed, mask, config):
+        """Mean over real tokens, as sentence-transformers pools."""
+        m = mask.to(normed.dtype).unsqueeze(-1)
+        return (normed * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+FAMILIES: tuple[Family, ...] = (ViTFamily(), DeiTFamily(), Dinov2Family(), ClipVisionFamily(), BertFamily())
+
+
+def family_for(config: Any) -> Family:
+    """The family that handles a Hugging Face config, or a clear error naming the supported ones."""
+    model_type = getattr(config, "model_type", None)
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    supported = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES)
+    raise UnsupportedModelError(f"unsupported architecture {model_type!r}: supported families are {supported}")

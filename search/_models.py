@@ -1,0 +1,148 @@
+"""Loading a model by alias, Hugging Face id or local directory, with what the cache key needs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._errors import UnsupportedModelError
+from ._families import Family, Parts, TokenLayout, family_for
+
+#: The papers' models (TOAST Table 5, RBA Table 3) by short name.
+MODEL_ALIASES: dict[str, str] = {
+    "vit-tiny": "WinKawaks/vit-tiny-patch16-224",
+    "vit-small": "WinKawaks/vit-small-patch16-224",
+    "vit-base": "google/vit-base-patch16-224",
+    "vit-large": "google/vit-large-patch16-224",
+    "deit-small": "facebook/deit-small-patch16-224",
+    "deit-base": "facebook/deit-base-patch16-224",
+    "dinov2-small": "facebook/dinov2-small",
+    "dinov2-base": "facebook/dinov2-base",
+    "dinov2-large": "facebook/dinov2-large",
+    "clip-vit-b16": "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+}
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class LoadedModel:
+    """A Hugging Face model with its family, processor and the identity the caches are keyed by."""
+
+    model: nn.Module
+    family: Family
+    config: Any
+    model_id: str
+    revision: str
+    processor: Any | None
+
+    @property
+    def parts(self) -> Parts:
+        return self.family.parts(self.model)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.parts.blocks)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def layout(self) -> TokenLayout:
+        return self.family.layout(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def resolve_model_name(name: str) -> str:
+    """Alias → Hugging Face id; ids and paths pass through."""
+    return MODEL_ALIASES.get(name, name)
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """sha256 over the weight files of a local model directory (names and contents)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    for p in files:
+        h.update(p.relative_to(directory).as_posix().encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _model_class(config: Any):
+    import transformers
+
+    if config.model_type == "clip":
+        return transformers.CLIPVisionModel
+    archs = getattr(config, "architectures", None) or []
+    for arch in archs:
+        cls = getattr(transformers, arch, None)
+        if cls is not None and arch.endswith("ForImageClassification"):
+            return cls
+    return transformers.AutoModel
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load `name` (alias, hub id or local directory) in eval mode, with its processor if it has one."""
+    import transformers
+
+    source = resolve_model_name(name)
+    local = Path(source).expanduser()
+    is_local = local.is_dir()
+    if not is_local and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise UnsupportedModelError(f"model directory {source!r} does not exist: pass an alias ({', '.join(MODEL_ALIASES)}), a Hugging Face id or a local model directory")
+    where = str(local) if is_local else source
+    try:
+        config = transformers.AutoConfig.from_pretrained(where, revision=revision)
+    except (OSError, ValueError) as exc:
+        known = ", ".join(MODEL_ALIASES)
+        raise UnsupportedModelError(
+            f"cannot load model {name!r}: {str(exc).splitlines()[0]} -- pass a local directory (save_pretrained) "
+            f"when offline, or one of the aliases: {known}"
+        ) from None
+    family = family_for(config)
+    cls = _model_class(config)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = cls.from_pretrained(where, revision=revision, **kwargs)
+    except OSError as exc:
+        raise UnsupportedModelError(f"cannot load the weights of {name!r}: {str(exc).splitlines()[0]}") from None
+    model.to(device).eval()
+    if is_local:
+        rev = weights_fingerprint(local)
+        model_id = str(local.resolve())
+    else:
+        rev = getattr(config, "_commit_hash", None) or revision or "unknown"
+        model_id = source
+    return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family))
+
+
+def load_processor(where: str, family: Family) -> Any | None:
+    """The model's own image processor or tokenizer, or None if it has none saved."""
+    import transformers
+
+    try:
+        if family.modality == "text":
+            return transformers.AutoTokenizer.from_pretrained(where)
+        return transformers.AutoImageProcessor.from_pretrained(where)
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,35 @@
+"""Plans, spans and translator kinds: what a compressed model is made of, independent of any model."""
+
+from ._errors import MissingDependencyError, NotFittedError, PlanError, ToastError
+from ._plan import Plan, Span
+from ._stats import ActivationStats, PairStats, StatsAccumulator
+from ._translators import (
+    IdentityTranslator,
+    LinearTranslator,
+    RidgeTranslator,
+    Translator,
+    create_translator,
+    list_translators,
+    register_translator,
+    translator_module,
+)
+
+__all__ = [
+    "ActivationStats",
+    "IdentityTranslator",
+    "LinearTranslator",
+    "MissingDependencyError",
+    "NotFittedError",
+    "PairStats",
+    "Plan",
+    "PlanError",
+    "RidgeTranslator",
+    "Span",
+    "StatsAccumulator",
+    "ToastError",
+    "Translator",
+    "create_translator",
+    "list_translators",
+    "register_translator",
+    "translator_module",
+]
