@@ -183,6 +183,8 @@ class CompressedModel(nn.Module):
             skeleton = model_cls(small)
         parts = family.parts(skeleton)
         blocks = dict(zip(plan.kept, parts.blocks))
+        config = skeleton.config  # carries the attention implementation the blocks were built with
+        config.num_hidden_layers = plan.num_blocks
         translators = {s: translator_module(s.kind, int(config.hidden_size)) for s in plan.spans}
         model = cls(
             config=config,

@@ -105,7 +105,9 @@ class Plan:
 
     @classmethod
     def parse(cls, text: str, num_blocks: int, default_kind: str = "linear") -> "Plan":
-        """Parse `"9→11:linear,3→4:identity"`; an empty string is the original model."""
+        """Parse `"9→11:linear,3→4:identity"`; an empty string (or `"original"`, as `str` prints it) is the original model."""
+        if text.strip() == "original":
+            text = ""
         parts = [p for p in text.split(",") if p.strip()]
         return cls(tuple(Span.parse(p, default_kind) for p in parts), num_blocks)
 
@@ -147,5 +149,9 @@ class Plan:
 
     @classmethod
     def loads(cls, text: str) -> "Plan":
-        d = json.loads(text)
-        return cls.of(d["spans"], d["num_blocks"])
+        try:
+            d = json.loads(text)
+            spans, num_blocks = d["spans"], d["num_blocks"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise PlanError(f'cannot read plan {text!r}: expected {{"num_blocks": L, "spans": [[s, e, kind], ...]}} ({e})') from None
+        return cls.of(spans, num_blocks)

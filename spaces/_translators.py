@@ -184,3 +184,8 @@ class RidgeTranslator(Translator):
         self.weight_ = v @ (p / (s + alpha)[:, None])
         self.bias_ = stats.mean_y - stats.mean_x @ self.weight_
         return self
+
+
+def fit_span(stats, span, **params) -> Translator:
+    """Fit a translator of `span.kind` for `span` from `ActivationStats` (no activation is re-read)."""
+    return create_translator(span.kind, **params).fit(stats.pair(span.source, span.target))

@@ -1,0 +1,266 @@
+"""The activation cache: every hidden state of the calibration samples in Arrow IPC shards, plus statistics.
+
+One directory per key (a hash of everything that determines the content). It is written into a
+temporary directory and renamed into place (atomic: a partial write is never read as complete), and
+verified on read against the sizes and sha256 digests in its manifest; a corrupt entry is reported,
+removed and recaptured, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from toast.spaces import ActivationStats, StatsAccumulator
+
+from ._errors import CacheError
+
+STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
+SHARD_BYTES = 512 << 20
+FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """`$TOAST_CACHE_DIR`, else `$XDG_CACHE_HOME/toast-search`, else `~/.cache/toast-search`."""
+    if os.environ.get("TOAST_CACHE_DIR"):
+        return Path(os.environ["TOAST_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "toast-search"
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """Everything that determines a capture's content; its hash is the cache key."""
+
+    model_id: str
+    revision: str
+    dataset: str  # dataset fingerprint
+    split: str
+    sample_ids: tuple[int, ...]
+    preprocessing: str  # the processor's configuration, as JSON
+    dtype: str = "float16"
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise CacheError(f"unknown activation dtype {self.dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ShardWriter:
+    """Writes hidden states as Arrow IPC files, one row per token: `sample`, `token`, `h_0 … h_L`."""
+
+    def __init__(self, directory: Path, *, num_states: int, dim: int, dtype: str, key: str, shard_bytes: int = SHARD_BYTES) -> None:
+        self.directory = directory
+        self.num_states = num_states
+        self.dim = dim
+        self.dtype = dtype
+        self.shard_bytes = shard_bytes
+        value = pa.list_(_ARROW_TYPES[dtype], dim)
+        fields = [pa.field("sample", pa.int64()), pa.field("token", pa.int32())]
+        fields += [pa.field(f"h_{k}", value) for k in range(num_states)]
+        meta = {"toast.key": key, "toast.dtype": dtype, "toast.dim": str(dim), "toast.num_states": str(num_states)}
+        self.schema = pa.schema(fields, metadata=meta)
+        self.files: list[str] = []
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._sink = None
+        self._written = 0
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+
+    def _open(self) -> None:
+        name = f"shard-{len(self.files):05d}.arrow"
+        self._sink = pa.OSFile(str(self.directory / name), "wb")
+        self._writer = pa.ipc.new_file(self._sink, self.schema)
+        self.files.append(name)
+        self._written = 0
+
+    def write(self, states: list[torch.Tensor], mask: torch.Tensor | None, sample_ids: list[int]) -> None:
+        """Append one batch: `states[k]` of shape `(B, N, d)`, `mask` `(B, N)` marking real tokens."""
+        B, N, _ = states[0].shape
+        keep = torch.ones(B, N, dtype=torch.bool) if mask is None else mask.bool().cpu()
+        rows, cols = keep.nonzero(as_tuple=True)
+        ids = torch.as_tensor(sample_ids, dtype=torch.int64)[rows]
+        arrays = [pa.array(ids.numpy()), pa.array(cols.to(torch.int32).numpy())]
+        torch_dtype = STORAGE_DTYPES[self.dtype]
+        for h in states:
+            t = h.detach().to(torch_dtype)[keep.to(h.device)].cpu().contiguous()
+            flat = (t.view(torch.int16).numpy().view(np.uint16) if self.dtype == "bfloat16" else t.numpy()).reshape(-1)
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if self._writer is None or self._written >= self.shard_bytes:
+            self._close()
+            self._open()
+        self._writer.write_batch(batch)
+        self._written += batch.nbytes
+
+
+@dataclass
+class CapturedActivations:
+    """A verified cache entry: statistics (memory-mapped) and the shards, read back memory-mapped."""
+
+    directory: Path
+    manifest: dict
+    stats: ActivationStats = field(repr=False)
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.directory / f for f in self.manifest["shards"]]
+
+    def iter_state(self, k: int) -> Iterator[np.ndarray]:
+        """`h_k` of every stored token, one memory-mapped `(tokens, d)` array per record batch."""
+        dim, dtype = self.manifest["dim"], self.manifest["dtype"]
+        for path in self.files:
+            with pa.memory_map(str(path)) as source:
+                reader = pa.ipc.open_file(source)
+                for i in range(reader.num_record_batches):
+                    col = reader.get_batch(i).column(f"h_{k}")
+                    values = col.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
+                    yield torch.from_numpy(values.view(np.int16)).view(torch.bfloat16).float().numpy() if dtype == "bfloat16" else values
+
+    def state(self, k: int, dtype: np.dtype = np.float32) -> np.ndarray:
+        """All tokens of `h_k` stacked, `(tokens, d)` (a copy in `dtype`)."""
+        return np.concatenate([np.asarray(a, dtype=dtype) for a in self.iter_state(k)])
+
+    def sample_index(self) -> np.ndarray:
+        """The calibration sample id of every stored token."""
+        out = []
+        for path in self.files:
+            with pa.memory_map(str(path)) as source:
+                out.append(pa.ipc.open_file(source).read_all().column("sample").to_numpy())
+        return np.concatenate(out)
+
+
+class ActivationCache:
+    """Cache entries under `root`, one directory per `CaptureSpec.key`."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, spec: CaptureSpec) -> Path:
+        return self.root / "activations" / spec.key
+
+    def exists(self, spec: CaptureSpec) -> bool:
+        return (self.path(spec) / "manifest.json").is_file()
+
+    def load(self, spec: CaptureSpec) -> CapturedActivations:
+        """Read and verify an entry; raise `CacheError` naming what is wrong."""
+        directory = self.path(spec)
+        manifest_path = directory / "manifest.json"
+        if not manifest_path.is_file():
+            raise CacheError(f"cache entry {directory} is incomplete (no manifest)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            raise CacheError(f"cache entry {directory} has an unreadable manifest") from None
+        if manifest.get("key") != spec.key:
+            raise CacheError(f"cache entry {directory} belongs to another key")
+        for name, info in manifest["files"].items():
+            path = directory / name
+            if not path.is_file():
+                raise CacheError(f"cache entry {directory}: {name} is missing")
+            if path.stat().st_size != info["bytes"]:
+                raise CacheError(f"cache entry {directory}: {name} is truncated ({path.stat().st_size} of {info['bytes']} bytes)")
+            if _sha256(path) != info["sha256"]:
+                raise CacheError(f"cache entry {directory}: {name} is corrupted (checksum mismatch)")
+        return CapturedActivations(directory, manifest, ActivationStats.load(directory))
+
+    def get_or_capture(
+        self,
+        spec: CaptureSpec,
+        model,
+        batches: Callable[[], Iterable[tuple[list[int], dict[str, torch.Tensor]]]],
+        *,
+        progress: bool = True,
+    ) -> CapturedActivations:
+        """The verified entry for `spec`; captured first (one forward pass) when missing or corrupt."""
+        if self.path(spec).exists():
+            try:
+                return self.load(spec)
+            except CacheError as exc:
+                warnings.warn(f"{exc}; recapturing", stacklevel=2)
+                shutil.rmtree(self.path(spec), ignore_errors=True)
+        return self.capture(spec, model, batches(), progress=progress)
+
+    @torch.inference_mode()
+    def capture(self, spec: CaptureSpec, model, batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]], *, progress: bool = True) -> CapturedActivations:
+        """One pass of the (uncompressed) model: shards and statistics, written atomically."""
+        from tqdm.auto import tqdm
+
+        final = self.path(spec)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{spec.key}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            num_states = model.plan.num_blocks + 1
+            dim = int(model.config.hidden_size)
+            cls_index = model.family.layout(model.config).cls_index
+            acc = StatsAccumulator(num_states, dim)
+            start = time.perf_counter()
+            bar = tqdm(total=len(spec.sample_ids), desc="capture", unit="sample", disable=not progress)
+            with ShardWriter(tmp, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer:
+                for ids, inputs in batches:
+                    states, mask = model.hidden_states(inputs)
+                    acc.update(states, mask, cls_index)
+                    writer.write(states, mask, list(ids))
+                    bar.update(len(ids))
+            bar.close()
+            stats = acc.result()
+            stat_files = stats.save(tmp)
+            files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in writer.files + stat_files}
+            manifest = {
+                "key": spec.key,
+                "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
+                "shards": writer.files,
+                "files": files,
+                "dim": dim,
+                "num_states": num_states,
+                "dtype": spec.dtype,
+                "num_tokens": stats.n,
+                "num_samples": stats.num_samples,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished the same key first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.load(spec)
