@@ -151,7 +151,8 @@ class CapturedActivations:
                 for i in range(reader.num_record_batches):
                     col = reader.get_batch(i).column(f"h_{k}")
                     values = col.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
-                    yield torch.from_numpy(values.view(np.int16)).view(torch.bfloat16).float().numpy() if dtype == "bfloat16" else values
+                    # bfloat16 is stored as its 16 bits: they are the high half of a float32
+                    yield (values.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16" else values
 
     def state(self, k: int, dtype: np.dtype = np.float32) -> np.ndarray:
         """All tokens of `h_k` stacked, `(tokens, d)` (a copy in `dtype`)."""

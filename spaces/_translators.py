@@ -125,7 +125,9 @@ def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
     """Solve `a x = b` for symmetric PSD `a` in float64: Cholesky, or a pseudo-inverse if ill-conditioned."""
     at, bt = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
     chol, info = torch.linalg.cholesky_ex(at)
-    if int(info) == 0:
+    # rounding can let a singular matrix through Cholesky with a negligible pivot: treat that as singular
+    pivot_ok = float(torch.diagonal(chol).square().min()) > float(at.diagonal().max()) * a.shape[0] * torch.finfo(torch.float64).eps
+    if int(info) == 0 and pivot_ok:
         x = torch.cholesky_solve(bt, chol)
         err = torch.linalg.matrix_norm(at @ x - bt) / max(float(torch.linalg.matrix_norm(bt)), 1e-300)
         if float(err) < 1e-8:
