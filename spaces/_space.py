@@ -1,0 +1,341 @@
+"""The search space: plans encoded for samplers as one categorical per block, with constraints,
+counting and enumeration, and the seed plans that the similarity analysis ranks best.
+
+The genome has one gene per block, `"keep"` or a translator kind. A run of consecutive blocks with
+the same kind is one span (its translator maps the state before the run to the state after it);
+adjacent runs of different kinds chain. Every genome decodes to a valid plan, so crossover and
+mutation never produce an invalid one; and distinct genomes decode to distinct plans, so the space
+holds exactly `(1 + K)^L` plans before constraints.
+
+Plans in which two chained spans share a kind (`0→2:linear, 2→4:linear`) have no genome: `encode`
+raises, and `canonical` merges such spans into one (`0→4:linear`). The merge is exact for
+`identity`; for a fitted kind it is a different translator (one map fitted over the whole run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
+
+from ._errors import PlanError, ToastError
+from ._plan import Plan, Span
+from ._translators import create_translator, list_translators
+
+if TYPE_CHECKING:  # optuna is imported only where a distribution is built
+    from optuna.distributions import CategoricalDistribution
+
+    from ._stats import ActivationStats
+
+KEEP = "keep"
+ENUMERATION_LIMIT = 5000
+
+
+class SpaceError(ToastError, ValueError):
+    """A search space's settings break a rule, or a space is too large for what was asked."""
+
+
+def canonical(plan: Plan) -> Plan:
+    """The plan with every chain of same-kind spans (`0→2:linear, 2→4:linear`) merged into one span (`0→4:linear`)."""
+    merged: list[Span] = []
+    for span in plan.spans:
+        last = merged[-1] if merged else None
+        if last is not None and last.end == span.start and last.kind == span.kind:
+            merged[-1] = Span(last.start, span.end, span.kind)
+        else:
+            merged.append(span)
+    return Plan(tuple(merged), plan.num_blocks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanSpace:
+    """Plans of `num_blocks` blocks whose spans use `kinds`, within `max_removed` / `min_kept`.
+
+    `kinds` may also be given as `"identity,linear"`; it is stored as a tuple, in the order given
+    (the order of each gene's choices after `"keep"`).
+    """
+
+    num_blocks: int
+    kinds: tuple[str, ...] = ("identity", "linear")
+    max_removed: int | None = None
+    min_kept: int | None = None
+
+    def __post_init__(self) -> None:
+        kinds = self.kinds
+        if isinstance(kinds, str):
+            kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+        object.__setattr__(self, "kinds", tuple(kinds))
+        problems = []
+        L = self.num_blocks
+        if not _is_int(L) or L < 1:
+            problems.append(f"num_blocks must be an integer >= 1, got {L!r}")
+            L = None
+        known = list_translators()
+        if not self.kinds:
+            problems.append(f"kinds must name at least one translator kind (known: {', '.join(known)})")
+        for kind in self.kinds:
+            if kind == KEEP:
+                problems.append(f"{KEEP!r} is the gene of a kept block, not a translator kind (known: {', '.join(known)})")
+            elif kind not in known:
+                problems.append(f"unknown translator kind {kind!r} (known: {', '.join(known)})")
+        duplicates = sorted({k for k in self.kinds if self.kinds.count(k) > 1})
+        if duplicates:
+            problems.append(f"kinds lists {', '.join(map(repr, duplicates))} more than once")
+        for name in ("max_removed", "min_kept"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_int(value):
+                problems.append(f"{name} must be an integer or None, got {value!r}")
+            elif value < 0 or (L is not None and value > L):
+                problems.append(f"{name} must be between 0 and num_blocks ({L if L is not None else 'num_blocks'}), got {value}")
+        if problems:
+            raise SpaceError("invalid search space: " + "; ".join(problems))
+
+    # ------------------------------------------------------------ the genome
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """`b00 … b{L-1}`, zero-padded so that they sort in block order."""
+        width = max(2, len(str(self.num_blocks - 1)))
+        return tuple(f"b{b:0{width}d}" for b in range(self.num_blocks))
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """Each gene's choices: `"keep"` then the kinds."""
+        return (KEEP, *self.kinds)
+
+    def distributions(self) -> dict[str, "CategoricalDistribution"]:
+        """Optuna distributions of the genome, one categorical per block."""
+        from optuna.distributions import CategoricalDistribution
+
+        return {name: CategoricalDistribution(self.choices) for name in self.param_names}
+
+    def suggest(self, trial) -> Plan:
+        """Ask an Optuna trial for a genome and decode it."""
+        return self.decode({name: trial.suggest_categorical(name, self.choices) for name in self.param_names})
+
+    def decode(self, genome: Mapping[str, str] | Sequence[str]) -> Plan:
+        """The plan of a genome: a mapping from `param_names` (other keys are ignored) or a sequence of genes."""
+        genes = self._genes(genome)
+        spans = []
+        b = 0
+        while b < self.num_blocks:
+            kind = genes[b]
+            if kind == KEEP:
+                b += 1
+                continue
+            first = b
+            while b + 1 < self.num_blocks and genes[b + 1] == kind:
+                b += 1
+            spans.append(Span(first - 1, b, kind))
+            b += 1
+        return Plan(tuple(spans), self.num_blocks)
+
+    def encode(self, plan: Plan) -> dict[str, str]:
+        """The genome of a plan (inverse of `decode`); raises `PlanError` for a plan the space cannot hold."""
+        self._check_plan(plan)
+        problems = [
+            f"spans {a}:{a.kind} and {b}:{b.kind} chain with the same kind, which the genome reads as one span "
+            f"{a.start}→{b.end}:{a.kind} (use canonical(plan) to merge them)"
+            for a, b in zip(plan.spans, plan.spans[1:])
+            if a.end == b.start and a.kind == b.kind
+        ]
+        if problems:
+            raise PlanError(f"plan {plan} has no genome: " + "; ".join(problems))
+        genes = [KEEP] * self.num_blocks
+        for span in plan.spans:
+            for b in span.removed:
+                genes[b] = span.kind
+        return dict(zip(self.param_names, genes))
+
+    def contains(self, plan: Plan) -> bool:
+        """Whether `plan` has a genome in this space and satisfies its constraints."""
+        try:
+            self.encode(plan)
+        except PlanError:
+            return False
+        return self.feasible(plan)
+
+    # ------------------------------------------------------------ constraints
+
+    @property
+    def removal_limit(self) -> int:
+        """The most blocks a feasible plan removes (both constraints together)."""
+        limit = self.num_blocks
+        if self.max_removed is not None:
+            limit = min(limit, self.max_removed)
+        if self.min_kept is not None:
+            limit = min(limit, self.num_blocks - self.min_kept)
+        return limit
+
+    def constraint_violations(self, plan: Plan) -> list[float]:
+        """One value per set constraint (`max_removed`, then `min_kept`); `<= 0` is satisfied (Optuna's convention)."""
+        self._check_plan(plan, kinds=False)
+        removed = len(plan.removed)
+        out = []
+        if self.max_removed is not None:
+            out.append(float(removed - self.max_removed))
+        if self.min_kept is not None:
+            out.append(float(self.min_kept - (self.num_blocks - removed)))
+        return out
+
+    def feasible(self, plan: Plan) -> bool:
+        return all(v <= 0 for v in self.constraint_violations(plan))
+
+    # ------------------------------------------------------------ counting and enumeration
+
+    def size(self) -> int:
+        """The number of distinct feasible plans.
+
+        Genomes and plans correspond one to one, and a genome's plan removes exactly its non-keep
+        genes, so the count is `Σ_{r ≤ limit} C(L, r)·K^r` (no enumeration).
+        """
+        K, L = len(self.kinds), self.num_blocks
+        return sum(math.comb(L, r) * K**r for r in range(self.removal_limit + 1))
+
+    def enumerate(self, limit: int = ENUMERATION_LIMIT) -> Iterator[Plan]:
+        """Every feasible plan, fewest removed blocks first; raises `SpaceError` if there are more than `limit`."""
+        size = self.size()
+        if size > limit:
+            raise SpaceError(
+                f"the search space holds {size} plans, more than the {limit} that exhaustive enumeration allows: "
+                "narrow it (max_removed, min_kept, fewer translator kinds) or use a sampler"
+            )
+        return self._enumerate()
+
+    def _enumerate(self) -> Iterator[Plan]:
+        for r in range(self.removal_limit + 1):
+            for blocks in itertools.combinations(range(self.num_blocks), r):
+                for kinds in itertools.product(self.kinds, repeat=r):
+                    genes = [KEEP] * self.num_blocks
+                    for b, kind in zip(blocks, kinds):
+                        genes[b] = kind
+                    yield self.decode(genes)
+
+    # ------------------------------------------------------------ helpers
+
+    def _genes(self, genome: Mapping[str, str] | Sequence[str]) -> list[str]:
+        if isinstance(genome, Mapping):
+            missing = [n for n in self.param_names if n not in genome]
+            if missing:
+                raise PlanError(f"genome lacks the genes {', '.join(missing)} (expected {self.param_names[0]} … {self.param_names[-1]})")
+            genes = [genome[n] for n in self.param_names]
+        elif isinstance(genome, (str, bytes)):
+            raise PlanError(f"a genome is a mapping or a sequence of genes, not the string {genome!r}")
+        else:
+            genes = list(genome)
+            if len(genes) != self.num_blocks:
+                raise PlanError(f"genome has {len(genes)} genes, expected one per block ({self.num_blocks})")
+        bad = sorted({repr(g) for g in genes if g not in self.choices})
+        if bad:
+            raise PlanError(f"genome has unknown genes {', '.join(bad)} (choices: {', '.join(self.choices)})")
+        return genes
+
+    def _check_plan(self, plan: Plan, kinds: bool = True) -> None:
+        problems = []
+        if plan.num_blocks != self.num_blocks:
+            problems.append(f"it is for {plan.num_blocks} blocks, the space for {self.num_blocks}")
+        if kinds:
+            problems += [
+                f"span {s} uses kind {s.kind!r}, not in this space's kinds ({', '.join(self.kinds)})"
+                for s in plan.spans
+                if s.kind not in self.kinds
+            ]
+        if problems:
+            raise PlanError(f"plan {plan} does not belong to this space: " + "; ".join(problems))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ================================================================ seeding from the similarity analysis
+
+
+def rank_spans(stats: "ActivationStats", kinds: Iterable[str] = ("linear",), max_len: int | None = None) -> list[tuple[Span, float]]:
+    """Every single span of every kind scored by its relative fit residual, best first.
+
+    The score is the translator's mean squared error divided by the target state's mean variance
+    (`1 - R²` for a least-squares fit), all from the statistics. `max_len` bounds the blocks a span
+    removes. Ties go to the longer span (it saves more), then the earlier one.
+    """
+    kinds = tuple(kinds)
+    L = stats.num_states - 1
+    out = []
+    for s in range(-1, L - 1):
+        for e in range(s + 1, L):
+            if max_len is not None and e - s > max_len:
+                break
+            pair = stats.pair(s + 1, e + 1)
+            variance = float(pair.syy.trace()) / (pair.n * pair.syy.shape[0])
+            for kind in kinds:
+                residual = create_translator(kind).fit(pair).residual(pair)
+                score = residual / variance if variance > 0 else (0.0 if residual == 0 else math.inf)
+                out.append((Span(s, e, kind), score))
+    order = {kind: i for i, kind in enumerate(kinds)}
+    out.sort(key=lambda item: (item[1], -(item[0].end - item[0].start), item[0].start, order[item[0].kind]))
+    return out
+
+
+def seed_plans(
+    stats: "ActivationStats | None",
+    space: PlanSpace,
+    cost: Callable[[Plan], float],
+    budget: float | None,
+    k: int = 10,
+    *,
+    ranked: Sequence[tuple[Span, float]] | None = None,
+) -> list[Plan]:
+    """Plans to enqueue before the search: the `k` best single spans, then greedy combinations.
+
+    Each of the `k` single-span plans (feasible in `space`, lowest relative residual first) is grown
+    by repeatedly adding the best-ranked span whose removed blocks are disjoint from the plan's
+    (chaining allowed; a span that would chain with one of the same kind is skipped, since the
+    genome cannot hold that plan), while the plan stays feasible and, when a `budget` is given, until
+    `cost(plan) <= budget`; every intermediate plan is returned. No duplicates; every plan is in
+    `space`. `ranked` (from `rank_spans`) replaces the analysis of `stats`.
+    """
+    if ranked is None:
+        ranked = rank_spans(stats, kinds=space.kinds, max_len=space.removal_limit)
+    ranked = [(span, score) for span, score in ranked if span.kind in space.kinds and span.end < space.num_blocks]
+    out: list[Plan] = []
+    seen: set[Plan] = set()
+
+    def add(plan: Plan) -> None:
+        if plan not in seen:
+            seen.add(plan)
+            out.append(plan)
+
+    singles = []
+    for span, _ in ranked:
+        if len(singles) == k:
+            break
+        plan = Plan((span,), space.num_blocks)
+        if space.feasible(plan):
+            singles.append(plan)
+    for plan in singles:
+        add(plan)
+    for plan in singles:
+        while budget is None or cost(plan) > budget:
+            grown = _grow(plan, ranked, space)
+            if grown is None:
+                break
+            plan = grown
+            add(plan)
+    return out
+
+
+def _grow(plan: Plan, ranked: Sequence[tuple[Span, float]], space: PlanSpace) -> Plan | None:
+    """`plan` with the best-ranked span that keeps it disjoint, encodable and feasible; None if there is none."""
+    removed = plan.removed
+    for span, _ in ranked:
+        if removed.intersection(span.removed):
+            continue
+        if any((s.end == span.start or span.end == s.start) and s.kind == span.kind for s in plan.spans):
+            continue
+        grown = Plan(plan.spans + (span,), plan.num_blocks)
+        if space.feasible(grown):
+            return grown
+    return None
