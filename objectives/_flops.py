@@ -1,40 +1,47 @@
 """GFLOPs and parameter counts in the convention of the TOAST papers (fvcore + op handles).
 
-The papers report "GFLOPs calculated with fvcore" for Hugging Face ViT / DeiT / DINOv2 models.
-Plain ``fvcore.nn.FlopCountAnalysis`` cannot give their figures: it counts nothing for
-``aten::scaled_dot_product_attention`` (the default attention of recent ``transformers``), so its
-total changes with ``attn_implementation`` ("eager" counts the two attention products once,
-"sdpa" counts none), and neither matches the tables (DeiT-S: eager 4.61, sdpa 4.25, paper 4.97).
+The papers report GFLOPs "calculated using the fvcore analysis library" for Hugging Face ViT /
+DeiT / DINOv2 models at 224x224, batch 1. Plain ``fvcore.nn.FlopCountAnalysis`` cannot give their
+figures: it counts nothing for ``aten::scaled_dot_product_attention`` (the default attention of
+recent ``transformers``), so its total depends on ``attn_implementation`` (DeiT-S: "eager" 4.61 G,
+"sdpa" 4.25 G; the papers print 4.97 G).
 
-``PAPER_HANDLES`` is the set of op handles that reproduces every published figure we checked
-(DeiT-S, DINOv2-B, ViT-L at 224x224, batch 1, original and compressed models, identity and linear
-translators; see ``tests/test_flops.py``), and gives the same total for eager and sdpa attention.
-fvcore's defaults stay as they are (one multiply-add = one flop for linear, conv and plain
-matmuls; layer_norm 5 flops per element); the handles add or override:
+``PAPER_HANDLES`` reproduces every GFLOPs figure of TOAST tables 1-3 (DeiT-S, DINOv2-B, ViT-L:
+originals and compressed models, identity and linear translators; ``tests/test_flops.py``), with
+the same total for eager and sdpa attention. fvcore's defaults stay (one multiply-add = one flop
+for ``linear``, ``conv``, ``mm``, ``addmm``; ``layer_norm`` 5 flops per element); the handles add:
 
-* attention products (``aten::scaled_dot_product_attention``; in eager attention the ``aten::matmul``
-  / ``aten::bmm`` between two activations): 2 flops per multiply-add, PyTorch's
-  ``torch.utils.flop_counter.sdpa_flop_count`` formula, i.e. ``4*B*H*N*M*D`` for ``QK^T`` and
-  ``AV``. The softmax and the 1/sqrt(d) scaling are not counted (that formula excludes them).
-  This is the one place where the convention departs from fvcore's "multiply-add = 1": the
-  papers' figures require it (per-block cost, e.g. 0.409 G for DeiT-S, only fits with the
-  attention products counted twice), while the linear translators they add cost exactly one flop
-  per multiply-add (``N*d*d``: +0.03 G for DeiT-S, +0.15 G for DINOv2-B, +0.21 G for ViT-L).
-* additions (``aten::add``, ``aten::add_``, ``aten::sub``, ``aten::rsub``): 1 flop per output
-  element (the residual connections and the position-embedding sum).
-* pointwise activations (``aten::gelu``, ``aten::tanh``, ``aten::silu``, ``aten::sigmoid``,
-  ``aten::relu`` and in-place variants): 1 flop per output element.
-* not counted (explicitly ignored): ``aten::mul`` / ``aten::div`` (in these models always a
-  scaling by a constant or a learned per-channel vector: attention scaling, LayerScale; both fold
-  into the adjacent linear layer at inference, the reason fvcore gives for ignoring batch-norm),
-  ``aten::softmax`` (see above), and ``aten::upsample_bicubic2d`` (DINOv2's position-embedding
-  interpolation: a function of the parameters and the input size only, computable once per
-  resolution, not per image).
+* attention products: ``aten::scaled_dot_product_attention`` and, in eager attention, an
+  ``aten::matmul`` / ``aten::bmm`` whose two operands are batched activations: **2 flops per
+  multiply-add**, PyTorch's ``torch.utils.flop_counter.sdpa_flop_count`` (``4*B*H*N*M*D`` for
+  ``QK^T`` and ``AV``); softmax and the 1/sqrt(d) scaling are not counted (that formula leaves
+  them out). This is the one departure from "multiply-add = 1", and the tables require it: the
+  per-block costs they imply (identity column: DeiT-S 0.41 G, DINOv2-B 2.0233-2.0261 G, ViT-L
+  2.6407-2.6411 G per block) fit only with the attention products counted twice, while a linear
+  translator costs exactly one flop per multiply-add (``N*d*d``: DeiT-S +0.03 G, DINOv2-B +0.15 G,
+  ViT-L +0.21 G per translator).
+* additions (``aten::add``, ``add_``, ``sub``, ``rsub``): 1 flop per output element: the two
+  residual additions per block, the position-embedding sum, an attention mask. A 0-d result
+  (shape arithmetic recorded by the tracer) counts 0.
+* pointwise activations (``aten::gelu``, ``tanh``, ``silu``, ``sigmoid``, ``relu`` and their
+  in-place forms): 1 flop per output element.
+* explicitly not counted: ``aten::mul`` / ``div`` (in these models always a scaling by a constant
+  or a learned per-channel vector, the attention scaling or DINOv2's LayerScale, which folds into
+  the adjacent linear layer at inference, fvcore's own reason for ignoring batch-norm),
+  ``aten::softmax`` (see above), ``aten::upsample_bicubic2d`` / ``_upsample_bicubic2d_aa``
+  (DINOv2's position-embedding interpolation: a function of the parameters and the input size
+  only, computed once per resolution, not per image).
 
-Rounding: figures are compared as ``round(flops / 1e9, 2)``; no checked figure lies within
-1e-4 G of a rounding tie, so half-even and half-up agree. One printed figure is not reproduced:
-ViT-L ``17->23`` identity is 47.70 in one table and 47.69 in the other (same model); we give
-47.6948 G, i.e. 47.69.
+The additions and the GELU are what the tables need besides the doubled attention: with them the
+per-block and constant costs of all three models fall inside the intervals the tables allow
+(per block / constant: DeiT-S 409,406,976 / 58,404,480; DINOv2-B 2,025,077,760 / 116,789,760;
+ViT-L 2,641,022,976 / 156,400,640). Leaving out the additions or the GELU, or also counting the
+softmax (1 flop per score), DINOv2's LayerScale multiplications or the bicubic interpolation
+(4 or more flops per output element), puts figures off by 0.01 or more.
+
+Rounding: ``round(flops / 1e9, 2)``; no reproduced figure is within 1e-4 G of a rounding tie, so
+half-up and half-even agree. The tables disagree once with themselves: ViT-L ``17->23`` identity
+is 47.70 in one table and 47.69 in the other; these handles give 47.6948 (47.69).
 """
 
 from __future__ import annotations
@@ -53,25 +60,23 @@ __all__ = ["PAPER_HANDLES", "count_flops", "count_params", "flop_counter"]
 Handle = Callable[[List[Any], List[Any]], Number]
 
 
-def _numel(value: Any) -> int:
-    """Number of elements of a traced value (0 when its shape is unknown)."""
-    shape = get_shape(value)
-    return 0 if shape is None else int(prod(shape))
-
-
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
     """``aten::scaled_dot_product_attention``: ``2*B*H*Lq*Lk*(E + Ev)`` (PyTorch's sdpa formula).
 
     Query ``[..., Lq, E]``, key ``[..., Lk, E]``, value ``[..., Lk, Ev]``; the leading dims of the
     query (batch and query heads, so grouped-query attention counts every query head) multiply.
     Two flops per multiply-add for the two products ``QK^T`` and ``AV``, as
-    ``torch.utils.flop_counter.sdpa_flop_count``; softmax, scaling and mask are not counted.
+    ``torch.utils.flop_counter.sdpa_flop_count``; softmax and scaling are not counted; an
+    attention mask costs 1 flop per score, as the addition eager attention does.
     """
     q, k, v = (get_shape(x) for x in inputs[:3])
     if q is None or k is None or v is None:
         return 0
-    batch = prod(q[:-2])
-    return 2 * batch * q[-2] * k[-2] * (q[-1] + v[-1])
+    scores = prod(q[:-2]) * q[-2] * k[-2]
+    flops = 2 * scores * (q[-1] + v[-1])
+    if len(inputs) > 3 and get_shape(inputs[3]) is not None:
+        flops += scores  # the mask is added to the scores (as eager attention's aten::add)
+    return flops
 
 
 def _product_macs(inputs: List[Any], outputs: List[Any]) -> int:
@@ -104,8 +109,9 @@ def bmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
 
 
 def elementwise_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
-    """Additions and pointwise activations: 1 flop per output element."""
-    return _numel(outputs[0]) if outputs else 0
+    """Additions and pointwise activations: 1 flop per output element (0-d: shape arithmetic)."""
+    shape = get_shape(outputs[0]) if outputs else None
+    return int(prod(shape)) if shape else 0
 
 
 #: op name -> handle (``None``: explicitly not counted), on top of fvcore's defaults.
@@ -137,6 +143,7 @@ PAPER_HANDLES: Dict[str, Optional[Handle]] = {
     "aten::div_": None,
     "aten::softmax": None,
     "aten::upsample_bicubic2d": None,
+    "aten::_upsample_bicubic2d_aa": None,
 }
 
 

@@ -207,7 +207,8 @@ class BertFamily(Family):
     def block_mask(self, config, hidden, mask):
         from transformers.masking_utils import create_bidirectional_mask
 
-        return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask.long())
+        # Always materialized (no all-ones shortcut), so a traced forward and an eager one agree.
+        return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask.long(), allow_is_bidirectional_skip=False)
 
     def pool(self, final_norm, normed, mask, config):
         """Mean over real tokens, as sentence-transformers pools."""

@@ -2,6 +2,7 @@
 
 from ._errors import MissingDependencyError, NotFittedError, PlanError, ToastError
 from ._plan import Plan, Span
+from ._space import PlanSpace, SpaceError, canonical, rank_spans, seed_plans
 from ._stats import ActivationStats, PairStats, StatsAccumulator
 from ._translators import (
     IdentityTranslator,
@@ -16,6 +17,11 @@ from ._translators import (
 )
 
 __all__ = [
+    "PlanSpace",
+    "SpaceError",
+    "canonical",
+    "rank_spans",
+    "seed_plans",
     "ActivationStats",
     "IdentityTranslator",
     "LinearTranslator",

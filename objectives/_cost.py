@@ -1,0 +1,63 @@
+"""Exact cost of any plan, instantly: per-component FLOPs and params summed along the plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from toast.spaces import Plan
+
+
+@dataclass(frozen=True)
+class Cost:
+    """FLOPs (fvcore convention: one multiply-add = one flop) and parameters of one model."""
+
+    flops: int
+    params: int
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    @property
+    def mparams(self) -> float:
+        return self.params / 1e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostTable:
+    """Per-component counts of a model at one input size, measured once with fvcore.
+
+    `tail` is the final norm, pooling and head; translator costs are per kind (all spans of a kind
+    cost the same: one map of the hidden width over every token).
+    """
+
+    embed: Cost
+    blocks: tuple[Cost, ...]
+    tail: Cost
+    translators: Mapping[str, Cost] = field(default_factory=dict)
+    input_description: str = ""
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def cost(self, plan: Plan) -> Cost:
+        """Cost of the compressed model for `plan` (a sum: no model is built or run)."""
+        if plan.num_blocks != self.num_blocks:
+            raise ValueError(f"plan is for {plan.num_blocks} blocks, the cost table for {self.num_blocks}")
+        parts = [self.embed, self.tail, *(self.blocks[b] for b in plan.kept)]
+        for span in plan.spans:
+            if span.kind not in self.translators:
+                raise ValueError(f"no cost measured for translator kind {span.kind!r}")
+            parts.append(self.translators[span.kind])
+        return Cost(sum(p.flops for p in parts), sum(p.params for p in parts))
+
+    @property
+    def original(self) -> Cost:
+        return self.cost(Plan((), self.num_blocks))
+
+    def to_json(self) -> dict:
+        c = lambda x: {"flops": x.flops, "params": x.params}  # noqa: E731
+        return {"embed": c(self.embed), "blocks": [c(b) for b in self.blocks], "tail": c(self.tail),
+                "translators": {k: c(v) for k, v in self.translators.items()}, "input": self.input_description}

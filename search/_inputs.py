@@ -1,0 +1,257 @@
+"""Preprocessed inputs, cached once: no trial decodes an image or tokenizes a text again.
+
+One Arrow IPC file per key (dataset fingerprint, split, input column, sample ids, preprocessing,
+maximum text length), under `CACHE_ROOT/inputs/`: a `sample` column, then one fixed-size-list column
+per model input (`pixel_values`, `input_ids`, …) with each sample's shape and dtype in the schema's
+metadata. Texts are padded to the longest sequence of the whole set; batches read back are trimmed
+to their own longest, so they equal `iter_batches`' exactly. The file is written to a temporary
+name and renamed into place, and verified on read against the size and sha256 in its sidecar JSON;
+a corrupt entry is reported with a warning and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ._cache import default_cache_dir
+from ._data import LabeledSplit, iter_batches, preprocessing_fingerprint
+from ._errors import CacheError, DatasetError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputsSpec:
+    """Everything that determines the preprocessed inputs; its hash is the cache key."""
+
+    dataset: str  # the split's fingerprint
+    split: str
+    input_column: str
+    sample_ids: tuple[int, ...]
+    preprocessing: str  # the processor's configuration, as JSON
+    max_length: int = 256  # texts only
+    version: int = FORMAT_VERSION
+
+    @classmethod
+    def of(cls, split: LabeledSplit, ids: Sequence[int], processor: Any, *, max_length: int = 256) -> "InputsSpec":
+        return cls(split.fingerprint, split.split, split.input_column, tuple(int(i) for i in ids), preprocessing_fingerprint(processor), max_length)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the sequence positions that are padding in every row (what per-batch padding never adds)."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return inputs
+    used = mask.bool().any(0).nonzero()
+    lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 0)
+    return {k: v[:, lo:hi] if v.ndim >= 2 and v.shape[1] == mask.shape[1] else v for k, v in inputs.items()}
+
+
+class PreprocessedInputs:
+    """A verified cache entry: `(ids, inputs)` batches read from a memory-mapped Arrow file.
+
+    Iterating yields the batches `iter_batches(split, ids, processor, batch_size)` would, in the same
+    order, without calling the processor; `batches(n)` re-chunks; `as_tensors()` gives everything.
+    """
+
+    def __init__(self, path: Path, manifest: dict, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.path = Path(path)
+        self.manifest = manifest
+        self.batch_size = batch_size
+        self._table: pa.Table | None = None
+
+    # -- building and opening ----------------------------------------------------------------
+
+    @staticmethod
+    def entry_path(cache_root: str | Path | None, spec: InputsSpec) -> Path:
+        root = Path(cache_root) if cache_root is not None else default_cache_dir()
+        return root / "inputs" / f"{spec.key}.arrow"
+
+    @classmethod
+    def exists(cls, cache_root: str | Path | None, spec: InputsSpec) -> bool:
+        """Whether an entry is stored for `spec` (not verified: see `open`)."""
+        path = cls.entry_path(cache_root, spec)
+        return path.is_file() and path.with_suffix(".json").is_file()
+
+    @classmethod
+    def open(cls, cache_root: str | Path | None, spec: InputsSpec, batch_size: int) -> "PreprocessedInputs":
+        """Read and verify the entry for `spec`; raise `CacheError` naming what is wrong."""
+        path = cls.entry_path(cache_root, spec)
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise CacheError(f"preprocessed inputs {path} are incomplete (no sidecar)")
+        try:
+            manifest = json.loads(sidecar.read_text())
+        except ValueError:
+            raise CacheError(f"preprocessed inputs {path} have an unreadable sidecar") from None
+        if manifest.get("key") != spec.key:
+            raise CacheError(f"preprocessed inputs {path} belong to another key")
+        if not path.is_file():
+            raise CacheError(f"preprocessed inputs {path} are missing")
+        if path.stat().st_size != manifest["bytes"]:
+            raise CacheError(f"preprocessed inputs {path} are truncated ({path.stat().st_size} of {manifest['bytes']} bytes)")
+        if _sha256(path) != manifest["sha256"]:
+            raise CacheError(f"preprocessed inputs {path} are corrupted (checksum mismatch)")
+        return cls(path, manifest, batch_size)
+
+    @classmethod
+    def get_or_build(
+        cls,
+        cache_root: str | Path | None,
+        split: LabeledSplit,
+        ids: Sequence[int],
+        processor: Any,
+        batch_size: int,
+        *,
+        max_length: int = 256,
+        progress: bool = False,
+    ) -> "PreprocessedInputs":
+        """The verified entry for these samples; built first (one processor pass) when missing or corrupt."""
+        spec = InputsSpec.of(split, ids, processor, max_length=max_length)
+        path = cls.entry_path(cache_root, spec)
+        if path.exists() or path.with_suffix(".json").exists():
+            try:
+                return cls.open(cache_root, spec, batch_size)
+            except CacheError as exc:
+                warnings.warn(f"{exc}; rebuilding", stacklevel=2)
+                path.with_suffix(".json").unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+        cls.build(path, spec, split, processor, batch_size, progress=progress)
+        return cls.open(cache_root, spec, batch_size)
+
+    @classmethod
+    def build(cls, path: Path, spec: InputsSpec, split: LabeledSplit, processor: Any, batch_size: int, *, progress: bool = False) -> None:
+        """Run the processor over the samples and write `path` and its sidecar atomically."""
+        from tqdm.auto import tqdm
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{spec.key}.tmp-{uuid.uuid4().hex[:8]}.arrow")
+        start = time.perf_counter()
+        ids = list(spec.sample_ids)
+        # texts: one call over the whole set pads to its longest sequence (cheap: no decoding)
+        step = max(len(ids), 1) if split.modality == "text" else batch_size
+        batches = iter_batches(split, ids, processor, step, max_length=spec.max_length)
+        writer = sink = None
+        shapes: dict[str, dict] = {}
+        try:
+            bar = tqdm(total=len(ids), desc="preprocess", unit="sample", disable=not progress)
+            for chunk, inputs in batches:
+                arrays = [pa.array(np.asarray(chunk, dtype=np.int64))]
+                for name, t in inputs.items():
+                    a = t.detach().cpu().contiguous().numpy()
+                    info = {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
+                    if shapes.setdefault(name, info) != info:
+                        raise DatasetError(
+                            f"the processor gives {name} of varying shape or dtype ({shapes[name]} then {info}): "
+                            "preprocessed inputs need a fixed size (set the processor's size)"
+                        )
+                    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), max(int(np.prod(a.shape[1:])), 1)))
+                if writer is None:
+                    fields = [pa.field("sample", pa.int64())] + [pa.field(n, arr.type) for n, arr in zip(inputs, arrays[1:])]
+                    meta = {"toast.key": spec.key, "toast.modality": split.modality, "toast.inputs": json.dumps(shapes)}
+                    schema = pa.schema(fields, metadata=meta)
+                    sink = pa.OSFile(str(tmp), "wb")
+                    writer = pa.ipc.new_file(sink, schema)
+                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                bar.update(len(chunk))
+            bar.close()
+            if writer is None:
+                raise DatasetError("no samples to preprocess")
+            writer.close()
+            sink.close()
+            writer = sink = None
+            manifest = {
+                "key": spec.key,
+                "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
+                "file": path.name,
+                "bytes": tmp.stat().st_size,
+                "sha256": _sha256(tmp),
+                "rows": len(ids),
+                "modality": split.modality,
+                "inputs": shapes,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+            tmp_sidecar = tmp.with_suffix(".json")
+            tmp_sidecar.write_text(json.dumps(manifest, indent=2))
+            os.replace(tmp, path)  # the sidecar goes last: without it the entry is incomplete
+            os.replace(tmp_sidecar, path.with_suffix(".json"))
+        finally:
+            if writer is not None:
+                writer.close()
+            if sink is not None:
+                sink.close()
+            tmp.unlink(missing_ok=True)
+            tmp.with_suffix(".json").unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each input's per-sample shape."""
+        return {name: tuple(info["shape"]) for name, info in self.manifest["inputs"].items()}
+
+    def _open_table(self) -> pa.Table:
+        if self._table is None:
+            source = pa.memory_map(str(self.path))
+            self._table = pa.ipc.open_file(source).read_all()  # zero-copy over the memory map
+        return self._table
+
+    def __getstate__(self) -> dict:  # picklable (e.g. for Ray workers): the map is reopened there
+        return {**self.__dict__, "_table": None}
+
+    @property
+    def ids(self) -> list[int]:
+        return self._open_table().column("sample").to_numpy().tolist()
+
+    def _rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        column = self._open_table().column(name).slice(start, stop - start)
+        shape = self.shapes[name]
+        parts = [chunk.flatten().to_numpy(zero_copy_only=True) for chunk in column.chunks if len(chunk)]
+        flat = np.concatenate(parts) if parts else np.empty(0, dtype=self.manifest["inputs"][name]["dtype"])
+        return torch.from_numpy(flat.reshape(stop - start, *shape))  # concatenate copied: writable
+
+    def batches(self, batch_size: int | None = None, *, trim: bool = True) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """`(sample ids, inputs)` batches of `batch_size` (the build's by default) in the stored order."""
+        size = batch_size or self.batch_size
+        ids = self.ids
+        for start in range(0, len(ids), size):
+            stop = min(start + size, len(ids))
+            inputs = {name: self._rows(name, start, stop) for name in self.shapes}
+            yield ids[start:stop], _trim_padding(inputs) if trim else inputs
+
+    def __iter__(self) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        return self.batches()
+
+    def as_tensors(self) -> dict[str, torch.Tensor]:
+        """Every sample's inputs at once, in the order of `ids` (texts padded to the set's longest)."""
+        return {name: self._rows(name, 0, len(self)) for name in self.shapes}
