@@ -165,7 +165,7 @@ class RidgeProbe(_Probe):
     `GCV(α) = mean((Y - Ŷ)²) / (1 - (1 + df(α))/n)²`, `df = Σ sᵢ/(sᵢ+α)` (the `+1` is the intercept).
     One eigendecomposition of the same matrix gives the residual and `df` of every α in O(rank), so the
     search costs about one fit; exact leave-one-out (scikit-learn's `RidgeClassifierCV`) would cost an
-    `n × rank × k` product per α. Ties go to the smaller α. The standardization is
+    `n × rank × k` product per α. Ties go to the first α of the grid. The standardization is
     not redone per held-out sample (as in `RidgeClassifierCV`). Learned: `classes_`, `coef_ (k, d)` and
     `intercept_ (k,)` for the standardized features, `mean_`, `scale_`, `alpha_`, and `cv_errors_`
     (one per α in the grid) when α was chosen.
@@ -179,14 +179,17 @@ class RidgeProbe(_Probe):
 
     def _check_params(self) -> tuple[float, ...]:
         problems = []
-        if self.alpha is not None and self.alphas is not None:
-            problems.append("give alpha (fixed) or alphas (a grid to choose from), not both")
-        candidates = (self.alpha,) if self.alpha is not None else tuple(DEFAULT_ALPHAS if self.alphas is None else self.alphas)
-        if not candidates or not all(_positive(a) for a in candidates):
-            problems.append(f"ridge penalties must be finite and > 0, got {list(candidates) or 'none'}")
+        grid = tuple(DEFAULT_ALPHAS if self.alphas is None else self.alphas)
+        if self.alpha is not None:
+            if self.alphas is not None:
+                problems.append("give alpha (fixed) or alphas (a grid to choose from), not both")
+            if not _positive(self.alpha):
+                problems.append(f"alpha must be finite and > 0, got {self.alpha!r}")
+        if not grid or not all(_positive(a) for a in grid):
+            problems.append(f"alphas must be finite and > 0, got {list(grid) or 'none'}")
         if problems:
             raise ObjectiveError("invalid RidgeProbe settings: " + "; ".join(problems))
-        return tuple(float(a) for a in candidates)
+        return (float(self.alpha),) if self.alpha is not None else tuple(float(a) for a in grid)
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> "RidgeProbe":
         alphas = self._check_params()
@@ -265,7 +268,7 @@ class RidgeProbe(_Probe):
             rss = max(total - float(explained.sum()), 0.0)
             free = 1.0 - (1.0 + float(dof.sum())) / n  # the intercept is one more degree of freedom
             errors.append(rss / (n * k) / free**2 if free > 1e-12 else math.inf)
-        best = int(np.argmin(errors))  # first minimum: the smaller α on ties
+        best = int(np.argmin(errors))  # the first minimum on ties
         alpha = alphas[best]
         return alpha, tuple(errors), cls._weights(Xs, s, V, Z, alpha, primal)
 

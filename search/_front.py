@@ -54,10 +54,10 @@ class _Shown(NamedTuple):
 
 # Accuracy and fidelity are stored as fractions in [0, 1]; accuracy is shown in percent.
 _SHOWN: dict[str, _Shown] = {
-    "accuracy": _Shown("accuracy (%)", "accuracy", "%", "accuracy %", 100.0, "{:.2f}"),
+    "accuracy": _Shown("accuracy (%)", "accuracy", "%", "accuracy %", 1.0, "{:.2f}"),
     "fidelity": _Shown("fidelity (linear CKA to the original)", "fidelity", "", "fidelity", 1.0, "{:.4f}"),
     "gflops": _Shown("GFLOPs per sample (multiply-add = 1 FLOP)", "GFLOPs", "GFLOPs", "GFLOPs", 1.0, "{:.3f}"),
-    "params": _Shown("parameters (millions)", "parameters", "M params", "params (M)", 1e-6, "{:.2f}"),
+    "params": _Shown("parameters (millions)", "parameters", "M params", "params (M)", 1.0, "{:.2f}"),
     "latency": _Shown("latency (ms per batch)", "latency", "ms", "latency ms", 1.0, "{:.2f}"),
 }
 # The direction each known objective is optimised in when nobody says otherwise.
@@ -411,7 +411,7 @@ def format_front_table(
             value = _number(record.get(name))
             out.append("-" if math.isnan(value) else shown.fmt.format(value * shown.scale))
             if name == "accuracy" and with_delta:
-                out.append("-" if math.isnan(value) else f"{(value - base_accuracy) * 100.0:+.2f}")
+                out.append("-" if math.isnan(value) else f"{(value - base_accuracy) * shown.scale:+.2f}")
         return out
 
     table = [header]

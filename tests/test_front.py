@@ -404,11 +404,12 @@ def test_importing_the_module_does_not_import_matplotlib():
 
 
 def test_front_table_lists_every_plan_with_its_delta():
-    baseline = {"accuracy": 0.9000, "gflops": 22.5, "params": 86.6e6}
+    # records hold accuracy in % and params in millions (the objectives' units)
+    baseline = {"accuracy": 90.00, "gflops": 22.5, "params": 86.6}
     front = [
-        {"plan": "9→11:linear", "accuracy": 0.8875, "gflops": 18.75, "params": 80.1e6, "fidelity": 0.98},
-        {"plan": "3→4:identity, 9→11:linear", "accuracy": 0.8512, "gflops": 15.0, "params": 73.0e6},
-        {"spans": [[2, 5, "linear"]], "accuracy": 0.9100, "gflops": 12.0, "params": 60e6},
+        {"plan": "9→11:linear", "accuracy": 88.75, "gflops": 18.75, "params": 80.1, "fidelity": 0.98},
+        {"plan": "3→4:identity, 9→11:linear", "accuracy": 85.12, "gflops": 15.0, "params": 73.0},
+        {"spans": [[2, 5, "linear"]], "accuracy": 91.00, "gflops": 12.0, "params": 60},
     ]
     table = format_front_table(front, baseline, ["accuracy", "gflops", "params", "fidelity"])
     lines = table.splitlines()

@@ -1,0 +1,113 @@
+"""The settings of one search, validated before any work starts (every problem listed at once)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from toast.spaces import ToastError
+
+
+class SettingsError(ToastError, ValueError):
+    """Options that contradict each other or are out of range; the message lists every problem."""
+
+
+SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
+PROBES = ("ridge", "adam")
+HEADS = ("probe", "original")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """Everything a search run depends on; saved as `settings.json` in the run directory."""
+
+    model: str
+    dataset: str
+    out: Path
+    split_train: str | None = None
+    split_test: str | None = None
+    input_column: str | None = None
+    label_column: str | None = None
+    translators: tuple[str, ...] = ("identity", "linear")
+    max_removed: int | None = None
+    min_kept: int | None = None
+    objectives: tuple[str, ...] = ("accuracy", "gflops")
+    probe: str = "ridge"
+    head: str = "probe"
+    probe_samples: int = 5000
+    eval_samples: int = 2000
+    calib_samples: int = 500
+    sampler: str = "nsga2"
+    seed: int = 0
+    trials: int = 100
+    timeout: float | None = None
+    budget_gflops: float | None = None
+    budget_params: float | None = None  # millions
+    budget_fraction: float | None = None
+    plans: tuple[str, ...] = ()
+    device: str = "auto"
+    dtype: str = "float32"
+    activation_dtype: str = "float16"
+    cache_dir: Path | None = None
+    batch_size: int = 32
+    runner: str = "local"
+    progress: bool = True
+    seeds_per_study: int = 10
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sampler not in SAMPLERS:
+            problems.append(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.probe not in PROBES:
+            problems.append(f"--probe must be one of {', '.join(PROBES)}, got {self.probe!r}")
+        if self.head not in HEADS:
+            problems.append(f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            problems.append(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        for name in ("probe_samples", "eval_samples", "calib_samples", "trials", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.calib_samples < 2:
+            problems.append(f"--calib-samples must be at least 2, got {self.calib_samples}")
+        for name in ("budget_gflops", "budget_params", "budget_fraction", "timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.budget_fraction is not None and self.budget_fraction > 1 and self.budget_gflops is None:
+            pass  # above the original: every plan fits, said at run time
+        if self.budget_fraction is not None and self.budget_gflops is not None:
+            problems.append("give --budget-gflops or --budget-fraction, not both")
+        if self.max_removed is not None and self.max_removed < 0:
+            problems.append(f"--max-removed must be >= 0, got {self.max_removed}")
+        if self.min_kept is not None and self.min_kept < 0:
+            problems.append(f"--min-kept must be >= 0, got {self.min_kept}")
+        if self.runner not in ("local", "ray"):
+            problems.append(f"--runner must be local or ray, got {self.runner!r}")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def budgeted(self) -> bool:
+        return any(v is not None for v in (self.budget_gflops, self.budget_params, self.budget_fraction))
+
+    def identity(self) -> dict:
+        """What a run directory is bound to: resuming with other values is refused."""
+        keys = ("model", "dataset", "split_train", "split_test", "label_column", "translators", "max_removed", "min_kept",
+                "objectives", "probe_samples", "eval_samples", "calib_samples", "head", "dtype")
+        return {k: _plain(getattr(self, k)) for k in keys}
+
+    def to_json(self) -> dict:
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2))
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
