@@ -237,7 +237,9 @@ class RidgeProbe(_Probe):
         return s.clamp(min=0.0), V, Z
 
     @staticmethod
-    def _weights(Xs: torch.Tensor, s: torch.Tensor, V: torch.Tensor, Z: torch.Tensor, alpha: float, primal: bool) -> torch.Tensor:
+    def _weights(
+        Xs: torch.Tensor, s: torch.Tensor, V: torch.Tensor, Z: torch.Tensor, alpha: float, primal: bool
+    ) -> torch.Tensor:
         """`(XsᵀXs + αI)⁻¹XsᵀYc` from the eigendecomposition; `(d, k)`."""
         scaled = Z / (s + alpha)[:, None]
         return V @ scaled if primal else Xs.T @ (V @ scaled)

@@ -1,0 +1,251 @@
+"""The study: an Optuna study over the plan space, stored in the run directory, resumable.
+
+Budgets are Optuna constraints (`trial.set_constraint`), so the sampler knows infeasible plans;
+plans far over budget are recorded with their cost but not scored. Identical plans are scored once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toast.objectives import get_objectives
+from toast.objectives._cost import CostTable
+from toast.spaces import Plan, PlanSpace, seed_plans
+
+from ._settings import SearchSettings, SettingsError
+
+STUDY_NAME = "toast-search"
+FAR_OVER_BUDGET = 1.25  # plans costing more than this × a budget are not scored
+INTERRUPTED = "interrupted: the process ended while this trial ran"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Cost limits in the objectives' units (GFLOPs, millions of params); None = no limit."""
+
+    gflops: float | None = None
+    params: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in (("gflops", self.gflops), ("params", self.params)) if v is not None}
+
+
+def resolve_budgets(settings: SearchSettings, costs: CostTable, space: PlanSpace) -> tuple[Budgets, list[str]]:
+    """Budgets in absolute units, checked against the cheapest plan; notes for the user."""
+    original = costs.original
+    gflops = settings.budget_gflops
+    if settings.budget_fraction is not None:
+        gflops = settings.budget_fraction * original.gflops
+    budgets = Budgets(gflops, settings.budget_params)
+    cheapest = cheapest_cost(costs, space)
+    notes = []
+    for name, limit, low, full in (("GFLOPs", budgets.gflops, cheapest[0], original.gflops), ("M params", budgets.params, cheapest[1], original.mparams)):
+        if limit is None:
+            continue
+        if limit < low - 1e-12:
+            raise SettingsError(f"budget {limit:.4g} {name} is below the cheapest plan in this space ({low:.4g} {name}, "
+                                f"the original is {full:.4g}): raise the budget or allow more removed blocks")
+        if limit >= full:
+            notes.append(f"budget {limit:.4g} {name} is above the original model's {full:.4g}: every plan fits")
+    return budgets, notes
+
+
+def cheapest_cost(costs: CostTable, space: PlanSpace) -> tuple[float, float]:
+    """Lowest GFLOPs and M params any plan of the space reaches (identity spans over the costliest blocks)."""
+    r = space.removal_limit
+    flops = sorted(b.flops for b in costs.blocks)
+    params = sorted(b.params for b in costs.blocks)
+    keep = len(flops) - r
+    base = costs.embed.flops + costs.tail.flops
+    basep = costs.embed.params + costs.tail.params
+    return (base + sum(flops[:keep])) / 1e9, (basep + sum(params[:keep])) / 1e6
+
+
+def plan_key(plan: Plan) -> str:
+    return json.dumps(plan.to_json())
+
+
+class Search:
+    """An Optuna study whose trials are plans scored by `evaluate(plan) -> dict`."""
+
+    def __init__(self, settings: SearchSettings, *, space: PlanSpace, costs: CostTable, evaluate, stats=None) -> None:
+        import optuna
+
+        self.settings = settings
+        self.space = space
+        self.costs = costs
+        self.evaluate = evaluate
+        self.stats = stats
+        self.objectives = get_objectives(settings.objectives)
+        self.budgets, self.notes = resolve_budgets(settings, costs, space)
+        settings.out.mkdir(parents=True, exist_ok=True)
+        self.storage = optuna.storages.RDBStorage(f"sqlite:///{(settings.out / 'study.db').resolve()}")
+        self.study = optuna.create_study(
+            study_name=STUDY_NAME,
+            storage=self.storage,
+            directions=[o.direction for o in self.objectives],
+            sampler=self._sampler(),
+            load_if_exists=True,
+        )
+        self.new = not self.study.trials
+        self._mark_interrupted()
+        self._done: dict[str, Any] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            self._done.setdefault(json.dumps(t.user_attrs.get("spans")), t)
+
+    def _sampler(self):
+        import optuna
+
+        s = self.settings
+        if s.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(8, s.trials // 4)))
+        if s.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+        return optuna.samplers.RandomSampler(seed=s.seed)
+
+    def _mark_interrupted(self) -> None:
+        """Trials left RUNNING by a killed process are recorded as failed, with the reason."""
+        import optuna
+
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            self.storage.set_trial_system_attr(t._trial_id, "fail_reason", INTERRUPTED)
+            self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+    # ---- the trial ---------------------------------------------------------------------------
+    def constraints(self, plan: Plan) -> dict[str, float]:
+        cost = self.costs.cost(plan)
+        out = {}
+        if self.budgets.gflops is not None:
+            out["gflops"] = cost.gflops - self.budgets.gflops
+        if self.budgets.params is not None:
+            out["params"] = cost.mparams - self.budgets.params
+        for i, v in enumerate(self.space.constraint_violations(plan)):
+            out[f"space{i}"] = float(v)
+        return out
+
+    def far_over_budget(self, plan: Plan) -> bool:
+        cost = self.costs.cost(plan)
+        return any(getattr(cost, "gflops" if k == "gflops" else "mparams") > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items())
+
+    def objective(self, trial) -> list[float]:
+        """The Optuna objective: decode, constrain, score (or reuse an identical plan's scores)."""
+        plan = self.space.suggest(trial)
+        trial.set_user_attr("spans", plan.to_json())
+        trial.set_user_attr("plan", str(plan))
+        constraints = self.constraints(plan)
+        for name, value in constraints.items():
+            trial.set_constraint(name, value)
+        trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
+        key = plan_key(plan)
+        previous = self._done.get(key)
+        if previous is not None:
+            metrics = {k: v for k, v in previous.user_attrs.items() if k not in ("spans", "plan", "feasible", "duplicate_of")}
+            trial.set_user_attr("duplicate_of", previous.number)
+            metrics["seconds"] = 0.0
+        elif self.far_over_budget(plan):
+            cost = self.costs.cost(plan)
+            metrics = {"gflops": cost.gflops, "params": cost.mparams, "scored": False, "seconds": 0.0}
+        else:
+            metrics = dict(self.evaluate(plan), scored=True)
+        for k, v in metrics.items():
+            trial.set_user_attr(k, v)
+        values = [self._value(o, metrics) for o in self.objectives]
+        if previous is None and metrics.get("scored", True):
+            self._done[key] = trial
+        return values
+
+    @staticmethod
+    def _value(objective, metrics: dict) -> float:
+        v = metrics.get(objective.name)
+        if v is None:  # not scored: the worst value, so the sampler never prefers it
+            return 0.0 if objective.maximize else math.inf
+        return float(v)
+
+    # ---- driving -------------------------------------------------------------------------------
+    def enqueue(self, plans: list[Plan]) -> int:
+        """Enqueue plans not yet tried; returns how many were queued."""
+        seen = set(self._done)
+        n = 0
+        for plan in plans:
+            key = plan_key(plan)
+            if key in seen or not self.space.contains(plan):
+                continue
+            seen.add(key)
+            self.study.enqueue_trial(self.space.encode(plan), skip_if_exists=True)
+            n += 1
+        return n
+
+    def trials_to_run(self) -> int:
+        """How many trials this invocation still runs (finished ones are kept, never recomputed)."""
+        import optuna
+
+        waiting = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        if self.settings.sampler == "exhaustive":
+            return waiting
+        complete = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        return max(0, self.settings.trials - complete)
+
+    def prepare(self) -> None:
+        """Seed a new study (exhaustive: every plan; otherwise the similarity analysis's best plans)."""
+        if self.settings.sampler == "exhaustive":
+            self.enqueue(list(self.space.enumerate()))
+        elif self.new and self.stats is not None and self.settings.seeds_per_study > 0:
+            plans = seed_plans(self.stats, self.space, lambda p: self.costs.cost(p).gflops, self.budgets.gflops, k=self.settings.seeds_per_study)
+            self.enqueue(plans[: max(1, self.settings.trials // 2)])
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per trial: number, state, spans, plan, objectives and metrics, seconds, failure."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state.name == "WAITING":
+                continue
+            r: dict[str, Any] = {"number": t.number, "state": t.state.name}
+            r.update(t.user_attrs)
+            if t.state.name == "FAIL":
+                r["failure"] = t.system_attrs.get("fail_reason", "failed")
+            if not r.get("scored", True):
+                r["state"] = "COMPLETE"
+            out.append(r)
+        return out
+
+
+TRIAL_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "accuracy_std", "fidelity", "cosine", "gflops", "params", "latency",
+                 "feasible", "scored", "duplicate_of", "seconds", "seconds_fit", "seconds_forward", "seconds_probe", "seconds_overhead", "failure"]
+
+
+def write_trials_csv(records: list[dict[str, Any]], path: Path) -> None:
+    """`trials.csv`: one row per trial, the columns DESIGN.md lists (spans as JSON)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=TRIAL_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            row = dict(r)
+            row["spans"] = json.dumps(r.get("spans"))
+            if not r.get("scored", True):
+                row.pop("accuracy", None)
+            for k, v in row.items():
+                if isinstance(v, float):
+                    row[k] = "" if math.isnan(v) else f"{v:.6g}"
+            w.writerow(row)
+
+
+def scored_records(records: list[dict[str, Any]], objectives) -> list[dict[str, Any]]:
+    """Complete, scored trials with every objective, one per distinct plan."""
+    seen, out = set(), []
+    for r in records:
+        if r["state"] != "COMPLETE" or not r.get("scored", True) or "duplicate_of" in r:
+            continue
+        if any(not isinstance(r.get(o.name), (int, float)) or not np.isfinite(r.get(o.name)) for o in objectives):
+            continue
+        key = json.dumps(r.get("spans"))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
