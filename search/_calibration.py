@@ -50,8 +50,16 @@ def calibrate(
         raise DatasetError(f"dataset {split.name!r} holds {split.modality} but model {loaded.model_id!r} takes {loaded.family.modality}")
     if settings.samples < 2:
         raise DatasetError(f"--calib-samples must be at least 2, got {settings.samples}")
+    spec = capture_spec(loaded, split, settings)
+    ids = spec.sample_ids
+    original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
+    return cache.get_or_capture(spec, original, lambda: iter_batches(split, ids, loaded.processor, settings.batch_size), progress=progress)
+
+
+def capture_spec(loaded: LoadedModel, split: LabeledSplit, settings: CalibrationSettings) -> CaptureSpec:
+    """The cache key of the calibration capture (for a dry run: hit or miss, without capturing)."""
     ids = sample_ids(len(split), settings.samples, settings.seed)
-    spec = CaptureSpec(
+    return CaptureSpec(
         model_id=loaded.model_id,
         revision=loaded.revision,
         dataset=split.fingerprint,
@@ -60,5 +68,3 @@ def calibrate(
         preprocessing=preprocessing_fingerprint(loaded.processor),
         dtype=settings.activation_dtype,
     )
-    original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
-    return cache.get_or_capture(spec, original, lambda: iter_batches(split, ids, loaded.processor, settings.batch_size), progress=progress)

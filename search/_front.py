@@ -56,7 +56,7 @@ class _Shown(NamedTuple):
 _SHOWN: dict[str, _Shown] = {
     "accuracy": _Shown("accuracy (%)", "accuracy", "%", "accuracy %", 1.0, "{:.2f}"),
     "fidelity": _Shown("fidelity (linear CKA to the original)", "fidelity", "", "fidelity", 1.0, "{:.4f}"),
-    "gflops": _Shown("GFLOPs per sample (multiply-add = 1 FLOP)", "GFLOPs", "GFLOPs", "GFLOPs", 1.0, "{:.3f}"),
+    "gflops": _Shown("GFLOPs per sample (multiply-add = 1 FLOP)", "GFLOPs", "GFLOPs", "GFLOPs", 1.0, "{:.4g}"),
     "params": _Shown("parameters (millions)", "parameters", "M params", "params (M)", 1.0, "{:.2f}"),
     "latency": _Shown("latency (ms per batch)", "latency", "ms", "latency ms", 1.0, "{:.2f}"),
 }

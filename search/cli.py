@@ -1,38 +1,157 @@
-"""`toast-search`: the command line. Thin: parse, call one function per command, map errors to exit 2."""
+"""`toast-search`: the command line. Thin: parse, call one function per command, map errors to exit 2.
+
+    toast-search --model dinov2-base --dataset cifar100 --budget-gflops 15     # search
+    toast-search --model deit-small --dataset cifar10 --plan "9→11:linear"     # score given plans
+    toast-search analyze --model M --dataset D --out DIR                       # similarity only
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
 from toast.spaces import ToastError
 
+DEFAULT_MODEL = "demo-vit"
+DEFAULT_DATASET = "digits"
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="alias (e.g. dinov2-base), Hugging Face id, or local model directory")
-    parser.add_argument("--dataset", required=True, help="local datasets folder (save_to_disk) with an image or text column and a label column")
-    parser.add_argument("--split", default="train", help="split the calibration samples are drawn from (default: train)")
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    model_default = DEFAULT_MODEL if defaults else None
+    data_default = DEFAULT_DATASET if defaults else None
+    parser.add_argument("--model", default=model_default, required=not defaults,
+                        help="alias (vit-tiny … vit-large, deit-small, deit-base, dinov2-small/base/large, clip-vit-b16, demo-vit), "
+                             f"Hugging Face id, or local model directory (default: {model_default})")
+    parser.add_argument("--dataset", default=data_default, required=not defaults,
+                        help="alias (mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse, imagenet-1k, digits), Hugging Face id, "
+                             f"or local path: save_to_disk folder, image folder, parquet (default: {data_default})")
     parser.add_argument("--input-column", default=None, help="column holding images or text (default: guessed)")
-    parser.add_argument("--label-column", default=None, help="column holding labels (default: guessed)")
-    parser.add_argument("--calib-samples", type=int, default=500, help="calibration samples, drawn at random (seeded) (default: 500)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the sample draw (default: 0)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of the capture pass (default: 32)")
-    parser.add_argument("--activation-dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="dtype of the cached activation shards (default: float16)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="activation cache root (default: $TOAST_CACHE_DIR or ~/.cache/toast-search)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--label-column", default=None, help="column holding labels (default: guessed, e.g. label / fine_label)")
+    parser.add_argument("--calib-samples", type=int, default=500, help="calibration samples drawn (seeded) from the train split (default: 500)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw and of the sampler (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of every forward pass (default: 32)")
+    parser.add_argument("--activation-dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                        help="dtype of the cached activation shards; statistics are always float64 (default: float16)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="activation and input cache root (default: $TOAST_CACHE_DIR or ~/.cache/toast-search)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto = cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toast-search", description="Compress a pretrained transformer by replacing spans of blocks with closed-form translators.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    analyze = sub.add_parser("analyze", help="block-by-block similarity of the original model (CKA, [CLS] cosine, Block Redundancy)",
-                             description="Capture the activations of N calibration samples (cached) and write DIR/similarity.json and DIR/similarity.png.")
-    _common(analyze)
-    analyze.add_argument("--out", type=Path, required=True, help="output directory")
-    return parser
+def build_search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="toast-search",
+        description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear), "
+                    "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
+                    "to --out. Re-running the same command resumes the study. Subcommand: 'toast-search analyze --help'.",
+    )
+    _data_options(p, defaults=True)
+    p.add_argument("--split-train", default=None, help="split for calibration and the probe's training (default: the dataset's train split)")
+    p.add_argument("--split-test", default=None, help="split accuracy is measured on (default: the dataset's test split)")
+    p.add_argument("--translators", type=_csv, default=("identity", "linear"), help="translator kinds to search over, comma-separated (default: identity,linear)")
+    p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
+    p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
+    p.add_argument("--objectives", type=_csv, default=("accuracy", "gflops"), help="two or more of accuracy, fidelity, gflops, params, latency (default: accuracy,gflops)")
+    p.add_argument("--probe", default="ridge", choices=["ridge", "adam"], help="linear probe: closed-form ridge (fast) or the papers' Adam protocol (lr 1e-3, 5 epochs, batch 256, 3 seeds); the front is re-scored with it at the end (default: ridge)")
+    p.add_argument("--head", default="probe", choices=["probe", "original"], help="score with a linear probe or with the model's own classification head (default: probe)")
+    p.add_argument("--probe-samples", type=int, default=5000, help="train samples the probe is fitted on (default: 5000)")
+    p.add_argument("--eval-samples", type=int, default=2000, help="test samples accuracy and fidelity are measured on (default: 2000)")
+    p.add_argument("--sampler", default="nsga2", choices=["nsga2", "tpe", "random", "exhaustive"], help="Optuna sampler; exhaustive scores every plan of a small space (default: nsga2)")
+    p.add_argument("--trials", type=int, default=100, help="trials in the study, counting finished ones (default: 100)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds (default: none)")
+    p.add_argument("--budget-gflops", type=float, default=None, help="cost limit in GFLOPs per input (default: none)")
+    p.add_argument("--budget-params", type=float, default=None, help="limit in millions of parameters (default: none)")
+    p.add_argument("--budget-fraction", type=float, default=None, help="limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none)")
+    p.add_argument("--plan", action="append", default=[], help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" (ASCII -> works); repeat for several')
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype (bf16/fp16 for GPUs) (default: float32)")
+    p.add_argument("--runner", default="local", choices=["local"], help="where trials run (default: local)")
+    p.add_argument("--dry-run", action="store_true", help="say what would run (space size, cache hit or miss, trials) and stop")
+    return p
+
+
+def build_analyze_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toast-search analyze",
+                                description="Capture the activations of N calibration samples (cached) and write DIR/similarity.json "
+                                            "(CKA, [CLS] cosine, Block Redundancy, indexed by hidden state) and DIR/similarity.png.")
+    _data_options(p, defaults=False)
+    p.add_argument("--split", default=None, help="split the calibration samples are drawn from (default: the dataset's train split)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    return p
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(text).name or text)
+
+
+def settings_from(args: argparse.Namespace):
+    from ._settings import SearchSettings
+
+    out = args.out or Path("runs") / f"{_slug(args.model)}-{_slug(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return SearchSettings(
+        model=args.model, dataset=args.dataset, out=out, split_train=args.split_train, split_test=args.split_test,
+        input_column=args.input_column, label_column=args.label_column, translators=args.translators,
+        max_removed=args.max_removed, min_kept=args.min_kept, objectives=args.objectives, probe=args.probe, head=args.head,
+        probe_samples=args.probe_samples, eval_samples=args.eval_samples, calib_samples=args.calib_samples,
+        sampler=args.sampler, seed=args.seed, trials=args.trials, timeout=args.timeout, budget_gflops=args.budget_gflops,
+        budget_params=args.budget_params, budget_fraction=args.budget_fraction, plans=tuple(args.plan), device=args.device,
+        dtype=args.dtype, activation_dtype=args.activation_dtype, cache_dir=args.cache_dir, batch_size=args.batch_size,
+        runner=args.runner, progress=not args.no_progress,
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.dry_run:
+        return dry_run(settings)
+    from ._run import run_search
+
+    run_search(settings)
+    return 0
+
+
+def dry_run(settings) -> int:
+    """What would run: model, space size, budgets, calibration cache hit or miss, trials."""
+    from toast.objectives import get_objectives
+    from toast.spaces import PlanSpace
+
+    from ._cache import ActivationCache
+    from ._calibration import CalibrationSettings, capture_spec, resolve_device
+    from ._costing import measure_cost_table
+    from ._data import default_splits, load_split
+    from ._models import load_model
+    from ._run import check_run_directory
+    from ._study import resolve_budgets
+
+    check_run_directory(settings)
+    objectives = get_objectives(settings.objectives)
+    train_name, test_name = default_splits(settings.dataset)
+    train = load_split(settings.dataset, settings.split_train or train_name, input_column=settings.input_column, label_column=settings.label_column)
+    load_split(settings.dataset, settings.split_test or test_name, input_column=settings.input_column, label_column=settings.label_column)
+    loaded = load_model(settings.model, device=resolve_device(settings.device))
+    space = PlanSpace(num_blocks=loaded.num_blocks, kinds=settings.translators, max_removed=settings.max_removed, min_kept=settings.min_kept)
+    costs = measure_cost_table(loaded)
+    _, notes = resolve_budgets(settings, costs, space)
+    spec = capture_spec(loaded, train, CalibrationSettings(samples=settings.calib_samples, seed=settings.seed, activation_dtype=settings.activation_dtype))
+    hit = ActivationCache(settings.cache_dir).exists(spec)
+    resumed = (settings.out / "study.db").exists()
+    print(f"model      {loaded.model_id} ({loaded.family.name}, {loaded.num_blocks} blocks, width {loaded.hidden_size})")
+    print(f"original   {costs.original.gflops:.4g} GFLOPs, {costs.original.mparams:.4g} M params at {costs.input_description}")
+    print(f"dataset    {train.name} ({len(train)} train samples, input column {train.input_column!r}, labels {train.label_column!r})")
+    print(f"space      {space.size():,} plans ({', '.join(space.kinds)}; max removed {space.removal_limit})")
+    print(f"objectives {', '.join(f'{o.name} ({o.direction})' for o in objectives)}")
+    print(f"calibration cache {'hit' if hit else 'miss'}: {settings.calib_samples} samples -> {ActivationCache(settings.cache_dir).path(spec)}")
+    for note in notes:
+        print(note)
+    what = f"score {len(settings.plans)} given plan(s)" if settings.plans else f"{settings.sampler} sampler, up to {settings.trials} trials"
+    print(f"would run  {what}; out {settings.out}" + (" (resuming its study)" if resumed else ""))
+    return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -40,11 +159,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     from ._cache import ActivationCache
     from ._calibration import CalibrationSettings, calibrate, resolve_device
-    from ._data import load_split
+    from ._data import default_splits, load_split
     from ._models import load_model
 
     device = resolve_device(args.device)
-    split = load_split(args.dataset, args.split, input_column=args.input_column, label_column=args.label_column)
+    split = load_split(args.dataset, args.split or default_splits(args.dataset)[0], input_column=args.input_column, label_column=args.label_column)
     loaded = load_model(args.model, device=device)
     settings = CalibrationSettings(samples=args.calib_samples, seed=args.seed, batch_size=args.batch_size, activation_dtype=args.activation_dtype)
     captured = calibrate(loaded, split, settings, ActivationCache(args.cache_dir), progress=not args.no_progress)
@@ -62,27 +181,42 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze}
-
-
 def _quiet_libraries() -> None:
-    """Keep stdout for our own output: no per-file progress bars or backend notices from transformers."""
+    """Keep stdout for our own output: no per-file progress bars, notices or warnings from libraries."""
+    import warnings
+
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+    try:
+        import datasets
+
+        datasets.utils.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["analyze"]:
+        args, command = build_analyze_parser().parse_args(argv[1:]), cmd_analyze
+    else:
+        args, command = build_search_parser().parse_args(argv), cmd_search
     _quiet_libraries()
     try:
-        return COMMANDS[args.command](args)
+        return command(args)
     except ToastError as exc:
         print(f"toast-search: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("toast-search: interrupted", file=sys.stderr)
+        print("toast-search: interrupted; finished trials are kept in the run directory: re-run the same command to resume", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,162 @@
+"""One search run, end to end: prepare once, run the trials, then choose, export and report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toast.objectives import SimilarityReport, get_objectives, plot_cka
+from toast.spaces import Plan, PlanSpace
+
+from ._agent import SearchContext
+from ._front import Front, choose, format_front_table, plot_pareto
+from ._settings import SearchSettings, SettingsError
+from ._study import Search, scored_records, write_trials_csv
+
+
+@dataclass
+class RunResult:
+    out: Path
+    records: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    baseline: dict[str, Any]
+    chosen: dict[str, Any] | None
+
+
+def check_run_directory(settings: SearchSettings) -> None:
+    """Refuse to resume a run directory made for another model, dataset or space."""
+    path = settings.out / "settings.json"
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError:
+        raise SettingsError(f"{path} is unreadable: use another --out") from None
+    mine = settings.identity()
+    diff = [k for k in mine if previous.get(k) != mine[k]]
+    if diff:
+        what = ", ".join(f"{k}={previous.get(k)!r} (now {mine[k]!r})" for k in diff)
+        raise SettingsError(f"run directory {settings.out} belongs to another run ({what}): use another --out to start a new one")
+
+
+def manual_space(settings: SearchSettings, num_blocks: int) -> tuple[PlanSpace, list[Plan]]:
+    """For `--plan`: the plans, and a space holding every kind they use."""
+    plans = [Plan.parse(text, num_blocks) for text in settings.plans]
+    kinds = tuple(dict.fromkeys([*settings.translators, *(s.kind for p in plans for s in p.spans)]))
+    space = PlanSpace(num_blocks=num_blocks, kinds=kinds)
+    for plan in plans:
+        space.encode(plan)  # clear error for plans the genome cannot express
+    return space, plans
+
+
+def run_search(settings: SearchSettings) -> RunResult:
+    """Run (or resume) the search described by `settings` and write every output file."""
+    check_run_directory(settings)
+    objectives = get_objectives(settings.objectives)
+    ctx = SearchContext.build(settings, progress=settings.progress)
+    plans: list[Plan] = []
+    if settings.plans:
+        ctx.space, plans = manual_space(settings, ctx.loaded.num_blocks)
+    search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate, stats=ctx.captured.stats)
+    for note in search.notes:
+        print(note)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    settings.save(settings.out / "settings.json")
+    if plans:
+        n = search.enqueue(plans)
+    else:
+        search.prepare()
+        n = search.trials_to_run()
+    interrupted = None
+    try:
+        from toast.runners import run_local
+
+        run_local(search.study, search.objective, n_trials=n, timeout=settings.timeout, callbacks=[_progress(search, n, settings.progress)])
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    result = finalize(settings, ctx, search, objectives)
+    if interrupted is not None:
+        raise interrupted
+    return result
+
+
+def _progress(search: Search, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled or total == 0, file=sys.stderr)
+    best = [None]
+
+    def callback(study, trial) -> None:
+        acc = trial.user_attrs.get("accuracy")
+        if acc is not None and trial.user_attrs.get("feasible") and trial.user_attrs.get("scored", True):
+            best[0] = acc if best[0] is None else max(best[0], acc)
+        bar.update(1)
+        if best[0] is not None:
+            bar.set_postfix_str(f"best feasible accuracy {best[0]:.2f}%")
+        if bar.n >= bar.total:
+            bar.close()
+
+    return callback
+
+
+def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objectives) -> RunResult:
+    """trials.csv, front.json (front re-scored with the chosen probe), pareto.png, similarity.png, chosen/."""
+    out = settings.out
+    records = search.records()
+    write_trials_csv(records, out / "trials.csv")
+    names = [o.name for o in objectives]
+    scored = scored_records(records, objectives)
+    front = list(Front.from_records(scored, names, [o.direction for o in objectives]).records) if scored else []
+    baseline = dict(ctx.baseline)
+    if settings.probe != "ridge" and "accuracy" in names and settings.head == "probe":
+        baseline = {**baseline, **_accuracy_only(ctx, Plan((), ctx.loaded.num_blocks), settings.probe)}
+        front = [{**r, "accuracy_search": r.get("accuracy"), **_accuracy_only(ctx, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)} for r in front]
+    budgets = search.budgets.as_dict()
+    chosen = None
+    if budgets and "accuracy" in names:
+        pool = front + [r for r in scored if r not in front]
+        chosen = choose(pool, budgets=budgets)
+    if chosen is not None:
+        plan = Plan.of(chosen["spans"], ctx.loaded.num_blocks)
+        ctx.model_for(plan).save_pretrained(out / "chosen", processor=ctx.loaded.processor,
+                                            extra={"source_model": ctx.loaded.model_id, "scores": _clean(chosen), "budgets": budgets})
+    doc = {
+        "model": settings.model,
+        "dataset": settings.dataset,
+        "objectives": [{"name": o.name, "direction": o.direction, "unit": o.unit} for o in objectives],
+        "budgets": budgets,
+        "probe": settings.probe if settings.head == "probe" else "original-head",
+        "baseline": _clean({"spans": [], "plan": "original", **baseline}),
+        "front": [_clean(r) for r in front],
+        "chosen": _clean(chosen) if chosen else None,
+        "trials": len(records),
+    }
+    (out / "front.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    if "gflops" in names and "accuracy" in names:
+        plot_pareto(scored, out / "pareto.png", x="gflops", y="accuracy", front=None, baseline=baseline,
+                    budget=budgets.get("gflops"), title=f"{settings.model} on {settings.dataset}")
+    elif len(names) >= 2:
+        plot_pareto(scored, out / "pareto.png", x=names[1], y=names[0], baseline=baseline, title=f"{settings.model} on {settings.dataset}")
+    plot_cka(SimilarityReport.from_stats(ctx.captured.stats).cka, out / "similarity.png", title=f"linear CKA, {settings.model}")
+    print(format_front_table(front, baseline, names))
+    if chosen is not None:
+        print(f"chosen within budget ({', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}): {chosen['plan']} -> {out / 'chosen'}")
+    elif budgets:
+        print("no scored plan fits the budget yet: run more trials")
+    print(f"wrote {out}/trials.csv, front.json, pareto.png, similarity.png" + (", chosen/" if chosen else ""))
+    return RunResult(out, records, front, baseline, chosen)
+
+
+def _accuracy_only(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:
+    r = ctx.evaluate(plan, probe=probe)
+    return {k: r[k] for k in ("accuracy", "accuracy_std") if k in r}
+
+
+_KEEP = ("number", "spans", "plan", "accuracy", "accuracy_std", "accuracy_search", "fidelity", "cosine", "gflops", "params", "latency", "feasible", "seconds")
+
+
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in _KEEP if k in record}
