@@ -135,7 +135,21 @@ class Search:
         return any(getattr(cost, "gflops" if k == "gflops" else "mparams") > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items())
 
     def objective(self, trial) -> list[float]:
-        """The Optuna objective: decode, constrain, score (or reuse an identical plan's scores)."""
+        """The Optuna objective: decode, constrain, score (or reuse an identical plan's scores).
+
+        Optuna marks a trial that raises as failed but does not store why: the reason is stored
+        here (`fail_reason`), for Ctrl-C as for any error, before the exception goes on.
+        """
+        try:
+            return self._objective(trial)
+        except KeyboardInterrupt:
+            self.storage.set_trial_system_attr(trial._trial_id, "fail_reason", "interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran")
+            raise
+        except Exception as exc:
+            self.storage.set_trial_system_attr(trial._trial_id, "fail_reason", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _objective(self, trial) -> list[float]:
         plan = self.space.suggest(trial)
         trial.set_user_attr("spans", plan.to_json())
         trial.set_user_attr("plan", str(plan))

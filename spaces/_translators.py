@@ -121,6 +121,9 @@ class IdentityTranslator(Translator):
         return nn.Identity()
 
 
+PINV_RTOL = 1e-6  # relative eigenvalue cutoff of the fallback: about float32 resolution
+
+
 def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
     """Solve `a x = b` for symmetric PSD `a` in float64: Cholesky, or a pseudo-inverse if ill-conditioned."""
     at, bt = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
@@ -133,7 +136,8 @@ def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
         if float(err) < 1e-8:
             return x.numpy(), "cholesky"
     s, v = torch.linalg.eigh(at)
-    cutoff = s.max().clamp_min(0) * a.shape[0] * torch.finfo(torch.float64).eps
+    # Statistics are sums of float32 products: directions below ~float32 resolution are noise.
+    cutoff = s.max().clamp_min(0) * max(a.shape[0] * torch.finfo(torch.float64).eps, PINV_RTOL)
     inv = torch.where(s > cutoff, 1.0 / s, torch.zeros_like(s))
     warnings.warn("linear translator: the activation covariance is ill-conditioned; using the minimum-norm solution", stacklevel=3)
     return ((v * inv) @ (v.T @ bt)).numpy(), "pinv"
