@@ -27,7 +27,7 @@ _MAX_LABELLED_TICKS = 25  # the largest models in scope (24 blocks) keep a label
 _MAX_ANNOTATED_STATES = 13  # write the values in the cells up to 12-block models
 
 
-def _new_figure(width: float, height: float) -> "Figure":
+def new_figure(width: float, height: float) -> "Figure":
     """A pyplot-free figure on an Agg canvas; raises `MissingDependencyError` without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -85,7 +85,7 @@ def plot_cka(matrix: Any, path: str | os.PathLike[str], title: str | None = None
     """Write one CKA heatmap `(S, S)` with axes `h_0 … h_L` as a PNG to `path`; return the path."""
     matrix = _as_matrix(matrix, "the CKA matrix")
     side = 3.0 + 0.22 * matrix.shape[0]
-    figure = _new_figure(side + 1.0, side)
+    figure = new_figure(side + 1.0, side)
     _heatmap(figure, figure.add_subplot(), matrix, title or "Linear CKA (all tokens)", 0.0, 1.0)
     path = Path(path)
     figure.savefig(path, format="png", dpi=150)
@@ -96,7 +96,7 @@ def plot_similarity(report: SimilarityReport, path: str | os.PathLike[str], titl
     """Write the CKA and [CLS] cosine heatmaps and the Block Redundancy bars as one PNG; return the path."""
     S = report.num_states
     side = 3.0 + 0.22 * S
-    figure = _new_figure(3 * side + 2.0, side)
+    figure = new_figure(3 * side + 2.0, side)
     cka_ax, cos_ax, br_ax = figure.subplots(1, 3, width_ratios=[1.15, 1.15, 1.0])
     _heatmap(figure, cka_ax, report.cka, "Linear CKA (all tokens)", 0.0, 1.0)
     _heatmap(figure, cos_ax, report.cosine_cls, "Cosine similarity ([CLS])", *_cosine_range(report.cosine_cls))

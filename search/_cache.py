@@ -8,7 +8,6 @@ removed and recaptured, never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import torch
 
 from toast.spaces import ActivationStats, StatsAccumulator
 
+from ._hashing import sha256_file, spec_key
 from ._errors import CacheError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -60,16 +60,7 @@ class CaptureSpec:
 
     @property
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
-        return hashlib.sha256(blob).hexdigest()[:32]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return spec_key(self)
 
 
 class ShardWriter:
@@ -197,7 +188,7 @@ class ActivationCache:
                 raise CacheError(f"cache entry {directory}: {name} is missing")
             if path.stat().st_size != info["bytes"]:
                 raise CacheError(f"cache entry {directory}: {name} is truncated ({path.stat().st_size} of {info['bytes']} bytes)")
-            if _sha256(path) != info["sha256"]:
+            if sha256_file(path) != info["sha256"]:
                 raise CacheError(f"cache entry {directory}: {name} is corrupted (checksum mismatch)")
         return CapturedActivations(directory, manifest, ActivationStats.load(directory))
 
@@ -243,7 +234,7 @@ class ActivationCache:
             bar.close()
             stats = acc.result()
             stat_files = stats.save(tmp)
-            files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in writer.files + stat_files}
+            files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in writer.files + stat_files}
             manifest = {
                 "key": spec.key,
                 "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from toast.spaces import MissingDependencyError
+from toast.objectives._plots import new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -427,18 +427,6 @@ def format_front_table(
     return "\n".join(lines)
 
 
-def _new_figure(width: float, height: float) -> "Figure":
-    """A pyplot-free figure on an Agg canvas; raises `MissingDependencyError` without matplotlib."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingDependencyError("plotting the Pareto front needs matplotlib, which is not installed: pip install matplotlib") from None
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def plot_pareto(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -458,7 +446,7 @@ def plot_pareto(
     vertical line. `front` defaults to the front of `records` on `(x, y)`, with `directions` defaulting
     to each known objective's (accuracy maximised, costs minimised).
     """
-    figure = _new_figure(7.0, 4.8)
+    figure = new_figure(7.0, 4.8)
     ax = figure.add_subplot()
     x_shown, y_shown = _shown(x), _shown(y)
     x_scale, y_scale = x_shown.scale, y_shown.scale

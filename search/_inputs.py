@@ -11,7 +11,6 @@ a corrupt entry is reported with a warning and rebuilt, never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from ._hashing import sha256_file, spec_key
 from ._cache import default_cache_dir
 from ._data import LabeledSplit, iter_batches, preprocessing_fingerprint
 from ._errors import CacheError, DatasetError
@@ -50,16 +50,7 @@ class InputsSpec:
 
     @property
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
-        return hashlib.sha256(blob).hexdigest()[:32]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return spec_key(self)
 
 
 def _trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,7 +108,7 @@ class PreprocessedInputs:
             raise CacheError(f"preprocessed inputs {path} are missing")
         if path.stat().st_size != manifest["bytes"]:
             raise CacheError(f"preprocessed inputs {path} are truncated ({path.stat().st_size} of {manifest['bytes']} bytes)")
-        if _sha256(path) != manifest["sha256"]:
+        if sha256_file(path) != manifest["sha256"]:
             raise CacheError(f"preprocessed inputs {path} are corrupted (checksum mismatch)")
         return cls(path, manifest, batch_size)
 
@@ -192,7 +183,7 @@ class PreprocessedInputs:
                 "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
                 "file": path.name,
                 "bytes": tmp.stat().st_size,
-                "sha256": _sha256(tmp),
+                "sha256": sha256_file(tmp),
                 "rows": len(ids),
                 "modality": split.modality,
                 "inputs": shapes,
