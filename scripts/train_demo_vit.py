@@ -154,7 +154,7 @@ def train(args: argparse.Namespace) -> dict:
             schedule.step()
             seen += len(idx)
             hits += int((logits.argmax(-1) == yb).sum())
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
         test_acc = accuracy(model, x_test, y_test)
         row = {"epoch": epoch, "loss": loss_sum / seen, "train_aug_acc": hits / seen, "test_acc": test_acc, "seconds": time.perf_counter() - start}
         history.append(row)
@@ -170,6 +170,7 @@ def train(args: argparse.Namespace) -> dict:
         "params": n_params,
         "train_acc": train_acc,
         "test_acc": test_acc,
+        "n_train": len(x_train),
         "n_test": len(x_test),
         "train_seconds": train_seconds,
         "history": history,
@@ -179,7 +180,7 @@ def train(args: argparse.Namespace) -> dict:
 README = """\
 # demo-vit: a small ViT trained on scikit-learn's digits
 
-The offline demo model of toast-search (`--model demo-vit`, the default with `--dataset digits`):
+The offline demo model of toast-search (`--model demo-vit --dataset digits`):
 a Hugging Face `ViTForImageClassification` trained by this project, from random initialisation, on
 the 8×8 handwritten digits that ship inside scikit-learn (`sklearn.datasets.load_digits`). It is a
 real trained transformer whose blocks carry learned structure, so the search has something to
@@ -220,7 +221,7 @@ def save(result: dict, args: argparse.Namespace) -> None:
             size=cfg.image_size,
             tokens=(cfg.image_size // cfg.patch_size) ** 2,
             params=result["params"],
-            n_train=1797 - result["n_test"],
+            n_train=result["n_train"],
             n_test=result["n_test"],
             epochs=args.epochs,
             batch=args.batch_size,
@@ -236,18 +237,29 @@ def save(result: dict, args: argparse.Namespace) -> None:
             test_hits=round(result["test_acc"] * result["n_test"]),
         )
     )
-    history = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "epochs": result["history"]}
+    settings = dict(vars(args), out=_shown(out))
+    history = {"settings": settings, "train_acc": result["train_acc"], "test_acc": result["test_acc"], "epochs": result["history"]}
     (out / "training_log.json").write_text(json.dumps(history, indent=1) + "\n")
+    for f in out.iterdir():  # save_pretrained may write 0600 files: the package data must be world-readable
+        f.chmod(0o644)
     print(f"saved to {out}")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (no machine-specific paths in the log)."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: search/demo)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=int, default=2)
     p.add_argument("--label-smoothing", type=float, default=0.1)

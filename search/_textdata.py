@@ -25,6 +25,7 @@ settings, each package's version, the class counts and the fingerprint, which is
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -66,6 +67,9 @@ class DocstringSettings:
         out = []
         if len(self.packages) < 2:
             out.append(f"packages: at least two are needed for a classification task, got {list(self.packages)}")
+        dotted = [p for p in self.packages if not p.isidentifier()]
+        if dotted:
+            out.append(f"packages are top-level import names (numpy, sklearn), got {dotted}")
         if len(set(self.packages)) != len(self.packages):
             out.append(f"packages: each package may appear once, got {list(self.packages)}")
         if self.per_class < 2:
@@ -113,9 +117,14 @@ def package_root(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 def package_version(package: str) -> str:
     """The installed version of the distribution that provides import name `package`."""
-    dists = importlib.metadata.packages_distributions().get(package) or [package]
+    dists = _distributions().get(package) or [package]
     for dist in sorted(set(dists)):
         try:
             return importlib.metadata.version(dist)
@@ -239,11 +248,14 @@ def build_docstring_dataset(
 
     settings = DocstringSettings(tuple(packages), per_class, seed, test_fraction, min_chars, max_chars)
     problems = settings.problems()
-    if problems:
-        raise DatasetError("invalid docstring dataset settings: " + "; ".join(problems))
+    for package in filter(str.isidentifier, settings.packages):
+        try:
+            package_root(package)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if problems:  # every problem at once, before any work
+        raise DatasetError("cannot build the docstring dataset: " + "; ".join(problems))
     out = Path(out_dir)
-    for package in settings.packages:
-        package_root(package)  # every missing package is reported before any work
     versions = {p: package_version(p) for p in settings.packages}
     if out.exists():
         info = read_info(out)

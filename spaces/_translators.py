@@ -139,7 +139,8 @@ def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
     # Statistics are sums of float32 products: directions below ~float32 resolution are noise.
     cutoff = s.max().clamp_min(0) * max(a.shape[0] * torch.finfo(torch.float64).eps, PINV_RTOL)
     inv = torch.where(s > cutoff, 1.0 / s, torch.zeros_like(s))
-    warnings.warn("linear translator: the activation covariance is ill-conditioned; using the minimum-norm solution", stacklevel=3)
+    warnings.warn("linear translator: the source state's covariance is singular or ill-conditioned (as after a LayerNorm, "
+                  "which removes one direction); using the minimum-norm least-squares solution", stacklevel=3)
     return ((v * inv) @ (v.T @ bt)).numpy(), "pinv"
 
 

@@ -1,0 +1,547 @@
+"""`toast-search` end to end, offline, on tiny random models and a made-up dataset.
+
+Each test runs the real command (in this process through `main(argv)`, or as a subprocess where the
+exit status, stderr and a fresh process matter) and checks what it wrote against DESIGN.md's file
+formats: a full search's outputs, NSGA-II against exhaustive enumeration by hypervolume, resuming
+after Ctrl-C or a killed process, the budget pick, `--plan`, and bad input as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toast.search import hypervolume, non_dominated
+from toast.search._agent import SearchContext
+from toast.search._study import STUDY_NAME, plan_key
+from toast.search.cli import build_search_parser, main, settings_from
+from toast.spaces import Plan, PlanSpace
+
+pytestmark = pytest.mark.slow
+
+L = 4  # blocks of the tiny models (conftest.SMALL)
+SMALL_RUN = ["--calib-samples", "16", "--probe-samples", "60", "--eval-samples", "40", "--device", "cpu", "--no-progress"]
+NSGA2_TRIALS = 40
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TRIAL_CSV_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "gflops", "params", "seconds", "failure"]
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models run fastest on one thread (several only contend on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def graded_dataset_dir(tmp_path_factory) -> Path:
+    """Three classes told apart by a faint dominant colour in strong noise: the original model scores
+    about 90 % and compressed plans spread between chance and that, so fronts are not degenerate."""
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> "datasets.Dataset":
+        labels = rng.integers(0, 3, n)
+        images = []
+        for y in labels:
+            arr = rng.integers(0, 200, (16, 16, 3)).astype(np.int32)
+            arr[:, :, y] += 10
+            images.append(Image.fromarray(arr.astype(np.uint8)))
+        feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
+        return datasets.Dataset.from_dict({"img": images, "label": labels.tolist()}, features=feats)
+
+    path = tmp_path_factory.mktemp("graded") / "colours"
+    datasets.DatasetDict({"train": make(60), "test": make(40)}).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Where the run directories go: in memory when the machine has /dev/shm. The study database
+    commits every trial attribute on its own, and on a busy shared disk each commit's fsync costs
+    more than scoring a tiny model's plan, which would put this module far over its time."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        with tempfile.TemporaryDirectory(dir=shm, prefix="toast-e2e-") as d:
+            yield Path(d)
+    else:
+        yield tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One activation and input cache for the whole module: later runs hit it."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def argv(model: Path, dataset: Path, cache: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model", str(model), "--dataset", str(dataset), "--cache-dir", str(cache), "--out", str(out), *SMALL_RUN, *extra]
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    """`main(args)` in this process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def load_study(out: Path):
+    import optuna
+
+    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}")
+
+
+def read_csv(out: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(out / "trials.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def read_front(out: Path) -> dict:
+    """front.json, parsed strictly: NaN or Infinity (not JSON) is an error."""
+
+    def reject(name):
+        raise ValueError(f"front.json holds {name}, which is not JSON")
+
+    return json.loads((out / "front.json").read_text(), parse_constant=reject)
+
+
+def scored(trials) -> list:
+    """COMPLETE trials that were actually scored (not far over budget), duplicates included."""
+    return [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("scored", True)]
+
+
+def front_hypervolume(doc: dict) -> float:
+    points = [[r["accuracy"], r["gflops"]] for r in doc["front"]]
+    return hypervolume(points, ["maximize", "minimize"], [0.0, doc["baseline"]["gflops"]])
+
+
+_EVALUATE = SearchContext.evaluate
+
+
+def count_evaluations(monkeypatch, *, raise_on: int | None = None) -> collections.Counter:
+    """Wrap `SearchContext.evaluate`: count finished evaluations per plan; raise Ctrl-C on call `raise_on`."""
+    real = _EVALUATE  # not an earlier wrapper: each run counts only its own evaluations
+    counts: collections.Counter = collections.Counter()
+    calls = [0]
+
+    def evaluate(self, plan, **kwargs):
+        calls[0] += 1
+        if calls[0] == raise_on:
+            raise KeyboardInterrupt
+        result = real(self, plan, **kwargs)
+        counts[plan_key(plan)] += 1
+        return result
+
+    monkeypatch.setattr(SearchContext, "evaluate", evaluate)
+    return counts
+
+
+def trial_evaluations(counts: collections.Counter) -> collections.Counter:
+    """The counts without the one baseline evaluation (the empty plan) every run makes."""
+    out = collections.Counter(counts)
+    assert out[plan_key(Plan((), L))] >= 1, "every run scores the original model once"
+    out[plan_key(Plan((), L))] -= 1
+    return +out
+
+
+def assert_each_plan_scored_once(trials, evaluations: collections.Counter) -> None:
+    """Every plan was evaluated at most once; a COMPLETE trial repeating an earlier plan reused its
+    scores (`duplicate_of` names the first trial with that plan) instead of being scored again."""
+    assert not evaluations or max(evaluations.values()) == 1, evaluations
+    first_of: dict[str, int] = {}
+    values = {t.number: t.values for t in trials}
+    for t in sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.number):
+        key = json.dumps(t.user_attrs["spans"])
+        if key in first_of:
+            assert t.user_attrs.get("duplicate_of") == first_of[key] and t.values == values[first_of[key]], t.number
+        else:
+            assert "duplicate_of" not in t.user_attrs, t.number
+            first_of[key] = t.number
+    assert set(evaluations) == set(first_of), "exactly the distinct plans were evaluated"
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """One full search with a budget: 12 NSGA-II trials, 70 % of the original's GFLOPs."""
+    out = runs / "full"
+    args = argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--trials", "12", "--budget-fraction", "0.7")
+    code, stdout, stderr = run_main(args)
+    assert code == 0, stderr
+    return {"out": out, "args": args, "stdout": stdout}
+
+
+# ---------------------------------------------------------------- 1. a full search
+
+
+def test_full_search_writes_every_output_with_its_schema(full_run):
+    import optuna
+
+    out = full_run["out"]
+    assert {p.name for p in out.iterdir()} >= {"study.db", "trials.csv", "front.json", "pareto.png", "similarity.png", "chosen", "settings.json"}
+
+    # study.db: the named study, accuracy maximised and GFLOPs minimised, 12 finished trials
+    study = load_study(out)
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    trials = study.get_trials(deepcopy=False)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 12
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+
+    # trials.csv: the documented columns, one row per trial, spans as JSON matching the s→e plan text
+    columns, rows = read_csv(out)
+    assert columns[:4] == ["number", "state", "spans", "plan"]
+    assert set(TRIAL_CSV_COLUMNS) <= set(columns)
+    assert [int(r["number"]) for r in rows] == [t.number for t in trials]
+    for row, t in zip(rows, trials):
+        assert row["state"] == t.state.name
+        spans = json.loads(row["spans"])
+        assert all(isinstance(s, int) and isinstance(e, int) and isinstance(k, str) for s, e, k in spans)
+        plan = Plan.of(spans, L)
+        assert row["plan"] == str(plan) and spans == t.user_attrs["spans"]
+        assert float(row["gflops"]) > 0 and float(row["params"]) > 0 and float(row["seconds"]) >= 0
+        if t.user_attrs.get("scored", True):
+            assert 0 <= float(row["accuracy"]) <= 100
+            assert float(row["accuracy"]) == pytest.approx(t.values[0], rel=1e-5)
+
+    # front.json: baseline, the front as [[s, e, kind], ...] records, the chosen plan (a budget was given)
+    doc = read_front(out)
+    assert {"baseline", "front", "chosen"} <= set(doc)
+    base = doc["baseline"]
+    assert base["spans"] == [] and 0 <= base["accuracy"] <= 100 and base["gflops"] > 0 and base["params"] > 0
+    assert doc["front"], "a search with scored trials has a non-empty front"
+    for r in doc["front"]:
+        assert {"spans", "accuracy", "gflops", "params"} <= set(r)
+        assert all(len(s) == 3 and isinstance(s[0], int) and isinstance(s[1], int) and isinstance(s[2], str) for s in r["spans"])
+        assert r["gflops"] <= base["gflops"] and r["params"] <= base["params"]
+    # the front is exactly the non-dominated set of the scored trials (by accuracy, GFLOPs)
+    distinct = {json.dumps(t.user_attrs["spans"]): t for t in scored(trials) if "duplicate_of" not in t.user_attrs}
+    values = np.array([[t.user_attrs["accuracy"], t.user_attrs["gflops"]] for t in distinct.values()])
+    mask = non_dominated(values, ["maximize", "minimize"])
+    expected = {key for key, keep in zip(distinct, mask) if keep}
+    assert {json.dumps(r["spans"]) for r in doc["front"]} == expected
+    assert isinstance(doc["chosen"], dict) and {"spans", "accuracy", "gflops", "params"} <= set(doc["chosen"])
+
+    # the plots are real PNG images
+    from PIL import Image
+
+    for name in ("pareto.png", "similarity.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+        with Image.open(out / name) as im:
+            im.verify()
+            assert im.size[0] > 100 and im.size[1] > 100
+
+    # the summary table lists the original and every front plan in s→e notation
+    stdout = full_run["stdout"]
+    assert "original" in stdout
+    for r in doc["front"]:
+        assert str(Plan.of(r["spans"], L)) in stdout
+    assert re.search(r"chosen within budget .*" + re.escape(str(Plan.of(doc["chosen"]["spans"], L))), stdout)
+
+
+def test_chosen_model_loads_in_a_fresh_process_and_matches(full_run, tmp_path):
+    out = full_run["out"]
+    chosen = read_front(out)["chosen"]
+    meta = json.loads((out / "chosen" / "toast.json").read_text())
+    assert meta["plan"] == {"num_blocks": L, "spans": chosen["spans"]}
+
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    script = (
+        "import sys, torch\n"
+        "from toast.search import CompressedModel\n"
+        "m = CompressedModel.from_pretrained(sys.argv[1])\n"
+        "x = torch.load(sys.argv[2])\n"
+        "with torch.inference_mode():\n"
+        "    torch.save({'out': m(pixel_values=x), 'features': m.features({'pixel_values': x}), 'kept': sorted(map(int, m.blocks))}, sys.argv[3])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(out / "chosen"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                          capture_output=True, text=True, timeout=120, env=OFFLINE)
+    assert proc.returncode == 0, proc.stderr
+    fresh = torch.load(tmp_path / "y.pt")
+
+    # the same plan built in this process, from the same (cached) calibration statistics
+    ctx = SearchContext.build(settings_from(build_search_parser().parse_args(full_run["args"])), progress=False)
+    plan = Plan.of(chosen["spans"], L)
+    model = ctx.model_for(plan).eval()
+    with torch.inference_mode():
+        expected_out, expected_features = model(pixel_values=x), model.features({"pixel_values": x})
+    assert fresh["kept"] == list(plan.kept)
+    torch.testing.assert_close(fresh["out"], expected_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fresh["features"], expected_features, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 4. the budget pick
+
+
+def test_budget_pick_is_the_most_accurate_feasible_plan(full_run):
+    out = full_run["out"]
+    doc = read_front(out)
+    budget = doc["budgets"]["gflops"]
+    assert budget == pytest.approx(0.7 * doc["baseline"]["gflops"], rel=1e-9)
+    trials = scored(load_study(out).get_trials(deepcopy=False))
+    feasible = [t for t in trials if t.user_attrs["gflops"] <= budget]
+    assert feasible and len(feasible) < len(trials), "the budget should rule some scored plans out"
+    best = max(t.user_attrs["accuracy"] for t in feasible)
+    chosen = doc["chosen"]
+    assert chosen["gflops"] <= budget
+    assert chosen["accuracy"] == pytest.approx(best, abs=1e-9)
+    # and the same from trials.csv alone
+    _, rows = read_csv(out)
+    rows = [r for r in rows if r["state"] == "COMPLETE" and r["accuracy"] != "" and float(r["gflops"]) <= budget * (1 + 1e-6)]
+    assert float(max(rows, key=lambda r: float(r["accuracy"]))["accuracy"]) == pytest.approx(chosen["accuracy"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- 2. NSGA-II against exhaustive enumeration
+
+
+def test_nsga2_finds_the_exhaustive_front_or_comes_close(tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch):
+    tmp_path = runs / "hv"
+    common = (tiny_dirs["vit"], graded_dataset_dir, cache_dir)
+    space = PlanSpace(num_blocks=L, kinds=("identity", "linear"))
+    assert space.size() == 81
+
+    code, _, err = run_main(argv(*common, tmp_path / "exhaustive", "--sampler", "exhaustive", "--seed", "0"))
+    assert code == 0, err
+    trials = load_study(tmp_path / "exhaustive").get_trials(deepcopy=False)
+    assert len(trials) == 81 and all(t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs for t in trials)
+    assert {json.dumps(t.user_attrs["spans"]) for t in trials} == {plan_key(p) for p in space.enumerate()}
+    exhaustive = {json.dumps(t.user_attrs["spans"]): (t.user_attrs["accuracy"], t.user_attrs["gflops"]) for t in trials}
+
+    counts = count_evaluations(monkeypatch)
+    code, _, err = run_main(argv(*common, tmp_path / "nsga2", "--sampler", "nsga2", "--seed", "0", "--trials", str(NSGA2_TRIALS)))
+    assert code == 0, err
+    trials = load_study(tmp_path / "nsga2").get_trials(deepcopy=False)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == NSGA2_TRIALS
+    # NSGA-II repeats plans in a space this small: each repeat reuses the first one's scores
+    assert any("duplicate_of" in t.user_attrs for t in trials)
+    assert_each_plan_scored_once(trials, trial_evaluations(counts))
+    for t in scored(trials):  # the same plan scores the same in both runs
+        assert (t.user_attrs["accuracy"], t.user_attrs["gflops"]) == pytest.approx(exhaustive[json.dumps(t.user_attrs["spans"])])
+
+    hv_exhaustive = front_hypervolume(read_front(tmp_path / "exhaustive"))
+    hv_nsga2 = front_hypervolume(read_front(tmp_path / "nsga2"))
+    distinct = len({json.dumps(t.user_attrs["spans"]) for t in scored(trials)})
+    print(f"\nhypervolume (accuracy % x GFLOPs, reference: 0 %, the original's GFLOPs): exhaustive (81 plans) {hv_exhaustive:.6g}, "
+          f"NSGA-II ({NSGA2_TRIALS} trials, {distinct} distinct plans) {hv_nsga2:.6g} = {hv_nsga2 / hv_exhaustive:.1%}")
+    assert hv_exhaustive > 0
+    assert hv_nsga2 <= hv_exhaustive * (1 + 1e-9), "no sampler can beat the exhaustive front"
+    assert hv_nsga2 >= 0.9 * hv_exhaustive
+
+
+# ---------------------------------------------------------------- 3. resume
+
+
+def test_resume_after_an_interruption_neither_loses_nor_repeats_a_trial(tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch):
+    out = runs / "resume"
+    base = argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--seed", "3")
+    args = [*base, "--trials", "10"]
+
+    # Ctrl-C during the 5th evaluation (the 1st is the original model's baseline)
+    first = count_evaluations(monkeypatch, raise_on=5)
+    code, _, err = run_main(args)
+    assert code == 130
+    assert "interrupted" in err and "re-run" in err
+    before = load_study(out).get_trials(deepcopy=False)
+    done = {t.number: t for t in before if t.state.name == "COMPLETE"}
+    failed = [t for t in before if t.state.name == "FAIL"]
+    assert len(done) == 3 and len(failed) == 1
+    assert "interrupt" in failed[0].system_attrs["fail_reason"].lower()
+    _, rows = read_csv(out)  # written even when interrupted
+    assert [r["state"] for r in rows].count("COMPLETE") == 3
+    assert "interrupt" in next(r for r in rows if r["state"] == "FAIL")["failure"].lower()
+
+    # the same command again: resumes up to --trials COMPLETE
+    second = count_evaluations(monkeypatch)
+    code, _, err = run_main(args)
+    assert code == 0, err
+    after = load_study(out).get_trials(deepcopy=False)
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(complete) == 10
+    by_number = {t.number: t for t in after}
+    for number, t in done.items():  # nothing lost, nothing recomputed
+        kept = by_number[number]
+        assert kept.state.name == "COMPLETE" and kept.values == t.values and kept.params == t.params
+        assert kept.user_attrs == t.user_attrs
+    assert by_number[failed[0].number].state.name == "FAIL"
+
+    # no plan was evaluated twice; a plan suggested again reused the first trial's scores
+    assert_each_plan_scored_once(after, trial_evaluations(first) + trial_evaluations(second))
+
+    # a killed process leaves a RUNNING trial behind; a plan already scored is suggested again
+    study = load_study(out)
+    orphan = study.ask()
+    repeat = min(done)
+    study.enqueue_trial(by_number[repeat].params)
+    third = count_evaluations(monkeypatch)
+    code, _, err = run_main([*base, "--trials", "11"])  # one more trial: the queued repeat
+    assert code == 0, err
+    final = {t.number: t for t in load_study(out).get_trials(deepcopy=False)}
+    assert final[orphan.number].state.name == "FAIL"
+    assert final[orphan.number].system_attrs["fail_reason"].startswith("interrupted")
+    new = [t for n, t in final.items() if n not in by_number and n != orphan.number]
+    assert len(new) == 1 and new[0].state.name == "COMPLETE"
+    assert new[0].user_attrs["duplicate_of"] == repeat and new[0].values == by_number[repeat].values
+    assert not trial_evaluations(third), "a repeated plan is reused, not scored again"
+    _, rows = read_csv(out)
+    assert next(r for r in rows if int(r["number"]) == orphan.number)["failure"].startswith("interrupted")
+
+
+# ---------------------------------------------------------------- 5. --plan
+
+
+def test_given_plans_are_scored_without_searching(tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch):
+    counts = count_evaluations(monkeypatch)
+    out = runs / "manual"
+    code, stdout, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→2:linear", "--plan", "1->3:identity"))
+    assert code == 0, err
+    _, rows = read_csv(out)
+    assert sorted((r["plan"], r["state"], r["spans"]) for r in rows) == [
+        ("0→2:linear", "COMPLETE", json.dumps([[0, 2, "linear"]])),
+        ("1→3:identity", "COMPLETE", json.dumps([[1, 3, "identity"]])),
+    ]
+    assert all(0 <= float(r["accuracy"]) <= 100 for r in rows)
+    assert set(trial_evaluations(counts)) == {plan_key(Plan.parse("0→2:linear", L)), plan_key(Plan.parse("1→3:identity", L))}
+    assert len(load_study(out).get_trials(deepcopy=False)) == 2
+    assert "0→2:linear" in stdout or "1→3:identity" in stdout  # the front of the two, in the summary
+
+
+def test_budget_above_the_original_is_not_an_error(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    out = runs / "generous"
+    code, stdout, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→1:linear", "--budget-gflops", "1000"))
+    assert code == 0, err
+    assert "every plan fits" in stdout
+    assert read_front(out)["chosen"]["spans"] == [[0, 1, "linear"]]
+
+
+# ---------------------------------------------------------------- 6. bad input: one line, exit 2
+
+
+def _bad_cases(model, other_model, dataset, cache, run_dir, tmp) -> dict[str, tuple[list[str], str]]:
+    """name -> (argv, a phrase the one error line must hold)."""
+    good = dict(model=model, dataset=dataset, cache=cache)
+
+    def args(out, *extra, **over):
+        a = {**good, **over}
+        return argv(a["model"], a["dataset"], a["cache"], out, "--trials", "2", *extra)
+
+    return {
+        "unknown model id": (args(tmp / "a", model="no-such-org/no-such-model"), "cannot load model"),
+        "missing dataset path": (args(tmp / "b", dataset=tmp / "no-such-data"), "not found"),
+        "unknown hub dataset offline": (args(tmp / "c", dataset="no-such-org/no-such-dataset"), "local copy"),
+        "budget below the cheapest plan": (args(run_dir, "--budget-gflops", "1e-7"), "cheapest plan"),
+        "one objective": (args(tmp / "d", "--objectives", "accuracy"), "objective"),
+        "unknown objective": (args(tmp / "e", "--objectives", "accuracy,bogus"), "bogus"),
+        "no trials": (args(tmp / "f", "--trials", "0"), "--trials"),
+        "backward span": (args(tmp / "g", "--plan", "3→2:linear"), "3→2"),
+        "unknown translator": (args(tmp / "h", "--plan", "0→1:bogus"), "bogus"),
+        "run directory of another model": (args(run_dir, model=other_model), "another run"),
+    }
+
+
+# Option checks that fail before any library is used run in this process (through `main`, the same
+# code path); the rest each run as their own `python -m toast.search.cli`, side by side. Every such
+# process pays ~3 s of CPU for importing torch, transformers and datasets, and this module shares two
+# cores. Empty this set to run every case as a subprocess.
+IN_PROCESS_CASES = {"one objective", "unknown objective", "backward span", "unknown translator"}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tiny_dirs, graded_dataset_dir, cache_dir, full_run, runs):
+    """Every bad input's exit code, stdout and stderr."""
+    tmp = runs / "bad"
+    run_dir = full_run["out"]
+    before = {"run": snapshot(run_dir), "cache": snapshot(cache_dir)}
+    cases = _bad_cases(tiny_dirs["vit"], tiny_dirs["deit"], graded_dataset_dir, cache_dir, run_dir, tmp)
+    procs = {name: subprocess.Popen([sys.executable, "-m", "toast.search.cli", *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=OFFLINE)
+             for name, (a, _) in cases.items() if name not in IN_PROCESS_CASES}
+    results = {name: run_main(a) for name, (a, _) in cases.items() if name in IN_PROCESS_CASES}
+    for name, p in procs.items():
+        stdout, stderr = p.communicate(timeout=300)
+        results[name] = (p.returncode, stdout, stderr)
+    return {"cases": cases, "results": results, "before": before, "run_dir": run_dir, "cache": cache_dir}
+
+
+BAD_CASES = ["unknown model id", "missing dataset path", "unknown hub dataset offline", "budget below the cheapest plan",
+             "one objective", "unknown objective", "no trials", "backward span", "unknown translator", "run directory of another model"]
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_input_is_one_line_and_exit_2(bad_runs, name):
+    code, stdout, stderr = bad_runs["results"][name]
+    phrase = bad_runs["cases"][name][1]
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("toast-search: error:") and phrase in lines[0], lines[0]
+    assert "Traceback" not in stderr + stdout
+    out = Path(bad_runs["cases"][name][0][bad_runs["cases"][name][0].index("--out") + 1])
+    if out != bad_runs["run_dir"]:
+        assert not out.exists(), f"a run that never started left {sorted(p.name for p in out.iterdir())} in {out}"
+
+
+def test_budget_error_names_the_cheapest_plan_and_loses_nothing(bad_runs):
+    line = bad_runs["results"]["budget below the cheapest plan"][2].strip()
+    m = re.search(r"cheapest plan in this space \(([0-9.e+-]+) GFLOPs", line)
+    assert m, line
+    # the cheapest plan removes every block: the same cost as the all-identity plan
+    cheapest = float(m.group(1))
+    doc = read_front(bad_runs["run_dir"])
+    assert 1e-7 < cheapest < min(r["gflops"] for r in doc["front"]) * (1 + 1e-3)
+    # nothing already computed is lost: the run directory and every cache entry are untouched
+    # (the other-model case used the same run directory and must not have touched it either)
+    assert snapshot(bad_runs["run_dir"]) == bad_runs["before"]["run"]
+    after = snapshot(bad_runs["cache"])
+    assert all(after.get(path) == digest for path, digest in bad_runs["before"]["cache"].items())
+
+
+# ---------------------------------------------------------------- 7. --help
+
+
+def test_help_mentions_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = "".join(capsys.readouterr().out.split())  # argparse re-wraps lines (and breaks words at hyphens)
+    for action in build_search_parser()._actions:
+        if "-h" in action.option_strings:
+            continue
+        assert all(o in text for o in action.option_strings), action.option_strings
+        if action.nargs == 0:  # on/off flags: off unless given
+            continue
+        help_text = " ".join(action.help.split())
+        assert "".join(help_text.split()) in text, action.option_strings
+        assert "(default:" in help_text, f"{action.option_strings[0]} does not say its default"
+        default = action.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        if isinstance(default, (str, int, float)) and not isinstance(default, bool):
+            assert f"{default}" in help_text.split("(default:")[-1], f"{action.option_strings[0]}: default {default!r} not stated"
