@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +76,87 @@ def run_search(settings: SearchSettings) -> RunResult:
         n = search.trials_to_run()
     interrupted = None
     try:
-        from toast.runners import run_local
-
-        run_local(search.study, search.objective, n_trials=n, timeout=settings.timeout, callbacks=[_progress(search, n, settings.progress)])
+        _run_trials(settings, ctx, search, n)
     except KeyboardInterrupt as exc:
         interrupted = exc
     result = finalize(settings, ctx, search, objectives)
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _run_trials(settings: SearchSettings, ctx: SearchContext, search: Search, n: int) -> None:
+    """The trials, in this process or on Ray: the same `Search.define` and `SearchContext.evaluate` either way."""
+    progress = _progress(search, n, settings.progress)
+    if settings.runner != "ray":
+        from toast.runners import run_local
+
+        run_local(search.study, search.objective, n_trials=n, timeout=settings.timeout, callbacks=[progress])
+        return
+    from toast.runners import RayOptions, run_ray
+
+    options = RayOptions(address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial or 1.0, gpus_per_trial=settings.gpus_per_trial,
+                         max_concurrent=settings.max_concurrent, max_failures=2 if settings.max_failures is None else settings.max_failures,
+                         device=settings.device, storage_path=settings.out / "ray")
+    worker = WorkerTrial(settings=_for_workers(settings), capture=str(ctx.captured.directory.resolve()))
+    run_ray(search.study, metrics=[o.name for o in search.objectives], define=partial(_define_for_ray, search), make_trial=worker,
+            key=worker.key, n_trials=n, options=options, timeout=settings.timeout, callbacks=[search.remember, progress])
+
+
+def _define_for_ray(search: Search, trial) -> dict[str, Any]:
+    """The driver side of a Ray trial: the plan (and any scores known without scoring it) for the worker."""
+    plan, known = search.define(trial)
+    return {"spans": json.dumps(plan.to_json()), "known": "" if known is None else json.dumps(known)}
+
+
+def _for_workers(settings: SearchSettings) -> SearchSettings:
+    """Settings as a Ray worker needs them: local paths absolute (Tune runs trials in their own folders), the cache
+    root explicit (the driver's, which every node must see), no progress bars."""
+    def absolute(name: str) -> str:
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else name
+
+    from ._cache import ActivationCache
+
+    return replace(settings, model=absolute(settings.model), dataset=absolute(settings.dataset), out=settings.out.resolve(),
+                   cache_dir=ActivationCache(settings.cache_dir).root.resolve(), progress=False)
+
+
+@dataclass(frozen=True)
+class WorkerTrial:
+    """Picklable, sent to Ray workers: builds the worker's own `SearchContext` once, from the caches the driver
+    wrote (no capture pass), and returns the trial function `config -> (objective values, attrs)`."""
+
+    settings: SearchSettings
+    capture: str  # the activation cache entry the driver captured
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def __call__(self):
+        from ._errors import CacheError
+        from .cli import _quiet_libraries
+
+        _quiet_libraries()
+
+        manifest = Path(self.capture) / "manifest.json"
+        if not manifest.is_file():
+            raise CacheError(f"the activation cache entry {self.capture} is not visible on this node ({socket.gethostname()}): "
+                             "--cache-dir must be a path every node sees (a shared filesystem)")
+        before = manifest.stat().st_mtime_ns
+        ctx = SearchContext.build(self.settings, progress=False)
+        cache_hit = ctx.captured.directory.resolve() == Path(self.capture) and manifest.stat().st_mtime_ns == before
+        objectives = get_objectives(self.settings.objectives)
+
+        def trial(config: dict) -> tuple[dict[str, float], dict[str, Any]]:
+            if config["known"]:
+                metrics = json.loads(config["known"])
+            else:
+                metrics = dict(ctx.evaluate(Plan.of(json.loads(config["spans"]), ctx.loaded.num_blocks)), scored=True)
+            return {o.name: Search._value(o, metrics) for o in objectives}, {**metrics, "ray_worker_cache_hit": cache_hit}
+
+        return trial
 
 
 def _progress(search: Search, total: int, enabled: bool):
@@ -159,4 +235,5 @@ _KEEP = ("number", "spans", "plan", "accuracy", "accuracy_std", "accuracy_search
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record[k] for k in _KEEP if k in record}
+    """The record's reported fields; NaN / inf (e.g. CKA of constant features) as null, so the JSON is standard."""
+    return {k: None if isinstance(record[k], float) and not math.isfinite(record[k]) else record[k] for k in _KEEP if k in record}

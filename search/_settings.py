@@ -52,6 +52,11 @@ class SearchSettings:
     cache_dir: Path | None = None
     batch_size: int = 32
     runner: str = "local"
+    ray_address: str | None = None  # --runner ray: join this cluster (default $RAY_ADDRESS, else a local Ray instance)
+    cpus_per_trial: float | None = None  # None: 1
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs and --device is not cpu, else 0
+    max_concurrent: int | None = None  # None: as many trials as the cluster's resources hold
+    max_failures: int | None = None  # retries of a trial whose Ray worker died; None: 2
     progress: bool = True
     seeds_per_study: int = 10
     extra: dict = field(default_factory=dict)
@@ -85,6 +90,18 @@ class SearchSettings:
             problems.append(f"--min-kept must be >= 0, got {self.min_kept}")
         if self.runner not in ("local", "ray"):
             problems.append(f"--runner must be local or ray, got {self.runner!r}")
+        ray_only = {"ray_address": self.ray_address, "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
+                    "max_concurrent": self.max_concurrent, "max_failures": self.max_failures}
+        for name, value in ray_only.items():
+            if value is not None and self.runner != "ray":
+                problems.append(f"--{name.replace('_', '-')} needs --runner ray")
+        for name in ("cpus_per_trial", "gpus_per_trial", "max_failures"):
+            if (getattr(self, name) or 0) < 0:
+                problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            problems.append(f"--max-concurrent must be at least 1, got {self.max_concurrent}")
+        if self.cpus_per_trial == 0 and not self.gpus_per_trial:
+            problems.append("--cpus-per-trial 0 needs --gpus-per-trial above 0: a trial must ask for some resource")
         if problems:
             raise SettingsError("; ".join(problems))
 

@@ -150,6 +150,20 @@ class Search:
             raise
 
     def _objective(self, trial) -> list[float]:
+        plan, metrics = self.define(trial)
+        if metrics is None:
+            metrics = dict(self.evaluate(plan), scored=True)
+        from toast.runners import set_user_attrs
+
+        set_user_attrs(self.storage, trial._trial_id, metrics)  # one commit, not one per metric
+        if "duplicate_of" not in metrics and metrics.get("scored", True):
+            self._done[plan_key(plan)] = self.storage.get_trial(trial._trial_id)
+        return self.values(metrics)
+
+    def define(self, trial) -> tuple[Plan, dict[str, Any] | None]:
+        """The ask side of a trial (shared by the local and Ray runners): decode the plan, set its
+        constraints and attrs, and return the metrics already known without scoring it (an identical
+        plan's, or a plan far over budget's cost), else None: the plan must be scored."""
         plan = self.space.suggest(trial)
         trial.set_user_attr("spans", plan.to_json())
         trial.set_user_attr("plan", str(plan))
@@ -157,23 +171,24 @@ class Search:
         for name, value in constraints.items():
             trial.set_constraint(name, value)
         trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
-        key = plan_key(plan)
-        previous = self._done.get(key)
-        if previous is not None:
-            metrics = {k: v for k, v in previous.user_attrs.items() if k not in ("spans", "plan", "feasible", "duplicate_of")}
-            trial.set_user_attr("duplicate_of", previous.number)
-            metrics["seconds"] = 0.0
-        elif self.far_over_budget(plan):
+        previous = self._done.get(plan_key(plan))
+        if previous is not None:  # where it ran (a runner's `ray_*` attrs) is not a score
+            metrics = {k: v for k, v in previous.user_attrs.items() if k not in ("spans", "plan", "feasible", "duplicate_of") and not k.startswith("ray_")}
+            metrics.update(duplicate_of=previous.number, seconds=0.0)
+            return plan, metrics
+        if self.far_over_budget(plan):
             cost = self.costs.cost(plan)
-            metrics = {"gflops": cost.gflops, "params": cost.mparams, "scored": False, "seconds": 0.0}
-        else:
-            metrics = dict(self.evaluate(plan), scored=True)
-        for k, v in metrics.items():
-            trial.set_user_attr(k, v)
-        values = [self._value(o, metrics) for o in self.objectives]
-        if previous is None and metrics.get("scored", True):
-            self._done[key] = trial
-        return values
+            return plan, {"gflops": cost.gflops, "params": cost.mparams, "scored": False, "seconds": 0.0}
+        return plan, None
+
+    def values(self, metrics: dict[str, Any]) -> list[float]:
+        """The objective values Optuna is told, in the study's order."""
+        return [self._value(o, metrics) for o in self.objectives]
+
+    def remember(self, study, trial) -> None:
+        """After a trial scored elsewhere (a Ray worker) finishes: identical plans reuse its scores from now on."""
+        if trial.state.name == "COMPLETE" and trial.user_attrs.get("scored", True) and "duplicate_of" not in trial.user_attrs:
+            self._done.setdefault(json.dumps(trial.user_attrs.get("spans")), trial)
 
     @staticmethod
     def _value(objective, metrics: dict) -> float:

@@ -17,6 +17,7 @@ from toast.spaces import ToastError
 
 DEFAULT_MODEL = "demo-vit"
 DEFAULT_DATASET = "digits"
+DEMO_BUDGET_FRACTION = 0.85  # the demo exports a model: one that removes at least one block
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -67,11 +68,18 @@ def build_search_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds (default: none)")
     p.add_argument("--budget-gflops", type=float, default=None, help="cost limit in GFLOPs per input (default: none)")
     p.add_argument("--budget-params", type=float, default=None, help="limit in millions of parameters (default: none)")
-    p.add_argument("--budget-fraction", type=float, default=None, help="limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none)")
-    p.add_argument("--plan", action="append", default=[], help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" (ASCII -> works); repeat for several')
+    p.add_argument("--budget-fraction", type=float, default=None, help=f"limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none; the demo run, {DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION})")
+    p.add_argument("--plan", action="append", default=[], help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" (ASCII -> works); repeat for several (default: none, search)')
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype (bf16/fp16 for GPUs) (default: float32)")
-    p.add_argument("--runner", default="local", choices=["local"], help="where trials run (default: local)")
+    p.add_argument("--runner", default="local", choices=["local", "ray"],
+                   help="where trials run: this process, or Ray Tune on a local Ray instance or the cluster of --ray-address (default: local)")
+    p.add_argument("--ray-address", default=None, help="--runner ray: address of an existing Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="--runner ray: CPUs each trial reserves (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="--runner ray: GPUs each trial reserves, fractions allowed, e.g. 0.25 (default: 1 when the cluster has GPUs and --device is not cpu, else 0)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="--runner ray: at most this many trials at once (default: as many as the resources hold)")
+    p.add_argument("--max-failures", type=int, default=None, help="--runner ray: retries of a trial whose worker died before it is recorded as failed (default: 2)")
     p.add_argument("--dry-run", action="store_true", help="say what would run (space size, cache hit or miss, trials) and stop")
     return p
 
@@ -94,6 +102,10 @@ def settings_from(args: argparse.Namespace):
     from ._settings import SearchSettings
 
     out = args.out or Path("runs") / f"{_slug(args.model)}-{_slug(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    demo = (args.model, args.dataset) == (DEFAULT_MODEL, DEFAULT_DATASET)
+    if demo and not args.plan and all(v is None for v in (args.budget_gflops, args.budget_params, args.budget_fraction)):
+        args.budget_fraction = DEMO_BUDGET_FRACTION
+        print(f"demo: {DEFAULT_MODEL} on {DEFAULT_DATASET}, budget {DEMO_BUDGET_FRACTION:g} × the original's GFLOPs (--budget-fraction)")
     return SearchSettings(
         model=args.model, dataset=args.dataset, out=out, split_train=args.split_train, split_test=args.split_test,
         input_column=args.input_column, label_column=args.label_column, translators=args.translators,
@@ -102,7 +114,8 @@ def settings_from(args: argparse.Namespace):
         sampler=args.sampler, seed=args.seed, trials=args.trials, timeout=args.timeout, budget_gflops=args.budget_gflops,
         budget_params=args.budget_params, budget_fraction=args.budget_fraction, plans=tuple(args.plan), device=args.device,
         dtype=args.dtype, activation_dtype=args.activation_dtype, cache_dir=args.cache_dir, batch_size=args.batch_size,
-        runner=args.runner, progress=not args.no_progress,
+        runner=args.runner, progress=not args.no_progress, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
     )
 
 

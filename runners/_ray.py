@@ -1,0 +1,341 @@
+"""The Ray runner: trials spread over a Ray cluster's CPUs and GPUs by Ray Tune, the study kept in Optuna.
+
+Ray Tune's `Tuner` drives `OptunaSearch` over the same Optuna storage and study as the local runner,
+so the study file stays the single record of the search (resume, `trials.csv`, the front). The
+sampler asks on the driver through a define-by-run function (`define(trial) -> dict` of constants
+for the worker); each Tune trial calls the trial function a worker built once (`make_trial()`,
+reused across its trials) and reports `(values, attrs)`; a Tune callback on the driver writes the
+attrs into the Optuna trial before the searcher tells Optuna the values. A trial that raises is
+reported with its reason and recorded FAIL; a worker that dies is retried (`max_failures`), then
+recorded FAIL with Ray's error. Nothing here imports Ray until `run_ray` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ._storage import set_user_attrs
+
+TOKEN = "toast_trial_id"  # the Optuna trial's storage id, in every Tune trial's config
+NUMBER = "toast_trial"  # the Optuna trial number (names the Tune trial)
+ATTRS = "toast_attrs"  # reported: the attrs to store, as JSON
+ERROR = "toast_error"  # reported: why the trial function raised ("" when it did not)
+CRASH_ENV = "TOAST_RAY_CRASH_ONCE"  # tests: "<trial number>:<marker file>" kills the worker on that trial's first attempt
+STOPPED = "interrupted: the Ray search stopped (Ctrl-C, --timeout or a driver error) before this trial finished"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayOptions:
+    """Where and how trials run on Ray.
+
+    `address`: an existing cluster (`ray start --head` prints it; default `$RAY_ADDRESS`), else a
+    local Ray instance starts with `num_cpus` (all cores when None). `gpus_per_trial` may be a
+    fraction; None means 1 when the cluster has GPUs and `device` is not cpu, else 0.
+    `max_concurrent` None means as many trials as the resources hold.
+    """
+
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    reuse_actors: bool = True
+    num_cpus: int | None = None
+    device: str = "auto"
+    storage_path: Path | None = None
+    name: str | None = None
+
+
+# ---- pure pieces (testable without Ray) -------------------------------------------------------
+def tune_space(define: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+    """The define-by-run space for `OptunaSearch`: `define(trial)` plus the token naming the Optuna trial."""
+
+    def space(trial) -> dict[str, Any]:
+        return {**define(trial), TOKEN: trial._trial_id, NUMBER: trial.number}
+
+    return space
+
+
+def resources_per_trial(options: RayOptions, cluster: dict[str, float]) -> dict[str, float]:
+    """CPUs and GPUs one trial asks Ray for."""
+    gpus = options.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if cluster.get("GPU", 0) >= 1 and options.device != "cpu" else 0.0
+    return {"cpu": float(options.cpus_per_trial), "gpu": float(gpus)}
+
+
+def default_concurrency(resources: dict[str, float], cluster: dict[str, float]) -> int:
+    """How many trials the cluster's resources hold at once (at least 1)."""
+    slots = []
+    if resources["cpu"] > 0:
+        slots.append(int(cluster.get("CPU", 1) // resources["cpu"] + 1e-9))
+    if resources["gpu"] > 0:
+        slots.append(int(cluster.get("GPU", 0) / resources["gpu"] + 1e-9))
+    return max(1, min(slots) if slots else 1)
+
+
+def failure_reason(error_file: str | None, attempts: int, max_failures: int, log: str | None = None) -> str:
+    """One line for a trial Tune gave up on: how often it failed and the last failure's error, from Tune's
+    error file; `log` says where Tune keeps the whole error (default: `error_file`)."""
+    text = ""
+    if error_file and os.path.isfile(error_file):
+        blocks = Path(error_file).read_text(errors="replace").split("Failure # ")
+        lines = [ln.strip() for ln in blocks[-1].splitlines()[1:] if ln.strip()]
+        text = next((ln for ln in lines if "Error" in ln or "died" in ln), lines[0] if lines else "")
+    log = log or error_file
+    where = f"; Tune's log: {log}" if log else ""
+    return f"the Ray trial failed {attempts} time(s) (--max-failures {max_failures}): {text[:400] or 'worker error'}{where}"
+
+
+# ---- the worker side --------------------------------------------------------------------------
+@dataclass
+class _Worker:
+    key: str
+    trial: Callable[[dict], tuple[dict[str, float], dict[str, Any]]]
+    setup_seconds: float
+    trials: int = 0
+
+
+_WORKER: _Worker | None = None  # this worker process's trial function, built once, reused by every trial it runs
+
+
+def _maybe_crash(spec: str | None, config: dict) -> None:
+    """Test knob: kill this worker process (as a lost node would) on one trial's first attempt."""
+    if not spec:
+        return
+    number, _, marker = spec.partition(":")
+    if int(number) == int(config[NUMBER]) and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(1)
+
+
+def _trainable(config: dict, *, make_trial: Callable[[], Callable], key: str, metrics: Sequence[str], crash: str | None = None) -> None:
+    """One Tune trial: the worker's trial function (built on first use), its values and attrs reported once."""
+    global _WORKER
+    import ray
+    from ray import tune
+
+    attrs: dict[str, Any] = {}
+    error = ""
+    values = {m: math.nan for m in metrics}
+    try:
+        if _WORKER is None or _WORKER.key != key:
+            _WORKER = None  # one search per worker process: drop another search's context first
+            start = time.perf_counter()
+            fn = make_trial()
+            _WORKER = _Worker(key, fn, time.perf_counter() - start)
+            attrs["ray_worker_setup_seconds"] = _WORKER.setup_seconds
+        _WORKER.trials += 1
+        _maybe_crash(crash, config)
+        values, extra = _WORKER.trial(config)
+        attrs.update(extra)
+    except Exception as exc:  # recorded FAIL with its reason by the driver, never dropped
+        error = f"{type(exc).__name__}: {exc}"
+    attrs.update(ray_node=ray.get_runtime_context().get_node_id(), ray_host=socket.gethostname(), ray_pid=os.getpid(),
+                 ray_worker_trials=_WORKER.trials if _WORKER else 0)
+    tune.report({**values, ATTRS: json.dumps(attrs, default=float), ERROR: error})
+
+
+def _trial_name(trial) -> str:
+    return f"trial-{int(trial.config[NUMBER]):05d}"
+
+
+# ---- the driver side ----------------------------------------------------------------------------
+@cache
+def _tune_classes():
+    """The Tune callback and searcher (defined on first use, so that importing this module needs no Ray)."""
+    import optuna
+    from ray.tune import Callback
+    from ray.tune.search.optuna import OptunaSearch
+
+    FAIL = optuna.trial.TrialState.FAIL
+
+    class StudyCallback(Callback):
+        """Writes each reported trial's attrs into its Optuna trial (found by the config's token) while it
+        still runs, then calls the runner's hooks `(study, FrozenTrial)` once Optuna has its outcome."""
+
+        def __init__(self, storage, hooks: Sequence[Callable], max_failures: int) -> None:
+            self.storage = storage
+            self.hooks = list(hooks)
+            self.max_failures = max_failures
+            self.study = None
+            self.trials: dict[str, Any] = {}  # Tune trial id -> Tune trial, for the failure reason
+
+        def __getstate__(self) -> dict:  # Tune pickles its run config into tuner.pkl: keep live objects out
+            return {"max_failures": self.max_failures}
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self.trials[trial.trial_id] = trial
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            set_user_attrs(self.storage, trial.config[TOKEN], json.loads(result.get(ATTRS) or "{}"))
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._finished(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._finished(trial)
+
+        def _finished(self, trial) -> None:
+            frozen = self.storage.get_trial(trial.config[TOKEN])
+            for hook in self.hooks:
+                hook(self.study, frozen)
+
+        def reason(self, tune_trial_id: str) -> str:
+            trial = self.trials.get(tune_trial_id)
+            if trial is None:
+                return "the Ray trial failed"
+            log = f"{trial.path}/{os.path.basename(trial.error_file)}" if trial.path and trial.error_file else None
+            return failure_reason(trial.error_file, trial.run_metadata.num_failures, self.max_failures, log)
+
+    class StudySearch(OptunaSearch):
+        """`OptunaSearch` that records why a trial failed (Optuna stores no reason) and is never pickled whole."""
+
+        def __init__(self, *args, callback: StudyCallback, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.callback = callback
+            callback.study = self._ot_study
+
+        def __getstate__(self) -> dict:  # the study is the state: resume goes through the Optuna storage
+            return {"_metric": self._metric, "_mode": self._mode}
+
+        def save(self, checkpoint_path: str) -> None:
+            pass
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None or trial_id in self._completed_trials:
+                return super().on_trial_complete(trial_id, result, error)
+            if error:
+                reason = self.callback.reason(trial_id)
+            elif result and result.get(ERROR):
+                reason = result[ERROR]
+            elif not result or any(m not in result for m in self._metric):
+                reason = STOPPED
+            else:
+                return super().on_trial_complete(trial_id, result, error)
+            self.fail(trial_id, reason)
+
+        def fail(self, trial_id: str, reason: str) -> None:
+            ot_trial = self._ot_trials[trial_id]
+            storage = self._ot_study._storage
+            if not storage.get_trial(ot_trial._trial_id).state.is_finished():
+                storage.set_trial_system_attr(ot_trial._trial_id, "fail_reason", reason)
+                self._ot_study.tell(ot_trial, state=FAIL)
+            self._completed_trials.add(trial_id)
+
+        def fail_unfinished(self, reason: str) -> int:
+            """Trials asked but never told (the run stopped under them): FAIL with `reason`."""
+            left = [t for t in self._ot_trials if t not in self._completed_trials]
+            for t in left:
+                self.fail(t, reason)
+            return len(left)
+
+    return StudyCallback, StudySearch
+
+
+@contextlib.contextmanager
+def _ray_session(options: RayOptions):
+    """Join the cluster at `options.address` (or `$RAY_ADDRESS`), use one already joined, or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = dict(address=address) if address else dict(num_cpus=options.num_cpus, include_dashboard=False)
+    ray.init(**kwargs, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _driver_env():
+    """While Tune runs: Ctrl-C raises KeyboardInterrupt in the driver, as in the local runner (Tune's own
+    handler would stop gracefully and return as if the search had finished), and Tune prints nothing on
+    stdout (its new output engine prints a header even at verbose=0)."""
+    wanted = {"TUNE_DISABLE_SIGINT_HANDLER": "1", "RAY_AIR_NEW_OUTPUT": "0"}
+    previous = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_ray(
+    study: Any,
+    *,
+    metrics: Sequence[str],
+    define: Callable[[Any], dict[str, Any]],
+    make_trial: Callable[[], Callable[[dict], tuple[dict[str, float], dict[str, Any]]]],
+    key: str,
+    n_trials: int,
+    options: RayOptions,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable] = (),
+) -> dict[str, Any]:
+    """Run `n_trials` more trials of the Optuna `study` on Ray Tune; returns a summary (resources, concurrency).
+
+    `metrics` names the study's objectives in order (the keys of the reported values).
+    `define(trial)` runs on the driver for each trial the sampler asks (decode, constraints, attrs)
+    and returns constants for the worker (JSON-able). `make_trial()` runs once per worker process
+    (picklable; `key` names what it builds) and returns `trial(config) -> (values, attrs)`: the
+    objective values by the study's metric names, and attrs to store on the Optuna trial.
+    `callbacks(study, FrozenTrial)` run on the driver after each trial, as `study.optimize`'s do.
+    """
+    if n_trials <= 0:
+        return {"trials": 0}
+    import ray
+    from ray import tune
+
+    metrics = list(metrics)
+    if len(metrics) != len(study.directions):
+        raise ValueError(f"run_ray: {len(metrics)} metric names for a study with {len(study.directions)} objectives")
+    modes = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
+    storage = study._storage
+    StudyCallback, StudySearch = _tune_classes()
+    with _ray_session(options), _driver_env():
+        cluster = ray.cluster_resources()
+        resources = resources_per_trial(options, cluster)
+        concurrency = options.max_concurrent or default_concurrency(resources, cluster)
+        callback = StudyCallback(storage, callbacks, options.max_failures)
+        searcher = StudySearch(tune_space(define), metric=metrics, mode=modes, sampler=study.sampler, storage=storage,
+                               study_name=study.study_name, callback=callback)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, make_trial=make_trial, key=key, metrics=metrics, crash=os.environ.get(CRASH_ENV)),
+            resources)
+        storage_path = Path(options.storage_path or Path.cwd() / "ray").resolve()
+        name = options.name or f"toast-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, max_concurrent_trials=concurrency,
+                                        reuse_actors=options.reuse_actors, time_budget_s=timeout,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), callbacks=[callback], verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+        )
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            searcher.fail_unfinished("interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran on Ray")
+            raise
+        finally:
+            searcher.fail_unfinished(STOPPED)
+    return {"trials": n_trials, "resources_per_trial": resources, "max_concurrent": concurrency,
+            "cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")}, "results": str(storage_path / name)}
