@@ -36,18 +36,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def length_sorted_batches(texts: list[str], tokenizer, batch_size: int):
-    """`(row indices, inputs)` with rows of similar length together (little padding)."""
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    out = []
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=256, return_tensors="pt")
-        out.append((index, dict(enc)))
-    return out
-
-
 @torch.inference_mode()
 def embed(model, batches) -> np.ndarray:
     """Sentence embeddings (mean pooling over real tokens) in the split's order, float64."""
@@ -66,6 +54,7 @@ def main(argv=None) -> int:
 
     from toast.objectives import feature_fidelity, probe_accuracy
     from toast.search import ActivationCache, CompressedModel, load_model, load_split
+    from toast.search._data import length_sorted_batches
     from toast.search._calibration import CalibrationSettings, calibrate
     from toast.search._textdata import build_docstring_dataset, read_info
     from toast.spaces import Plan, Span, fit_span

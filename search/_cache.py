@@ -24,7 +24,7 @@ import torch
 
 from toast.spaces import ActivationStats, StatsAccumulator
 
-from ._hashing import sha256_file, spec_key
+from ._hashing import file_record, read_manifest, spec_key, verify_file
 from ._errors import CacheError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -173,23 +173,10 @@ class ActivationCache:
     def load(self, spec: CaptureSpec) -> CapturedActivations:
         """Read and verify an entry; raise `CacheError` naming what is wrong."""
         directory = self.path(spec)
-        manifest_path = directory / "manifest.json"
-        if not manifest_path.is_file():
-            raise CacheError(f"cache entry {directory} is incomplete (no manifest)")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError:
-            raise CacheError(f"cache entry {directory} has an unreadable manifest") from None
-        if manifest.get("key") != spec.key:
-            raise CacheError(f"cache entry {directory} belongs to another key")
-        for name, info in manifest["files"].items():
-            path = directory / name
-            if not path.is_file():
-                raise CacheError(f"cache entry {directory}: {name} is missing")
-            if path.stat().st_size != info["bytes"]:
-                raise CacheError(f"cache entry {directory}: {name} is truncated ({path.stat().st_size} of {info['bytes']} bytes)")
-            if sha256_file(path) != info["sha256"]:
-                raise CacheError(f"cache entry {directory}: {name} is corrupted (checksum mismatch)")
+        what = f"cache entry {directory}"
+        manifest = read_manifest(directory / "manifest.json", spec.key, what)
+        for name, record in manifest["files"].items():
+            verify_file(directory / name, record, what)
         return CapturedActivations(directory, manifest, ActivationStats.load(directory))
 
     def get_or_capture(
@@ -234,7 +221,7 @@ class ActivationCache:
             bar.close()
             stats = acc.result()
             stat_files = stats.save(tmp)
-            files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in writer.files + stat_files}
+            files = {name: file_record(tmp / name) for name in writer.files + stat_files}
             manifest = {
                 "key": spec.key,
                 "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},

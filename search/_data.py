@@ -356,3 +356,16 @@ def iter_batches(split: LabeledSplit, ids: Sequence[int], processor: Any, batch_
         else:
             enc = processor(list(rows), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             yield chunk, {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+
+def length_sorted_batches(texts: Sequence[str], tokenizer: Any, batch_size: int = 64, *, max_length: int = 256) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """`(row indices, tokenized inputs)` with texts of similar length batched together (little padding)."""
+    texts = list(texts)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batches.append((index, dict(enc)))
+    return batches

@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ._errors import CacheError
+
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 16 MiB chunks."""
@@ -22,3 +24,32 @@ def spec_key(spec: Any) -> str:
     """A 32-hex-digit key of a dataclass's content (canonical JSON)."""
     blob = json.dumps(asdict(spec), sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """What a manifest records of a file to verify it later: size and sha256."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def read_manifest(path: Path, key: str, what: str) -> dict:
+    """A cache entry's JSON manifest, checked to belong to `key`; `CacheError` naming the problem."""
+    if not path.is_file():
+        raise CacheError(f"{what} is incomplete (no {path.name})")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        raise CacheError(f"{what} has an unreadable {path.name}") from None
+    if manifest.get("key") != key:
+        raise CacheError(f"{what} belongs to another key")
+    return manifest
+
+
+def verify_file(path: Path, record: dict[str, Any], what: str) -> None:
+    """Raise `CacheError` if `path` is missing, truncated or corrupted against its manifest record."""
+    if not path.is_file():
+        raise CacheError(f"{what}: {path.name} is missing")
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        raise CacheError(f"{what}: {path.name} is truncated ({size} of {record['bytes']} bytes)")
+    if sha256_file(path) != record["sha256"]:
+        raise CacheError(f"{what}: {path.name} is corrupted (checksum mismatch)")

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ._hashing import sha256_file, spec_key
+from ._hashing import file_record, read_manifest, spec_key, verify_file
 from ._cache import default_cache_dir
 from ._data import LabeledSplit, iter_batches, preprocessing_fingerprint
 from ._errors import CacheError, DatasetError
@@ -95,21 +95,9 @@ class PreprocessedInputs:
     def open(cls, cache_root: str | Path | None, spec: InputsSpec, batch_size: int) -> "PreprocessedInputs":
         """Read and verify the entry for `spec`; raise `CacheError` naming what is wrong."""
         path = cls.entry_path(cache_root, spec)
-        sidecar = path.with_suffix(".json")
-        if not sidecar.is_file():
-            raise CacheError(f"preprocessed inputs {path} are incomplete (no sidecar)")
-        try:
-            manifest = json.loads(sidecar.read_text())
-        except ValueError:
-            raise CacheError(f"preprocessed inputs {path} have an unreadable sidecar") from None
-        if manifest.get("key") != spec.key:
-            raise CacheError(f"preprocessed inputs {path} belong to another key")
-        if not path.is_file():
-            raise CacheError(f"preprocessed inputs {path} are missing")
-        if path.stat().st_size != manifest["bytes"]:
-            raise CacheError(f"preprocessed inputs {path} are truncated ({path.stat().st_size} of {manifest['bytes']} bytes)")
-        if sha256_file(path) != manifest["sha256"]:
-            raise CacheError(f"preprocessed inputs {path} are corrupted (checksum mismatch)")
+        what = f"preprocessed inputs {path}"
+        manifest = read_manifest(path.with_suffix(".json"), spec.key, what)
+        verify_file(path, manifest, what)
         return cls(path, manifest, batch_size)
 
     @classmethod
@@ -182,8 +170,7 @@ class PreprocessedInputs:
                 "key": spec.key,
                 "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
                 "file": path.name,
-                "bytes": tmp.stat().st_size,
-                "sha256": sha256_file(tmp),
+                **file_record(tmp),
                 "rows": len(ids),
                 "modality": split.modality,
                 "inputs": shapes,

@@ -18,6 +18,7 @@ import torch
 
 from toast.objectives import feature_fidelity, probe_accuracy
 from toast.search import ActivationCache, CompressedModel, DatasetError, load_model, load_split
+from toast.search._data import length_sorted_batches
 from toast.search._calibration import CalibrationSettings, calibrate
 from toast.search._textdata import build_docstring_dataset, collect_docstrings, package_version, read_info
 from toast.spaces import Plan, Span, StatsAccumulator, fit_span
@@ -43,18 +44,6 @@ def embed(model: CompressedModel, batches) -> np.ndarray:
     features = np.empty((sum(len(r) for r in rows), out[0].shape[1]))
     features[np.concatenate(rows)] = np.concatenate(out)
     return features
-
-
-def length_sorted_batches(texts, tokenizer, batch_size: int = 64):
-    """`(row indices, inputs)` with rows of similar length together (little padding: a fast CPU pass)."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=256)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    batches = []
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=256, return_tensors="pt")
-        batches.append((index, dict(enc)))
-    return batches
 
 
 # --- the dataset builder (fast: two small packages) ---------------------------------------------
