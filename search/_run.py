@@ -60,6 +60,8 @@ def run_search(settings: SearchSettings) -> RunResult:
     """Run (or resume) the search described by `settings` and write every output file."""
     check_run_directory(settings)
     objectives = get_objectives(settings.objectives)
+    for text in settings.plans:  # syntax, kinds and overlaps, before any model is loaded
+        Plan.parse(text, num_blocks=10**6)
     ctx = SearchContext.build(settings, progress=settings.progress)
     plans: list[Plan] = []
     if settings.plans:
