@@ -109,14 +109,19 @@ class SearchContext:
         return CompressedModel.from_model(self.loaded, plan, self.bank.get(plan))
 
     @torch.inference_mode()
-    def _outputs(self, model: CompressedModel, inputs: PreprocessedInputs, logits: bool = False) -> np.ndarray:
+    def _outputs(self, model: CompressedModel, inputs: PreprocessedInputs, logits: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Pooled features of every input (and, with `logits`, the head's outputs from the same pass)."""
         device = self.loaded.device
-        out = []
+        feats, outs = [], []
         for _, batch in inputs:
             batch = {k: v.to(device) for k, v in batch.items()}
-            y = model(**batch) if logits else model.features(batch)
-            out.append(y.float().cpu().numpy())
-        return np.concatenate(out)
+            if logits:
+                f, y = model.features_and_outputs(batch)
+                outs.append(y.float().cpu().numpy())
+            else:
+                f = model.features(batch)
+            feats.append(f.float().cpu().numpy())
+        return (np.concatenate(feats), np.concatenate(outs)) if logits else np.concatenate(feats)
 
     def evaluate(self, plan: Plan, *, probe: str | None = None) -> dict[str, Any]:
         """Score `plan` on every objective; timings split into fit, forward, probe and overhead."""
@@ -130,10 +135,13 @@ class SearchContext:
         forward_s = probe_s = 0.0
         if "accuracy" in objectives or "fidelity" in objectives:
             t = time.perf_counter()
-            eval_features = self._outputs(model, self.eval_inputs)
+            original_head = "accuracy" in objectives and self.settings.head == "original"
+            if original_head:
+                eval_features, logits = self._outputs(model, self.eval_inputs, logits=True)
+            else:
+                eval_features = self._outputs(model, self.eval_inputs)
             if "accuracy" in objectives:
-                if self.settings.head == "original":
-                    logits = self._outputs(model, self.eval_inputs, logits=True)
+                if original_head:
                     forward_s += time.perf_counter() - t
                     result["accuracy"] = float((logits.argmax(1) == self.eval_labels).mean() * 100)
                 else:

@@ -117,6 +117,12 @@ class CompressedModel(nn.Module):
         h, mask, _ = self.run(inputs)
         return self.family.pool(self.final_norm, self.family.normalize(self.final_norm, h), mask, self.config)
 
+    def features_and_outputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features and the forward's output (head logits or pooler), from one pass."""
+        h, mask, _ = self.run(inputs)
+        features = self.family.pool(self.final_norm, self.family.normalize(self.final_norm, h), mask, self.config)
+        return features, self.tail(h, mask)
+
     def hidden_states(self, inputs: Mapping[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """`h_0` and the output of every step (for an empty plan: `h_0 … h_L`), and the token mask."""
         _, mask, states = self.run(inputs, keep_states=True)
