@@ -172,10 +172,6 @@ class ClipVisionFamily(Family):
     def pool(self, final_norm, normed, mask, config):
         return final_norm(normed[:, 0])
 
-    def run_block(self, block, hidden, block_mask):
-        out = block(hidden, None)
-        return out[0] if isinstance(out, tuple) else out
-
 
 class BertFamily(Family):
     name = "bert"

@@ -80,8 +80,6 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.budget_fraction is not None and self.budget_fraction > 1 and self.budget_gflops is None:
-            pass  # above the original: every plan fits, said at run time
         if self.budget_fraction is not None and self.budget_gflops is not None:
             problems.append("give --budget-gflops or --budget-fraction, not both")
         if self.max_removed is not None and self.max_removed < 0:
