@@ -28,10 +28,10 @@ def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     model_default = DEFAULT_MODEL if defaults else None
     data_default = DEFAULT_DATASET if defaults else None
     parser.add_argument("--model", default=model_default, required=not defaults,
-                        help="alias (vit-tiny … vit-large, deit-small, deit-base, dinov2-small/base/large, clip-vit-b16, demo-vit), "
+                        help="alias (vit-tiny … vit-large, deit-small, deit-base, dinov2-small/base/large, clip-vit-b16, demo-vit, all-minilm-l6-v2), "
                              f"Hugging Face id, or local model directory (default: {model_default})")
     parser.add_argument("--dataset", default=data_default, required=not defaults,
-                        help="alias (mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse, imagenet-1k, digits), Hugging Face id, "
+                        help="alias (mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse, imagenet-1k; digits and docstrings offline), Hugging Face id, "
                              f"or local path: save_to_disk folder, image folder, parquet (default: {data_default})")
     parser.add_argument("--input-column", default=None, help="column holding images or text (default: guessed)")
     parser.add_argument("--label-column", default=None, help="column holding labels (default: guessed, e.g. label / fine_label)")
