@@ -9,7 +9,7 @@ extracts features and scores every objective. Local and Ray runners call the sam
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,18 @@ class SearchContext:
         n_data = int(max(self.probe_labels.max(), self.eval_labels.max())) + 1
         if n_model != n_data:
             raise SettingsError(f"--head original: the model's head has {n_model} labels but the dataset has {n_data}; use --head probe")
+
+    def full_evaluation(self) -> "SearchContext":
+        """This context with the whole test split as evaluation set (itself when it already is)."""
+        ids = tuple(range(len(self.test)))
+        if len(ids) == len(self.eval_labels):
+            return self
+        s = self.settings
+        inputs = PreprocessedInputs.get_or_build(ActivationCache(s.cache_dir).root, self.test, ids, self.loaded.processor, s.batch_size, progress=s.progress)
+        labels = self.test.labels if "accuracy" in s.objectives else np.zeros(len(ids), dtype=int)
+        full = replace(self, eval_inputs=inputs, eval_labels=labels, original_eval_features=None, baseline={})
+        full.baseline = full.evaluate(Plan((), self.loaded.num_blocks))
+        return full
 
     # ---- scoring -------------------------------------------------------------------------
     def model_for(self, plan: Plan) -> CompressedModel:

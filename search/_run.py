@@ -189,9 +189,12 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     scored = scored_records(records, objectives)
     front = list(Front.from_records(scored, names, [o.direction for o in objectives]).records) if scored else []
     baseline = dict(ctx.baseline)
-    if settings.probe != "ridge" and "accuracy" in names and settings.head == "probe":
-        baseline = {**baseline, **_accuracy_only(ctx, Plan((), ctx.loaded.num_blocks), settings.probe)}
-        front = [{**r, "accuracy_search": r.get("accuracy"), **_accuracy_only(ctx, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)} for r in front]
+    full = ctx.full_evaluation()
+    if full is not ctx or (settings.probe != "ridge" and "accuracy" in names and settings.head == "probe"):
+        # the front's final scores: the whole test split, with the chosen probe protocol
+        baseline = {**baseline, **_rescore(full, Plan((), ctx.loaded.num_blocks), settings.probe)}
+        front = [{**r, "accuracy_search": r.get("accuracy"), **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)}
+                 for r in front]
     budgets = search.budgets.as_dict()
     chosen = None
     if budgets and "accuracy" in names:
@@ -228,9 +231,9 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     return RunResult(out, records, front, baseline, chosen)
 
 
-def _accuracy_only(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:
+def _rescore(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:
     r = ctx.evaluate(plan, probe=probe)
-    return {k: r[k] for k in ("accuracy", "accuracy_std") if k in r}
+    return {k: r[k] for k in ("accuracy", "accuracy_std", "fidelity", "cosine") if k in r}
 
 
 _KEEP = ("number", "spans", "plan", "accuracy", "accuracy_std", "accuracy_search", "fidelity", "cosine", "gflops", "params", "latency", "feasible", "seconds")
