@@ -4,7 +4,7 @@
 
 1. Runs `--trials` random-sampler trials of the local runner (ridge probe) after the one-off
    preparation, and splits the time per trial into fit, forward, probe and overhead (medians).
-2. For `--agreement-plans` random plans, scores the same features with the closed-form ridge
+2. For `--agreement-plans` random plans (0: skip this part), scores the same features with the closed-form ridge
    probe and with the papers' Adam probe (lr 1e-3, 5 epochs, batch 256, 3 seeds) and reports the
    Spearman rank correlation between the two accuracies (does the fast default rank plans like the
    slow one?), and the time of each probe.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo-vit")
     parser.add_argument("--dataset", default="digits")
@@ -69,10 +69,13 @@ def main() -> None:
         print(f"| median {k.replace('seconds_', '').replace('seconds', 'total')} per scored trial | {med(k) * 1000:.0f} ms |")
     print(f"| runner overhead per trial (wall / trials − median total) | {(wall / args.trials - med('seconds')) * 1000:.0f} ms |")
 
+    wanted = min(args.agreement_plans, ctx.space.size())
+    if wanted <= 0:  # --agreement-plans 0: no probe comparison
+        return 0
     rng = np.random.default_rng(args.seed)
     plans, seen = [], set()
     all_plans = list(ctx.space.enumerate(limit=10**9)) if ctx.space.size() <= 20000 else None
-    while len(plans) < args.agreement_plans:
+    while len(plans) < wanted:
         plan = all_plans[rng.integers(len(all_plans))] if all_plans else ctx.space.decode([ctx.space.choices[i] for i in rng.integers(0, len(ctx.space.choices), ctx.loaded.num_blocks)])
         key = str(plan)
         if key not in seen:
@@ -89,7 +92,7 @@ def main() -> None:
         t = time.perf_counter()
         adam.append(probe_accuracy(train, ctx.probe_labels, test, ctx.eval_labels, probe="adam", seeds=(0, 1, 2)).mean)
         t_adam.append(time.perf_counter() - t)
-    rho = spearmanr(ridge, adam).statistic
+    rho = spearmanr(ridge, adam).statistic if len(plans) > 1 else float("nan")  # one plan has no ranking
     print()
     print(f"| ridge vs Adam probe over {len(plans)} random plans | value |")
     print("| --- | --- |")
@@ -99,6 +102,7 @@ def main() -> None:
     print(f"| median probe time, ridge | {statistics.median(t_ridge) * 1000:.0f} ms |")
     print(f"| median probe time, Adam (3 seeds) | {statistics.median(t_adam) * 1000:.0f} ms |")
     print(f"| Adam / ridge time | {statistics.median(t_adam) / statistics.median(t_ridge):.1f}x |")
+    return 0
 
 
 if __name__ == "__main__":

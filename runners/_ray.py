@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ._address import check_ray_address
 from ._storage import set_user_attrs
 
 TOKEN = "toast_trial_id"  # the Optuna trial's storage id, in every Tune trial's config
@@ -252,6 +253,7 @@ def _ray_session(options: RayOptions):
         yield
         return
     address = options.address or os.environ.get("RAY_ADDRESS") or None
+    check_ray_address(address)  # `ray.init` would retry an address nothing answers at for minutes
     kwargs = dict(address=address) if address else dict(num_cpus=options.num_cpus, include_dashboard=False)
     ray.init(**kwargs, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     try:

@@ -8,6 +8,7 @@ extracts features and scores every objective. Local and Ray runners call the sam
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,14 +21,16 @@ from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanSpace, Span, Translator, fit_span
 
 from ._cache import ActivationCache, CapturedActivations
-from ._calibration import CalibrationSettings, calibrate, resolve_device
+from ._calibration import CalibrationSettings, calibrate, check_modality, resolve_device
 from ._compressed import CompressedModel
 from ._costing import measure_cost_table
 from ._data import LabeledSplit, default_splits, load_split, sample_ids
 from ._inputs import PreprocessedInputs
-from ._models import LoadedModel, load_model
+from ._models import LoadedModel, load_model, resolve_model
 from ._settings import SearchSettings, SettingsError
 
+FIDELITY_UNDEFINED = ("linear CKA is undefined: the features are constant over the evaluation samples; "
+                      "ranked as the worst agreement")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -49,6 +52,19 @@ class TranslatorBank:
         return out
 
 
+def samples_used(settings: SearchSettings, train: LabeledSplit, test: LabeledSplit) -> tuple[dict[str, int], list[str]]:
+    """The calibration, probe and evaluation sample counts a run really uses (a split may hold fewer than
+    asked), and one note per count cut short."""
+    asked = {"calib_samples": (settings.calib_samples, train), "probe_samples": (settings.probe_samples, train),
+             "eval_samples": (settings.eval_samples, test)}
+    used, notes = {}, []
+    for name, (n, split) in asked.items():
+        used[name] = min(n, len(split))
+        if n > len(split):
+            notes.append(f"note: --{name.replace('_', '-')} {n} but split {split.split!r} of {split.name!r} holds {len(split)} samples: using {len(split)}")
+    return used, notes
+
+
 @dataclass
 class SearchContext:
     """What every trial shares: model, statistics, cost table, inputs, labels, original features."""
@@ -67,6 +83,7 @@ class SearchContext:
     bank: TranslatorBank
     original_eval_features: np.ndarray = field(repr=False, default=None)
     baseline: dict[str, Any] = field(default_factory=dict)
+    samples_used: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: SearchSettings, *, progress: bool = True) -> "SearchContext":
@@ -76,6 +93,10 @@ class SearchContext:
         default_train, default_test = default_splits(settings.dataset)
         train = load_split(settings.dataset, settings.split_train or default_train, input_column=settings.input_column, label_column=settings.label_column)
         test = load_split(settings.dataset, settings.split_test or default_test, input_column=settings.input_column, label_column=settings.label_column)
+        check_modality(resolve_model(settings.model).family, train, settings.model)  # from the config, before the weights
+        used, notes = samples_used(settings, train, test)
+        for note in notes:
+            print(note)
         loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype])
         cache = ActivationCache(settings.cache_dir)
         calib = CalibrationSettings(samples=settings.calib_samples, seed=settings.seed, batch_size=settings.batch_size, activation_dtype=settings.activation_dtype)
@@ -90,6 +111,7 @@ class SearchContext:
         probe_labels = train.labels[list(probe_ids)] if needs_labels else np.zeros(len(probe_ids), dtype=int)
         eval_labels = test.labels[list(eval_ids)] if needs_labels else np.zeros(len(eval_ids), dtype=int)
         ctx = cls(settings, loaded, train, test, captured, costs, space, probe_inputs, eval_inputs, probe_labels, eval_labels, TranslatorBank(captured))
+        ctx.samples_used = used
         if settings.head == "original":
             ctx._check_original_head()
         ctx.baseline = ctx.evaluate(Plan((), loaded.num_blocks))
@@ -170,7 +192,9 @@ class SearchContext:
             if self.original_eval_features is None and not plan.spans:
                 self.original_eval_features = eval_features
             fid = feature_fidelity(self.original_eval_features, eval_features)
-            result["fidelity"] = fid["cka"]
+            result["fidelity"] = fid["cka"] if math.isfinite(fid["cka"]) else None
+            if result["fidelity"] is None:
+                result["fidelity_undefined"] = FIDELITY_UNDEFINED
             result["cosine"] = fid["cosine"]
         if "latency" in objectives:
             _, batch = next(iter(self.eval_inputs))

@@ -25,7 +25,7 @@ import torch
 from toast.spaces import ActivationStats, StatsAccumulator
 
 from ._hashing import file_record, read_manifest, spec_key, verify_file
-from ._errors import CacheError
+from ._errors import CacheError, ModelOutputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
@@ -215,6 +215,9 @@ class ActivationCache:
             with ShardWriter(tmp, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer:
                 for ids, inputs in batches:
                     states, mask = model.hidden_states(inputs)
+                    if not all(bool(torch.isfinite(h).all()) for h in states):
+                        raise ModelOutputError(f"the outputs of model {spec.model_id!r} are not finite (NaN or infinite) on the calibration "
+                                               "samples: its weights may be corrupt; re-download the model or save it again")
                     acc.update(states, mask, cls_index)
                     writer.write(states, mask, list(ids))
                     bar.update(len(ids))

@@ -14,24 +14,25 @@ from toast.spaces import create_translator, list_translators, translator_module
 from ._models import LoadedModel
 
 TEXT_TOKENS = 128  # the sequence length text encoders are costed at
+EXAMPLE_IMAGE = (640, 480)  # width, height of the photo run through an image processor to learn its output size
 
 
 def example_inputs(loaded: LoadedModel) -> dict[str, torch.Tensor]:
-    """One input at the model's input size (the papers' convention: batch 1, the processor's crop size)."""
+    """One input at the model's input size (the papers' convention: batch 1, what its processor outputs)."""
     device = loaded.device
     if loaded.family.modality == "text":
         tokens = min(TEXT_TOKENS, int(getattr(loaded.config, "max_position_embeddings", TEXT_TOKENS)))
         ids = torch.full((1, tokens), 5, dtype=torch.long, device=device)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    h = w = int(getattr(loaded.config, "image_size", 224))
-    proc = loaded.processor
-    size = getattr(proc, "crop_size", None) if getattr(proc, "do_center_crop", False) else getattr(proc, "size", None)
-    if isinstance(size, dict) and "height" in size:
-        h, w = int(size["height"]), int(size["width"])
-    elif isinstance(size, dict) and "shortest_edge" in size:
-        h = w = int(size["shortest_edge"])
+    dtype = next(loaded.model.parameters()).dtype
+    if loaded.processor is not None:  # its resize and crop decide the size, not config.image_size (DINOv2: 518)
+        from PIL import Image
+
+        pixels = loaded.processor(images=Image.new("RGB", EXAMPLE_IMAGE), return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels.to(device=device, dtype=dtype)}
+    side = int(getattr(loaded.config, "image_size", 224))
     channels = int(getattr(loaded.config, "num_channels", 3))
-    return {"pixel_values": torch.zeros(1, channels, h, w, device=device, dtype=next(loaded.model.parameters()).dtype)}
+    return {"pixel_values": torch.zeros(1, channels, side, side, device=device, dtype=dtype)}
 
 
 class _Call(nn.Module):

@@ -15,3 +15,7 @@ class DatasetError(ToastError):
 
 class CacheError(ToastError):
     """A cache entry is corrupt, incomplete or from something else."""
+
+
+class ModelOutputError(ToastError):
+    """The model's own outputs are unusable (NaN or infinite): its weights are likely corrupt."""

@@ -115,15 +115,19 @@ def _model_class(config: Any):
     return transformers.AutoModel
 
 
-def load_model(
-    name: str,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    attn_implementation: str | None = None,
-    revision: str | None = None,
-) -> LoadedModel:
-    """Load `name` (alias, hub id or local directory) in eval mode, with its processor if it has one."""
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are (a local folder or a hub id) and its config, read before any weight is."""
+
+    name: str  # as the user gave it
+    where: str  # local folder or hub id
+    is_local: bool
+    config: Any
+    family: Family
+
+
+def resolve_model(name: str, *, revision: str | None = None) -> ModelSource:
+    """Find `name` (alias, hub id or local directory) and read its config: a clear error, no weights loaded."""
     import transformers
 
     source = resolve_model_name(name)
@@ -140,22 +144,41 @@ def load_model(
             f"cannot load model {name!r}: {str(exc).splitlines()[0]} -- pass a local directory (save_pretrained) "
             f"when offline, or one of the aliases: {known}"
         ) from None
-    family = family_for(config)
-    cls = _model_class(config)
+    return ModelSource(name, where, is_local, config, family_for(config))
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load `name` (alias, hub id or local directory) in eval mode, with its processor if it has one."""
+    from safetensors import SafetensorError
+
+    src = resolve_model(name, revision=revision)
+    where, family = src.where, src.family
+    cls = _model_class(src.config)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = cls.from_pretrained(where, revision=revision, **kwargs)
+    except SafetensorError as exc:
+        raise UnsupportedModelError(f"the weights of {name!r} are truncated or corrupt ({str(exc).splitlines()[0]}): "
+                                    "re-download the model or save it again (save_pretrained)") from None
     except OSError as exc:
         raise UnsupportedModelError(f"cannot load the weights of {name!r}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
-    if is_local:
+    if src.is_local:
+        local = Path(where)
         rev = weights_fingerprint(local)
         model_id = str(local.resolve())
     else:
-        rev = getattr(config, "_commit_hash", None) or revision or "unknown"
-        model_id = source
+        rev = getattr(src.config, "_commit_hash", None) or revision or "unknown"
+        model_id = where
     return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family))
 
 

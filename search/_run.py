@@ -16,9 +16,10 @@ from toast.objectives import SimilarityReport, get_objectives, plot_cka
 from toast.spaces import Plan, PlanSpace
 
 from ._agent import SearchContext
+from ._preflight import check_cache_dir, check_run_directory
 from ._front import Front, choose, format_front_table, plot_pareto
 from ._settings import SearchSettings, SettingsError
-from ._study import Search, scored_records, write_trials_csv
+from ._study import Search, scored_records, undefined_key, write_trials_csv
 
 
 @dataclass
@@ -30,20 +31,16 @@ class RunResult:
     chosen: dict[str, Any] | None
 
 
-def check_run_directory(settings: SearchSettings) -> None:
-    """Refuse to resume a run directory made for another model, dataset or space."""
-    path = settings.out / "settings.json"
-    if not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text())
-    except ValueError:
-        raise SettingsError(f"{path} is unreadable: use another --out") from None
-    mine = settings.identity()
-    diff = [k for k in mine if previous.get(k) != mine[k]]
-    if diff:
-        what = ", ".join(f"{k}={previous.get(k)!r} (now {mine[k]!r})" for k in diff)
-        raise SettingsError(f"run directory {settings.out} belongs to another run ({what}): use another --out to start a new one")
+def preflight(settings: SearchSettings) -> None:
+    """Everything that can be checked before loading a model: paths, the stored study, the settings it was
+    made with, the objectives and the plans' syntax. Nothing is written."""
+    from ._cache import ActivationCache
+
+    check_run_directory(settings)
+    check_cache_dir(ActivationCache(settings.cache_dir).root)
+    get_objectives(settings.objectives)
+    for text in settings.plans:  # syntax, kinds and overlaps, before any model is loaded
+        Plan.parse(text, num_blocks=10**6)
 
 
 def manual_space(settings: SearchSettings, num_blocks: int) -> tuple[PlanSpace, list[Plan]]:
@@ -58,10 +55,10 @@ def manual_space(settings: SearchSettings, num_blocks: int) -> tuple[PlanSpace, 
 
 def run_search(settings: SearchSettings) -> RunResult:
     """Run (or resume) the search described by `settings` and write every output file."""
-    check_run_directory(settings)
+    from toast.runners import check_runner
+    check_runner(settings.runner, settings.ray_address)  # an unreachable --ray-address fails here, before the run directory
+    preflight(settings)
     objectives = get_objectives(settings.objectives)
-    for text in settings.plans:  # syntax, kinds and overlaps, before any model is loaded
-        Plan.parse(text, num_blocks=10**6)
     ctx = SearchContext.build(settings, progress=settings.progress)
     plans: list[Plan] = []
     if settings.plans:
@@ -70,7 +67,7 @@ def run_search(settings: SearchSettings) -> RunResult:
     for note in search.notes:
         print(note)
     settings.out.mkdir(parents=True, exist_ok=True)
-    settings.save(settings.out / "settings.json")
+    settings.save(settings.out / "settings.json", used=ctx.samples_used)
     if plans:
         n = search.enqueue(plans)
     else:
@@ -233,12 +230,17 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
 
 def _rescore(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:
     r = ctx.evaluate(plan, probe=probe)
-    return {k: r[k] for k in ("accuracy", "accuracy_std", "fidelity", "cosine") if k in r}
+    return {**{k: r[k] for k in ("accuracy", "accuracy_std", "fidelity", "cosine") if k in r}, "fidelity_undefined": r.get("fidelity_undefined")}
 
 
-_KEEP = ("number", "spans", "plan", "accuracy", "accuracy_std", "accuracy_search", "fidelity", "cosine", "gflops", "params", "latency", "feasible", "seconds")
+_KEEP = ("number", "spans", "plan", "accuracy", "accuracy_std", "accuracy_search", "fidelity", "fidelity_undefined", "cosine", "gflops", "params", "latency", "feasible", "seconds")
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
     """The record's reported fields; NaN / inf (e.g. CKA of constant features) as null, so the JSON is standard."""
-    return {k: None if isinstance(record[k], float) and not math.isfinite(record[k]) else record[k] for k in _KEEP if k in record}
+    def value(k: str):
+        v = record[k]
+        undefined = bool(record.get(undefined_key(k)))  # ranked as the worst value; reported as missing, with the reason
+        return None if undefined or (isinstance(v, float) and not math.isfinite(v)) else v
+
+    return {k: value(k) for k in _KEEP if k in record and not (k.endswith("_undefined") and not record[k])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,10 @@ class SettingsError(ToastError, ValueError):
 SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
 PROBES = ("ridge", "adam")
 HEADS = ("probe", "original")
+#: The settings that change what a trial computes: a run directory is bound to their values.
+IDENTITY_KEYS = ("model", "dataset", "split_train", "split_test", "input_column", "label_column", "translators", "max_removed",
+                 "min_kept", "objectives", "probe_samples", "eval_samples", "calib_samples", "seed", "head", "dtype",
+                 "activation_dtype")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,16 +113,26 @@ class SearchSettings:
         return any(v is not None for v in (self.budget_gflops, self.budget_params, self.budget_fraction))
 
     def identity(self) -> dict:
-        """What a run directory is bound to: resuming with other values is refused."""
-        keys = ("model", "dataset", "split_train", "split_test", "label_column", "translators", "max_removed", "min_kept",
-                "objectives", "probe_samples", "eval_samples", "calib_samples", "head", "dtype")
-        return {k: _plain(getattr(self, k)) for k in keys}
+        """What a run directory is bound to: every setting that changes what a trial computes (resuming with
+        other values is refused); the others (trials, timeout, sampler, budgets, runner resources …) may differ."""
+        return {k: _plain(getattr(self, k)) for k in IDENTITY_KEYS}
+
+    @classmethod
+    def identity_defaults(cls) -> dict:
+        """The identity fields' defaults: what a `settings.json` written before a field existed meant."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        return {k: _plain(fields[k].default) for k in IDENTITY_KEYS if fields[k].default is not dataclasses.MISSING}
 
     def to_json(self) -> dict:
         return {k: _plain(v) for k, v in asdict(self).items()}
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2))
+    def save(self, path: Path, *, used: dict | None = None) -> None:
+        """`settings.json`; `used` records what the run really used where it differs from what was asked
+        (e.g. `{"calib_samples": 48}` when the split holds 48 samples)."""
+        doc = self.to_json()
+        if used:
+            doc["used"] = used
+        path.write_text(json.dumps(doc, indent=2))
 
 
 def _plain(value):

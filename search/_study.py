@@ -68,6 +68,16 @@ def cheapest_cost(costs: CostTable, space: PlanSpace) -> tuple[float, float]:
     return (base + sum(flops[:keep])) / 1e9, (basep + sum(params[:keep])) / 1e6
 
 
+def worst_value(objective) -> float:
+    """What an objective that could not be measured ranks as: no agreement / accuracy, infinite cost."""
+    return 0.0 if objective.maximize else math.inf
+
+
+def undefined_key(name: str) -> str:
+    """The record field that says why objective `name` has no value (e.g. `fidelity_undefined`)."""
+    return f"{name}_undefined"
+
+
 def plan_key(plan: Plan) -> str:
     return json.dumps(plan.to_json())
 
@@ -94,11 +104,24 @@ class Search:
             sampler=self._sampler(),
             load_if_exists=True,
         )
+        self._name_metrics()
         self.new = not self.study.trials
         self._mark_interrupted()
         self._done: dict[str, Any] = {}
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             self._done.setdefault(json.dumps(t.user_attrs.get("spans")), t)
+
+    def _name_metrics(self) -> None:
+        """Name the study's values after the objectives (trials.csv's names), so optuna-dashboard and
+        `trials_dataframe` show "accuracy", "gflops" rather than "Objective 0 / 1"; a resumed study keeps its names."""
+        import warnings
+
+        import optuna
+
+        if self.study.metric_names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([o.name for o in self.objectives])
 
     def _sampler(self):
         import optuna
@@ -193,8 +216,8 @@ class Search:
     @staticmethod
     def _value(objective, metrics: dict) -> float:
         v = metrics.get(objective.name)
-        if v is None:  # not scored: the worst value, so the sampler never prefers it
-            return 0.0 if objective.maximize else math.inf
+        if v is None or not math.isfinite(v):  # not scored, or undefined: the worst value, so the sampler never prefers it
+            return worst_value(objective)
         return float(v)
 
     # ---- driving -------------------------------------------------------------------------------
@@ -245,7 +268,7 @@ class Search:
         return out
 
 
-TRIAL_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "accuracy_std", "fidelity", "cosine", "gflops", "params", "latency",
+TRIAL_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "accuracy_std", "fidelity", "fidelity_undefined", "cosine", "gflops", "params", "latency",
                  "feasible", "scored", "duplicate_of", "seconds", "seconds_fit", "seconds_forward", "seconds_probe", "seconds_overhead", "failure"]
 
 
@@ -271,6 +294,8 @@ def scored_records(records: list[dict[str, Any]], objectives) -> list[dict[str, 
     for r in records:
         if r["state"] != "COMPLETE" or not r.get("scored", True) or "duplicate_of" in r:
             continue
+        # an objective that is undefined for this plan (the reason is in the record) ranks as the worst value
+        r = {**r, **{o.name: worst_value(o) for o in objectives if r.get(undefined_key(o.name))}}
         if any(not isinstance(r.get(o.name), (int, float)) or not np.isfinite(r.get(o.name)) for o in objectives):
             continue
         key = json.dumps(r.get("spans"))

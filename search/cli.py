@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,13 @@ from toast.spaces import ToastError
 DEFAULT_MODEL = "demo-vit"
 DEFAULT_DATASET = "digits"
 DEMO_BUDGET_FRACTION = 0.85  # the demo exports a model: one that removes at least one block
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (what is wrong, and where to look) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"toast-search: error: {message} (see {self.prog} --help)\n")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -46,7 +54,7 @@ def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
 
 def build_search_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="toast-search",
         description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear), "
                     "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
@@ -69,7 +77,7 @@ def build_search_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-gflops", type=float, default=None, help="cost limit in GFLOPs per input (default: none)")
     p.add_argument("--budget-params", type=float, default=None, help="limit in millions of parameters (default: none)")
     p.add_argument("--budget-fraction", type=float, default=None, help=f"limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none; the demo run, {DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION})")
-    p.add_argument("--plan", action="append", default=[], help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" (ASCII -> works); repeat for several (default: none, search)')
+    p.add_argument("--plan", action="append", default=[], help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" or "-1->0:linear" (ASCII -> works; -1 is the embeddings); repeat for several (default: none, search)')
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype (bf16/fp16 for GPUs) (default: float32)")
     p.add_argument("--runner", default="local", choices=["local", "ray"],
@@ -85,7 +93,7 @@ def build_search_parser() -> argparse.ArgumentParser:
 
 
 def build_analyze_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toast-search analyze",
+    p = _Parser(prog="toast-search analyze",
                                 description="Capture the activations of N calibration samples (cached) and write DIR/similarity.json "
                                             "(CKA, [CLS] cosine, Block Redundancy, indexed by hidden state) and DIR/similarity.png.")
     _data_options(p, defaults=False)
@@ -132,21 +140,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 def dry_run(settings) -> int:
     """What would run: model, space size, budgets, calibration cache hit or miss, trials."""
     from toast.objectives import get_objectives
+    from toast.runners import check_runner
     from toast.spaces import PlanSpace
 
     from ._cache import ActivationCache
-    from ._calibration import CalibrationSettings, capture_spec, resolve_device
+    from ._agent import samples_used
+    from ._calibration import CalibrationSettings, capture_spec, check_modality, resolve_device
     from ._costing import measure_cost_table
     from ._data import default_splits, load_split
-    from ._models import load_model
-    from ._run import check_run_directory
+    from ._models import load_model, resolve_model
+    from ._run import preflight
     from ._study import resolve_budgets
 
-    check_run_directory(settings)
+    check_runner(settings.runner, settings.ray_address)
+    preflight(settings)
     objectives = get_objectives(settings.objectives)
     train_name, test_name = default_splits(settings.dataset)
     train = load_split(settings.dataset, settings.split_train or train_name, input_column=settings.input_column, label_column=settings.label_column)
-    load_split(settings.dataset, settings.split_test or test_name, input_column=settings.input_column, label_column=settings.label_column)
+    test = load_split(settings.dataset, settings.split_test or test_name, input_column=settings.input_column, label_column=settings.label_column)
+    check_modality(resolve_model(settings.model).family, train, settings.model)
+    _, sample_notes = samples_used(settings, train, test)
     loaded = load_model(settings.model, device=resolve_device(settings.device))
     space = PlanSpace(num_blocks=loaded.num_blocks, kinds=settings.translators, max_removed=settings.max_removed, min_kept=settings.min_kept)
     costs = measure_cost_table(loaded)
@@ -160,7 +173,7 @@ def dry_run(settings) -> int:
     print(f"space      {space.size():,} plans ({', '.join(space.kinds)}; max removed {space.removal_limit})")
     print(f"objectives {', '.join(f'{o.name} ({o.direction})' for o in objectives)}")
     print(f"calibration cache {'hit' if hit else 'miss'}: {settings.calib_samples} samples -> {ActivationCache(settings.cache_dir).path(spec)}")
-    for note in notes:
+    for note in [*sample_notes, *notes]:
         print(note)
     what = f"score {len(settings.plans)} given plan(s)" if settings.plans else f"{settings.sampler} sampler, up to {settings.trials} trials"
     print(f"would run  {what}; out {settings.out}" + (" (resuming its study)" if resumed else ""))
@@ -216,8 +229,26 @@ def _quiet_libraries() -> None:
         pass
 
 
+#: A value that starts like a span from the embeddings (`-1->0:linear`, `-1→3`): argparse would read it as an option.
+_PLAN_FROM_EMBEDDINGS = re.compile(r"\s*-\d+\s*(?:->|→)")
+
+
+def join_plan_values(argv: Sequence[str]) -> list[str]:
+    """`--plan -1->0:linear` as the papers write it: glue such values to their flag (`--plan=-1->0:linear`)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--plan" and i + 1 < len(argv) and _PLAN_FROM_EMBEDDINGS.match(argv[i + 1]):
+            out.append(f"--plan={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = join_plan_values(list(sys.argv[1:] if argv is None else argv))
     if argv[:1] == ["analyze"]:
         args, command = build_analyze_parser().parse_args(argv[1:]), cmd_analyze
     else:

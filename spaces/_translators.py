@@ -6,7 +6,7 @@ registered under its name, and turns into a plain `nn.Module` for the compressed
 
 from __future__ import annotations
 
-import warnings
+import logging
 from typing import Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -16,8 +16,25 @@ from torch import nn
 from ._errors import NotFittedError, PlanError
 from ._stats import PairStats
 
+log = logging.getLogger("toast")
+_reported: set[str] = set()
 _REGISTRY: dict[str, type["Translator"]] = {}
 T = TypeVar("T", bound=type["Translator"])
+
+
+def report_once(key: str, message: str) -> None:
+    """Say an expected condition once per process, as one plain line: logger ``"toast"``, level WARNING.
+
+    Not a Python warning (no source lines). With logging left unconfigured, Python's last-resort
+    handler writes the bare message to stderr; an application that configures logging routes it.
+    """
+    if key not in _reported:
+        _reported.add(key)
+        log.warning(message)
+
+
+ILL_CONDITIONED = ("linear translator: a source state's covariance is singular or ill-conditioned (expected after a LayerNorm, "
+                   "which removes one direction); using the minimum-norm least-squares solution")
 
 
 def register_translator(name: str) -> Callable[[T], T]:
@@ -139,17 +156,23 @@ def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
     # Statistics are sums of float32 products: directions below ~float32 resolution are noise.
     cutoff = s.max().clamp_min(0) * max(a.shape[0] * torch.finfo(torch.float64).eps, PINV_RTOL)
     inv = torch.where(s > cutoff, 1.0 / s, torch.zeros_like(s))
-    warnings.warn("linear translator: the source state's covariance is singular or ill-conditioned (as after a LayerNorm, "
-                  "which removes one direction); using the minimum-norm least-squares solution", stacklevel=3)
     return ((v * inv) @ (v.T @ bt)).numpy(), "pinv"
 
 
 @register_translator("linear")
 class LinearTranslator(Translator):
-    """Least squares with bias, one map shared by all tokens (TOAST), solved from the Gram statistics."""
+    """Least squares with bias, one map shared by all tokens (TOAST), solved from the Gram statistics.
+
+    A singular or ill-conditioned input scatter (as after a LayerNorm) is solved by the minimum-norm
+    pseudo-inverse: `solver_ == "pinv"` and `ill_conditioned_` is True, and the first such fit of the
+    process says so in one line (`report_once`); no Python warning.
+    """
 
     def fit(self, stats: PairStats) -> "LinearTranslator":
         self.weight_, self.solver_ = _solve_spd(stats.sxx, stats.sxy)
+        self.ill_conditioned_ = self.solver_ == "pinv"
+        if self.ill_conditioned_:
+            report_once("ill-conditioned", ILL_CONDITIONED)
         self.bias_ = stats.mean_y - stats.mean_x @ self.weight_
         return self
 

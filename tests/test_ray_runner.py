@@ -8,7 +8,9 @@ shuts it down afterwards. The pure pieces of the runner are tested without Ray a
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -210,3 +212,60 @@ def test_user_attrs_written_in_one_go_equal_the_public_api(tmp_path):
     ray_runner.set_user_attrs(study._storage, a._trial_id, {"accuracy": 92.0})  # overwrites, like set_user_attr
     got = {t.number: t.user_attrs for t in study.get_trials()}
     assert got[0] == {**attrs, "accuracy": 92.0} and got[1] == attrs
+
+
+# ---- an address no Ray cluster answers at: one line, in seconds, before the run directory (no Ray started) ----
+UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: the connection is refused at once
+
+
+def test_unreachable_ray_address_fails_fast_naming_it():
+    from toast.runners import RayAddressError, check_ray_address
+    from toast.spaces import ToastError
+
+    start = time.monotonic()
+    with pytest.raises(RayAddressError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1\b") as info:
+        check_ray_address(UNREACHABLE)
+    assert time.monotonic() - start < 10
+    assert isinstance(info.value, ToastError) and "\n" not in str(info.value)
+
+
+def test_ray_address_comes_from_the_environment(monkeypatch):
+    from toast.runners import RayAddressError, check_ray_address, check_runner
+
+    monkeypatch.setenv("RAY_ADDRESS", UNREACHABLE)
+    with pytest.raises(RayAddressError, match="127.0.0.1:1"):
+        check_ray_address(None)
+    check_runner("local", None)  # the local runner never looks at it
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert check_ray_address(None) is None and check_ray_address("local") is None  # a local Ray instance will start
+    with pytest.raises(RayAddressError, match="'no-port' is not host:port"):
+        check_ray_address("no-port")
+
+
+def test_a_port_that_is_no_ray_gcs_fails_fast():
+    """Something accepts the connection but never answers as a GCS (the dashboard's port, a proxy)."""
+    pytest.importorskip("grpc")
+    from toast.runners import RayAddressError, check_ray_address
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(RayAddressError, match=f"cannot reach the Ray cluster at {address}: no answer from a Ray GCS within 1 s"):
+            check_ray_address(address, timeout=1)
+        assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_cli_unreachable_ray_address_exits_2_before_the_run_directory(tmp_path, capsys, dry_run):
+    # model and dataset do not exist: had anything been loaded first, the error would name them instead
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--model", str(tmp_path / "no-model"), "--dataset", str(tmp_path / "no-data"), "--out", str(out), "--cache-dir", str(cache),
+            "--no-progress", "--runner", "ray", "--ray-address", UNREACHABLE, *(["--dry-run"] if dry_run else [])]
+    start = time.monotonic()
+    assert main(args) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("toast-search: error: cannot reach the Ray cluster at 127.0.0.1:1"), err
+    assert not out.exists() and not cache.exists()

@@ -433,6 +433,64 @@ def test_given_plans_are_scored_without_searching(tiny_dirs, graded_dataset_dir,
     assert "0→2:linear" in stdout or "1→3:identity" in stdout  # the front of the two, in the summary
 
 
+def test_a_plan_from_the_embeddings_is_typed_as_the_papers_write_it(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """`--plan "-1->0:linear"` as a separate argument (argparse alone would read it as an option)."""
+    out = runs / "from-embeddings"
+    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "-1->0:linear", "--plan", "-1→1:identity"))
+    assert code == 0, err
+    _, rows = read_csv(out)
+    assert sorted(json.loads(r["spans"]) for r in rows) == [[[-1, 0, "linear"]], [[-1, 1, "identity"]]]
+
+
+def test_a_resume_may_change_what_does_not_change_a_trial(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """--trials, --timeout, --sampler, --no-progress and budgets may differ on a resume; settings.json then
+    holds the new values, and the finished trials are kept."""
+    out = runs / "resume-other-options"
+    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--trials", "2", "--sampler", "random"))
+    assert code == 0, err
+    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--trials", "3", "--timeout", "600",
+                                 "--budget-fraction", "0.9"))
+    assert code == 0, err
+    assert len(load_study(out).get_trials(deepcopy=False)) == 3
+    saved = json.loads((out / "settings.json").read_text())
+    assert saved["trials"] == 3 and saved["timeout"] == 600 and saved["budget_fraction"] == 0.9
+
+
+def test_sample_counts_beyond_the_split_are_said_and_recorded(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """The graded dataset has 60 train and 40 test samples: asking for more uses them all, says so in one
+    line each, and settings.json records what was used beside what was asked."""
+    out = runs / "short-splits"
+    args = argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→1:identity")
+    args[args.index("--calib-samples") + 1] = "1000"
+    args[args.index("--eval-samples") + 1] = "500"
+    code, stdout, err = run_main(args)
+    assert code == 0, err
+    notes = [line for line in stdout.splitlines() if line.startswith("note: --")]
+    assert notes == ["note: --calib-samples 1000 but split 'train' of " f"{str(graded_dataset_dir)!r} holds 60 samples: using 60",
+                     "note: --eval-samples 500 but split 'test' of " f"{str(graded_dataset_dir)!r} holds 40 samples: using 40"]
+    saved = json.loads((out / "settings.json").read_text())
+    assert saved["calib_samples"] == 1000 and saved["used"] == {"calib_samples": 60, "probe_samples": 60, "eval_samples": 40}
+
+
+def test_undefined_fidelity_ranks_as_the_worst_agreement_and_says_why(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """Removing every block leaves the [CLS] token of the embeddings: the same vector for every image, so
+    CKA is 0/0. That plan stays in the study (value 0, the worst agreement) and on the front (it is the
+    cheapest), with `fidelity: null` and the reason in front.json and trials.csv."""
+    out = runs / "undefined-fidelity"
+    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--objectives", "accuracy,fidelity,gflops",
+                                 "--plan", f"-1->{L - 1}:identity", "--plan", "0->1:linear"))
+    assert code == 0, err
+    everything = [[-1, L - 1, "identity"]]
+    trial = next(t for t in load_study(out).get_trials(deepcopy=False) if t.user_attrs["spans"] == everything)
+    assert trial.state.name == "COMPLETE" and trial.values[1] == 0.0
+    row = next(r for r in read_csv(out)[1] if json.loads(r["spans"]) == everything)
+    assert row["fidelity"] == "" and "undefined" in row["fidelity_undefined"]
+    entry = next(r for r in read_front(out)["front"] if r["spans"] == everything)
+    assert entry["fidelity"] is None and "constant" in entry["fidelity_undefined"]
+    other = next(r for r in read_front(out)["front"] if r["spans"] == [[0, 1, "linear"]])
+    assert 0 < other["fidelity"] <= 1 and "fidelity_undefined" not in other
+
+
 def test_budget_above_the_original_is_not_an_error(tiny_dirs, graded_dataset_dir, cache_dir, runs):
     out = runs / "generous"
     code, stdout, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→1:linear", "--budget-gflops", "1000"))
@@ -441,86 +499,7 @@ def test_budget_above_the_original_is_not_an_error(tiny_dirs, graded_dataset_dir
     assert read_front(out)["chosen"]["spans"] == [[0, 1, "linear"]]
 
 
-# ---------------------------------------------------------------- 6. bad input: one line, exit 2
-
-
-def _bad_cases(model, other_model, dataset, cache, run_dir, tmp) -> dict[str, tuple[list[str], str]]:
-    """name -> (argv, a phrase the one error line must hold)."""
-    good = dict(model=model, dataset=dataset, cache=cache)
-
-    def args(out, *extra, **over):
-        a = {**good, **over}
-        return argv(a["model"], a["dataset"], a["cache"], out, "--trials", "2", *extra)
-
-    return {
-        "unknown model id": (args(tmp / "a", model="no-such-org/no-such-model"), "cannot load model"),
-        "missing dataset path": (args(tmp / "b", dataset=tmp / "no-such-data"), "not found"),
-        "unknown hub dataset offline": (args(tmp / "c", dataset="no-such-org/no-such-dataset"), "local copy"),
-        "budget below the cheapest plan": (args(run_dir, "--budget-gflops", "1e-7"), "cheapest plan"),
-        "one objective": (args(tmp / "d", "--objectives", "accuracy"), "objective"),
-        "unknown objective": (args(tmp / "e", "--objectives", "accuracy,bogus"), "bogus"),
-        "no trials": (args(tmp / "f", "--trials", "0"), "--trials"),
-        "backward span": (args(tmp / "g", "--plan", "3→2:linear"), "3→2"),
-        "unknown translator": (args(tmp / "h", "--plan", "0→1:bogus"), "bogus"),
-        "run directory of another model": (args(run_dir, model=other_model), "another run"),
-    }
-
-
-# Option checks that fail before any library is used run in this process (through `main`, the same
-# code path); the rest each run as their own `python -m toast.search.cli`, side by side. Every such
-# process pays ~3 s of CPU for importing torch, transformers and datasets, and this module shares two
-# cores. Empty this set to run every case as a subprocess.
-IN_PROCESS_CASES = {"one objective", "unknown objective", "backward span", "unknown translator"}
-
-
-@pytest.fixture(scope="module")
-def bad_runs(tiny_dirs, graded_dataset_dir, cache_dir, full_run, runs):
-    """Every bad input's exit code, stdout and stderr."""
-    tmp = runs / "bad"
-    run_dir = full_run["out"]
-    before = {"run": snapshot(run_dir), "cache": snapshot(cache_dir)}
-    cases = _bad_cases(tiny_dirs["vit"], tiny_dirs["deit"], graded_dataset_dir, cache_dir, run_dir, tmp)
-    procs = {name: subprocess.Popen([sys.executable, "-m", "toast.search.cli", *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=OFFLINE)
-             for name, (a, _) in cases.items() if name not in IN_PROCESS_CASES}
-    results = {name: run_main(a) for name, (a, _) in cases.items() if name in IN_PROCESS_CASES}
-    for name, p in procs.items():
-        stdout, stderr = p.communicate(timeout=300)
-        results[name] = (p.returncode, stdout, stderr)
-    return {"cases": cases, "results": results, "before": before, "run_dir": run_dir, "cache": cache_dir}
-
-
-BAD_CASES = ["unknown model id", "missing dataset path", "unknown hub dataset offline", "budget below the cheapest plan",
-             "one objective", "unknown objective", "no trials", "backward span", "unknown translator", "run directory of another model"]
-
-
-@pytest.mark.parametrize("name", BAD_CASES)
-def test_bad_input_is_one_line_and_exit_2(bad_runs, name):
-    code, stdout, stderr = bad_runs["results"][name]
-    phrase = bad_runs["cases"][name][1]
-    assert code == 2, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("toast-search: error:") and phrase in lines[0], lines[0]
-    assert "Traceback" not in stderr + stdout
-    out = Path(bad_runs["cases"][name][0][bad_runs["cases"][name][0].index("--out") + 1])
-    if out != bad_runs["run_dir"]:
-        assert not out.exists(), f"a run that never started left {sorted(p.name for p in out.iterdir())} in {out}"
-
-
-def test_budget_error_names_the_cheapest_plan_and_loses_nothing(bad_runs):
-    line = bad_runs["results"]["budget below the cheapest plan"][2].strip()
-    m = re.search(r"cheapest plan in this space \(([0-9.e+-]+) GFLOPs", line)
-    assert m, line
-    # the cheapest plan removes every block: the same cost as the all-identity plan
-    cheapest = float(m.group(1))
-    doc = read_front(bad_runs["run_dir"])
-    assert 1e-7 < cheapest < min(r["gflops"] for r in doc["front"]) * (1 + 1e-3)
-    # nothing already computed is lost: the run directory and every cache entry are untouched
-    # (the other-model case used the same run directory and must not have touched it either)
-    assert snapshot(bad_runs["run_dir"]) == bad_runs["before"]["run"]
-    after = snapshot(bad_runs["cache"])
-    assert all(after.get(path) == digest for path, digest in bad_runs["before"]["cache"].items())
+# ---------------------------------------------------------------- 6. bad input: tests/test_bad_inputs.py
 
 
 # ---------------------------------------------------------------- 7. --help

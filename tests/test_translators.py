@@ -4,6 +4,9 @@ checked against numpy on the raw activations (least squares, closed-form ridge, 
 from __future__ import annotations
 
 import io
+import logging
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -19,6 +22,7 @@ from toast.spaces import (
     PlanError,
     RidgeTranslator,
     StatsAccumulator,
+    _translators,
     create_translator,
     list_translators,
     register_translator,
@@ -274,9 +278,10 @@ def test_rank_deficient_input_falls_back_to_the_minimum_norm_solution(case, sour
         acc = StatsAccumulator(2, 8)
         acc.update([torch.from_numpy(x).float()[None], torch.from_numpy(y).float()[None]])
         stats = acc.result().pair(0, 1)
-    with pytest.warns(UserWarning, match="ill-conditioned.*minimum-norm least-squares solution"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an expected condition: recorded on the translator, not a Python warning
         t = LinearTranslator().fit(stats)
-    assert t.solver_ == "pinv"
+    assert t.solver_ == "pinv" and t.ill_conditioned_
     assert np.all(np.isfinite(t.weight_)) and np.all(np.isfinite(t.bias_))
     # lstsq's minimum-norm solution fits the training data as well as any: same predictions there
     w, b = lstsq_fit(x, y)
@@ -376,8 +381,38 @@ def test_gcv_alpha_equals_brute_force_gcv(seed, n, alphas):
     np.testing.assert_allclose(t.bias_, b, rtol=1e-9, atol=1e-12)
 
 
-def test_fits_do_not_warn_on_well_conditioned_data(kind):
+def test_fits_do_not_warn_on_well_conditioned_data(kind, caplog, monkeypatch):
+    monkeypatch.setattr(_translators, "_reported", set())
     x, y = paired_data(6)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="toast"):
         warnings.simplefilter("error")
-        create_translator(kind).fit(PairStats.from_arrays(x, y))
+        t = create_translator(kind).fit(PairStats.from_arrays(x, y))
+    assert not getattr(t, "ill_conditioned_", False)
+    assert not caplog.records
+
+
+def test_ill_conditioned_fits_are_reported_once_per_process(caplog, monkeypatch):
+    monkeypatch.setattr(_translators, "_reported", set())
+    with caplog.at_level(logging.WARNING, logger="toast"):
+        for seed in (6, 7):
+            for case in ("fewer-tokens", "duplicated-feature"):
+                assert LinearTranslator().fit(PairStats.from_arrays(*_rank_deficient(case, seed))).ill_conditioned_
+        assert LinearTranslator().fit(PairStats.from_arrays(*paired_data(6))).solver_ == "cholesky"
+    assert [(r.name, r.levelname) for r in caplog.records] == [("toast", "WARNING")]
+    assert "ill-conditioned" in caplog.records[0].getMessage() and "minimum-norm least-squares solution" in caplog.records[0].getMessage()
+
+
+def test_ill_conditioned_report_is_one_plain_line_on_stderr():
+    """With logging unconfigured (as in the CLI): one bare line on stderr, no warning category or source lines."""
+    code = (
+        "import numpy as np\n"
+        "from toast.spaces import LinearTranslator, PairStats\n"
+        "rng = np.random.default_rng(0)\n"
+        "for _ in range(3):\n"
+        "    x = rng.standard_normal((40, 8)); x[:, 7] = x[:, 0]\n"
+        "    assert LinearTranslator().fit(PairStats.from_arrays(x, rng.standard_normal((40, 8)))).ill_conditioned_\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [_translators.ILL_CONDITIONED]
