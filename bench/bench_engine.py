@@ -63,7 +63,7 @@ def main() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     from toast.search import ActivationCache, iter_batches, load_model, load_split, sample_ids
-    from toast.search._calibration import CalibrationSettings, calibrate
+    from toast.search import CalibrationSettings, calibrate
     from toast.spaces import Plan, Span, fit_span
 
     work = Path(tempfile.mkdtemp(prefix="toast-bench-"))

@@ -61,13 +61,13 @@ def main() -> int:
     import ray
 
     from toast.runners import RayOptions, run_local, run_ray
-    from toast.search._agent import SearchContext
+    from toast.search import SearchContext
     from toast.search._run import WorkerTrial, _define_for_ray, _for_workers
-    from toast.search._settings import SearchSettings
-    from toast.search._study import Search
-    from toast.search.cli import _quiet_libraries
+    from toast.search import SearchSettings
+    from toast.search import Search
+    from toast.search import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-ray-"))
     model = str(tiny_vit(work / "tiny-vit", layers=4, width=64)) if args.model == "tiny" else args.model
     base = SearchSettings(model=model, dataset=args.dataset, out=work / "prep", cache_dir=work / "cache", sampler="exhaustive",

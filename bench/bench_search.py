@@ -37,13 +37,13 @@ def main() -> int:
     from scipy.stats import spearmanr
 
     from toast.objectives import probe_accuracy
-    from toast.search._agent import SearchContext
-    from toast.search._settings import SearchSettings
-    from toast.search._study import Search
-    from toast.search.cli import _quiet_libraries
+    from toast.search import SearchContext
+    from toast.search import SearchSettings
+    from toast.search import Search
+    from toast.search import quiet_libraries
     from toast.runners import run_local
 
-    _quiet_libraries()
+    quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-search-"))
     settings = SearchSettings(model=args.model, dataset=args.dataset, out=work / "run", cache_dir=work / "cache", sampler="random",
                               trials=args.trials, probe_samples=args.probe_samples, eval_samples=args.eval_samples,

@@ -43,9 +43,9 @@ def main(argv=None) -> int:
 
     from toast.objectives import feature_fidelity, probe_accuracy
     from toast.search import ActivationCache, CompressedModel, load_model, load_split
-    from toast.search._data import features_in_order, length_sorted_batches
-    from toast.search._calibration import CalibrationSettings, calibrate
-    from toast.search._textdata import build_docstring_dataset, read_info
+    from toast.search.data import features_in_order, length_sorted_batches
+    from toast.search import CalibrationSettings, calibrate
+    from toast.search.data import build_docstring_dataset, read_info
     from toast.spaces import Plan, Span, fit_span
 
     start = time.perf_counter()

@@ -12,15 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from toast.spaces import ToastError
+from toast.spaces._errors import ObjectiveError
 
 __all__ = ["DEFAULT_OBJECTIVES", "OBJECTIVES", "Objective", "ObjectiveError", "get_objectives"]
 
 DIRECTIONS = ("maximize", "minimize")
-
-
-class ObjectiveError(ToastError, ValueError):
-    """An objective, a probe or its inputs break a rule; the message names every broken rule."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,16 +9,12 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from toast.spaces import ToastError
+from toast.spaces._errors import RayAddressError
 
 CONNECT_TIMEOUT_S = 3.0  # a running GCS answers in milliseconds; a firewalled host drops the packets
 RAY_CLIENT_PORT = 10001  # `ray://host` without a port
 GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # an RPC every GCS serves (empty request), as `ray.init` asks first
-FIX = "start it with `ray start --head`, or give its address as `ray start --head` prints it (--ray-address or $RAY_ADDRESS)"
-
-
-class RayAddressError(ToastError, ConnectionError):
-    """The Ray cluster address given (`--ray-address` or `$RAY_ADDRESS`) is malformed or no Ray cluster answers there."""
+FIX = "start it with `ray start --head`, or give its address as `ray start --head` prints it (`ray_address` or $RAY_ADDRESS)"
 
 
 def ray_address(address: str | None) -> str | None:

@@ -6,7 +6,7 @@
 
 Writes a `datasets` `save_to_disk` folder (`train` and `test` splits: `text`, `label`, `source`) and
 `docstrings.json` (settings, package versions, class counts, fingerprint). Re-running with the same
-settings and package versions reuses the folder. See `toast.search._textdata`.
+settings and package versions reuses the folder. See `toast.search.data`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from toast.search._textdata import DEFAULT_PACKAGES, build_docstring_dataset, read_info
+from toast.search.data import DEFAULT_PACKAGES, build_docstring_dataset, read_info
 from toast.spaces import ToastError
 
 

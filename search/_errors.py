@@ -1,21 +1,7 @@
-"""Errors of the search package (all `ToastError`s: the CLI prints one line and exits 2)."""
+"""The errors the search package raises: all defined with the rest of the hierarchy in `toast.spaces._errors`."""
 
 from __future__ import annotations
 
-from toast.spaces import ToastError
+from toast.spaces._errors import CacheError, DatasetError, ModelOutputError, SettingsError, ToastError, UnsupportedModelError
 
-
-class UnsupportedModelError(ToastError):
-    """The model is unknown, unreachable, or of an architecture no adapter supports."""
-
-
-class DatasetError(ToastError):
-    """The dataset is unknown, unreachable, or lacks the columns needed."""
-
-
-class CacheError(ToastError):
-    """A cache entry is corrupt, incomplete or from something else."""
-
-
-class ModelOutputError(ToastError):
-    """The model's own outputs are unusable (NaN or infinite): its weights are likely corrupt."""
+__all__ = ["CacheError", "DatasetError", "ModelOutputError", "SettingsError", "ToastError", "UnsupportedModelError"]

@@ -40,7 +40,7 @@ def check_writable_dir(path: Path, what: str, error: type[Exception] = SettingsE
 
 def check_cache_dir(root: Path) -> None:
     """The activation and input cache root can hold new entries."""
-    check_writable_dir(root, "cache directory (--cache-dir)", CacheError)
+    check_writable_dir(root, "cache directory (`cache_dir`)", CacheError)
 
 
 def check_study(path: Path) -> None:
@@ -57,13 +57,13 @@ def check_study(path: Path) -> None:
     except sqlite3.Error as exc:
         problem = str(exc)
     if problem:
-        raise SettingsError(f"{path} is not an Optuna study ({problem}); nothing was changed: use another --out, or move the file away")
+        raise SettingsError(f"{path} is not an Optuna study ({problem}); nothing was changed: use another `out`, or move the file away")
 
 
 def check_run_directory(settings: SearchSettings) -> None:
     """`--out` can hold a run, and resuming it would not mix runs: refuse a run directory made with settings
     that change what a trial computes (model, data, space, samples, seed, dtypes …)."""
-    check_writable_dir(settings.out, "run directory (--out)")
+    check_writable_dir(settings.out, "run directory (`out`)")
     check_study(settings.out / "study.db")
     path = settings.out / "settings.json"
     if not path.is_file():
@@ -71,10 +71,10 @@ def check_run_directory(settings: SearchSettings) -> None:
     try:
         previous = json.loads(path.read_text())
     except ValueError:
-        raise SettingsError(f"{path} is unreadable: use another --out") from None
+        raise SettingsError(f"{path} is unreadable: use another `out`") from None
     mine = settings.identity()
     defaults = SearchSettings.identity_defaults()
     diff = [k for k in mine if previous.get(k, defaults.get(k)) != mine[k]]
     if diff:
         what = ", ".join(f"{k}={previous.get(k, defaults.get(k))!r} (now {mine[k]!r})" for k in diff)
-        raise SettingsError(f"run directory {settings.out} belongs to another run ({what}): use another --out to start a new one")
+        raise SettingsError(f"run directory {settings.out} belongs to another run ({what}): use another `out` to start a new one")

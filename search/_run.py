@@ -15,7 +15,7 @@ from typing import Any
 from toast.objectives import SimilarityReport, get_objectives, plot_cka
 from toast.spaces import Plan, PlanSpace
 
-from ._agent import SearchContext
+from ._context import SearchContext
 from ._preflight import check_cache_dir, check_run_directory
 from ._front import Front, choose, format_front_table, plot_pareto
 from ._settings import SearchSettings, SettingsError
@@ -34,7 +34,7 @@ class RunResult:
 def preflight(settings: SearchSettings) -> None:
     """Everything that can be checked before loading a model: paths, the stored study, the settings it was
     made with, the objectives and the plans' syntax. Nothing is written."""
-    from ._cache import ActivationCache
+    from .capture import ActivationCache
 
     check_run_directory(settings)
     check_cache_dir(ActivationCache(settings.cache_dir).root)
@@ -115,7 +115,7 @@ def _for_workers(settings: SearchSettings) -> SearchSettings:
         path = Path(name).expanduser()
         return str(path.resolve()) if path.exists() else name
 
-    from ._cache import ActivationCache
+    from .capture import ActivationCache
 
     return replace(settings, model=absolute(settings.model), dataset=absolute(settings.dataset), out=settings.out.resolve(),
                    cache_dir=ActivationCache(settings.cache_dir).root.resolve(), progress=False)
@@ -135,14 +135,14 @@ class WorkerTrial:
 
     def __call__(self):
         from ._errors import CacheError
-        from .cli import _quiet_libraries
+        from ._quiet import quiet_libraries
 
-        _quiet_libraries()
+        quiet_libraries()
 
         manifest = Path(self.capture) / "manifest.json"
         if not manifest.is_file():
             raise CacheError(f"the activation cache entry {self.capture} is not visible on this node ({socket.gethostname()}): "
-                             "--cache-dir must be a path every node sees (a shared filesystem)")
+                             "`cache_dir` must be a path every node sees (a shared filesystem)")
         before = manifest.stat().st_mtime_ns
         ctx = SearchContext.build(self.settings, progress=False)
         cache_hit = ctx.captured.directory.resolve() == Path(self.capture) and manifest.stat().st_mtime_ns == before

@@ -7,11 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from toast.spaces import ToastError
-
-
-class SettingsError(ToastError, ValueError):
-    """Options that contradict each other or are out of range; the message lists every problem."""
+from toast.spaces._errors import SettingsError
 
 
 SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
@@ -69,42 +65,42 @@ class SearchSettings:
     def __post_init__(self) -> None:
         problems = []
         if self.sampler not in SAMPLERS:
-            problems.append(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+            problems.append(f"`sampler` must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.probe not in PROBES:
-            problems.append(f"--probe must be one of {', '.join(PROBES)}, got {self.probe!r}")
+            problems.append(f"`probe` must be one of {', '.join(PROBES)}, got {self.probe!r}")
         if self.head not in HEADS:
-            problems.append(f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
+            problems.append(f"`head` must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            problems.append(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+            problems.append(f"`dtype` must be float32, bfloat16 or float16, got {self.dtype!r}")
         for name in ("probe_samples", "eval_samples", "calib_samples", "trials", "batch_size"):
             if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                problems.append(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.calib_samples < 2:
-            problems.append(f"--calib-samples must be at least 2, got {self.calib_samples}")
+            problems.append(f"`calib_samples` must be at least 2, got {self.calib_samples}")
         for name in ("budget_gflops", "budget_params", "budget_fraction", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
+                problems.append(f"`{name}` must be positive, got {value}")
         if self.budget_fraction is not None and self.budget_gflops is not None:
-            problems.append("give --budget-gflops or --budget-fraction, not both")
+            problems.append("give `budget_gflops` or `budget_fraction`, not both")
         if self.max_removed is not None and self.max_removed < 0:
-            problems.append(f"--max-removed must be >= 0, got {self.max_removed}")
+            problems.append(f"`max_removed` must be >= 0, got {self.max_removed}")
         if self.min_kept is not None and self.min_kept < 0:
-            problems.append(f"--min-kept must be >= 0, got {self.min_kept}")
+            problems.append(f"`min_kept` must be >= 0, got {self.min_kept}")
         if self.runner not in ("local", "ray"):
-            problems.append(f"--runner must be local or ray, got {self.runner!r}")
+            problems.append(f"`runner` must be local or ray, got {self.runner!r}")
         ray_only = {"ray_address": self.ray_address, "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
                     "max_concurrent": self.max_concurrent, "max_failures": self.max_failures}
         for name, value in ray_only.items():
             if value is not None and self.runner != "ray":
-                problems.append(f"--{name.replace('_', '-')} needs --runner ray")
+                problems.append(f"`{name}` needs `runner` ray")
         for name in ("cpus_per_trial", "gpus_per_trial", "max_failures"):
             if (getattr(self, name) or 0) < 0:
-                problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                problems.append(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
-            problems.append(f"--max-concurrent must be at least 1, got {self.max_concurrent}")
+            problems.append(f"`max_concurrent` must be at least 1, got {self.max_concurrent}")
         if self.cpus_per_trial == 0 and not self.gpus_per_trial:
-            problems.append("--cpus-per-trial 0 needs --gpus-per-trial above 0: a trial must ask for some resource")
+            problems.append("`cpus_per_trial` 0 needs `gpus_per_trial` above 0: a trial must ask for some resource")
         if problems:
             raise SettingsError("; ".join(problems))
 

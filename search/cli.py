@@ -16,6 +16,8 @@ from typing import Sequence
 
 from toast.spaces import ToastError
 
+from ._quiet import quiet_libraries
+
 DEFAULT_MODEL = "demo-vit"
 DEFAULT_DATASET = "digits"
 DEMO_BUDGET_FRACTION = 0.85  # the demo exports a model: one that removes at least one block
@@ -143,12 +145,10 @@ def dry_run(settings) -> int:
     from toast.runners import check_runner
     from toast.spaces import PlanSpace
 
-    from ._cache import ActivationCache
-    from ._agent import samples_used
-    from ._calibration import CalibrationSettings, capture_spec, check_modality, resolve_device
-    from ._costing import measure_cost_table
-    from ._data import default_splits, load_split
-    from ._models import load_model, resolve_model
+    from ._context import samples_used
+    from .capture import ActivationCache, CalibrationSettings, capture_spec, check_modality, resolve_device
+    from .data import default_splits, load_split
+    from .models import load_model, measure_cost_table, resolve_model
     from ._run import preflight
     from ._study import resolve_budgets
 
@@ -183,10 +183,9 @@ def dry_run(settings) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from toast.objectives import SimilarityReport, plot_similarity
 
-    from ._cache import ActivationCache
-    from ._calibration import CalibrationSettings, calibrate, resolve_device
-    from ._data import default_splits, load_split
-    from ._models import load_model
+    from .capture import ActivationCache, CalibrationSettings, calibrate, resolve_device
+    from .data import default_splits, load_split
+    from .models import load_model
 
     device = resolve_device(args.device)
     split = load_split(args.dataset, args.split or default_splits(args.dataset)[0], input_column=args.input_column, label_column=args.label_column)
@@ -207,26 +206,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
-    """Keep stdout for our own output: no per-file progress bars, notices or warnings from libraries."""
-    import warnings
+#: Settings fields whose flag is not `--` + the field's name with dashes.
+FLAG_OF_FIELD = {"plans": "--plan", "progress": "--no-progress", "samples": "--calib-samples", "split": "--split"}
 
-    import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    import optuna
+def flag_of(field: str) -> str:
+    """The command-line flag of a `SearchSettings` field (`calib_samples` -> `--calib-samples`)."""
+    return FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*experimental.*")
-    try:
-        import datasets
 
-        datasets.utils.logging.set_verbosity_error()
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
+def as_flags(message: str) -> str:
+    """A library error as the CLI says it: each `field` of the settings named by its flag."""
+    from dataclasses import fields
+
+    from ._settings import SearchSettings
+
+    names = {f.name for f in fields(SearchSettings)} | set(FLAG_OF_FIELD)
+    return re.sub(r"`(\w+)`", lambda m: flag_of(m.group(1)) if m.group(1) in names else m.group(0), message)
 
 
 #: A value that starts like a span from the embeddings (`-1->0:linear`, `-1→3`): argparse would read it as an option.
@@ -253,11 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, command = build_analyze_parser().parse_args(argv[1:]), cmd_analyze
     else:
         args, command = build_search_parser().parse_args(argv), cmd_search
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return command(args)
     except ToastError as exc:
-        print(f"toast-search: error: {exc}", file=sys.stderr)
+        print(f"toast-search: error: {as_flags(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("toast-search: interrupted; finished trials are kept in the run directory: re-run the same command to resume", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Plans, spans and translator kinds: what a compressed model is made of, independent of any model."""
 
-from ._errors import MissingDependencyError, NotFittedError, PlanError, ToastError
+from ._errors import MissingDependencyError, NotFittedError, PlanError, SpaceError, ToastError
 from ._plan import Plan, Span
-from ._space import PlanSpace, SpaceError, canonical, rank_spans, seed_plans
+from ._space import PlanSpace, canonical, rank_spans, seed_plans
 from ._stats import ActivationStats, PairStats, StatsAccumulator
 from ._translators import (
     IdentityTranslator,

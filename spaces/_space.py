@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ._errors import PlanError, ToastError
+from ._errors import PlanError, SpaceError
 from ._plan import Plan, Span
 from ._translators import create_translator, list_translators
 
@@ -30,10 +30,6 @@ if TYPE_CHECKING:  # optuna is imported only where a distribution is built
 
 KEEP = "keep"
 ENUMERATION_LIMIT = 5000
-
-
-class SpaceError(ToastError, ValueError):
-    """A search space's settings break a rule, or a space is too large for what was asked."""
 
 
 def canonical(plan: Plan) -> Plan:

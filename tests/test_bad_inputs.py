@@ -294,3 +294,28 @@ def _writable(directory: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_library_errors_name_settings_fields_and_the_cli_shows_their_flags(tmp_path):
+    """`SearchSettings` speaks of its fields (`calib_samples`); the command line of its flags (--calib-samples)."""
+    from toast.search import SearchSettings, SettingsError
+    from toast.search.cli import as_flags
+
+    with pytest.raises(SettingsError) as info:
+        SearchSettings(model="m", dataset="d", out=tmp_path, calib_samples=1, budget_gflops=1.0, budget_fraction=0.5)
+    message = str(info.value)
+    assert "`calib_samples`" in message and "--" not in message
+    assert as_flags(message) == ("--calib-samples must be at least 2, got 1; give --budget-gflops or --budget-fraction, not both")
+    assert as_flags("run `ray start --head` first") == "run `ray start --head` first"  # a command, not a field
+
+
+def test_every_settings_field_has_the_flag_errors_name():
+    from dataclasses import fields
+
+    from toast.search import SearchSettings
+    from toast.search.cli import build_search_parser, flag_of
+
+    text = build_search_parser().format_help()
+    internal = {"seeds_per_study", "extra"}  # not options of the command line
+    missing = [f.name for f in fields(SearchSettings) if f.name not in internal and flag_of(f.name) not in text]
+    assert not missing, missing

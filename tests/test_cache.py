@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from toast.search import ActivationCache, CacheError, CompressedModel, load_model, load_split
-from toast.search._calibration import CalibrationSettings, calibrate
+from toast.search import CalibrationSettings, calibrate
 from toast.spaces import PairStats, Plan
 
 
@@ -86,7 +86,7 @@ def test_corrupt_entry_is_detected_and_recaptured(setup, damage):
     else:
         target.unlink()
     spec_dir = captured.directory
-    from toast.search._cache import CaptureSpec  # noqa: F401  (the key is the directory name)
+    from toast.search import CaptureSpec  # noqa: F401  (the key is the directory name)
 
     manifest = json.loads((spec_dir / "manifest.json").read_text())
     with pytest.raises(CacheError, match="truncated|corrupted|missing"):
@@ -103,8 +103,8 @@ def test_corrupt_entry_is_detected_and_recaptured(setup, damage):
 
 
 def _spec_of(loaded, split, settings):
-    from toast.search._cache import CaptureSpec
-    from toast.search._data import preprocessing_fingerprint, sample_ids
+    from toast.search import CaptureSpec
+    from toast.search.data import preprocessing_fingerprint, sample_ids
 
     return CaptureSpec(loaded.model_id, loaded.revision, split.fingerprint, split.split, sample_ids(len(split), settings.samples, settings.seed),
                        preprocessing_fingerprint(loaded.processor), settings.activation_dtype)

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import FAMILY_NAMES
 from toast.search import CompressedModel, load_model
-from toast.search._costing import example_inputs, measure_cost_table, model_flops
+from toast.search.models import example_inputs, model_flops
+from toast.search import measure_cost_table
 from toast.spaces import LinearTranslator, PairStats, Plan
 
 PLANS = ["", "0→2:linear", "-1→0:identity,1→3:linear", "0→1:identity,1→2:linear,2→3:identity"]

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from toast.search import DatasetError
-from toast.search._data import DATASET_ALIASES, DIGITS_FINGERPRINT, default_splits, digits_split_indices, iter_batches, load_split, sample_ids
-from toast.search._inputs import InputsSpec, PreprocessedInputs
+from toast.search import DATASET_ALIASES, default_splits, iter_batches, load_split
+from toast.search.data import DIGITS_FINGERPRINT, digits_split_indices, sample_ids
+from toast.search import InputsSpec, PreprocessedInputs
 
 
 @pytest.fixture(autouse=True)
@@ -186,7 +187,7 @@ def test_unreachable_hub_dataset_is_one_line_with_a_local_copy_hint():
         load_split("nobody-here/no-such-dataset", "train")
     message = str(info.value)
     assert "\n" not in message
-    assert "unreachable" in message and "local copy" in message and "--dataset PATH" in message and "save_to_disk" in message and "parquet" in message
+    assert "unreachable" in message and "local copy" in message and "`dataset` (a path)" in message and "save_to_disk" in message and "parquet" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback
 
 

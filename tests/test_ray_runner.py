@@ -136,10 +136,10 @@ def test_killed_worker_keeps_the_study_and_resume_completes(tiny_dirs, image_dat
 def test_a_trial_that_raises_is_recorded_failed_with_its_reason(tiny_dirs, image_dataset_dir, tmp_path, local_ray):
     """A worker whose context cannot be built (here: the cache entry vanished) fails its trials with the reason."""
     from toast.runners import RayOptions, run_ray
-    from toast.search._agent import SearchContext
+    from toast.search import SearchContext
     from toast.search._run import WorkerTrial, _define_for_ray, _for_workers
-    from toast.search._settings import SearchSettings
-    from toast.search._study import Search
+    from toast.search import SearchSettings
+    from toast.search import Search
 
     settings = SearchSettings(model=str(tiny_dirs["vit"]), dataset=str(image_dataset_dir), out=tmp_path / "run", cache_dir=tmp_path / "cache",
                               calib_samples=16, probe_samples=30, eval_samples=20, max_removed=2, sampler="random", trials=2,
@@ -192,9 +192,9 @@ def test_failure_reason_reads_the_last_failure(tmp_path):
 
 
 def test_ray_options_need_the_ray_runner(tmp_path):
-    from toast.search._settings import SearchSettings, SettingsError
+    from toast.search import SearchSettings, SettingsError
 
-    with pytest.raises(SettingsError, match="--gpus-per-trial needs --runner ray.*--max-concurrent must be at least 1"):
+    with pytest.raises(SettingsError, match="`gpus_per_trial` needs `runner` ray.*`max_concurrent` must be at least 1"):
         SearchSettings(model="m", dataset="d", out=tmp_path, gpus_per_trial=0.5, max_concurrent=0)
     SearchSettings(model="m", dataset="d", out=tmp_path, runner="ray", gpus_per_trial=0.5, max_concurrent=3)
 

@@ -27,8 +27,8 @@ import pytest
 import torch
 
 from toast.search import hypervolume, non_dominated
-from toast.search._agent import SearchContext
-from toast.search._study import STUDY_NAME, plan_key
+from toast.search import SearchContext
+from toast.search import STUDY_NAME, plan_key
 from toast.search.cli import build_search_parser, main, settings_from
 from toast.spaces import Plan, PlanSpace
 

@@ -8,9 +8,9 @@ import optuna
 import pytest
 
 from toast.objectives import get_objectives
-from toast.objectives._cost import Cost, CostTable
-from toast.search._settings import SearchSettings
-from toast.search._study import STUDY_NAME, Search
+from toast.objectives import Cost, CostTable
+from toast.search import SearchSettings
+from toast.search import STUDY_NAME, Search
 from toast.spaces import PlanSpace
 
 L = 4

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ._errors import DatasetError
+from .._errors import DatasetError
 
 LABEL_COLUMNS = ("label", "labels", "fine_label", "y", "target")
 TEXT_COLUMNS = ("text", "sentence", "content", "document")
@@ -36,7 +36,7 @@ LOCAL_FORMATS = (
     "a folder written by datasets' save_to_disk, an image folder (class subfolders, optionally under train/ and test/), "
     "or a parquet file or folder"
 )
-LOCAL_COPY_HINT = f"pass a local copy as --dataset PATH: {LOCAL_FORMATS}"
+LOCAL_COPY_HINT = f"pass a local copy as `dataset` (a path): {LOCAL_FORMATS}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class LabeledSplit:
     @property
     def labels(self) -> np.ndarray:
         if self.label_column is None:
-            raise DatasetError(f"dataset {self.name!r} has no label column: pass --label-column")
+            raise DatasetError(f"dataset {self.name!r} has no label column: pass `label_column`")
         return np.asarray(self.dataset[self.label_column])
 
 
@@ -111,7 +111,7 @@ def _pick_columns(ds: Any, name: str, input_column: str | None, label_column: st
         elif texts:
             input_column = texts[0]
         else:
-            raise DatasetError(f"dataset {name!r} has no image column and no text column (columns: {', '.join(feats)}): pass --input-column")
+            raise DatasetError(f"dataset {name!r} has no image column and no text column (columns: {', '.join(feats)}): pass `input_column`")
     elif input_column not in feats:
         raise DatasetError(f"dataset {name!r} has no column {input_column!r} (columns: {', '.join(feats)})")
     modality = "image" if isinstance(feats[input_column], datasets.Image) else "text"
@@ -120,7 +120,7 @@ def _pick_columns(ds: Any, name: str, input_column: str | None, label_column: st
         if label_column is None:
             label_column = next((c for c, f in feats.items() if isinstance(f, datasets.ClassLabel)), None)
     elif label_column not in feats:
-        raise DatasetError(f"dataset {name!r} has no label column {label_column!r} (columns: {', '.join(feats)}): pass --label-column")
+        raise DatasetError(f"dataset {name!r} has no label column {label_column!r} (columns: {', '.join(feats)}): pass `label_column`")
     return input_column, label_column, modality
 
 
@@ -135,7 +135,7 @@ def _select_split(data: Any, name: str, split: str) -> Any:
 
     if isinstance(data, (datasets.DatasetDict, dict)):
         if split not in data:
-            raise DatasetError(f"dataset {name!r} has no split {split!r} (splits: {', '.join(data)}): pass --split-train / --split-test")
+            raise DatasetError(f"dataset {name!r} has no split {split!r} (splits: {', '.join(data)}): pass `split_train` / `split_test`")
         return data[split]
     return data
 
@@ -172,7 +172,7 @@ DOCSTRINGS = "docstrings"
 
 def _docstrings_folder() -> Path:
     """`docstrings`: real text with real labels (which package a docstring comes from), built once into the cache."""
-    from ._cache import default_cache_dir
+    from .._artifacts import default_cache_dir
     from ._textdata import build_docstring_dataset
 
     return Path(build_docstring_dataset(default_cache_dir() / "datasets" / "docstrings", overwrite=True))
@@ -242,7 +242,7 @@ def _load_hub(hub_id: str, split: str, *, shown: str) -> Any:
     except ValueError as exc:
         splits = _splits_from_message(str(exc))
         if splits is not None:
-            raise DatasetError(f"dataset {label!r} has no split {split!r} (splits: {', '.join(splits)}): pass --split-train / --split-test") from None
+            raise DatasetError(f"dataset {label!r} has no split {split!r} (splits: {', '.join(splits)}): pass `split_train` / `split_test`") from None
         raise DatasetError(f"cannot load dataset {label!r}: {_first_line(exc)}") from None
     except (FileNotFoundError, OSError, datasets.exceptions.DatasetsError) as exc:
         raise DatasetError(f"cannot load dataset {label!r} from the Hugging Face Hub ({_first_line(exc)}); {LOCAL_COPY_HINT}") from None
@@ -312,7 +312,7 @@ def _digits_split(split: str) -> Any:
 
     indices = digits_split_indices()
     if split not in indices:
-        raise DatasetError(f"dataset {DIGITS!r} has no split {split!r} (splits: {', '.join(indices)}): pass --split-train / --split-test")
+        raise DatasetError(f"dataset {DIGITS!r} has no split {split!r} (splits: {', '.join(indices)}): pass `split_train` / `split_test`")
     images, target = _digits_arrays()
     ids = indices[split]
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])})

@@ -24,10 +24,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ._hashing import file_record, read_manifest, spec_key, verify_file
-from ._cache import default_cache_dir
-from ._data import LabeledSplit, iter_batches, preprocessing_fingerprint
-from ._errors import CacheError, DatasetError
+from .._artifacts import default_cache_dir, file_record, read_manifest, spec_key, verify_file
+from ._datasets import LabeledSplit, iter_batches, preprocessing_fingerprint
+from .._errors import CacheError, DatasetError
 
 FORMAT_VERSION = 1
 

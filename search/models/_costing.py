@@ -11,7 +11,7 @@ from toast.objectives._cost import Cost, CostTable
 from toast.objectives._flops import count_flops, count_params
 from toast.spaces import create_translator, list_translators, translator_module
 
-from ._models import LoadedModel
+from ._loading import LoadedModel
 
 TEXT_TOKENS = 128  # the sequence length text encoders are costed at
 EXAMPLE_IMAGE = (640, 480)  # width, height of the photo run through an image processor to learn its output size

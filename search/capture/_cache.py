@@ -24,21 +24,13 @@ import torch
 
 from toast.spaces import ActivationStats, StatsAccumulator
 
-from ._hashing import file_record, read_manifest, spec_key, verify_file
-from ._errors import CacheError, ModelOutputError
+from .._artifacts import default_cache_dir, file_record, read_manifest, spec_key, verify_file
+from .._errors import CacheError, ModelOutputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
 SHARD_BYTES = 512 << 20
 FORMAT_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """`$TOAST_CACHE_DIR`, else `$XDG_CACHE_HOME/toast-search`, else `~/.cache/toast-search`."""
-    if os.environ.get("TOAST_CACHE_DIR"):
-        return Path(os.environ["TOAST_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "toast-search"
 
 
 @dataclass(frozen=True)

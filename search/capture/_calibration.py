@@ -10,11 +10,11 @@ import torch
 from toast.spaces import Plan
 
 from ._cache import ActivationCache, CaptureSpec, CapturedActivations
-from ._compressed import CompressedModel
-from ._data import LabeledSplit, iter_batches, preprocessing_fingerprint, sample_ids
-from ._errors import DatasetError
-from ._families import Family
-from ._models import LoadedModel
+from ..models import CompressedModel
+from ..data import LabeledSplit, iter_batches, preprocessing_fingerprint, sample_ids
+from .._errors import DatasetError, SettingsError
+from ..models import Family
+from ..models import LoadedModel
 
 
 def resolve_device(device: str) -> str:
@@ -22,9 +22,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from toast.spaces import ToastError
-
-        raise ToastError("--device cuda was asked for but no CUDA device is available: use --device cpu or auto")
+        raise SettingsError("`device` cuda was asked for but no CUDA device is available: use cpu or auto")
     return device
 
 
@@ -32,17 +30,17 @@ def check_modality(family: Family, split: LabeledSplit, model: str) -> None:
     """The dataset holds what the model takes; else say which models and datasets would fit each other."""
     if split.modality == family.modality:
         return
-    from ._data import DATASET_ALIASES, DIGITS, DOCSTRINGS
-    from ._families import FAMILIES
-    from ._models import MINILM_ALIAS
+    from ..data import DATASET_ALIASES, DIGITS, DOCSTRINGS
+    from ..models import FAMILIES
+    from ..models import MINILM_ALIAS
 
     text_families = ", ".join(t for f in FAMILIES if f.modality == "text" for t in f.model_types)
     image_data = ", ".join([*DATASET_ALIASES, DIGITS])
     if split.modality == "text":
-        what = (f"use a text encoder (families {text_families}; e.g. --model {MINILM_ALIAS}) with this dataset, "
+        what = (f"use a text encoder (families {text_families}; e.g. `model` {MINILM_ALIAS}) with this dataset, "
                 f"or a dataset that holds images ({image_data}, an image folder) with this model")
     else:
-        what = (f"use a dataset that holds text (e.g. --dataset {DOCSTRINGS}) with this model, or an image model with this "
+        what = (f"use a dataset that holds text (e.g. `dataset` {DOCSTRINGS}) with this model, or an image model with this "
                 f"dataset; text encoders: {text_families}; image datasets: {image_data}")
     raise DatasetError(f"dataset {split.name!r} holds {split.modality} but model {model!r} takes {family.modality}: {what}")
 
@@ -68,7 +66,7 @@ def calibrate(
     """The verified activation cache entry for these samples, captured once if missing."""
     check_modality(loaded.family, split, loaded.model_id)
     if settings.samples < 2:
-        raise DatasetError(f"--calib-samples must be at least 2, got {settings.samples}")
+        raise DatasetError(f"`calib_samples` must be at least 2, got {settings.samples}")
     spec = capture_spec(loaded, split, settings)
     ids = spec.sample_ids
     original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))

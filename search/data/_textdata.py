@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ._errors import DatasetError
+from .._errors import DatasetError
 
 #: Dependencies of toast-search (always installed) whose docstrings are plentiful and distinct.
 DEFAULT_PACKAGES: tuple[str, ...] = ("numpy", "torch", "sklearn", "matplotlib", "datasets", "ray")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._errors import UnsupportedModelError
+from .._errors import UnsupportedModelError
 from ._families import Family, Parts, TokenLayout, family_for
 
 #: The papers' models (TOAST Table 5, RBA Table 3) by short name.
@@ -27,7 +27,7 @@ MODEL_ALIASES: dict[str, str] = {
     "clip-vit-b16": "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
 }
 
-#: Models that ship inside this package (`search/demo/`, see `scripts/train_demo_vit.py`): they load offline.
+#: Models that ship inside this package (`search/models/demo/`, see `scripts/train_demo_vit.py`): they load offline.
 LOCAL_ALIASES: dict[str, Path] = {
     "demo-vit": Path(__file__).resolve().parent / "demo",
 }

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ._errors import UnsupportedModelError
+from .._errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)

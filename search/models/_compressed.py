@@ -12,9 +12,9 @@ from torch import nn
 
 from toast.spaces import Plan, Span, Translator, translator_module
 
-from ._errors import UnsupportedModelError
+from .._errors import UnsupportedModelError
 from ._families import FAMILIES, Family
-from ._models import LoadedModel
+from ._loading import LoadedModel
 
 FORMAT_VERSION = 1
 

@@ -1,14 +1,23 @@
-"""Content hashes shared by the caches: file digests and keys of frozen specs."""
+"""What both caches share: their root folder, file digests, keys of frozen specs, manifests verified on read."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ._errors import CacheError
+
+
+def default_cache_dir() -> Path:
+    """`$TOAST_CACHE_DIR`, else `$XDG_CACHE_HOME/toast-search`, else `~/.cache/toast-search`."""
+    if os.environ.get("TOAST_CACHE_DIR"):
+        return Path(os.environ["TOAST_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "toast-search"
 
 
 def sha256_file(path: Path) -> str:

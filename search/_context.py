@@ -18,38 +18,17 @@ import torch
 
 from toast.objectives import feature_fidelity, get_objectives, measure_latency, probe_accuracy
 from toast.objectives._cost import CostTable
-from toast.spaces import Plan, PlanSpace, Span, Translator, fit_span
+from toast.spaces import Plan, PlanSpace
 
-from ._cache import ActivationCache, CapturedActivations
-from ._calibration import CalibrationSettings, calibrate, check_modality, resolve_device
-from ._compressed import CompressedModel
-from ._costing import measure_cost_table
-from ._data import LabeledSplit, default_splits, load_split, sample_ids
-from ._inputs import PreprocessedInputs
-from ._models import LoadedModel, load_model, resolve_model
+from ._bank import TranslatorBank
+from .capture import ActivationCache, CalibrationSettings, calibrate, check_modality, resolve_device
+from .data import LabeledSplit, PreprocessedInputs, default_splits, load_split, sample_ids
+from .models import CompressedModel, LoadedModel, load_model, measure_cost_table, resolve_model
 from ._settings import SearchSettings, SettingsError
 
 FIDELITY_UNDEFINED = ("linear CKA is undefined: the features are constant over the evaluation samples; "
                       "ranked as the worst agreement")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class TranslatorBank:
-    """Fitted translators, one per (span, kind), from the calibration statistics; fitted on first use."""
-
-    def __init__(self, captured: CapturedActivations) -> None:
-        self.captured = captured
-        self._fitted: dict[Span, Translator] = {}
-
-    def get(self, plan: Plan) -> dict[Span, Translator]:
-        out = {}
-        for span in plan.spans:
-            if span.kind == "identity":
-                continue
-            if span not in self._fitted:
-                self._fitted[span] = fit_span(self.captured.stats, span)
-            out[span] = self._fitted[span]
-        return out
 
 
 def samples_used(settings: SearchSettings, train: LabeledSplit, test: LabeledSplit) -> tuple[dict[str, int], list[str]]:
@@ -120,11 +99,11 @@ class SearchContext:
     def _check_original_head(self) -> None:
         parts = self.loaded.parts
         if parts.head_kind not in ("cls", "cls+mean"):
-            raise SettingsError(f"--head original: model {self.settings.model!r} has no classification head; use --head probe")
+            raise SettingsError(f"`head` original: model {self.settings.model!r} has no classification head; use `head` probe")
         n_model = int(getattr(self.loaded.config, "num_labels", 0))
         n_data = int(max(self.probe_labels.max(), self.eval_labels.max())) + 1
         if n_model != n_data:
-            raise SettingsError(f"--head original: the model's head has {n_model} labels but the dataset has {n_data}; use --head probe")
+            raise SettingsError(f"`head` original: the model's head has {n_model} labels but the dataset has {n_data}; use `head` probe")
 
     def full_evaluation(self) -> "SearchContext":
         """This context with the whole test split as evaluation set (itself when it already is)."""

@@ -1,0 +1,44 @@
+"""Data: datasets by alias / hub id / local path, the offline docstrings corpus, and preprocessed inputs."""
+
+from ._datasets import (
+    DATASET_ALIASES,
+    DIGITS,
+    DIGITS_FINGERPRINT,
+    DOCSTRINGS,
+    DatasetAlias,
+    LabeledSplit,
+    default_splits,
+    digits_split_indices,
+    features_in_order,
+    iter_batches,
+    length_sorted_batches,
+    load_split,
+    preprocessing_fingerprint,
+    sample_ids,
+)
+from ._inputs import InputsSpec, PreprocessedInputs
+from ._textdata import DEFAULT_PACKAGES, build_docstring_dataset, collect_docstrings, package_version, read_info
+
+__all__ = [
+    "DATASET_ALIASES",
+    "DEFAULT_PACKAGES",
+    "DIGITS",
+    "DIGITS_FINGERPRINT",
+    "DOCSTRINGS",
+    "DatasetAlias",
+    "InputsSpec",
+    "LabeledSplit",
+    "PreprocessedInputs",
+    "build_docstring_dataset",
+    "collect_docstrings",
+    "default_splits",
+    "digits_split_indices",
+    "features_in_order",
+    "iter_batches",
+    "length_sorted_batches",
+    "load_split",
+    "package_version",
+    "preprocessing_fingerprint",
+    "read_info",
+    "sample_ids",
+]
