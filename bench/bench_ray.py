@@ -61,10 +61,7 @@ def main() -> int:
     import ray
 
     from toast.runners import RayOptions, run_local, run_ray
-    from toast.search import SearchContext
-    from toast.search._run import WorkerTrial, _define_for_ray, _for_workers
-    from toast.search import SearchSettings
-    from toast.search import Search
+    from toast.search import Search, SearchContext, SearchSettings, define_for_ray, worker_trial
     from toast.search import quiet_libraries
 
     quiet_libraries()
@@ -121,11 +118,11 @@ def main() -> int:
     try:
         for i, (name, reuse, concurrency) in enumerate(modes):
             search = fresh(f"ray{i}", runner="ray")
-            worker = WorkerTrial(settings=_for_workers(search.settings), capture=str(ctx.captured.directory.resolve()))
             options = RayOptions(max_concurrent=concurrency, reuse_actors=reuse, storage_path=work / f"ray{i}" / "ray")
             t = time.perf_counter()
-            run_ray(search.study, metrics=[o.name for o in search.objectives], define=lambda trial, s=search: _define_for_ray(s, trial),
-                    make_trial=worker, key=worker.key, n_trials=len(plans), options=options, callbacks=[search.remember])
+            run_ray(search.study, metrics=[o.name for o in search.objectives], define=lambda trial, s=search: define_for_ray(s, trial),
+                    worker=worker_trial(search.settings, capture=ctx.captured.directory), n_trials=len(plans), options=options,
+                    callbacks=[search.remember])
             row(name, search, time.perf_counter() - t)
     finally:
         ray.shutdown()

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         cells = {}
         for kind in ("identity", "linear"):
             span = Span(s, s + 1, kind)
-            translators = {} if kind == "identity" else {span: fit_span(captured.stats, span)}
+            translators = {span: fit_span(captured.stats, span)}
             model = CompressedModel.from_model(loaded, Plan((span,), loaded.num_blocks), translators)
             x, acc = score(model)
             cells[kind] = (feature_fidelity(original_x, x), acc)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any
+
 import torch
 
-from ._objectives import ObjectiveError
+from ._objectives import Display, Objective, ObjectiveError, undefined_field
 from ._probes import ArrayLike, as_matrix
+from ._registry import register_objective
 
-__all__ = ["feature_fidelity", "linear_cka", "mean_cosine"]
+if TYPE_CHECKING:
+    from ._trial import TrialOutputs
+
+__all__ = ["FIDELITY", "FIDELITY_UNDEFINED", "Fidelity", "feature_fidelity", "linear_cka", "mean_cosine"]
+
+FIDELITY_UNDEFINED = ("linear CKA is undefined: the features are constant over the evaluation samples; "
+                      "ranked as the worst agreement")
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -53,3 +63,35 @@ def feature_fidelity(original: ArrayLike, compressed: ArrayLike) -> dict[str, fl
         )
     y = y.to(x.device)
     return {"cka": linear_cka(x, y), "cosine": mean_cosine(x, y)}
+
+
+class Fidelity(Objective):
+    """Linear CKA of the compressed against the original model's evaluation features, with their mean cosine.
+
+    CKA is undefined (0/0) when the features are constant over the samples: the value is then None, ranked as
+    `worst`, with the reason in `fidelity_undefined`."""
+
+    def compute(self, trial: TrialOutputs) -> dict[str, Any]:
+        """`{"fidelity": CKA or None, "cosine": mean cosine}`, and `fidelity_undefined` when CKA is undefined."""
+        compressed = trial.eval_features
+        fid = feature_fidelity(trial.original_features, compressed)
+        out: dict[str, Any] = {self.name: fid["cka"] if math.isfinite(fid["cka"]) else None}
+        if out[self.name] is None:
+            out[undefined_field(self.name)] = FIDELITY_UNDEFINED
+        out["cosine"] = fid["cosine"]
+        return out
+
+
+FIDELITY = register_objective(
+    Fidelity(
+        name="fidelity",
+        direction="maximize",
+        unit="CKA",
+        description="linear CKA between the compressed and the original model's final features; no labels",
+        display=Display(title="fidelity", axis="fidelity (linear CKA to the original)", name="fidelity", fmt="{:.4f}"),
+        fields=(undefined_field("fidelity"), "cosine"),
+        worst=0.0,  # no agreement
+        rescored=True,
+        needs=frozenset({"eval_features", "original_features"}),
+    )
+)

@@ -6,14 +6,18 @@ import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ._objectives import ObjectiveError
+from ._objectives import Display, Objective, ObjectiveError
+from ._registry import register_objective
 
-__all__ = ["LatencyResult", "measure_latency"]
+if TYPE_CHECKING:
+    from ._trial import TrialOutputs
+
+__all__ = ["LATENCY", "Latency", "LatencyResult", "measure_latency"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,3 +89,24 @@ def measure_latency(
     times *= 1e3
     p10, median, p90 = np.percentile(times, [10, 50, 90])
     return LatencyResult(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), repeats=repeats)
+
+
+class Latency(Objective):
+    """Median milliseconds per batch of the compressed model on the trial's device: 2 warm-up calls, 5 timed."""
+
+    def compute(self, trial: TrialOutputs) -> dict[str, Any]:
+        """`{"latency": median ms}` of `trial.time_batch`."""
+        return {self.name: trial.time_batch(warmup=2, repeats=5).median_ms}
+
+
+LATENCY = register_objective(
+    Latency(
+        name="latency",
+        direction="minimize",
+        unit="ms",
+        description="median wall-clock milliseconds per batch on the current device",
+        display=Display(title="latency ms", axis="latency (ms per batch)", name="latency", unit="ms", fmt="{:.2f}"),
+        deterministic=False,
+        needs=frozenset({"time_batch"}),
+    )
+)

@@ -39,10 +39,10 @@ def _host_port(address: str) -> tuple[str, int]:
 
 def _lookup_local(address: str) -> str:
     """`auto`: the cluster this machine last started with `ray start` (or the one running here), as Ray finds it."""
-    from ray._private import services
+    from ._compat import local_ray_address
 
     try:
-        return services.canonicalize_bootstrap_address_or_die("auto")
+        return local_ray_address()
     except (ConnectionError, ValueError) as exc:
         raise RayAddressError(f"Ray address {address!r}: no running Ray cluster found on this machine ({exc}); {FIX}") from None
 

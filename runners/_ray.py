@@ -3,7 +3,7 @@
 Ray Tune's `Tuner` drives `OptunaSearch` over the same Optuna storage and study as the local runner,
 so the study file stays the single record of the search (resume, `trials.csv`, the front). The
 sampler asks on the driver through a define-by-run function (`define(trial) -> dict` of constants
-for the worker); each Tune trial calls the trial function a worker built once (`make_trial()`,
+for the worker); each Tune trial calls the trial function a worker built once (`WorkerTrial`,
 reused across its trials) and reports `(values, attrs)`; a Tune callback on the driver writes the
 attrs into the Optuna trial before the searcher tells Optuna the values. A trial that raises is
 reported with its reason and recorded FAIL; a worker that dies is retried (`max_failures`), then
@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._address import check_ray_address
+from ._compat import optuna_search_told, optuna_search_trials, searcher_state, study_storage, trial_id
 from ._storage import set_user_attrs
+from ._worker import WorkerTrial
 
 TOKEN = "toast_trial_id"  # the Optuna trial's storage id, in every Tune trial's config
 NUMBER = "toast_trial"  # the Optuna trial number (names the Tune trial)
@@ -61,7 +63,7 @@ def tune_space(define: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[
     """The define-by-run space for `OptunaSearch`: `define(trial)` plus the token naming the Optuna trial."""
 
     def space(trial) -> dict[str, Any]:
-        return {**define(trial), TOKEN: trial._trial_id, NUMBER: trial.number}
+        return {**define(trial), TOKEN: trial_id(trial), NUMBER: trial.number}
 
     return space
 
@@ -98,17 +100,6 @@ def failure_reason(error_file: str | None, attempts: int, max_failures: int, log
 
 
 # ---- the worker side --------------------------------------------------------------------------
-@dataclass
-class _Worker:
-    key: str
-    trial: Callable[[dict], tuple[dict[str, float], dict[str, Any]]]
-    setup_seconds: float
-    trials: int = 0
-
-
-_WORKER: _Worker | None = None  # this worker process's trial function, built once, reused by every trial it runs
-
-
 def _maybe_crash(spec: str | None, config: dict) -> None:
     """Test knob: kill this worker process (as a lost node would) on one trial's first attempt."""
     if not spec:
@@ -119,30 +110,27 @@ def _maybe_crash(spec: str | None, config: dict) -> None:
         os._exit(1)
 
 
-def _trainable(config: dict, *, make_trial: Callable[[], Callable], key: str, metrics: Sequence[str], crash: str | None = None) -> None:
+def _trainable(config: dict, *, worker: WorkerTrial, metrics: Sequence[str], crash: str | None = None) -> None:
     """One Tune trial: the worker's trial function (built on first use), its values and attrs reported once."""
-    global _WORKER
     import ray
     from ray import tune
 
     attrs: dict[str, Any] = {}
     error = ""
     values = {m: math.nan for m in metrics}
+    built = None
     try:
-        if _WORKER is None or _WORKER.key != key:
-            _WORKER = None  # one search per worker process: drop another search's context first
-            start = time.perf_counter()
-            fn = make_trial()
-            _WORKER = _Worker(key, fn, time.perf_counter() - start)
-            attrs["ray_worker_setup_seconds"] = _WORKER.setup_seconds
-        _WORKER.trials += 1
+        built = worker.get()
+        if built.trials == 0:
+            attrs["ray_worker_setup_seconds"] = built.setup_seconds
+        built.trials += 1
         _maybe_crash(crash, config)
-        values, extra = _WORKER.trial(config)
+        values, extra = built.function(config)
         attrs.update(extra)
     except Exception as exc:  # recorded FAIL with its reason by the driver, never dropped
         error = f"{type(exc).__name__}: {exc}"
     attrs.update(ray_node=ray.get_runtime_context().get_node_id(), ray_host=socket.gethostname(), ray_pid=os.getpid(),
-                 ray_worker_trials=_WORKER.trials if _WORKER else 0)
+                 ray_worker_trials=built.trials if built else 0)
     tune.report({**values, ATTRS: json.dumps(attrs, default=float), ERROR: error})
 
 
@@ -164,11 +152,11 @@ def _tune_classes():
         """Writes each reported trial's attrs into its Optuna trial (found by the config's token) while it
         still runs, then calls the runner's hooks `(study, FrozenTrial)` once Optuna has its outcome."""
 
-        def __init__(self, storage, hooks: Sequence[Callable], max_failures: int) -> None:
+        def __init__(self, study, storage, hooks: Sequence[Callable], max_failures: int) -> None:
+            self.study = study
             self.storage = storage
             self.hooks = list(hooks)
             self.max_failures = max_failures
-            self.study = None
             self.trials: dict[str, Any] = {}  # Tune trial id -> Tune trial, for the failure reason
 
         def __getstate__(self) -> dict:  # Tune pickles its run config into tuner.pkl: keep live objects out
@@ -203,40 +191,40 @@ def _tune_classes():
 
         def __init__(self, *args, callback: StudyCallback, **kwargs) -> None:
             super().__init__(*args, **kwargs)
-            self.callback = callback
-            callback.study = self._ot_study
+            self.callback = callback  # with the driver's study and its storage: the searcher's own study shares it
 
         def __getstate__(self) -> dict:  # the study is the state: resume goes through the Optuna storage
-            return {"_metric": self._metric, "_mode": self._mode}
+            return searcher_state(self)
 
         def save(self, checkpoint_path: str) -> None:
             pass
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or trial_id in self._completed_trials:
+            ot_trial = optuna_search_trials(self).get(trial_id)
+            if ot_trial is None or trial_id in optuna_search_told(self):
                 return super().on_trial_complete(trial_id, result, error)
             if error:
                 reason = self.callback.reason(trial_id)
             elif result and result.get(ERROR):
                 reason = result[ERROR]
-            elif not result or any(m not in result for m in self._metric):
+            elif not result or any(m not in result for m in self.metric):
                 reason = STOPPED
             else:
                 return super().on_trial_complete(trial_id, result, error)
             self.fail(trial_id, reason)
 
-        def fail(self, trial_id: str, reason: str) -> None:
-            ot_trial = self._ot_trials[trial_id]
-            storage = self._ot_study._storage
-            if not storage.get_trial(ot_trial._trial_id).state.is_finished():
-                storage.set_trial_system_attr(ot_trial._trial_id, "fail_reason", reason)
-                self._ot_study.tell(ot_trial, state=FAIL)
-            self._completed_trials.add(trial_id)
+        def fail(self, tune_trial_id: str, reason: str) -> None:
+            ot_trial = optuna_search_trials(self)[tune_trial_id]
+            storage, study = self.callback.storage, self.callback.study
+            if not storage.get_trial(trial_id(ot_trial)).state.is_finished():
+                storage.set_trial_system_attr(trial_id(ot_trial), "fail_reason", reason)
+                study.tell(ot_trial.number, state=FAIL)
+            optuna_search_told(self).add(tune_trial_id)
 
         def fail_unfinished(self, reason: str) -> int:
             """Trials asked but never told (the run stopped under them): FAIL with `reason`."""
-            left = [t for t in self._ot_trials if t not in self._completed_trials]
+            told = optuna_search_told(self)
+            left = [t for t in optuna_search_trials(self) if t not in told]
             for t in left:
                 self.fail(t, reason)
             return len(left)
@@ -285,8 +273,7 @@ def run_ray(
     *,
     metrics: Sequence[str],
     define: Callable[[Any], dict[str, Any]],
-    make_trial: Callable[[], Callable[[dict], tuple[dict[str, float], dict[str, Any]]]],
-    key: str,
+    worker: WorkerTrial,
     n_trials: int,
     options: RayOptions,
     timeout: float | None = None,
@@ -296,9 +283,9 @@ def run_ray(
 
     `metrics` names the study's objectives in order (the keys of the reported values).
     `define(trial)` runs on the driver for each trial the sampler asks (decode, constraints, attrs)
-    and returns constants for the worker (JSON-able). `make_trial()` runs once per worker process
-    (picklable; `key` names what it builds) and returns `trial(config) -> (values, attrs)`: the
-    objective values by the study's metric names, and attrs to store on the Optuna trial.
+    and returns constants for the worker (JSON-able). `worker` (picklable) builds, once per worker
+    process, `trial(config) -> (values, attrs)`: the objective values by the study's metric names, and
+    attrs to store on the Optuna trial.
     `callbacks(study, FrozenTrial)` run on the driver after each trial, as `study.optimize`'s do.
     """
     if n_trials <= 0:
@@ -310,17 +297,17 @@ def run_ray(
     if len(metrics) != len(study.directions):
         raise ValueError(f"run_ray: {len(metrics)} metric names for a study with {len(study.directions)} objectives")
     modes = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
-    storage = study._storage
+    storage = study_storage(study)
     StudyCallback, StudySearch = _tune_classes()
     with _ray_session(options), _driver_env():
         cluster = ray.cluster_resources()
         resources = resources_per_trial(options, cluster)
         concurrency = options.max_concurrent or default_concurrency(resources, cluster)
-        callback = StudyCallback(storage, callbacks, options.max_failures)
+        callback = StudyCallback(study, storage, callbacks, options.max_failures)
         searcher = StudySearch(tune_space(define), metric=metrics, mode=modes, sampler=study.sampler, storage=storage,
                                study_name=study.study_name, callback=callback)
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, make_trial=make_trial, key=key, metrics=metrics, crash=os.environ.get(CRASH_ENV)),
+            tune.with_parameters(_trainable, worker=worker, metrics=metrics, crash=os.environ.get(CRASH_ENV)),
             resources)
         storage_path = Path(options.storage_path or Path.cwd() / "ray").resolve()
         name = options.name or f"toast-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"

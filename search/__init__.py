@@ -1,17 +1,19 @@
 """The agent: settings, the trial context, the study, the run, the front and the CLI; models, data and
 capture in their own sub-packages (`toast.search.models`, `.data`, `.capture`)."""
 
-from ._context import SearchContext, samples_used
+from ._context import PlanOutputs, SearchContext
 from ._errors import CacheError, DatasetError, ModelOutputError, SettingsError, UnsupportedModelError
 from ._front import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
 from ._quiet import quiet_libraries
-from ._run import RunResult, preflight, run_search
+from ._prepare import Prepared, preflight, prepare, samples_used
+from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers, worker_trial
+from ._run import RunResult, run_search
 from ._settings import SearchSettings
 from ._study import STUDY_NAME, Budgets, Search, plan_key, resolve_budgets, scored_records, write_trials_csv
 from .capture import ActivationCache, CalibrationSettings, CaptureSpec, CapturedActivations, calibrate
 from .data import DATASET_ALIASES, DatasetAlias, InputsSpec, LabeledSplit, PreprocessedInputs, default_splits, iter_batches, load_split, sample_ids
 from .models import FAMILIES, MODEL_ALIASES, CompressedModel, Family, LoadedModel, TokenLayout, family_for, load_model, measure_cost_table
-from ._artifacts import default_cache_dir
+from ._artifacts import ArtifactWriter, default_cache_dir, read_artifact, write_artifact
 
 __all__ = [
     "DATASET_ALIASES",
@@ -19,6 +21,7 @@ __all__ = [
     "MODEL_ALIASES",
     "STUDY_NAME",
     "ActivationCache",
+    "ArtifactWriter",
     "Budgets",
     "CacheError",
     "CalibrationSettings",
@@ -33,11 +36,14 @@ __all__ = [
     "LabeledSplit",
     "LoadedModel",
     "ModelOutputError",
+    "PlanOutputs",
+    "Prepared",
     "PreprocessedInputs",
     "RunResult",
     "Search",
     "SearchContext",
     "SearchSettings",
+    "SearchTrialFactory",
     "SettingsError",
     "TokenLayout",
     "UnsupportedModelError",
@@ -45,6 +51,7 @@ __all__ = [
     "choose",
     "default_cache_dir",
     "default_splits",
+    "define_for_ray",
     "family_for",
     "format_front_table",
     "hypervolume",
@@ -57,10 +64,15 @@ __all__ = [
     "plan_key",
     "plot_pareto",
     "preflight",
+    "prepare",
+    "read_artifact",
     "quiet_libraries",
     "resolve_budgets",
     "run_search",
     "samples_used",
     "scored_records",
+    "settings_for_workers",
+    "write_artifact",
+    "worker_trial",
     "write_trials_csv",
 ]

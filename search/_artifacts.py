@@ -1,15 +1,27 @@
-"""What both caches share: their root folder, file digests, keys of frozen specs, manifests verified on read."""
+"""What both caches share: their root folder, keys of frozen specs, and verified artifacts.
+
+An artifact is one folder per key holding files and a `manifest.json` that records the key, the
+caller's fields and every file's size and sha256. `write_artifact` builds it in a temporary folder
+beside its final place and renames it there in one step, so a partial write is never read as
+complete; `read_artifact` returns the manifest only once every file it lists has been verified.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import asdict
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ._errors import CacheError
+
+MANIFEST = "manifest.json"
+_RESERVED = ("key", "files")  # manifest fields the helper writes itself
 
 
 def default_cache_dir() -> Path:
@@ -46,8 +58,10 @@ def read_manifest(path: Path, key: str, what: str) -> dict:
         raise CacheError(f"{what} is incomplete (no {path.name})")
     try:
         manifest = json.loads(path.read_text())
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise CacheError(f"{what} has an unreadable {path.name}") from None
+    if not isinstance(manifest, dict):
+        raise CacheError(f"{what} has an unreadable {path.name}")
     if manifest.get("key") != key:
         raise CacheError(f"{what} belongs to another key")
     return manifest
@@ -62,3 +76,69 @@ def verify_file(path: Path, record: dict[str, Any], what: str) -> None:
         raise CacheError(f"{what}: {path.name} is truncated ({size} of {record['bytes']} bytes)")
     if sha256_file(path) != record["sha256"]:
         raise CacheError(f"{what}: {path.name} is corrupted (checksum mismatch)")
+
+
+@dataclass
+class ArtifactWriter:
+    """An artifact being written: put files in `directory` (temporary) and fields in `manifest`.
+
+    After the `with` block, `installed` says whether this write went into place (False: another
+    writer of the same key finished first and its entry was kept).
+    """
+
+    directory: Path
+    final: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+    installed: bool = False
+
+
+@contextmanager
+def write_artifact(final_dir: Path, key: str, what: str) -> Iterator[ArtifactWriter]:
+    """Write an artifact for `key` at `final_dir` atomically.
+
+    Yields an `ArtifactWriter` whose `directory` is a fresh temporary folder beside `final_dir`. On
+    a clean exit every file under it is recorded (bytes, sha256) in `manifest.json` with the fields
+    of `writer.manifest` (`key` and `files` are the helper's), and the folder is renamed to
+    `final_dir`; if `final_dir` exists by then (another process finished first), theirs is kept and
+    ours discarded. On any exception, KeyboardInterrupt included, the temporary folder is removed.
+    """
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final_dir.parent / f".{final_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    writer = ArtifactWriter(tmp, final_dir)
+    try:
+        yield writer
+        clash = [name for name in _RESERVED if name in writer.manifest]
+        if clash:
+            raise ValueError(f"manifest fields {', '.join(clash)} are written by write_artifact itself")
+        files = {p.relative_to(tmp).as_posix(): file_record(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST}
+        manifest = {"key": key, **writer.manifest, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, final_dir)
+        except OSError as exc:
+            if not final_dir.exists():
+                raise CacheError(f"cannot install {what} ({exc.strerror or exc})") from None
+            shutil.rmtree(tmp, ignore_errors=True)  # another writer finished first: keep theirs
+        else:
+            writer.installed = True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_artifact(directory: Path, key: str, what: str) -> dict:
+    """The manifest of the artifact at `directory`, every file it lists verified.
+
+    Raises `CacheError` naming what is wrong: no manifest, an unreadable one, another key, or a
+    file missing, truncated or corrupted.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory / MANIFEST, key, what)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(r, dict) and {"bytes", "sha256"} <= r.keys() for r in files.values()):
+        raise CacheError(f"{what} has an unreadable {MANIFEST} (no file records)")
+    for name, record in files.items():
+        verify_file(directory / name, record, what)
+    return manifest

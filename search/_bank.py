@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toast.spaces import Plan, Span, Translator, fit_span
+from toast.spaces import Plan, Span, Translator, fit_span, translator_class
 
 from .capture import CapturedActivations
 
@@ -15,9 +15,10 @@ class TranslatorBank:
         self._fitted: dict[Span, Translator] = {}
 
     def get(self, plan: Plan) -> dict[Span, Translator]:
+        """The fitted translators of `plan`'s spans; kinds that need no fit are left to the compressed model."""
         out = {}
         for span in plan.spans:
-            if span.kind == "identity":
+            if not translator_class(span.kind).needs_fit:
                 continue
             if span not in self._fitted:
                 self._fitted[span] = fit_span(self.captured.stats, span)

@@ -8,40 +8,25 @@ extracts features and scores every objective. Local and Ray runners call the sam
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from toast.objectives import feature_fidelity, get_objectives, measure_latency, probe_accuracy
+from toast.objectives import LatencyResult, TrialOutputs, compute_objectives, get_objectives, measure_latency
 from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanSpace
 
 from ._bank import TranslatorBank
-from .capture import ActivationCache, CalibrationSettings, calibrate, check_modality, resolve_device
-from .data import LabeledSplit, PreprocessedInputs, default_splits, load_split, sample_ids
-from .models import CompressedModel, LoadedModel, load_model, measure_cost_table, resolve_model
+from ._prepare import prepare
+from .capture import ActivationCache, CapturedActivations, calibrate
+from .data import LabeledSplit, PreprocessedInputs, sample_ids
+from .models import CompressedModel, LoadedModel
 from ._settings import SearchSettings, SettingsError
 
-FIDELITY_UNDEFINED = ("linear CKA is undefined: the features are constant over the evaluation samples; "
-                      "ranked as the worst agreement")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def samples_used(settings: SearchSettings, train: LabeledSplit, test: LabeledSplit) -> tuple[dict[str, int], list[str]]:
-    """The calibration, probe and evaluation sample counts a run really uses (a split may hold fewer than
-    asked), and one note per count cut short."""
-    asked = {"calib_samples": (settings.calib_samples, train), "probe_samples": (settings.probe_samples, train),
-             "eval_samples": (settings.eval_samples, test)}
-    used, notes = {}, []
-    for name, (n, split) in asked.items():
-        used[name] = min(n, len(split))
-        if n > len(split):
-            notes.append(f"note: --{name.replace('_', '-')} {n} but split {split.split!r} of {split.name!r} holds {len(split)} samples: using {len(split)}")
-    return used, notes
 
 
 @dataclass
@@ -65,32 +50,25 @@ class SearchContext:
     samples_used: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: SearchSettings, *, progress: bool = True) -> "SearchContext":
-        """Load, calibrate (cached) and preprocess (cached): the work done once per run."""
-        device = resolve_device(settings.device)
-        get_objectives(settings.objectives)  # validate before loading anything
-        default_train, default_test = default_splits(settings.dataset)
-        train = load_split(settings.dataset, settings.split_train or default_train, input_column=settings.input_column, label_column=settings.label_column)
-        test = load_split(settings.dataset, settings.split_test or default_test, input_column=settings.input_column, label_column=settings.label_column)
-        check_modality(resolve_model(settings.model).family, train, settings.model)  # from the config, before the weights
-        used, notes = samples_used(settings, train, test)
-        for note in notes:
+    def build(cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True) -> "SearchContext":
+        """`prepare` (checks, data, model, space, cost table), then calibrate (cached), preprocess the probe and
+        evaluation inputs (cached) and score the original model: the work done once per run. `check_paths` False:
+        no `preflight` (a Ray worker: its driver made it)."""
+        prepared = prepare(settings, check_paths=check_paths)
+        for note in prepared.notes:
             print(note)
-        loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype])
-        cache = ActivationCache(settings.cache_dir)
-        calib = CalibrationSettings(samples=settings.calib_samples, seed=settings.seed, batch_size=settings.batch_size, activation_dtype=settings.activation_dtype)
-        captured = calibrate(loaded, train, calib, cache, progress=progress)
-        costs = measure_cost_table(loaded)
-        space = PlanSpace(num_blocks=loaded.num_blocks, kinds=settings.translators, max_removed=settings.max_removed, min_kept=settings.min_kept)
-        needs_labels = "accuracy" in settings.objectives
+        loaded, train, test, cache = prepared.loaded, prepared.train, prepared.test, prepared.cache
+        captured = calibrate(loaded, train, prepared.calibration, cache, progress=progress)
+        needs_labels = _needs_labels(settings)
         probe_ids = sample_ids(len(train), settings.probe_samples, settings.seed + 1)
         eval_ids = sample_ids(len(test), settings.eval_samples, settings.seed + 2)
         probe_inputs = PreprocessedInputs.get_or_build(cache.root, train, probe_ids, loaded.processor, settings.batch_size, progress=progress)
         eval_inputs = PreprocessedInputs.get_or_build(cache.root, test, eval_ids, loaded.processor, settings.batch_size, progress=progress)
         probe_labels = train.labels[list(probe_ids)] if needs_labels else np.zeros(len(probe_ids), dtype=int)
         eval_labels = test.labels[list(eval_ids)] if needs_labels else np.zeros(len(eval_ids), dtype=int)
-        ctx = cls(settings, loaded, train, test, captured, costs, space, probe_inputs, eval_inputs, probe_labels, eval_labels, TranslatorBank(captured))
-        ctx.samples_used = used
+        ctx = cls(settings, loaded, train, test, captured, prepared.costs, prepared.space, probe_inputs, eval_inputs, probe_labels, eval_labels,
+                  TranslatorBank(captured))
+        ctx.samples_used = prepared.samples_used
         if settings.head == "original":
             ctx._check_original_head()
         ctx.baseline = ctx.evaluate(Plan((), loaded.num_blocks))
@@ -112,7 +90,7 @@ class SearchContext:
             return self
         s = self.settings
         inputs = PreprocessedInputs.get_or_build(ActivationCache(s.cache_dir).root, self.test, ids, self.loaded.processor, s.batch_size, progress=s.progress)
-        labels = self.test.labels if "accuracy" in s.objectives else np.zeros(len(ids), dtype=int)
+        labels = self.test.labels if _needs_labels(s) else np.zeros(len(ids), dtype=int)
         full = replace(self, eval_inputs=inputs, eval_labels=labels, original_eval_features=None, baseline={})
         full.baseline = full.evaluate(Plan((), self.loaded.num_blocks))
         return full
@@ -142,46 +120,64 @@ class SearchContext:
         t = time.perf_counter()
         model = self.model_for(plan)
         fit_s = time.perf_counter() - t
-        cost = self.costs.cost(plan)
-        result: dict[str, Any] = {"gflops": cost.gflops, "params": cost.mparams}
-        objectives = self.settings.objectives
-        forward_s = probe_s = 0.0
-        if "accuracy" in objectives or "fidelity" in objectives:
-            t = time.perf_counter()
-            original_head = "accuracy" in objectives and self.settings.head == "original"
-            if original_head:
-                eval_features, logits = self._outputs(model, self.eval_inputs, logits=True)
-            else:
-                eval_features = self._outputs(model, self.eval_inputs)
-            if "accuracy" in objectives:
-                if original_head:
-                    forward_s += time.perf_counter() - t
-                    result["accuracy"] = float((logits.argmax(1) == self.eval_labels).mean() * 100)
-                else:
-                    train_features = self._outputs(model, self.probe_inputs)
-                    forward_s += time.perf_counter() - t
-                    t = time.perf_counter()
-                    res = probe_accuracy(train_features, self.probe_labels, eval_features, self.eval_labels, probe=probe or "ridge")
-                    probe_s = time.perf_counter() - t
-                    result["accuracy"] = res.mean
-                    if len(res.per_seed) > 1:
-                        result["accuracy_std"] = res.std
-            else:
-                forward_s += time.perf_counter() - t
-            if self.original_eval_features is None and not plan.spans:
-                self.original_eval_features = eval_features
-            fid = feature_fidelity(self.original_eval_features, eval_features)
-            result["fidelity"] = fid["cka"] if math.isfinite(fid["cka"]) else None
-            if result["fidelity"] is None:
-                result["fidelity_undefined"] = FIDELITY_UNDEFINED
-            result["cosine"] = fid["cosine"]
-        if "latency" in objectives:
-            _, batch = next(iter(self.eval_inputs))
-            batch = {k: v.to(self.loaded.device) for k, v in batch.items()}
-            with torch.inference_mode():
-                lat = measure_latency(lambda: model(**batch), warmup=2, repeats=5, device=self.loaded.device)
-            result["latency"] = lat.median_ms
+        outputs = PlanOutputs(self, plan, model, probe=probe or "ridge")
+        result = compute_objectives(outputs, get_objectives(self.settings.objectives))
+        forward_s, probe_s = outputs.seconds.get("forward", 0.0), outputs.seconds.get("probe", 0.0)
         total = time.perf_counter() - start
         result.update(seconds=total, seconds_fit=fit_s, seconds_forward=forward_s, seconds_probe=probe_s,
                       seconds_overhead=max(total - fit_s - forward_s - probe_s, 0.0))
         return result
+
+
+def _needs_labels(settings: SearchSettings) -> bool:
+    """Whether an objective of the search reads the dataset's labels (else they are not loaded)."""
+    return any("labels" in o.inputs(head=settings.head) for o in get_objectives(settings.objectives))
+
+
+class PlanOutputs(TrialOutputs):
+    """One plan's outputs on the context's inputs, for the objectives: each model pass run on first use, the
+    evaluation features and logits in one pass when both are expected."""
+
+    def __init__(self, ctx: SearchContext, plan: Plan, model: CompressedModel, *, probe: str) -> None:
+        super().__init__(plan=plan, cost=ctx.costs.cost(plan), head=ctx.settings.head, probe=probe)
+        self._ctx = ctx
+        self._model = model
+
+    @property
+    def eval_labels(self) -> np.ndarray:
+        return self._ctx.eval_labels
+
+    @property
+    def probe_labels(self) -> np.ndarray:
+        return self._ctx.probe_labels
+
+    @property
+    def has_labels(self) -> bool:
+        return _needs_labels(self._ctx.settings)
+
+    @property
+    def original_features(self) -> np.ndarray:
+        """The original model's evaluation features: the empty plan's own, for the baseline evaluated first."""
+        if self._ctx.original_eval_features is None and not self.plan.spans:
+            return self.eval_features
+        return self._ctx.original_eval_features
+
+    def _compute(self, name: str) -> Mapping[str, np.ndarray]:
+        ctx = self._ctx
+        if name == "probe_features":
+            return {name: ctx._outputs(self._model, ctx.probe_inputs)}
+        if name == "eval_logits" or "eval_logits" in self.expected:
+            features, logits = ctx._outputs(self._model, ctx.eval_inputs, logits=True)
+            out = {"eval_features": features, "eval_logits": logits}
+        else:
+            out = {"eval_features": ctx._outputs(self._model, ctx.eval_inputs)}
+        if ctx.original_eval_features is None and not self.plan.spans:
+            ctx.original_eval_features = out["eval_features"]
+        return out
+
+    def time_batch(self, *, warmup: int, repeats: int) -> LatencyResult:
+        device = self._ctx.loaded.device
+        _, batch = next(iter(self._ctx.eval_inputs))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.inference_mode():
+            return measure_latency(lambda: self._model(**batch), warmup=warmup, repeats=repeats, device=device)

@@ -19,10 +19,11 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from toast.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Display, Role, list_objectives
 from toast.objectives._plots import new_figure
 
 if TYPE_CHECKING:
@@ -41,33 +42,19 @@ __all__ = [
 DIRECTIONS = ("maximize", "minimize")
 
 
-class _Shown(NamedTuple):
-    """How an objective is shown: `scale` turns a stored value into a shown one, in `unit`."""
-
-    axis: str
-    name: str
-    unit: str
-    header: str
-    scale: float
-    fmt: str
+def _accuracy_name() -> str | None:
+    """The registered objective a budget choice maximises (`Role.ACCURACY`), if any."""
+    return next(iter(list_objectives(Role.ACCURACY)), None)
 
 
-# Accuracy and fidelity are stored as fractions in [0, 1]; accuracy is shown in percent.
-_SHOWN: dict[str, _Shown] = {
-    "accuracy": _Shown("accuracy (%)", "accuracy", "%", "accuracy %", 1.0, "{:.2f}"),
-    "fidelity": _Shown("fidelity (linear CKA to the original)", "fidelity", "", "fidelity", 1.0, "{:.4f}"),
-    "gflops": _Shown("GFLOPs per sample (multiply-add = 1 FLOP)", "GFLOPs", "GFLOPs", "GFLOPs", 1.0, "{:.4g}"),
-    "params": _Shown("parameters (millions)", "parameters", "M params", "params (M)", 1.0, "{:.2f}"),
-    "latency": _Shown("latency (ms per batch)", "latency", "ms", "latency ms", 1.0, "{:.2f}"),
-}
-# The direction each known objective is optimised in when nobody says otherwise.
-DEFAULT_DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "fidelity": "maximize",
-    "gflops": "minimize",
-    "params": "minimize",
-    "latency": "minimize",
-}
+def pareto_axes(objectives: Sequence[str] | None = None) -> tuple[str, str]:
+    """The `(x, y)` of the Pareto plot: the accuracy objective against the primary cost (the first cost
+    objective registered: GFLOPs) when `objectives` holds both, or is not given; else the second of
+    `objectives` against the first."""
+    x, y = next(iter(list_objectives(Role.COST)), None), _accuracy_name()
+    if objectives is None or (x in objectives and y in objectives):
+        return x, y
+    return objectives[1], objectives[0]
 
 
 # ---------------------------------------------------------------- arrays
@@ -327,20 +314,23 @@ class Front:
 def choose(
     records: Sequence[Mapping[str, Any]],
     *,
-    accuracy_key: str = "accuracy",
+    accuracy_key: str | None = None,
     budgets: Mapping[str, float],
 ) -> dict | None:
     """The most accurate completed record whose every budgeted cost is within its budget, or None.
 
-    `budgets` maps a cost to its largest allowed value, e.g. `{"gflops": 15.0, "params": 20e6}`; a
-    record that lacks a budgeted cost (or has NaN) does not fit. Ties go to lower GFLOPs, then fewer
-    params, then the earlier record. An empty `budgets` picks the most accurate record overall.
+    `accuracy_key` defaults to the registered accuracy objective's name (`Role.ACCURACY`). `budgets` maps
+    a cost to its largest allowed value, e.g. `{"gflops": 15.0, "params": 20e6}`; a record that lacks a
+    budgeted cost (or has NaN) does not fit. Ties go to the lower cost objectives in registry order (GFLOPs,
+    then params), then the earlier record. An empty `budgets` picks the most accurate record overall.
     """
+    accuracy_key = accuracy_key or _accuracy_name()
     limits = {k: _number(v) for k, v in budgets.items()}
     bad = sorted(k for k, v in limits.items() if math.isnan(v))
     if bad:
         raise ValueError(f"a budget must be a number, got {[f'{k}={budgets[k]!r}' for k in bad]}")
-    best: tuple[float, float, float, int] | None = None
+    ties = list_objectives(Role.COST)
+    best: tuple | None = None
     chosen: dict | None = None
     for i, record in enumerate(records):
         accuracy = _number(record.get(accuracy_key))
@@ -349,8 +339,8 @@ def choose(
         costs = {k: _number(record.get(k)) for k in limits}
         if any(math.isnan(c) or c > limits[k] for k, c in costs.items()):
             continue
-        gflops, params = _number(record.get("gflops")), _number(record.get("params"))
-        key = (-accuracy, math.inf if math.isnan(gflops) else gflops, math.inf if math.isnan(params) else params, i)
+        tie_costs = (_number(record.get(k)) for k in ties)
+        key = (-accuracy, *(math.inf if math.isnan(c) else c for c in tie_costs), i)
         if best is None or key < best:
             best, chosen = key, record  # type: ignore[assignment]
     return chosen
@@ -359,8 +349,10 @@ def choose(
 # ---------------------------------------------------------------- presenting
 
 
-def _shown(name: str) -> _Shown:
-    return _SHOWN.get(name, _Shown(name, name, "", name, 1.0, "{:.4g}"))
+def _display(name: str) -> Display:
+    """How the record field `name` is shown: its objective's display, else plainly."""
+    objective = OBJECTIVES.get(name)
+    return objective.display if objective is not None else Display.plain(name)
 
 
 def _plan_text(record: Mapping[str, Any]) -> str:
@@ -381,37 +373,39 @@ def _plan_text(record: Mapping[str, Any]) -> str:
 def format_front_table(
     front_records: "Sequence[Mapping[str, Any]] | Front",
     baseline: Mapping[str, Any] | None,
-    objectives: Sequence[str] = ("accuracy", "gflops"),
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
 ) -> str:
     """The summary table printed at the end of a search, one line per front plan, the original first.
 
-    Columns: the plan in `s→e:kind` notation, accuracy (%) and its change Δ in percentage points
-    against the original, GFLOPs, params (M), then any other of `objectives`; a column is left out
-    when no row has its value. Numbers are right-aligned, the plan left-aligned; missing values print `-`.
+    Columns: the plan in `s→e:kind` notation, the headline objectives (`Display.headline`: accuracy (%)
+    and its change Δ in percentage points against the original, GFLOPs, params (M)), then any other of
+    `objectives`; a column is left out when no row has its value. An objective with `Display.delta` is
+    followed by its change against the original. Numbers are right-aligned, the plan left-aligned;
+    missing values print `-`.
     """
     rows_in = list(front_records.records if isinstance(front_records, Front) else front_records)
     every = list(rows_in) + ([dict(baseline)] if baseline is not None else [])
     names: list[str] = []
-    for name in ["accuracy", "gflops", "params", *objectives]:
+    for name in [*(n for n, o in OBJECTIVES.items() if o.display.headline), *objectives]:
         if name not in names and any(not math.isnan(_number(r.get(name))) for r in every):
             names.append(name)
-    base_accuracy = _number(baseline.get("accuracy")) if baseline is not None else math.nan
-    with_delta = "accuracy" in names and not math.isnan(base_accuracy)
+    base = {name: _number(baseline.get(name)) if baseline is not None else math.nan for name in names}
+    deltas = {name for name in names if _display(name).delta and not math.isnan(base[name])}
 
     header = ["plan"]
     for name in names:
-        header.append(_shown(name).header)
-        if name == "accuracy" and with_delta:
-            header.append("Δ pts")
+        header.append(_display(name).title)
+        if name in deltas:
+            header.append(_display(name).delta)
 
     def cells(record: Mapping[str, Any], plan: str) -> list[str]:
         out = [plan]
         for name in names:
-            shown = _shown(name)
+            display = _display(name)
             value = _number(record.get(name))
-            out.append("-" if math.isnan(value) else shown.fmt.format(value * shown.scale))
-            if name == "accuracy" and with_delta:
-                out.append("-" if math.isnan(value) else f"{(value - base_accuracy) * shown.scale:+.2f}")
+            out.append(display.format(value))
+            if name in deltas:
+                out.append(display.format_delta(value, base[name]))
         return out
 
     table = [header]
@@ -431,24 +425,27 @@ def plot_pareto(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
     *,
-    x: str = "gflops",
-    y: str = "accuracy",
+    x: str | None = None,
+    y: str | None = None,
     front: Front | None = None,
     baseline: Mapping[str, Any] | None = None,
     budget: float | None = None,
     title: str | None = None,
     directions: Sequence[str] | None = None,
 ) -> Path:
-    """Write `y` against `x` as a PNG to `path` and return the path.
+    """Write `y` against `x` as a PNG to `path` and return the path; by default (`pareto_axes`) the
+    accuracy objective against the first cost objective (GFLOPs).
 
     Every completed trial is a grey dot (a cross when its record has `"feasible": False`), the front a
     line with markers, the original model (`baseline`) a star, and `budget` (in `x`'s units) a dashed
     vertical line. `front` defaults to the front of `records` on `(x, y)`, with `directions` defaulting
-    to each known objective's (accuracy maximised, costs minimised).
+    to each registered objective's (accuracy maximised, costs minimised).
     """
+    default_x, default_y = pareto_axes()
+    x, y = x or default_x, y or default_y
     figure = new_figure(7.0, 4.8)
     ax = figure.add_subplot()
-    x_shown, y_shown = _shown(x), _shown(y)
+    x_shown, y_shown = _display(x), _display(y)
     x_scale, y_scale = x_shown.scale, y_shown.scale
 
     records = list(records)
@@ -464,10 +461,10 @@ def plot_pareto(
 
     if front is None:
         if directions is None:
-            unknown = [k for k in (x, y) if k not in DEFAULT_DIRECTIONS]
+            unknown = [k for k in (x, y) if k not in OBJECTIVES]
             if unknown:
                 raise ValueError(f"no default direction for {unknown}: pass directions=[...] or front=")
-            directions = (DEFAULT_DIRECTIONS[x], DEFAULT_DIRECTIONS[y])
+            directions = (OBJECTIVES[x].direction, OBJECTIVES[y].direction)
         front = Front.from_records(records, (x, y), directions)
     if len(front):
         points = _values(list(front.records), (x, y)) if front.records else front.values[:, [front.objectives.index(x), front.objectives.index(y)]]

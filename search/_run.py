@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from toast.objectives import SimilarityReport, get_objectives, plot_cka
+from toast.objectives import OBJECTIVES, Role, SimilarityReport, get_objectives, list_objectives, plot_cka
 from toast.spaces import Plan, PlanSpace
 
 from ._context import SearchContext
-from ._preflight import check_cache_dir, check_run_directory
-from ._front import Front, choose, format_front_table, plot_pareto
+from ._front import Front, choose, format_front_table, pareto_axes, plot_pareto
 from ._settings import SearchSettings, SettingsError
 from ._study import Search, scored_records, undefined_key, write_trials_csv
 
@@ -29,18 +26,6 @@ class RunResult:
     front: list[dict[str, Any]]
     baseline: dict[str, Any]
     chosen: dict[str, Any] | None
-
-
-def preflight(settings: SearchSettings) -> None:
-    """Everything that can be checked before loading a model: paths, the stored study, the settings it was
-    made with, the objectives and the plans' syntax. Nothing is written."""
-    from .capture import ActivationCache
-
-    check_run_directory(settings)
-    check_cache_dir(ActivationCache(settings.cache_dir).root)
-    get_objectives(settings.objectives)
-    for text in settings.plans:  # syntax, kinds and overlaps, before any model is loaded
-        Plan.parse(text, num_blocks=10**6)
 
 
 def manual_space(settings: SearchSettings, num_blocks: int) -> tuple[PlanSpace, list[Plan]]:
@@ -57,9 +42,8 @@ def run_search(settings: SearchSettings) -> RunResult:
     """Run (or resume) the search described by `settings` and write every output file."""
     from toast.runners import check_runner
     check_runner(settings.runner, settings.ray_address)  # an unreachable --ray-address fails here, before the run directory
-    preflight(settings)
+    ctx = SearchContext.build(settings, progress=settings.progress)  # `preflight` first: nothing loaded for a bad path
     objectives = get_objectives(settings.objectives)
-    ctx = SearchContext.build(settings, progress=settings.progress)
     plans: list[Plan] = []
     if settings.plans:
         ctx.space, plans = manual_space(settings, ctx.loaded.num_blocks)
@@ -94,68 +78,14 @@ def _run_trials(settings: SearchSettings, ctx: SearchContext, search: Search, n:
         return
     from toast.runners import RayOptions, run_ray
 
+    from ._ray_trial import define_for_ray, worker_trial
+
     options = RayOptions(address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial or 1.0, gpus_per_trial=settings.gpus_per_trial,
                          max_concurrent=settings.max_concurrent, max_failures=2 if settings.max_failures is None else settings.max_failures,
                          device=settings.device, storage_path=settings.out / "ray")
-    worker = WorkerTrial(settings=_for_workers(settings), capture=str(ctx.captured.directory.resolve()))
-    run_ray(search.study, metrics=[o.name for o in search.objectives], define=partial(_define_for_ray, search), make_trial=worker,
-            key=worker.key, n_trials=n, options=options, timeout=settings.timeout, callbacks=[search.remember, progress])
-
-
-def _define_for_ray(search: Search, trial) -> dict[str, Any]:
-    """The driver side of a Ray trial: the plan (and any scores known without scoring it) for the worker."""
-    plan, known = search.define(trial)
-    return {"spans": json.dumps(plan.to_json()), "known": "" if known is None else json.dumps(known)}
-
-
-def _for_workers(settings: SearchSettings) -> SearchSettings:
-    """Settings as a Ray worker needs them: local paths absolute (Tune runs trials in their own folders), the cache
-    root explicit (the driver's, which every node must see), no progress bars."""
-    def absolute(name: str) -> str:
-        path = Path(name).expanduser()
-        return str(path.resolve()) if path.exists() else name
-
-    from .capture import ActivationCache
-
-    return replace(settings, model=absolute(settings.model), dataset=absolute(settings.dataset), out=settings.out.resolve(),
-                   cache_dir=ActivationCache(settings.cache_dir).root.resolve(), progress=False)
-
-
-@dataclass(frozen=True)
-class WorkerTrial:
-    """Picklable, sent to Ray workers: builds the worker's own `SearchContext` once, from the caches the driver
-    wrote (no capture pass), and returns the trial function `config -> (objective values, attrs)`."""
-
-    settings: SearchSettings
-    capture: str  # the activation cache entry the driver captured
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.settings.to_json(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def __call__(self):
-        from ._errors import CacheError
-        from ._quiet import quiet_libraries
-
-        quiet_libraries()
-
-        manifest = Path(self.capture) / "manifest.json"
-        if not manifest.is_file():
-            raise CacheError(f"the activation cache entry {self.capture} is not visible on this node ({socket.gethostname()}): "
-                             "`cache_dir` must be a path every node sees (a shared filesystem)")
-        before = manifest.stat().st_mtime_ns
-        ctx = SearchContext.build(self.settings, progress=False)
-        cache_hit = ctx.captured.directory.resolve() == Path(self.capture) and manifest.stat().st_mtime_ns == before
-        objectives = get_objectives(self.settings.objectives)
-
-        def trial(config: dict) -> tuple[dict[str, float], dict[str, Any]]:
-            if config["known"]:
-                metrics = json.loads(config["known"])
-            else:
-                metrics = dict(ctx.evaluate(Plan.of(json.loads(config["spans"]), ctx.loaded.num_blocks)), scored=True)
-            return {o.name: Search._value(o, metrics) for o in objectives}, {**metrics, "ray_worker_cache_hit": cache_hit}
-
-        return trial
+    run_ray(search.study, metrics=[o.name for o in search.objectives], define=partial(define_for_ray, search),
+            worker=worker_trial(settings, capture=ctx.captured.directory), n_trials=n, options=options, timeout=settings.timeout,
+            callbacks=[search.remember, progress])
 
 
 def _progress(search: Search, total: int, enabled: bool):
@@ -163,14 +93,15 @@ def _progress(search: Search, total: int, enabled: bool):
 
     bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled or total == 0, file=sys.stderr)
     best = [None]
+    accuracy = next((OBJECTIVES[n] for n in list_objectives(Role.ACCURACY)), None)  # the bar shows the best feasible one
 
     def callback(study, trial) -> None:
-        acc = trial.user_attrs.get("accuracy")
+        acc = trial.user_attrs.get(accuracy.name) if accuracy is not None else None
         if acc is not None and trial.user_attrs.get("feasible") and trial.user_attrs.get("scored", True):
             best[0] = acc if best[0] is None else max(best[0], acc)
         bar.update(1)
         if best[0] is not None:
-            bar.set_postfix_str(f"best feasible accuracy {best[0]:.2f}%")
+            bar.set_postfix_str(f"best feasible {accuracy.name} {accuracy.display.fmt.format(best[0])}{accuracy.unit}")
         if bar.n >= bar.total:
             bar.close()
 
@@ -187,14 +118,15 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     front = list(Front.from_records(scored, names, [o.direction for o in objectives]).records) if scored else []
     baseline = dict(ctx.baseline)
     full = ctx.full_evaluation()
-    if full is not ctx or (settings.probe != "ridge" and "accuracy" in names and settings.head == "probe"):
+    probed = any("probe" in o.inputs(head=settings.head) for o in objectives)  # an objective fits the probe protocol
+    if full is not ctx or (settings.probe != "ridge" and probed):
         # the front's final scores: the whole test split, with the chosen probe protocol
         baseline = {**baseline, **_rescore(full, Plan((), ctx.loaded.num_blocks), settings.probe)}
-        front = [{**r, "accuracy_search": r.get("accuracy"), **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)}
+        front = [{**r, **_search_values(r), **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)}
                  for r in front]
     budgets = search.budgets.as_dict()
     chosen = None
-    if budgets and "accuracy" in names:
+    if budgets and any(o.role is Role.ACCURACY for o in objectives):  # `choose` maximises the accuracy objective
         pool = front + [r for r in scored if r not in front]
         chosen = choose(pool, budgets=budgets)
     if chosen is not None:
@@ -213,11 +145,12 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
         "trials": len(records),
     }
     (out / "front.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
-    if "gflops" in names and "accuracy" in names:
-        plot_pareto(scored, out / "pareto.png", x="gflops", y="accuracy", front=None, baseline=baseline,
-                    budget=budgets.get("gflops"), title=f"{settings.model} on {settings.dataset}")
+    x, y = pareto_axes(names)
+    if (x, y) == pareto_axes():  # accuracy against the primary cost: with its budget line
+        plot_pareto(scored, out / "pareto.png", x=x, y=y, front=None, baseline=baseline,
+                    budget=budgets.get(x), title=f"{settings.model} on {settings.dataset}")
     elif len(names) >= 2:
-        plot_pareto(scored, out / "pareto.png", x=names[1], y=names[0], baseline=baseline, title=f"{settings.model} on {settings.dataset}")
+        plot_pareto(scored, out / "pareto.png", x=x, y=y, baseline=baseline, title=f"{settings.model} on {settings.dataset}")
     plot_cka(SimilarityReport.from_stats(ctx.captured.stats).cka, out / "similarity.png", title=f"linear CKA, {settings.model}")
     print(format_front_table(front, baseline, names))
     if chosen is not None:
@@ -229,11 +162,25 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
 
 
 def _rescore(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:
+    """The fields of the objectives measured again at the end (`Objective.rescored`); a reason a value was
+    undefined is reset (None) when it is defined now."""
     r = ctx.evaluate(plan, probe=probe)
-    return {**{k: r[k] for k in ("accuracy", "accuracy_std", "fidelity", "cosine") if k in r}, "fidelity_undefined": r.get("fidelity_undefined")}
+    out: dict[str, Any] = {}
+    for o in OBJECTIVES.values():
+        if o.rescored:
+            out.update({k: r.get(k) for k in o.columns if k in r or k == undefined_key(o.name)})
+    return out
 
 
-_KEEP = ("number", "spans", "plan", "accuracy", "accuracy_std", "accuracy_search", "fidelity", "fidelity_undefined", "cosine", "gflops", "params", "latency", "feasible", "seconds")
+def _search_values(record: dict[str, Any]) -> dict[str, Any]:
+    """A front record's search-time values of the rescored objectives that keep them (`Objective.search_field`)."""
+    return {o.search_field: record.get(o.name) for o in OBJECTIVES.values() if o.rescored and o.search_field}
+
+
+def _kept_fields() -> tuple[str, ...]:
+    """The fields of a record that front.json reports: the plan, every registered objective's, the run's."""
+    objective_fields = (k for o in OBJECTIVES.values() for k in (*o.columns, *((o.search_field,) if o.search_field else ())))
+    return ("number", "spans", "plan", *objective_fields, "feasible", "seconds")
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
@@ -243,4 +190,4 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
         undefined = bool(record.get(undefined_key(k)))  # ranked as the worst value; reported as missing, with the reason
         return None if undefined or (isinstance(v, float) and not math.isfinite(v)) else v
 
-    return {k: value(k) for k in _KEEP if k in record and not (k.endswith("_undefined") and not record[k])}
+    return {k: value(k) for k in _kept_fields() if k in record and not (k.endswith("_undefined") and not record[k])}

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from toast.objectives import DEFAULT_OBJECTIVES
 from toast.spaces._errors import SettingsError
 
 
@@ -33,7 +34,7 @@ class SearchSettings:
     translators: tuple[str, ...] = ("identity", "linear")
     max_removed: int | None = None
     min_kept: int | None = None
-    objectives: tuple[str, ...] = ("accuracy", "gflops")
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     probe: str = "ridge"
     head: str = "probe"
     probe_samples: int = 5000

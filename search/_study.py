@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from toast.objectives import get_objectives
+from toast.objectives import OBJECTIVES, Role, get_objective, get_objectives, list_objectives, undefined_field
 from toast.objectives._cost import CostTable
+from toast.runners import trial_id
 from toast.spaces import Plan, PlanSpace, seed_plans
 
 from ._settings import SearchSettings, SettingsError
@@ -68,14 +69,9 @@ def cheapest_cost(costs: CostTable, space: PlanSpace) -> tuple[float, float]:
     return (base + sum(flops[:keep])) / 1e9, (basep + sum(params[:keep])) / 1e6
 
 
-def worst_value(objective) -> float:
-    """What an objective that could not be measured ranks as: no agreement / accuracy, infinite cost."""
-    return 0.0 if objective.maximize else math.inf
-
-
 def undefined_key(name: str) -> str:
     """The record field that says why objective `name` has no value (e.g. `fidelity_undefined`)."""
-    return f"{name}_undefined"
+    return undefined_field(name)
 
 
 def plan_key(plan: Plan) -> str:
@@ -138,24 +134,20 @@ class Search:
         import optuna
 
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            self.storage.set_trial_system_attr(t._trial_id, "fail_reason", INTERRUPTED)
-            self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            self.storage.set_trial_system_attr(trial_id(t), "fail_reason", INTERRUPTED)
+            self.storage.set_trial_state_values(trial_id(t), optuna.trial.TrialState.FAIL)
 
     # ---- the trial ---------------------------------------------------------------------------
     def constraints(self, plan: Plan) -> dict[str, float]:
         cost = self.costs.cost(plan)
-        out = {}
-        if self.budgets.gflops is not None:
-            out["gflops"] = cost.gflops - self.budgets.gflops
-        if self.budgets.params is not None:
-            out["params"] = cost.mparams - self.budgets.params
+        out = {name: get_objective(name).of_plan(plan, cost) - limit for name, limit in self.budgets.as_dict().items()}
         for i, v in enumerate(self.space.constraint_violations(plan)):
             out[f"space{i}"] = float(v)
         return out
 
     def far_over_budget(self, plan: Plan) -> bool:
         cost = self.costs.cost(plan)
-        return any(getattr(cost, "gflops" if k == "gflops" else "mparams") > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items())
+        return any(get_objective(k).of_plan(plan, cost) > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items())
 
     def objective(self, trial) -> list[float]:
         """The Optuna objective: decode, constrain, score (or reuse an identical plan's scores).
@@ -166,10 +158,10 @@ class Search:
         try:
             return self._objective(trial)
         except KeyboardInterrupt:
-            self.storage.set_trial_system_attr(trial._trial_id, "fail_reason", "interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran")
+            self.storage.set_trial_system_attr(trial_id(trial), "fail_reason", "interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran")
             raise
         except Exception as exc:
-            self.storage.set_trial_system_attr(trial._trial_id, "fail_reason", f"{type(exc).__name__}: {exc}")
+            self.storage.set_trial_system_attr(trial_id(trial), "fail_reason", f"{type(exc).__name__}: {exc}")
             raise
 
     def _objective(self, trial) -> list[float]:
@@ -178,9 +170,9 @@ class Search:
             metrics = dict(self.evaluate(plan), scored=True)
         from toast.runners import set_user_attrs
 
-        set_user_attrs(self.storage, trial._trial_id, metrics)  # one commit, not one per metric
+        set_user_attrs(self.storage, trial_id(trial), metrics)  # one commit, not one per metric
         if "duplicate_of" not in metrics and metrics.get("scored", True):
-            self._done[plan_key(plan)] = self.storage.get_trial(trial._trial_id)
+            self._done[plan_key(plan)] = self.storage.get_trial(trial_id(trial))
         return self.values(metrics)
 
     def define(self, trial) -> tuple[Plan, dict[str, Any] | None]:
@@ -200,8 +192,9 @@ class Search:
             metrics.update(duplicate_of=previous.number, seconds=0.0)
             return plan, metrics
         if self.far_over_budget(plan):
-            cost = self.costs.cost(plan)
-            return plan, {"gflops": cost.gflops, "params": cost.mparams, "scored": False, "seconds": 0.0}
+            cost = self.costs.cost(plan)  # the cost objectives need no model run
+            counted = {name: get_objective(name).of_plan(plan, cost) for name in list_objectives(Role.COST)}
+            return plan, {**counted, "scored": False, "seconds": 0.0}
         return plan, None
 
     def values(self, metrics: dict[str, Any]) -> list[float]:
@@ -217,7 +210,7 @@ class Search:
     def _value(objective, metrics: dict) -> float:
         v = metrics.get(objective.name)
         if v is None or not math.isfinite(v):  # not scored, or undefined: the worst value, so the sampler never prefers it
-            return worst_value(objective)
+            return objective.worst_value
         return float(v)
 
     # ---- driving -------------------------------------------------------------------------------
@@ -268,20 +261,24 @@ class Search:
         return out
 
 
-TRIAL_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "accuracy_std", "fidelity", "fidelity_undefined", "cosine", "gflops", "params", "latency",
-                 "feasible", "scored", "duplicate_of", "seconds", "seconds_fit", "seconds_forward", "seconds_probe", "seconds_overhead", "failure"]
+def trial_columns() -> list[str]:
+    """The columns of `trials.csv`: the trial, every registered objective's fields (registry order), then how it ran."""
+    return ["number", "state", "spans", "plan", *(c for o in OBJECTIVES.values() for c in o.columns),
+            "feasible", "scored", "duplicate_of", "seconds", "seconds_fit", "seconds_forward", "seconds_probe", "seconds_overhead", "failure"]
 
 
 def write_trials_csv(records: list[dict[str, Any]], path: Path) -> None:
     """`trials.csv`: one row per trial, the columns DESIGN.md lists (spans as JSON)."""
+    unscored_drop = [c for o in OBJECTIVES.values() if o.role is not Role.COST for c in o.columns]  # a plan not scored has costs only
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=TRIAL_COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=trial_columns(), extrasaction="ignore")
         w.writeheader()
         for r in records:
             row = dict(r)
             row["spans"] = json.dumps(r.get("spans"))
             if not r.get("scored", True):
-                row.pop("accuracy", None)
+                for column in unscored_drop:
+                    row.pop(column, None)
             for k, v in row.items():
                 if isinstance(v, float):
                     row[k] = "" if math.isnan(v) else f"{v:.6g}"
@@ -295,7 +292,7 @@ def scored_records(records: list[dict[str, Any]], objectives) -> list[dict[str, 
         if r["state"] != "COMPLETE" or not r.get("scored", True) or "duplicate_of" in r:
             continue
         # an objective that is undefined for this plan (the reason is in the record) ranks as the worst value
-        r = {**r, **{o.name: worst_value(o) for o in objectives if r.get(undefined_key(o.name))}}
+        r = {**r, **{o.name: o.worst_value for o in objectives if r.get(undefined_key(o.name))}}
         if any(not isinstance(r.get(o.name), (int, float)) or not np.isfinite(r.get(o.name)) for o in objectives):
             continue
         key = json.dumps(r.get("spans"))

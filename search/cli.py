@@ -56,6 +56,8 @@ def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
 
 def build_search_parser() -> argparse.ArgumentParser:
+    from toast.objectives import DEFAULT_OBJECTIVES, list_objectives
+
     p = _Parser(
         prog="toast-search",
         description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear), "
@@ -68,7 +70,7 @@ def build_search_parser() -> argparse.ArgumentParser:
     p.add_argument("--translators", type=_csv, default=("identity", "linear"), help="translator kinds to search over, comma-separated (default: identity,linear)")
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
-    p.add_argument("--objectives", type=_csv, default=("accuracy", "gflops"), help="two or more of accuracy, fidelity, gflops, params, latency (default: accuracy,gflops)")
+    p.add_argument("--objectives", type=_csv, default=DEFAULT_OBJECTIVES, help=f"two or more of {', '.join(list_objectives())} (default: {','.join(DEFAULT_OBJECTIVES)})")
     p.add_argument("--probe", default="ridge", choices=["ridge", "adam"], help="linear probe: closed-form ridge (fast) or the papers' Adam protocol (lr 1e-3, 5 epochs, batch 256, 3 seeds); the front is re-scored with it at the end (default: ridge)")
     p.add_argument("--head", default="probe", choices=["probe", "original"], help="score with a linear probe or with the model's own classification head (default: probe)")
     p.add_argument("--probe-samples", type=int, default=5000, help="train samples the probe is fitted on (default: 5000)")
@@ -143,55 +145,46 @@ def dry_run(settings) -> int:
     """What would run: model, space size, budgets, calibration cache hit or miss, trials."""
     from toast.objectives import get_objectives
     from toast.runners import check_runner
-    from toast.spaces import PlanSpace
 
-    from ._context import samples_used
-    from .capture import ActivationCache, CalibrationSettings, capture_spec, check_modality, resolve_device
-    from .data import default_splits, load_split
-    from .models import load_model, measure_cost_table, resolve_model
-    from ._run import preflight
+    from ._prepare import prepare
     from ._study import resolve_budgets
 
     check_runner(settings.runner, settings.ray_address)
-    preflight(settings)
+    prepared = prepare(settings)
     objectives = get_objectives(settings.objectives)
-    train_name, test_name = default_splits(settings.dataset)
-    train = load_split(settings.dataset, settings.split_train or train_name, input_column=settings.input_column, label_column=settings.label_column)
-    test = load_split(settings.dataset, settings.split_test or test_name, input_column=settings.input_column, label_column=settings.label_column)
-    check_modality(resolve_model(settings.model).family, train, settings.model)
-    _, sample_notes = samples_used(settings, train, test)
-    loaded = load_model(settings.model, device=resolve_device(settings.device))
-    space = PlanSpace(num_blocks=loaded.num_blocks, kinds=settings.translators, max_removed=settings.max_removed, min_kept=settings.min_kept)
-    costs = measure_cost_table(loaded)
+    loaded, train, space, costs = prepared.loaded, prepared.train, prepared.space, prepared.costs
     _, notes = resolve_budgets(settings, costs, space)
-    spec = capture_spec(loaded, train, CalibrationSettings(samples=settings.calib_samples, seed=settings.seed, activation_dtype=settings.activation_dtype))
-    hit = ActivationCache(settings.cache_dir).exists(spec)
     resumed = (settings.out / "study.db").exists()
     print(f"model      {loaded.model_id} ({loaded.family.name}, {loaded.num_blocks} blocks, width {loaded.hidden_size})")
     print(f"original   {costs.original.gflops:.4g} GFLOPs, {costs.original.mparams:.4g} M params at {costs.input_description}")
     print(f"dataset    {train.name} ({len(train)} train samples, input column {train.input_column!r}, labels {train.label_column!r})")
     print(f"space      {space.size():,} plans ({', '.join(space.kinds)}; max removed {space.removal_limit})")
     print(f"objectives {', '.join(f'{o.name} ({o.direction})' for o in objectives)}")
-    print(f"calibration cache {'hit' if hit else 'miss'}: {settings.calib_samples} samples -> {ActivationCache(settings.cache_dir).path(spec)}")
-    for note in [*sample_notes, *notes]:
+    print(f"calibration cache {'hit' if prepared.cache_hit else 'miss'}: {settings.calib_samples} samples -> {prepared.cache.path(prepared.spec)}")
+    for note in [*prepared.notes, *notes]:
         print(note)
     what = f"score {len(settings.plans)} given plan(s)" if settings.plans else f"{settings.sampler} sampler, up to {settings.trials} trials"
     print(f"would run  {what}; out {settings.out}" + (" (resuming its study)" if resumed else ""))
     return 0
 
 
+def analyze_settings_from(args: argparse.Namespace):
+    """`analyze`'s options as the settings `prepare` reads (`--split` is the train split the samples come from)."""
+    from ._settings import SearchSettings
+
+    return SearchSettings(model=args.model, dataset=args.dataset, out=args.out, split_train=args.split, input_column=args.input_column,
+                          label_column=args.label_column, calib_samples=args.calib_samples, seed=args.seed, batch_size=args.batch_size,
+                          activation_dtype=args.activation_dtype, cache_dir=args.cache_dir, device=args.device, progress=not args.no_progress)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from toast.objectives import SimilarityReport, plot_similarity
 
-    from .capture import ActivationCache, CalibrationSettings, calibrate, resolve_device
-    from .data import default_splits, load_split
-    from .models import load_model
+    from ._prepare import prepare
+    from .capture import calibrate
 
-    device = resolve_device(args.device)
-    split = load_split(args.dataset, args.split or default_splits(args.dataset)[0], input_column=args.input_column, label_column=args.label_column)
-    loaded = load_model(args.model, device=device)
-    settings = CalibrationSettings(samples=args.calib_samples, seed=args.seed, batch_size=args.batch_size, activation_dtype=args.activation_dtype)
-    captured = calibrate(loaded, split, settings, ActivationCache(args.cache_dir), progress=not args.no_progress)
+    prepared = prepare(analyze_settings_from(args), search=False)
+    captured = calibrate(prepared.loaded, prepared.train, prepared.calibration, prepared.cache, progress=not args.no_progress)
     report = SimilarityReport.from_stats(captured.stats)
     args.out.mkdir(parents=True, exist_ok=True)
     report.save(args.out / "similarity.json")

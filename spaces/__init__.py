@@ -5,16 +5,20 @@ from ._plan import Plan, Span
 from ._space import PlanSpace, canonical, rank_spans, seed_plans
 from ._stats import ActivationStats, PairStats, StatsAccumulator
 from ._translators import (
-    IdentityTranslator,
-    LinearTranslator,
-    RidgeTranslator,
     Translator,
+    TranslatorCost,
     create_translator,
     fit_span,
     list_translators,
+    load_translator,
     register_translator,
-    translator_module,
+    translator_class,
 )
+
+# one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
+from ._identity import IdentityTranslator
+from ._linear import LinearTranslator
+from ._ridge import RidgeTranslator
 
 __all__ = [
     "PlanSpace",
@@ -35,9 +39,11 @@ __all__ = [
     "StatsAccumulator",
     "ToastError",
     "Translator",
+    "TranslatorCost",
     "create_translator",
     "fit_span",
     "list_translators",
+    "load_translator",
     "register_translator",
-    "translator_module",
+    "translator_class",
 ]

@@ -1,13 +1,17 @@
-"""Translator kinds: closed-form estimators that stand in for a span of blocks.
+"""Translator kinds: the base estimator, the registry, and a fitted translator's save and load.
 
 Each kind is an estimator (`fit(stats) -> self`, learned `weight_` and `bias_`, `y = x @ weight_ + bias_`)
-registered under its name, and turns into a plain `nn.Module` for the compressed model.
+in its own module that registers itself (`_identity`, `_linear`, `_ridge`). A kind owns its fit,
+whether it needs one (`needs_fit`), its `nn.Module` (`empty_module`, `to_module`), its cost (`cost`)
+and its save/load (`save`, `load`); nothing outside a kind's module tests for a kind's name.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Callable, ClassVar, TypeVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -33,8 +37,9 @@ def report_once(key: str, message: str) -> None:
         log.warning(message)
 
 
-ILL_CONDITIONED = ("linear translator: a source state's covariance is singular or ill-conditioned (expected after a LayerNorm, "
-                   "which removes one direction); using the minimum-norm least-squares solution")
+SAVE_FORMAT_VERSION = 1
+CONFIG_NAME = "translator.json"  # kind, hyper-parameters and fitted scalars
+ARRAYS_NAME = "translator.safetensors"  # fitted arrays (float64, as fitted)
 
 
 def register_translator(name: str) -> Callable[[T], T]:
@@ -55,23 +60,40 @@ def list_translators() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_translator(kind: str, **params) -> "Translator":
-    """A new, unfitted translator of `kind`."""
+def translator_class(kind: str) -> type["Translator"]:
+    """The class registered as `kind`: ask it for its module, cost or whether it needs a fit."""
     try:
-        cls = _REGISTRY[kind]
+        return _REGISTRY[kind]
     except KeyError:
         raise PlanError(f"unknown translator kind {kind!r} (known: {', '.join(list_translators())})") from None
-    return cls(**params)
+
+
+def create_translator(kind: str, **params) -> "Translator":
+    """A new, unfitted translator of `kind`."""
+    return translator_class(kind)(**params)
+
+
+class TranslatorCost(NamedTuple):
+    """FLOPs (fvcore convention, as the papers: one multiply-add = one FLOP) and parameters of one translator."""
+
+    flops: int
+    params: int
 
 
 class Translator:
-    """Base class: an affine map fitted in closed form from `PairStats`."""
+    """Base class: an affine map fitted in closed form from `PairStats`, run as an `nn.Linear`.
+
+    A kind overrides `fit`, and whatever of `needs_fit`, `empty_module`, `to_module`, `cost`,
+    `save` and `load` differs from this affine default.
+    """
 
     kind: ClassVar[str] = ""
+    needs_fit: ClassVar[bool] = True  # False: `empty_module(dim)` already computes the map, nothing is fitted
     weight_: np.ndarray
     bias_: np.ndarray
 
     def fit(self, stats: PairStats) -> "Translator":
+        """Learn the map from the statistics of a (source, target) pair; return self."""
         raise NotImplementedError
 
     @property
@@ -101,9 +123,86 @@ class Translator:
         self._require_fitted()
         return affine_module(self.weight_, self.bias_)
 
+    @classmethod
+    def empty_module(cls, dim: int) -> nn.Module:
+        """A module of this kind's shape for width `dim`, to load saved weights into (a compressed model's checkpoint)."""
+        return nn.Linear(dim, dim)
+
+    @classmethod
+    def cost(cls, dim: int, tokens: int) -> TranslatorCost:
+        """FLOPs and params of this kind's module over `tokens` tokens of width `dim` (fvcore's count of `nn.Linear`)."""
+        return TranslatorCost(flops=tokens * dim * dim, params=dim * dim + dim)
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters given to `__init__` (attributes not ending in `_`)."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the fitted translator to `directory`: arrays as safetensors, kind and the rest as JSON."""
+        from safetensors.numpy import save_file
+
+        self._require_fitted()
+        arrays, fitted = {}, {}
+        for name, value in vars(self).items():
+            if not name.endswith("_"):
+                continue
+            if isinstance(value, np.ndarray):
+                arrays[name] = np.ascontiguousarray(value)
+            else:
+                fitted[name] = _json_value(value, f"{type(self).__name__}.{name}")
+        params = {k: _json_value(v, f"{type(self).__name__}({k}=...)") for k, v in self.get_params().items()}
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"format_version": SAVE_FORMAT_VERSION, "kind": self.kind, "params": params, "fitted": fitted}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        save_file(arrays, str(directory / ARRAYS_NAME))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Translator":
+        """Restore a translator of this kind written by `save` (use `load_translator` for any kind)."""
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        meta = _read_config(directory)
+        if meta["kind"] != cls.kind:
+            raise ValueError(f"{directory} holds a {meta['kind']!r} translator, not {cls.kind!r}")
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+        translator = cls(**params)
+        for name, value in {**meta["fitted"], **load_file(str(directory / ARRAYS_NAME))}.items():
+            setattr(translator, name, value)
+        return translator
+
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+def _json_value(value: Any, what: str) -> Any:
+    """`value` as JSON (tuples as lists, numpy scalars as Python ones), or a TypeError naming `what`."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v, what) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{what} is a {type(value).__name__}, which the default save cannot write: override save and load")
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    """The JSON that `Translator.save` wrote in `directory`, checked for its format version."""
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} holds no saved translator (no {CONFIG_NAME})")
+    meta = json.loads(path.read_text())
+    if meta.get("format_version") != SAVE_FORMAT_VERSION:
+        raise ValueError(f"{path}: translator format version {meta.get('format_version')!r}, this version reads {SAVE_FORMAT_VERSION}")
+    return meta
+
+
+def load_translator(directory: str | Path) -> Translator:
+    """Restore a fitted translator of any registered kind from a directory written by `Translator.save`."""
+    return translator_class(_read_config(Path(directory))["kind"]).load(directory)
 
 
 def affine_module(weight: np.ndarray, bias: np.ndarray) -> nn.Linear:
@@ -114,106 +213,6 @@ def affine_module(weight: np.ndarray, bias: np.ndarray) -> nn.Linear:
         layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.T)))
         layer.bias.copy_(torch.from_numpy(bias))
     return layer
-
-
-def translator_module(kind: str, dim: int) -> nn.Module:
-    """An empty module of the right shape for `kind`, to load saved weights into."""
-    return nn.Identity() if kind == "identity" else nn.Linear(dim, dim)
-
-
-@register_translator("identity")
-class IdentityTranslator(Translator):
-    """`y = x`: the span is skipped outright (no parameters, no FLOPs)."""
-
-    def fit(self, stats: PairStats) -> "IdentityTranslator":
-        d_in, d_out = stats.sxy.shape
-        if d_in != d_out:
-            raise ValueError(f"identity needs equal widths, got {d_in} → {d_out}")
-        self.weight_ = np.eye(d_in)
-        self.bias_ = np.zeros(d_out)
-        return self
-
-    def to_module(self) -> nn.Module:
-        self._require_fitted()
-        return nn.Identity()
-
-
-PINV_RTOL = 1e-6  # relative eigenvalue cutoff of the fallback: about float32 resolution
-
-
-def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
-    """Solve `a x = b` for symmetric PSD `a` in float64: Cholesky, or a pseudo-inverse if ill-conditioned."""
-    at, bt = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
-    chol, info = torch.linalg.cholesky_ex(at)
-    # rounding can let a singular matrix through Cholesky with a negligible pivot: treat that as singular
-    pivot_ok = float(torch.diagonal(chol).square().min()) > float(at.diagonal().max()) * a.shape[0] * torch.finfo(torch.float64).eps
-    if int(info) == 0 and pivot_ok:
-        x = torch.cholesky_solve(bt, chol)
-        err = torch.linalg.matrix_norm(at @ x - bt) / max(float(torch.linalg.matrix_norm(bt)), 1e-300)
-        if float(err) < 1e-8:
-            return x.numpy(), "cholesky"
-    s, v = torch.linalg.eigh(at)
-    # Statistics are sums of float32 products: directions below ~float32 resolution are noise.
-    cutoff = s.max().clamp_min(0) * max(a.shape[0] * torch.finfo(torch.float64).eps, PINV_RTOL)
-    inv = torch.where(s > cutoff, 1.0 / s, torch.zeros_like(s))
-    return ((v * inv) @ (v.T @ bt)).numpy(), "pinv"
-
-
-@register_translator("linear")
-class LinearTranslator(Translator):
-    """Least squares with bias, one map shared by all tokens (TOAST), solved from the Gram statistics.
-
-    A singular or ill-conditioned input scatter (as after a LayerNorm) is solved by the minimum-norm
-    pseudo-inverse: `solver_ == "pinv"` and `ill_conditioned_` is True, and the first such fit of the
-    process says so in one line (`report_once`); no Python warning.
-    """
-
-    def fit(self, stats: PairStats) -> "LinearTranslator":
-        self.weight_, self.solver_ = _solve_spd(stats.sxx, stats.sxy)
-        self.ill_conditioned_ = self.solver_ == "pinv"
-        if self.ill_conditioned_:
-            report_once("ill-conditioned", ILL_CONDITIONED)
-        self.bias_ = stats.mean_y - stats.mean_x @ self.weight_
-        return self
-
-
-@register_translator("ridge")
-class RidgeTranslator(Translator):
-    """Least squares with an L2 penalty `alpha·||W||²` (bias unpenalized).
-
-    `alpha=None` chooses it by generalized cross-validation over `alphas` (relative to the mean
-    eigenvalue of the input scatter), from the same statistics.
-    """
-
-    def __init__(self, *, alpha: float | None = None, alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-6, 2.5, 0.5))) -> None:
-        self.alpha = alpha
-        self.alphas = alphas
-
-    def fit(self, stats: PairStats) -> "RidgeTranslator":
-        s, v = np.linalg.eigh(stats.sxx)
-        s = np.clip(s, 0.0, None)
-        p = v.T @ stats.sxy
-        if self.alpha is not None:
-            alpha = float(self.alpha)
-        else:
-            q = np.sum(p * p, axis=1)
-            scale = max(s.mean(), 1e-300)
-            grid = np.asarray(self.alphas) * scale
-            n, tr_yy = stats.n, np.trace(stats.syy)
-            best = None
-            for a in grid:
-                rss = tr_yy - np.sum(q * (2.0 / (s + a) - s / (s + a) ** 2))
-                df = np.sum(s / (s + a)) + 1.0
-                if df >= n:
-                    continue
-                gcv = n * max(rss, 0.0) / (n - df) ** 2
-                if best is None or gcv < best[0]:
-                    best = (gcv, a)
-            alpha = float(best[1]) if best else float(grid[-1])
-        self.alpha_ = alpha
-        self.weight_ = v @ (p / (s + alpha)[:, None])
-        self.bias_ = stats.mean_y - stats.mean_x @ self.weight_
-        return self
 
 
 def fit_span(stats, span, **params) -> Translator:

@@ -260,7 +260,7 @@ def test_preprocessed_batches_equal_iter_batches_and_are_built_once(tmp_path, pr
     # another sample set is another entry
     PreprocessedInputs.get_or_build(tmp_path, split, ids[:-1], counting, 5)
     assert counting.calls == 10
-    assert len(list((tmp_path / "inputs").glob("*.arrow"))) == 2 and not list((tmp_path / "inputs").glob(".*"))
+    assert len(list((tmp_path / "inputs").glob("*/inputs.arrow"))) == 2 and not list((tmp_path / "inputs").glob(".*"))
 
 
 def test_corrupted_preprocessed_inputs_are_detected_and_rebuilt(tmp_path, processor):
@@ -276,18 +276,52 @@ def test_corrupted_preprocessed_inputs_are_detected_and_rebuilt(tmp_path, proces
         rebuilt = PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 4)
     assert counting.calls == 4  # two batches per build
     assert torch.equal(rebuilt.as_tensors()["pixel_values"], reference)
-    # a truncated file and a missing sidecar are caught too
+    # a truncated file, a missing manifest and a missing file are caught too
     rebuilt.path.write_bytes(rebuilt.path.read_bytes()[:100])
     with pytest.warns(UserWarning, match="truncated"):
         PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 4)
-    rebuilt.path.with_suffix(".json").unlink()
+    (rebuilt.path.parent / "manifest.json").unlink()
     with pytest.warns(UserWarning, match="incomplete"):
         PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 4)
-    assert counting.calls == 8
+    rebuilt.path.unlink()
+    with pytest.warns(UserWarning, match="missing"):
+        PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 4)
+    assert counting.calls == 10
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 4)
-    assert counting.calls == 8
+        again = PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 4)
+    assert counting.calls == 10
+    assert torch.equal(again.as_tensors()["pixel_values"], reference)
+    assert not list((tmp_path / "inputs").glob(".*")), "no temporary folder is left behind"
+
+
+def test_interrupted_preprocessing_leaves_no_entry(tmp_path, processor):
+    split = load_split("digits", "train")
+    ids = sample_ids(len(split), 8, seed=0)
+
+    class Interrupted(CountingProcessor):
+        def __call__(self, *args, **kwargs):
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return super().__call__(*args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        PreprocessedInputs.get_or_build(tmp_path, split, ids, Interrupted(processor), 4)
+    assert not PreprocessedInputs.exists(tmp_path, InputsSpec.of(split, ids, processor))
+    assert list((tmp_path / "inputs").iterdir()) == []
+
+
+def test_preprocessed_reads_are_memory_mapped(tmp_path, processor):
+    import pyarrow as pa
+
+    split = load_split("digits", "train")
+    built = PreprocessedInputs.get_or_build(tmp_path, split, sample_ids(len(split), 64, seed=0), processor, 16)
+    assert built.path == tmp_path / "inputs" / built.path.parent.name / "inputs.arrow"
+    reopened = PreprocessedInputs.get_or_build(tmp_path, split, sample_ids(len(split), 64, seed=0), processor, 16)
+    before = pa.total_allocated_bytes()
+    assert len(reopened.ids) == 64
+    grown = pa.total_allocated_bytes() - before
+    assert grown < built.path.stat().st_size // 10, "the table is read over a memory map, not into memory"
 
 
 def test_preprocessed_key_covers_what_changes_the_inputs(processor):

@@ -15,6 +15,8 @@ from sklearn.preprocessing import StandardScaler
 from toast.objectives import feature_fidelity
 from toast.objectives import LatencyResult, measure_latency
 from toast.objectives import OBJECTIVES, Objective, ObjectiveError, get_objectives
+from toast.objectives import CostObjective, Display, Role, TrialOutputs, compute_objectives, get_objective, list_objectives, register_objective
+from toast.objectives.testing import ArrayTrial, random_trial
 from toast.objectives import DEFAULT_ALPHAS, AdamProbe, ProbeResult, RidgeProbe, probe_accuracy
 from toast.spaces import NotFittedError, ToastError
 
@@ -61,7 +63,8 @@ def test_registry_declares_name_direction_unit():
         "params": ("minimize", "M"),
         "latency": ("minimize", "ms"),
     }
-    assert {name: (o.direction, o.unit) for name, o in OBJECTIVES.items()} == expected
+    assert {name: (OBJECTIVES[name].direction, OBJECTIVES[name].unit) for name in expected} == expected
+    assert list_objectives()[: len(expected)] == tuple(expected)  # the built-ins first, in the order of trials.csv's columns
     for name, objective in OBJECTIVES.items():
         assert objective.name == name and objective.description
     with pytest.raises(TypeError):
@@ -73,6 +76,127 @@ def test_registry_declares_name_direction_unit():
 def test_objective_rejects_unknown_direction():
     with pytest.raises(ObjectiveError, match="direction"):
         Objective(name="x", direction="up", unit="", description="")
+
+
+def test_objective_lists_every_declaration_problem_at_once():
+    with pytest.raises(ObjectiveError) as info:
+        Objective(name="two words", direction="up", unit="", description="", fields=("two words",), worst=float("nan"))
+    message = str(info.value)
+    assert all(part in message for part in ("direction", "identifier", "worst", "fields"))
+    with pytest.raises(ObjectiveError, match="CostObjective"):
+        CostObjective(name="c", direction="minimize", unit="", description="", role=Role.MEASURE)
+
+
+def test_an_objective_without_compute_says_so():
+    with pytest.raises(NotImplementedError, match="implement compute"):
+        Objective(name="x", direction="minimize", unit="", description="").compute(random_trial())
+
+
+def test_objectives_declare_their_display_fields_and_roles():
+    assert OBJECTIVES["accuracy"].columns == ("accuracy", "accuracy_std")
+    assert OBJECTIVES["fidelity"].columns == ("fidelity", "fidelity_undefined", "cosine")
+    assert list_objectives(Role.ACCURACY) == ("accuracy",) and list_objectives("cost")[:2] == ("gflops", "params")
+    assert [OBJECTIVES[n].worst_value for n in ("accuracy", "fidelity", "gflops", "params", "latency")] == [0.0, 0.0, *[float("inf")] * 3]
+    assert Objective(name="x", direction="maximize", unit="", description="").worst_value == float("-inf")
+    default = Objective(name="x", direction="maximize", unit="u", description="").display
+    assert (default.title, default.axis, default.name, default.unit) == ("x", "x (u)", "x", "u")
+    shown = OBJECTIVES["accuracy"].display
+    assert shown.format(91.234) == "91.23" and shown.format(float("nan")) == "-"
+    assert shown.format_delta(88.75, 90.0) == "-1.25" and shown.format_delta(float("nan"), 90.0) == "-"
+    assert Display.plain("number").title == "number" and Display.plain("number").format(12345.0) == "1.234e+04"
+
+
+def test_the_registry_refuses_clashes_and_a_second_accuracy():
+    before = list_objectives()
+    with pytest.raises(ObjectiveError, match="already registered"):
+        register_objective(Objective(name="gflops", direction="minimize", unit="", description=""))
+    with pytest.raises(ObjectiveError, match=r"fields \['cosine'\] are already reported by \['fidelity'\]"):
+        register_objective(Objective(name="agreement", direction="maximize", unit="", description="", fields=("cosine",)))
+    with pytest.raises(ObjectiveError, match="only one objective has role 'accuracy'"):
+        register_objective(Objective(name="top5", direction="maximize", unit="%", description="", role=Role.ACCURACY))
+    with pytest.raises(ObjectiveError, match="takes an Objective"):
+        register_objective("speed")
+    assert list_objectives() == before  # nothing half-registered
+    with pytest.raises(ObjectiveError, match="did you mean 'params'"):
+        get_objective("param")
+    assert get_objective("params") is OBJECTIVES["params"]
+
+
+# ---------------------------------------------------------------- scoring a trial: which values a trial reports
+
+
+BUILT_IN_FIELDS = ("accuracy", "accuracy_std", "fidelity", "fidelity_undefined", "cosine", "gflops", "params", "latency")
+
+
+def reported(names, head="probe"):
+    """The trial and the built-in objectives' fields it reports (a plug-in objective may add its own)."""
+    trial = random_trial(head=head)
+    values = compute_objectives(trial, get_objectives(names))
+    return trial, {k: v for k, v in values.items() if k in BUILT_IN_FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("names", "keys"),
+    [
+        (["accuracy", "gflops"], ["accuracy", "fidelity", "cosine", "gflops", "params"]),  # features computed: fidelity too
+        (["fidelity", "params"], ["fidelity", "cosine", "gflops", "params"]),  # accuracy only when it is an objective
+        (["gflops", "params"], ["gflops", "params"]),  # no model pass
+        (["params", "latency"], ["gflops", "params", "latency"]),  # latency only when it is an objective
+        (["latency", "accuracy", "gflops"], ["accuracy", "fidelity", "cosine", "gflops", "params", "latency"]),
+    ],
+)
+def test_a_trial_reports_its_objectives_and_those_already_computable(names, keys):
+    trial, values = reported(names)
+    assert list(values) == keys  # registry order, whatever the objectives' order
+    assert ("probe_features" in trial.passes) == ("accuracy" in names)
+    assert all(count == 1 for count in trial.passes.values())  # each pass once
+
+
+def test_the_original_head_takes_features_and_logits_from_one_pass():
+    trial, values = reported(["accuracy", "gflops"], head="original")
+    assert list(values) == ["accuracy", "fidelity", "cosine", "gflops", "params"]
+    assert trial.passes == {"eval_features": 1, "eval_logits": 1} and "probe" not in trial.seconds
+    expected = float((trial.eval_logits.argmax(1) == trial.eval_labels).mean() * 100)
+    assert values["accuracy"] == expected
+    trial, _ = reported(["fidelity", "gflops"], head="original")
+    assert trial.passes == {"eval_features": 1}  # no logits when no objective reads them
+
+
+def test_the_probe_is_timed_apart_from_the_forward_passes():
+    trial, values = reported(["accuracy", "gflops"])
+    assert trial.seconds["probe"] > 0 and "forward" in trial.seconds
+    assert 0 <= values["accuracy"] <= 100 and "accuracy_std" not in values  # ridge: one run
+    trial = random_trial(probe="adam")
+    values = compute_objectives(trial, get_objectives(["accuracy", "gflops"]))
+    assert values["accuracy_std"] >= 0  # Adam: mean and std over seeds
+
+
+def test_timed_phases_exclude_the_phases_inside_them():
+    trial = random_trial()
+    with trial.timed("outer"):
+        time.sleep(0.02)
+        with trial.timed("inner"):
+            time.sleep(0.05)
+    assert trial.seconds["inner"] >= 0.05 and 0.02 <= trial.seconds["outer"] < 0.05
+
+
+def test_lazy_members_are_computed_once_and_reported_available():
+    trial = random_trial()
+    assert not trial.available("eval_features") and trial.available("plan") and trial.available("labels")
+    assert not trial.available("time_batch") and not trial.available("no such member")
+    first = trial.eval_features
+    assert trial.eval_features is first and trial.passes == {"eval_features": 1} and trial.available("eval_features")
+    with pytest.raises(TypeError):
+        TrialOutputs(plan=trial.plan, cost=trial.cost)  # abstract: a search or a test provides the outputs
+
+
+def test_undefined_fidelity_has_no_value_and_says_why():
+    base = random_trial()
+    trial = ArrayTrial(plan=base.plan, cost=base.cost, eval_features=np.ones_like(base.original_features),  # constant: CKA is 0/0
+                       probe_features=base.probe_features, eval_logits=base.eval_logits, eval_labels=base.eval_labels,
+                       probe_labels=base.probe_labels, original_features=base.original_features)
+    values = OBJECTIVES["fidelity"].compute(trial)
+    assert values["fidelity"] is None and "undefined" in values["fidelity_undefined"]
 
 
 @pytest.mark.parametrize("names", [["gflops", "accuracy"], ("accuracy", "fidelity", "latency"), "params, accuracy"])

@@ -41,7 +41,7 @@ def _front(out: Path) -> dict[str, tuple[float, float]]:
 
 
 def _capture_entries(cache: Path) -> list[Path]:
-    return [p.parent for p in cache.rglob("manifest.json") if not p.parent.name.startswith(".")]
+    return [p.parent for p in (cache / "activations").glob("*/manifest.json")]
 
 
 @pytest.fixture
@@ -136,20 +136,16 @@ def test_killed_worker_keeps_the_study_and_resume_completes(tiny_dirs, image_dat
 def test_a_trial_that_raises_is_recorded_failed_with_its_reason(tiny_dirs, image_dataset_dir, tmp_path, local_ray):
     """A worker whose context cannot be built (here: the cache entry vanished) fails its trials with the reason."""
     from toast.runners import RayOptions, run_ray
-    from toast.search import SearchContext
-    from toast.search._run import WorkerTrial, _define_for_ray, _for_workers
-    from toast.search import SearchSettings
-    from toast.search import Search
+    from toast.search import Search, SearchContext, SearchSettings, define_for_ray, worker_trial
 
     settings = SearchSettings(model=str(tiny_dirs["vit"]), dataset=str(image_dataset_dir), out=tmp_path / "run", cache_dir=tmp_path / "cache",
                               calib_samples=16, probe_samples=30, eval_samples=20, max_removed=2, sampler="random", trials=2,
                               device="cpu", progress=False, runner="ray", seeds_per_study=0)
     ctx = SearchContext.build(settings, progress=False)
     search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate)
-    worker = WorkerTrial(settings=_for_workers(settings), capture=str(tmp_path / "nowhere"))
     seen = []
-    run_ray(search.study, metrics=["accuracy", "gflops"], define=lambda t: _define_for_ray(search, t), make_trial=worker, key=worker.key,
-            n_trials=2, options=RayOptions(max_failures=0, storage_path=tmp_path / "ray"), callbacks=[lambda s, t: seen.append(t)])
+    run_ray(search.study, metrics=["accuracy", "gflops"], define=lambda t: define_for_ray(search, t),
+            worker=worker_trial(settings, capture=tmp_path / "nowhere"), n_trials=2, options=RayOptions(max_failures=0, storage_path=tmp_path / "ray"), callbacks=[lambda s, t: seen.append(t)])
     records = search.records()
     assert [r["state"] for r in records] == ["FAIL", "FAIL"] and len(seen) == 2
     assert all("CacheError" in r["failure"] and "not visible on this node" in r["failure"] for r in records)
@@ -165,10 +161,56 @@ def test_importing_runners_does_not_import_ray():
 
 
 def test_space_adds_the_token():
-    class Trial:
-        _trial_id, number = 41, 7
+    import optuna
 
-    assert ray_runner.tune_space(lambda t: {"spans": "[]"})(Trial()) == {"spans": "[]", ray_runner.TOKEN: 41, ray_runner.NUMBER: 7}
+    from toast.runners import trial_id
+
+    storage = optuna.storages.InMemoryStorage()
+    other, study = optuna.create_study(storage=storage), optuna.create_study(storage=storage)
+    other.ask(), other.ask()
+    trial = study.ask()  # the storage's third trial, its study's first: the token is the storage id, not the number
+    assert trial_id(trial) == 2 and trial.number == 0
+    assert ray_runner.tune_space(lambda t: {"spans": "[]"})(trial) == {"spans": "[]", ray_runner.TOKEN: 2, ray_runner.NUMBER: 0}
+
+
+def test_worker_trial_is_built_once_per_process_and_key(monkeypatch):
+    from toast.runners import WorkerTrial, _worker
+
+    monkeypatch.setattr(_worker, "_BUILT", None)
+    built = []
+
+    def factory():
+        built.append(len(built))
+        n = len(built)
+        return lambda config: ({"a": float(n)}, {"x": config["x"]})
+
+    first = WorkerTrial(factory=factory, key="search-1")
+    one = first.get()
+    assert built == [0] and one.trials == 0 and one.setup_seconds >= 0 and one.key == "search-1"
+    assert first.get() is one and WorkerTrial(factory=factory, key="search-1").get() is one and built == [0]  # reused, not rebuilt
+    assert one.function({"x": 3}) == ({"a": 1.0}, {"x": 3})
+    other = WorkerTrial(factory=factory, key="search-2").get()  # another search in the same process: built afresh
+    assert built == [0, 1] and other is not one and other.function({"x": 0})[0] == {"a": 2.0}
+
+
+def test_search_worker_trial_pickles_with_what_a_worker_needs(tiny_dirs, monkeypatch):
+    import pickle
+    from dataclasses import replace
+
+    from toast.runners import WorkerTrial
+    from toast.search import SearchSettings, SearchTrialFactory, worker_trial
+
+    monkeypatch.chdir(tiny_dirs["vit"].parent)  # relative paths, as a user types them
+    settings = SearchSettings(model="vit", dataset="an-alias-not-a-path", out=Path("run"), cache_dir=Path("cache"), runner="ray")
+    worker = worker_trial(settings, capture=Path("cache") / "entry")
+    assert isinstance(worker, WorkerTrial) and isinstance(worker.factory, SearchTrialFactory)
+    back = pickle.loads(pickle.dumps(worker))
+    assert back == worker and back.key == worker.key == back.factory.key
+    sent = back.factory.settings
+    assert sent.model == str(tiny_dirs["vit"].resolve()) and sent.dataset == "an-alias-not-a-path"  # Tune runs trials elsewhere
+    assert sent.out.is_absolute() and sent.cache_dir.is_absolute() and not sent.progress
+    assert back.factory.capture == str((tiny_dirs["vit"].parent / "cache" / "entry").resolve())
+    assert worker_trial(replace(settings, seed=1), capture="cache/entry").key != worker.key
 
 
 @pytest.mark.parametrize("options, cluster, resources, slots", [
@@ -202,14 +244,16 @@ def test_ray_options_need_the_ray_runner(tmp_path):
 def test_user_attrs_written_in_one_go_equal_the_public_api(tmp_path):
     import optuna
 
+    from toast.runners import study_storage, trial_id
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     a, b = study.ask(), study.ask()
     attrs = {"accuracy": 91.5, "spans": [[0, 2, "linear"]], "feasible": True, "ray_node": "n1"}
-    ray_runner.set_user_attrs(study._storage, a._trial_id, attrs)
+    ray_runner.set_user_attrs(study_storage(study), trial_id(a), attrs)
     for k, v in attrs.items():
         b.set_user_attr(k, v)
-    ray_runner.set_user_attrs(study._storage, a._trial_id, {"accuracy": 92.0})  # overwrites, like set_user_attr
+    ray_runner.set_user_attrs(study_storage(study), trial_id(a), {"accuracy": 92.0})  # overwrites, like set_user_attr
     got = {t.number: t.user_attrs for t in study.get_trials()}
     assert got[0] == {**attrs, "accuracy": 92.0} and got[1] == attrs
 

@@ -1,9 +1,9 @@
-"""Translator kinds: one shared suite every registered kind must pass, then each kind's maths
-checked against numpy on the raw activations (least squares, closed-form ridge, brute-force GCV)."""
+"""Translator kinds: the registry, then each kind's maths checked against numpy on the raw activations
+(least squares, closed-form ridge, brute-force GCV). The suite every registered kind must pass is
+`toast.spaces.testing`, run by `tests/test_translator_conformance.py`."""
 
 from __future__ import annotations
 
-import io
 import logging
 import subprocess
 import sys
@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from toast.spaces import (
     IdentityTranslator,
@@ -22,11 +21,11 @@ from toast.spaces import (
     PlanError,
     RidgeTranslator,
     StatsAccumulator,
+    _linear,
     _translators,
     create_translator,
     list_translators,
     register_translator,
-    translator_module,
 )
 
 D = 6
@@ -50,20 +49,6 @@ def lstsq_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coef[:-1], coef[-1]
 
 
-# ================================================================ the shared suite, every registered kind
-
-
-@pytest.fixture(params=list_translators())
-def kind(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def data() -> tuple[np.ndarray, np.ndarray, PairStats]:
-    x, y = paired_data(0)
-    return x, y, PairStats.from_arrays(x, y)
-
-
 def test_registry_lists_the_builtin_kinds():
     assert {"identity", "linear", "ridge"} <= set(list_translators())
     assert list_translators() == sorted(list_translators())
@@ -79,94 +64,7 @@ def test_unknown_kind_and_duplicate_registration_are_rejected():
     assert type(create_translator("linear")) is LinearTranslator  # the registry is unchanged
 
 
-def test_fit_returns_self(kind, data):
-    x, y, stats = data
-    t = create_translator(kind)
-    assert not t.is_fitted
-    assert t.fit(stats) is t
-    assert t.is_fitted
-    assert t.weight_.shape == (D, D) and t.bias_.shape == (D,)
-    assert np.all(np.isfinite(t.weight_)) and np.all(np.isfinite(t.bias_))
-
-
-def test_unfitted_use_raises_a_helpful_error(kind, data):
-    x, _, stats = data
-    t = create_translator(kind)
-    for use in (lambda: t.predict(x), lambda: t.residual(stats), t.to_module):
-        with pytest.raises(NotFittedError, match=rf"this {type(t).__name__} is not fitted yet: call fit\(stats\) first"):
-            use()
-
-
-def test_predict_keeps_shapes(kind, data):
-    x, _, stats = data
-    t = create_translator(kind).fit(stats)
-    assert t.predict(x).shape == x.shape
-    assert t.predict(x).dtype == np.float64
-    tokens = x[:30].reshape(3, 10, D)  # (batch, tokens, d)
-    out = t.predict(tokens)
-    assert out.shape == tokens.shape
-    np.testing.assert_allclose(out.reshape(-1, D), t.predict(x[:30]), rtol=1e-12)
-    assert t.predict(x[0]).shape == (D,)
-
-
-def test_module_equals_predict(kind, data):
-    x, _, stats = data
-    t = create_translator(kind).fit(stats)
-    module = t.to_module()
-    assert isinstance(module, nn.Module)
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(2, 7, D, generator=g) * 3 + 1  # fresh random tokens, float32 as in a model
-    with torch.no_grad():
-        out = module(h)
-    assert out.shape == h.shape and out.dtype == torch.float32
-    want = t.predict(h.double().numpy())
-    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-
-
-def test_module_state_dict_round_trip(kind, data):
-    _, _, stats = data
-    module = create_translator(kind).fit(stats).to_module()
-    buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
-    buffer.seek(0)
-    fresh = translator_module(kind, D)
-    fresh.load_state_dict(torch.load(buffer, weights_only=True))
-    h = torch.randn(3, 5, D, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        assert torch.equal(fresh(h), module(h))
-
-
-def test_residual_is_the_mean_squared_error(kind, data):
-    x, y, stats = data
-    t = create_translator(kind).fit(stats)
-    mse = np.mean((y - t.predict(x)) ** 2)
-    assert t.residual(stats) == pytest.approx(mse, rel=1e-9)
-
-
-def test_refit_replaces_the_learned_values(kind, data):
-    _, _, stats = data
-    x2, y2 = paired_data(5)
-    other = PairStats.from_arrays(x2, y2)
-    t = create_translator(kind).fit(stats).fit(other)
-    fresh = create_translator(kind).fit(other)
-    np.testing.assert_array_equal(t.weight_, fresh.weight_)
-    np.testing.assert_array_equal(t.bias_, fresh.bias_)
-
-
 # ================================================================ identity
-
-
-def test_identity_is_exact(data):
-    x, y, stats = data
-    t = IdentityTranslator().fit(stats)
-    np.testing.assert_array_equal(t.weight_, np.eye(D))
-    np.testing.assert_array_equal(t.bias_, np.zeros(D))
-    np.testing.assert_array_equal(t.predict(x), x)
-    module = t.to_module()
-    assert isinstance(module, nn.Identity) and not list(module.parameters())
-    h = torch.randn(2, 3, D)
-    assert torch.equal(module(h), h)
-    assert t.residual(stats) == pytest.approx(np.mean((y - x) ** 2), rel=1e-12)
 
 
 def test_identity_needs_equal_widths():
@@ -381,16 +279,6 @@ def test_gcv_alpha_equals_brute_force_gcv(seed, n, alphas):
     np.testing.assert_allclose(t.bias_, b, rtol=1e-9, atol=1e-12)
 
 
-def test_fits_do_not_warn_on_well_conditioned_data(kind, caplog, monkeypatch):
-    monkeypatch.setattr(_translators, "_reported", set())
-    x, y = paired_data(6)
-    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="toast"):
-        warnings.simplefilter("error")
-        t = create_translator(kind).fit(PairStats.from_arrays(x, y))
-    assert not getattr(t, "ill_conditioned_", False)
-    assert not caplog.records
-
-
 def test_ill_conditioned_fits_are_reported_once_per_process(caplog, monkeypatch):
     monkeypatch.setattr(_translators, "_reported", set())
     with caplog.at_level(logging.WARNING, logger="toast"):
@@ -415,4 +303,4 @@ def test_ill_conditioned_report_is_one_plain_line_on_stderr():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
-    assert done.stderr.splitlines() == [_translators.ILL_CONDITIONED]
+    assert done.stderr.splitlines() == [_linear.ILL_CONDITIONED]

@@ -1,18 +1,15 @@
 """The activation cache: every hidden state of the calibration samples in Arrow IPC shards, plus statistics.
 
-One directory per key (a hash of everything that determines the content). It is written into a
-temporary directory and renamed into place (atomic: a partial write is never read as complete), and
-verified on read against the sizes and sha256 digests in its manifest; a corrupt entry is reported,
-removed and recaptured, never used.
+One directory per key (a hash of everything that determines the content), written and read with
+`write_artifact` / `read_artifact`: built in a temporary directory and renamed into place (a partial
+write is never read as complete), verified on read against the sizes and sha256 digests in its
+manifest; a corrupt entry is reported, removed and recaptured, never used.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +21,7 @@ import torch
 
 from toast.spaces import ActivationStats, StatsAccumulator
 
-from .._artifacts import default_cache_dir, file_record, read_manifest, spec_key, verify_file
+from .._artifacts import MANIFEST, default_cache_dir, read_artifact, spec_key, write_artifact
 from .._errors import CacheError, ModelOutputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -160,15 +157,12 @@ class ActivationCache:
         return self.root / "activations" / spec.key
 
     def exists(self, spec: CaptureSpec) -> bool:
-        return (self.path(spec) / "manifest.json").is_file()
+        return (self.path(spec) / MANIFEST).is_file()
 
     def load(self, spec: CaptureSpec) -> CapturedActivations:
         """Read and verify an entry; raise `CacheError` naming what is wrong."""
         directory = self.path(spec)
-        what = f"cache entry {directory}"
-        manifest = read_manifest(directory / "manifest.json", spec.key, what)
-        for name, record in manifest["files"].items():
-            verify_file(directory / name, record, what)
+        manifest = read_artifact(directory, spec.key, f"cache entry {directory}")
         return CapturedActivations(directory, manifest, ActivationStats.load(directory))
 
     def get_or_capture(
@@ -194,17 +188,14 @@ class ActivationCache:
         from tqdm.auto import tqdm
 
         final = self.path(spec)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{spec.key}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with write_artifact(final, spec.key, f"cache entry {final}") as out:
             num_states = model.plan.num_blocks + 1
             dim = int(model.config.hidden_size)
             cls_index = model.family.layout(model.config).cls_index
             acc = StatsAccumulator(num_states, dim)
             start = time.perf_counter()
             bar = tqdm(total=len(spec.sample_ids), desc="capture", unit="sample", disable=not progress)
-            with ShardWriter(tmp, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer:
+            with ShardWriter(out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer:
                 for ids, inputs in batches:
                     states, mask = model.hidden_states(inputs)
                     if not all(bool(torch.isfinite(h).all()) for h in states):
@@ -215,26 +206,15 @@ class ActivationCache:
                     bar.update(len(ids))
             bar.close()
             stats = acc.result()
-            stat_files = stats.save(tmp)
-            files = {name: file_record(tmp / name) for name in writer.files + stat_files}
-            manifest = {
-                "key": spec.key,
+            stats.save(out.directory)
+            out.manifest.update({
                 "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
                 "shards": writer.files,
-                "files": files,
                 "dim": dim,
                 "num_states": num_states,
                 "dtype": spec.dtype,
                 "num_tokens": stats.n,
                 "num_samples": stats.num_samples,
                 "seconds": round(time.perf_counter() - start, 3),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another process finished the same key first: keep theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            })
         return self.load(spec)

@@ -1,20 +1,20 @@
 """Preprocessed inputs, cached once: no trial decodes an image or tokenizes a text again.
 
-One Arrow IPC file per key (dataset fingerprint, split, input column, sample ids, preprocessing,
-maximum text length), under `CACHE_ROOT/inputs/`: a `sample` column, then one fixed-size-list column
-per model input (`pixel_values`, `input_ids`, …) with each sample's shape and dtype in the schema's
-metadata. Texts are padded to the longest sequence of the whole set; batches read back are trimmed
-to their own longest, so they equal `iter_batches`' exactly. The file is written to a temporary
-name and renamed into place, and verified on read against the size and sha256 in its sidecar JSON;
-a corrupt entry is reported with a warning and rebuilt, never used.
+One folder per key (dataset fingerprint, split, input column, sample ids, preprocessing, maximum
+text length), `CACHE_ROOT/inputs/<key>/`, holding `inputs.arrow` (an Arrow IPC file: a `sample`
+column, then one fixed-size-list column per model input, `pixel_values`, `input_ids`, …, with each
+sample's shape and dtype in the schema's metadata) and `manifest.json`. Texts are padded to the
+longest sequence of the whole set; batches read back are trimmed to their own longest, so they equal
+`iter_batches`' exactly. The folder is written and read with `write_artifact` / `read_artifact`:
+built under a temporary name and renamed into place, verified on read against the size and sha256
+in its manifest; a corrupt entry is reported with a warning and rebuilt, never used.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,11 +24,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .._artifacts import default_cache_dir, file_record, read_manifest, spec_key, verify_file
+from .._artifacts import MANIFEST, default_cache_dir, read_artifact, spec_key, write_artifact
 from ._datasets import LabeledSplit, iter_batches, preprocessing_fingerprint
 from .._errors import CacheError, DatasetError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a folder per key (inputs.arrow + manifest.json)
+FILE = "inputs.arrow"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,45 @@ def _trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v[:, lo:hi] if v.ndim >= 2 and v.shape[1] == mask.shape[1] else v for k, v in inputs.items()}
 
 
+def _write_arrow(path: Path, key: str, modality: str, batches: Iterator[tuple[list[int], dict[str, torch.Tensor]]], total: int, *,
+                 progress: bool) -> dict[str, dict]:
+    """Write the batches to the Arrow file `path`; return each input's per-sample shape and dtype."""
+    from tqdm.auto import tqdm
+
+    writer = sink = None
+    shapes: dict[str, dict] = {}
+    try:
+        bar = tqdm(total=total, desc="preprocess", unit="sample", disable=not progress)
+        for chunk, inputs in batches:
+            arrays = [pa.array(np.asarray(chunk, dtype=np.int64))]
+            for name, t in inputs.items():
+                a = t.detach().cpu().contiguous().numpy()
+                info = {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
+                if shapes.setdefault(name, info) != info:
+                    raise DatasetError(
+                        f"the processor gives {name} of varying shape or dtype ({shapes[name]} then {info}): "
+                        "preprocessed inputs need a fixed size (set the processor's size)"
+                    )
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), max(int(np.prod(a.shape[1:])), 1)))
+            if writer is None:
+                fields = [pa.field("sample", pa.int64())] + [pa.field(n, arr.type) for n, arr in zip(inputs, arrays[1:])]
+                meta = {"toast.key": key, "toast.modality": modality, "toast.inputs": json.dumps(shapes)}
+                schema = pa.schema(fields, metadata=meta)
+                sink = pa.OSFile(str(path), "wb")
+                writer = pa.ipc.new_file(sink, schema)
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            bar.update(len(chunk))
+        bar.close()
+        if writer is None:
+            raise DatasetError("no samples to preprocess")
+    finally:
+        if writer is not None:
+            writer.close()
+        if sink is not None:
+            sink.close()
+    return shapes
+
+
 class PreprocessedInputs:
     """A verified cache entry: `(ids, inputs)` batches read from a memory-mapped Arrow file.
 
@@ -69,7 +109,7 @@ class PreprocessedInputs:
     order, without calling the processor; `batches(n)` re-chunks; `as_tensors()` gives everything.
     """
 
-    def __init__(self, path: Path, manifest: dict, batch_size: int) -> None:
+    def __init__(self, path: Path, manifest: dict, batch_size: int) -> None:  # `path`: the Arrow file
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.path = Path(path)
@@ -81,23 +121,23 @@ class PreprocessedInputs:
 
     @staticmethod
     def entry_path(cache_root: str | Path | None, spec: InputsSpec) -> Path:
+        """The entry's folder."""
         root = Path(cache_root) if cache_root is not None else default_cache_dir()
-        return root / "inputs" / f"{spec.key}.arrow"
+        return root / "inputs" / spec.key
 
     @classmethod
     def exists(cls, cache_root: str | Path | None, spec: InputsSpec) -> bool:
         """Whether an entry is stored for `spec` (not verified: see `open`)."""
-        path = cls.entry_path(cache_root, spec)
-        return path.is_file() and path.with_suffix(".json").is_file()
+        return (cls.entry_path(cache_root, spec) / MANIFEST).is_file()
 
     @classmethod
     def open(cls, cache_root: str | Path | None, spec: InputsSpec, batch_size: int) -> "PreprocessedInputs":
         """Read and verify the entry for `spec`; raise `CacheError` naming what is wrong."""
-        path = cls.entry_path(cache_root, spec)
-        what = f"preprocessed inputs {path}"
-        manifest = read_manifest(path.with_suffix(".json"), spec.key, what)
-        verify_file(path, manifest, what)
-        return cls(path, manifest, batch_size)
+        directory = cls.entry_path(cache_root, spec)
+        manifest = read_artifact(directory, spec.key, f"preprocessed inputs {directory}")
+        if FILE not in manifest["files"]:
+            raise CacheError(f"preprocessed inputs {directory} is incomplete ({FILE} is not in its {MANIFEST})")
+        return cls(directory / FILE, manifest, batch_size)
 
     @classmethod
     def get_or_build(
@@ -113,79 +153,33 @@ class PreprocessedInputs:
     ) -> "PreprocessedInputs":
         """The verified entry for these samples; built first (one processor pass) when missing or corrupt."""
         spec = InputsSpec.of(split, ids, processor, max_length=max_length)
-        path = cls.entry_path(cache_root, spec)
-        if path.exists() or path.with_suffix(".json").exists():
+        directory = cls.entry_path(cache_root, spec)
+        if directory.exists():
             try:
                 return cls.open(cache_root, spec, batch_size)
             except CacheError as exc:
                 warnings.warn(f"{exc}; rebuilding", stacklevel=2)
-                path.with_suffix(".json").unlink(missing_ok=True)
-                path.unlink(missing_ok=True)
-        cls.build(path, spec, split, processor, batch_size, progress=progress)
+                shutil.rmtree(directory, ignore_errors=True)
+        cls.build(directory, spec, split, processor, batch_size, progress=progress)
         return cls.open(cache_root, spec, batch_size)
 
     @classmethod
-    def build(cls, path: Path, spec: InputsSpec, split: LabeledSplit, processor: Any, batch_size: int, *, progress: bool = False) -> None:
-        """Run the processor over the samples and write `path` and its sidecar atomically."""
-        from tqdm.auto import tqdm
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{spec.key}.tmp-{uuid.uuid4().hex[:8]}.arrow")
+    def build(cls, directory: Path, spec: InputsSpec, split: LabeledSplit, processor: Any, batch_size: int, *, progress: bool = False) -> None:
+        """Run the processor over the samples and write the entry folder `directory` atomically."""
         start = time.perf_counter()
         ids = list(spec.sample_ids)
         # texts: one call over the whole set pads to its longest sequence (cheap: no decoding)
         step = max(len(ids), 1) if split.modality == "text" else batch_size
         batches = iter_batches(split, ids, processor, step, max_length=spec.max_length)
-        writer = sink = None
-        shapes: dict[str, dict] = {}
-        try:
-            bar = tqdm(total=len(ids), desc="preprocess", unit="sample", disable=not progress)
-            for chunk, inputs in batches:
-                arrays = [pa.array(np.asarray(chunk, dtype=np.int64))]
-                for name, t in inputs.items():
-                    a = t.detach().cpu().contiguous().numpy()
-                    info = {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
-                    if shapes.setdefault(name, info) != info:
-                        raise DatasetError(
-                            f"the processor gives {name} of varying shape or dtype ({shapes[name]} then {info}): "
-                            "preprocessed inputs need a fixed size (set the processor's size)"
-                        )
-                    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), max(int(np.prod(a.shape[1:])), 1)))
-                if writer is None:
-                    fields = [pa.field("sample", pa.int64())] + [pa.field(n, arr.type) for n, arr in zip(inputs, arrays[1:])]
-                    meta = {"toast.key": spec.key, "toast.modality": split.modality, "toast.inputs": json.dumps(shapes)}
-                    schema = pa.schema(fields, metadata=meta)
-                    sink = pa.OSFile(str(tmp), "wb")
-                    writer = pa.ipc.new_file(sink, schema)
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-                bar.update(len(chunk))
-            bar.close()
-            if writer is None:
-                raise DatasetError("no samples to preprocess")
-            writer.close()
-            sink.close()
-            writer = sink = None
-            manifest = {
-                "key": spec.key,
+        with write_artifact(directory, spec.key, f"preprocessed inputs {directory}") as out:
+            shapes = _write_arrow(out.directory / FILE, spec.key, split.modality, batches, len(ids), progress=progress)
+            out.manifest.update({
                 "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
-                "file": path.name,
-                **file_record(tmp),
                 "rows": len(ids),
                 "modality": split.modality,
                 "inputs": shapes,
                 "seconds": round(time.perf_counter() - start, 3),
-            }
-            tmp_sidecar = tmp.with_suffix(".json")
-            tmp_sidecar.write_text(json.dumps(manifest, indent=2))
-            os.replace(tmp, path)  # the sidecar goes last: without it the entry is incomplete
-            os.replace(tmp_sidecar, path.with_suffix(".json"))
-        finally:
-            if writer is not None:
-                writer.close()
-            if sink is not None:
-                sink.close()
-            tmp.unlink(missing_ok=True)
-            tmp.with_suffix(".json").unlink(missing_ok=True)
+            })
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from toast.spaces import Plan, Span, Translator, translator_module
+from toast.spaces import Plan, Span, Translator, translator_class
 
 from .._errors import UnsupportedModelError
 from ._families import FAMILIES, Family
@@ -74,12 +74,14 @@ class CompressedModel(nn.Module):
         modules: dict[Span, nn.Module] = {}
         ref = next(loaded.model.parameters())
         for span in plan.spans:
-            if span.kind == "identity":
-                modules[span] = nn.Identity()
-                continue
-            if span not in translators:
+            kind = translator_class(span.kind)
+            if not kind.needs_fit:  # a kind fitted to nothing: its module comes from the width alone
+                module = kind.empty_module(loaded.hidden_size)
+            elif span in translators:
+                module = translators[span].to_module()
+            else:
                 raise ValueError(f"no fitted translator for span {span}:{span.kind}")
-            modules[span] = translators[span].to_module().to(device=ref.device, dtype=ref.dtype)
+            modules[span] = module.to(device=ref.device, dtype=ref.dtype)
         return cls(
             config=loaded.config,
             family=loaded.family,
@@ -191,7 +193,7 @@ class CompressedModel(nn.Module):
         blocks = dict(zip(plan.kept, parts.blocks))
         config = skeleton.config  # carries the attention implementation the blocks were built with
         config.num_hidden_layers = plan.num_blocks
-        translators = {s: translator_module(s.kind, int(config.hidden_size)) for s in plan.spans}
+        translators = {s: translator_class(s.kind).empty_module(int(config.hidden_size)) for s in plan.spans}
         model = cls(
             config=config,
             family=family,

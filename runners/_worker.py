@@ -1,0 +1,53 @@
+"""A Ray worker's trial function: built once per worker process from a picklable factory, reused by its trials.
+
+Tune reuses a worker process (an actor) for many trials; what a trial function needs (a model, statistics,
+inputs) is built on the first and kept while the same search runs there. The runner knows only the factory and
+the key naming what it builds, never what the trial computes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["BuiltTrial", "TrialFunction", "WorkerTrial"]
+
+#: `trial(config) -> (values by metric name, attrs to store on the Optuna trial)`
+TrialFunction = Callable[[dict], tuple[dict[str, float], dict[str, Any]]]
+
+
+@dataclass
+class BuiltTrial:
+    """A worker process's trial function, with how long it took to build and how many trials it has run."""
+
+    key: str
+    function: TrialFunction
+    setup_seconds: float
+    trials: int = 0
+
+
+_BUILT: BuiltTrial | None = None  # this process's trial function: built once, reused by every trial it runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerTrial:
+    """What `run_ray` sends to its workers (pickled): `factory()` builds the trial function, once per worker process;
+    `key` names what it builds (one search's settings), so that a process reused for another search builds afresh.
+
+    `factory` must pickle and should be light: a top-level function or a frozen dataclass with `__call__`, holding
+    settings and paths, not a loaded model (it travels to every worker).
+    """
+
+    factory: Callable[[], TrialFunction]
+    key: str
+
+    def get(self) -> BuiltTrial:
+        """This process's trial function: built (and timed) on first use, reused while the key stays the same."""
+        global _BUILT
+        if _BUILT is None or _BUILT.key != self.key:
+            _BUILT = None  # one search per worker process: drop another search's trial function first
+            start = time.perf_counter()
+            function = self.factory()
+            _BUILT = BuiltTrial(self.key, function, time.perf_counter() - start)
+        return _BUILT

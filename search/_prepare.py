@@ -1,0 +1,113 @@
+"""One preparation for the search, its dry run and `analyze`: the checks, the data, the model, the space, the
+cost table and the calibration's cache key, in one order, from the cheapest check to the most expensive work.
+
+    prepare(settings)  ->  Prepared(train, test, loaded, space, costs, calibration, spec, samples_used, notes)
+
+A bad path fails before any data is read, a model that cannot take the dataset fails from its config before
+its weights are loaded. `SearchContext.build` goes on from a `Prepared` (calibrate, preprocess, score the
+original); `--dry-run` prints it; `analyze` captures from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from toast.objectives import get_objectives
+from toast.objectives._cost import CostTable
+from toast.spaces import Plan, PlanSpace
+
+from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
+from ._settings import SearchSettings
+from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
+from .data import LabeledSplit, default_splits, load_split
+from .models import LoadedModel, load_model, measure_cost_table, resolve_model
+
+__all__ = ["DTYPES", "Prepared", "preflight", "prepare", "samples_used"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """What the search, `--dry-run` and `analyze` share. `test`, `space` and `costs` are None for a capture only
+    (`prepare(..., search=False)`, as `analyze` asks)."""
+
+    settings: SearchSettings
+    train: LabeledSplit
+    test: LabeledSplit | None
+    loaded: LoadedModel
+    space: PlanSpace | None
+    costs: CostTable | None
+    calibration: CalibrationSettings
+    spec: CaptureSpec  # the calibration capture's cache key
+    samples_used: dict[str, int]  # the sample counts really used (a split may hold fewer than asked)
+    notes: tuple[str, ...]  # one line per count cut short, for the caller to print
+
+    @property
+    def cache(self) -> ActivationCache:
+        return ActivationCache(self.settings.cache_dir)
+
+    @property
+    def cache_hit(self) -> bool:
+        """Whether the calibration capture is already in the cache (nothing is read but its manifest)."""
+        return self.cache.exists(self.spec)
+
+
+def preflight(settings: SearchSettings, *, run: bool = True) -> None:
+    """Everything that can be checked before loading a model: paths, the stored study, the settings it was
+    made with, the objectives and the plans' syntax. Nothing is written. `run` False: `out` is a plain output
+    directory (`analyze`), not a run directory; only it and the cache are checked."""
+    if run:
+        check_run_directory(settings)
+    else:
+        check_writable_dir(settings.out, "output directory (`out`)")
+    check_cache_dir(ActivationCache(settings.cache_dir).root)
+    if run:
+        get_objectives(settings.objectives)
+        for text in settings.plans:  # syntax, kinds and overlaps, before any model is loaded
+            Plan.parse(text, num_blocks=10**6)
+
+
+def samples_used(settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None) -> tuple[dict[str, int], list[str]]:
+    """The calibration, probe and evaluation sample counts a run really uses (a split may hold fewer than
+    asked), and one note per count cut short. `test` None (a capture only): the calibration count alone."""
+    asked = {"calib_samples": (settings.calib_samples, train)}
+    if test is not None:
+        asked.update(probe_samples=(settings.probe_samples, train), eval_samples=(settings.eval_samples, test))
+    used, notes = {}, []
+    for name, (n, split) in asked.items():
+        used[name] = min(n, len(split))
+        if n > len(split):
+            notes.append(f"note: --{name.replace('_', '-')} {n} but split {split.split!r} of {split.name!r} holds {len(split)} samples: using {len(split)}")
+    return used, notes
+
+
+def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool = True) -> Prepared:
+    """Check, load and measure what a run needs, cheapest first: paths (`preflight`), the device, the splits,
+    the dataset's modality against the model's config, the sample counts, the model, the space, the cost
+    table and the calibration's cache key. Nothing is captured and nothing is written.
+
+    `search` False: a capture only (`analyze`): the train split (`split_train`), the model and the cache key;
+    no test split, space or cost table, and `out` checked as a plain output directory. `check_paths` False: no
+    `preflight` (a Ray worker: its driver made it, and its node may see only the cache).
+    """
+    if check_paths:
+        preflight(settings, run=search)
+    device = resolve_device(settings.device)
+    columns = {"input_column": settings.input_column, "label_column": settings.label_column}
+    default_train, default_test = default_splits(settings.dataset)
+    train = load_split(settings.dataset, settings.split_train or default_train, **columns)
+    test = load_split(settings.dataset, settings.split_test or default_test, **columns) if search else None
+    check_modality(resolve_model(settings.model).family, train, settings.model)  # from the config, before the weights
+    used, notes = samples_used(settings, train, test)
+    loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype])
+    space = costs = None
+    if search:
+        space = PlanSpace(num_blocks=loaded.num_blocks, kinds=settings.translators, max_removed=settings.max_removed, min_kept=settings.min_kept)
+        costs = measure_cost_table(loaded)
+    calibration = CalibrationSettings(samples=settings.calib_samples, seed=settings.seed, batch_size=settings.batch_size,
+                                      activation_dtype=settings.activation_dtype)
+    return Prepared(settings=settings, train=train, test=test, loaded=loaded, space=space, costs=costs, calibration=calibration,
+                    spec=capture_spec(loaded, train, calibration), samples_used=used, notes=tuple(notes))

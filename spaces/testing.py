@@ -1,0 +1,310 @@
+"""The conformance suite every translator kind must pass (as scikit-learn's `check_estimator`).
+
+    from toast.spaces.testing import check_translator
+    check_translator("linear")  # raises AssertionError naming the broken rule
+
+or, one pytest case per check (as scikit-learn's `parametrize_with_checks`)::
+
+    @pytest.mark.parametrize(("kind", "check"), [(k, c) for k in list_translators() for c in translator_checks(k)])
+    def test_kind(kind, check):
+        check(kind)
+
+The checks fit on real `PairStats` of random activations, so a new kind is tested on arrival. fvcore
+(through `toast.objectives`) is imported inside the cost check only: importing this module stays as
+light as `import toast.spaces`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _translators
+from ._errors import NotFittedError
+from ._stats import PairStats, StatsAccumulator
+from ._translators import Translator, create_translator, load_translator, translator_class
+
+__all__ = ["check_identity_is_exact", "check_translator", "translator_checks"]
+
+D = 6  # the width the checks fit at
+Check = Callable[[str], None]
+
+
+def paired_data(seed: int, n: int = 60, d: int = D) -> tuple[np.ndarray, np.ndarray]:
+    """x with a mean and correlated features; y a noisy nonlinear function of x (no exact fit)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) / d**0.5 + rng.standard_normal(d) * 2
+    y = x + np.tanh(x @ rng.standard_normal((d, d))) + 0.1 * rng.standard_normal((n, d)) + 1.0
+    return x, y
+
+
+def accumulated_stats(seed: int, d: int = D) -> PairStats:
+    """`PairStats` of h_0 → h_1 from a `StatsAccumulator` fed two float32 batches of random tokens, one padded."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g) / d**0.5
+    acc = StatsAccumulator(2, d)
+    for b, n in [(3, 9), (2, 7)]:
+        h0 = torch.randn(b, n, d, generator=g) @ mix + 1.5
+        h1 = h0 + torch.tanh(h0 @ mix) + 0.1 * torch.randn(b, n, d, generator=g)
+        mask = torch.ones(b, n, dtype=torch.bool)
+        mask[0, n - 2 :] = False
+        acc.update([h0, h1], mask=mask)
+    return acc.result().pair(0, 1)
+
+
+def _data() -> tuple[np.ndarray, np.ndarray, PairStats]:
+    x, y = paired_data(0)
+    return x, y, PairStats.from_arrays(x, y)
+
+
+def _fitted(kind: str, d: int = D) -> Translator:
+    x, y = paired_data(0, d=d)
+    return create_translator(kind).fit(PairStats.from_arrays(x, y))
+
+
+def _tokens(seed: int, shape: tuple[int, ...] = (2, 7, D)) -> torch.Tensor:
+    """Fresh random float32 tokens, with a mean, as a model's hidden states."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 3 + 1
+
+
+@contextlib.contextmanager
+def _raises(error: type[Exception], match: str) -> Iterator[None]:
+    """Like `pytest.raises(error, match=...)`, without needing pytest."""
+    import re
+
+    try:
+        yield
+    except error as e:
+        assert re.search(match, str(e)), f"{type(e).__name__} said {str(e)!r}, expected it to match {match!r}"
+    else:
+        raise AssertionError(f"expected {error.__name__} matching {match!r}")
+
+
+# ================================================================ the checks
+
+
+def check_fit_returns_self(kind: str) -> None:
+    """`fit` returns the translator itself, fitted, with finite `weight_ (d, d)` and `bias_ (d,)`."""
+    for stats in (_data()[2], accumulated_stats(0)):
+        t = create_translator(kind)
+        assert not t.is_fitted
+        assert t.fit(stats) is t
+        assert t.is_fitted
+        assert t.weight_.shape == (D, D) and t.bias_.shape == (D,)
+        assert np.all(np.isfinite(t.weight_)) and np.all(np.isfinite(t.bias_))
+
+
+def check_unfitted_use_raises(kind: str) -> None:
+    """`predict`, `residual`, `to_module` and `save` of an unfitted translator raise `NotFittedError`."""
+    x, _, stats = _data()
+    t = create_translator(kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        for use in (lambda: t.predict(x), lambda: t.residual(stats), t.to_module, lambda: t.save(tmp)):
+            with _raises(NotFittedError, rf"this {type(t).__name__} is not fitted yet: call fit\(stats\) first"):
+                use()
+
+
+def check_predict_keeps_shapes(kind: str) -> None:
+    """`predict` maps rows, (batch, tokens, d) arrays and single vectors, in float64."""
+    x, _, stats = _data()
+    t = create_translator(kind).fit(stats)
+    assert t.predict(x).shape == x.shape
+    assert t.predict(x).dtype == np.float64
+    tokens = x[:30].reshape(3, 10, D)  # (batch, tokens, d)
+    out = t.predict(tokens)
+    assert out.shape == tokens.shape
+    np.testing.assert_allclose(out.reshape(-1, D), t.predict(x[:30]), rtol=1e-12)
+    assert t.predict(x[0]).shape == (D,)
+
+
+def check_module_equals_predict(kind: str) -> None:
+    """`to_module` keeps shapes and dtype (float32, and float64 once moved) and computes `predict`."""
+    _, _, stats = _data()
+    t = create_translator(kind).fit(stats)
+    module = t.to_module()
+    assert isinstance(module, nn.Module)
+    h = _tokens(1)
+    with torch.no_grad():
+        out = module(h)
+    assert out.shape == h.shape and out.dtype == torch.float32
+    want = t.predict(h.double().numpy())
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    with torch.no_grad():
+        out64 = module.to(torch.float64)(h.double())
+    assert out64.shape == h.shape and out64.dtype == torch.float64
+    np.testing.assert_allclose(out64.numpy(), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def check_empty_module_loads_the_fitted_state(kind: str) -> None:
+    """`empty_module(d)` loads the fitted module's saved `state_dict` (strict) and then computes the same."""
+    import io
+
+    module = _fitted(kind).to_module()
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = translator_class(kind).empty_module(D)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    h = _tokens(2, (3, 5, D))
+    with torch.no_grad():
+        assert torch.equal(fresh(h), module(h))
+
+
+def check_needs_fit_is_honest(kind: str) -> None:
+    """A kind with `needs_fit = False` is built from the width alone: its empty module already computes the fitted map."""
+    cls = translator_class(kind)
+    assert isinstance(cls.needs_fit, bool)
+    if cls.needs_fit:
+        return
+    t = _fitted(kind)
+    h = _tokens(3)
+    with torch.no_grad():
+        assert torch.equal(cls.empty_module(D)(h), t.to_module()(h))
+
+
+def check_residual_is_the_mean_squared_error(kind: str) -> None:
+    """`residual(stats)` is the mean squared error per token and feature on the statistics' own samples."""
+    x, y, stats = _data()
+    t = create_translator(kind).fit(stats)
+    mse = np.mean((y - t.predict(x)) ** 2)
+    assert abs(t.residual(stats) - mse) <= 1e-9 * abs(mse), (t.residual(stats), mse)
+
+
+def check_refit_replaces_the_learned_values(kind: str) -> None:
+    """Fitting again forgets the first fit: the result equals a fresh fit on the second statistics."""
+    _, _, stats = _data()
+    other = PairStats.from_arrays(*paired_data(5))
+    t = create_translator(kind).fit(stats).fit(other)
+    fresh = create_translator(kind).fit(other)
+    np.testing.assert_array_equal(t.weight_, fresh.weight_)
+    np.testing.assert_array_equal(t.bias_, fresh.bias_)
+
+
+def check_fit_is_quiet_on_well_conditioned_data(kind: str) -> None:
+    """No Python warning and no `toast` log line when the data are well conditioned."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("toast")
+    reported, level = set(_translators._reported), logger.level
+    _translators._reported.clear()  # a condition reported earlier in the process would be silent here
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            t = create_translator(kind).fit(PairStats.from_arrays(*paired_data(6)))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        _translators._reported.clear()
+        _translators._reported.update(reported)
+    assert not getattr(t, "ill_conditioned_", False)
+    assert not records, [r.getMessage() for r in records]
+
+
+def check_cost_equals_fvcore(kind: str) -> None:
+    """`cost(d, tokens)` is fvcore's count (papers' handles) and the exact params of the fitted and the empty module."""
+    from toast.objectives import count_flops, count_params
+
+    cls = translator_class(kind)
+    for d, tokens in [(D, 7), (16, 197)]:
+        want = cls.cost(d, tokens)
+        assert isinstance(want.flops, int) and isinstance(want.params, int), want
+        h = torch.zeros(1, tokens, d)
+        for module in (_fitted(kind, d).to_module(), cls.empty_module(d)):
+            got = (count_flops(module, (h,)), count_params(module))
+            assert got == (want.flops, want.params), f"{kind}.cost({d}, {tokens}) = {want}, fvcore counts {got} on {module}"
+
+
+_LOAD_IN_A_FRESH_PROCESS = """
+import importlib, sys
+import numpy as np, torch
+importlib.import_module(sys.argv[2])  # the module that registers the kind
+from toast.spaces import load_translator
+directory = sys.argv[1]
+t = load_translator(directory)
+x = np.load(directory + "/x.npy")
+np.save(directory + "/predict.npy", t.predict(x))
+with torch.no_grad():
+    np.save(directory + "/module.npy", t.to_module()(torch.from_numpy(x).float()).numpy())
+print(t.kind)
+"""
+
+
+def check_save_load_round_trip(kind: str) -> None:
+    """`save` then `load_translator` (here and in a fresh process) restores the kind, its settings and its outputs."""
+    t = _fitted(kind)
+    x = _tokens(4).double().numpy()
+    with torch.no_grad():
+        module_out = t.to_module()(torch.from_numpy(x).float()).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        assert t.save(tmp) == Path(tmp)
+        json.loads((Path(tmp) / _translators.CONFIG_NAME).read_text())  # plain JSON beside the arrays
+        here = load_translator(tmp)
+        assert type(here) is type(t) and here.get_params() == t.get_params()
+        for name, value in vars(t).items():
+            if name.endswith("_"):
+                np.testing.assert_array_equal(getattr(here, name), value, err_msg=name)
+        np.save(Path(tmp) / "x.npy", x)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        done = subprocess.run([sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS, tmp, type(t).__module__],
+                              capture_output=True, text=True, timeout=300, check=False, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [kind]
+        np.testing.assert_allclose(np.load(Path(tmp) / "predict.npy"), t.predict(x), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.load(Path(tmp) / "module.npy"), module_out, rtol=1e-6, atol=1e-6)
+
+
+def translator_checks(kind: str) -> list[Check]:
+    """The checks a translator kind must pass, each called as `check(kind)` (one test case each)."""
+    translator_class(kind)  # an unknown kind fails here, naming the known ones
+    return [
+        check_fit_returns_self,
+        check_unfitted_use_raises,
+        check_predict_keeps_shapes,
+        check_module_equals_predict,
+        check_empty_module_loads_the_fitted_state,
+        check_needs_fit_is_honest,
+        check_residual_is_the_mean_squared_error,
+        check_refit_replaces_the_learned_values,
+        check_fit_is_quiet_on_well_conditioned_data,
+        check_cost_equals_fvcore,
+        check_save_load_round_trip,
+    ]
+
+
+def check_translator(kind: str) -> None:
+    """Run every check on `kind`; the first broken rule raises `AssertionError`."""
+    for check in translator_checks(kind):
+        check(kind)
+
+
+def check_identity_is_exact() -> None:
+    """The `identity` kind, the reference every span is compared against, is exact: `y = x` bit for bit, free."""
+    x, y, stats = _data()
+    t = create_translator("identity").fit(stats)
+    np.testing.assert_array_equal(t.weight_, np.eye(D))
+    np.testing.assert_array_equal(t.bias_, np.zeros(D))
+    np.testing.assert_array_equal(t.predict(x), x)
+    module = t.to_module()
+    assert isinstance(module, nn.Identity) and not list(module.parameters())
+    h = torch.randn(2, 3, D)
+    assert torch.equal(module(h), h)
+    mse = np.mean((y - x) ** 2)
+    assert abs(t.residual(stats) - mse) <= 1e-12 * mse
+    assert tuple(translator_class("identity").cost(768, 257)) == (0, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.testing.assert_array_equal(load_translator(t.save(tmp)).predict(x), x)

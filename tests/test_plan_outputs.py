@@ -1,0 +1,64 @@
+"""The search's `TrialOutputs`: each model pass on first use, features and logits from one pass, the original's features kept."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from toast.objectives import Cost, CostTable, compute_objectives, get_objectives
+from toast.search import PlanOutputs
+from toast.spaces import Plan
+
+L = 4
+
+
+class FakeContext:
+    """What `PlanOutputs` reads of a `SearchContext`, with model passes recorded instead of run."""
+
+    def __init__(self, objectives: tuple[str, ...], head: str = "probe") -> None:
+        self.settings = SimpleNamespace(objectives=objectives, head=head)
+        self.costs = CostTable(embed=Cost(10, 1), blocks=tuple(Cost(100, 10) for _ in range(L)), tail=Cost(5, 1),
+                               translators={"identity": Cost(0, 0), "linear": Cost(20, 3)})
+        rng = np.random.default_rng(0)
+        self.eval_labels, self.probe_labels = rng.integers(0, 3, 30), np.arange(60) % 3
+        self.features = {"eval": rng.normal(size=(30, 8)), "probe": rng.normal(size=(60, 8))}
+        self.eval_inputs, self.probe_inputs = "eval", "probe"
+        self.original_eval_features = None
+        self.passes: list[tuple[str, bool]] = []
+
+    def _outputs(self, model, inputs, logits=False):
+        self.passes.append((inputs, logits))
+        features = self.features[inputs]
+        return (features, features[:, :3]) if logits else features
+
+
+def score(ctx: FakeContext, plan: Plan) -> dict:
+    return compute_objectives(PlanOutputs(ctx, plan, model=None, probe="ridge"), get_objectives(ctx.settings.objectives))
+
+
+def test_the_original_head_reads_features_and_logits_in_one_pass():
+    ctx = FakeContext(("accuracy", "gflops"), head="original")
+    values = score(ctx, Plan((), L))
+    assert ctx.passes == [("eval", True)]
+    assert values["accuracy"] == float((ctx.features["eval"][:, :3].argmax(1) == ctx.eval_labels).mean() * 100)
+    assert values["fidelity"] == 1.0  # the original model against itself
+
+
+def test_a_probe_reads_both_feature_sets_once_and_the_baseline_keeps_its_features():
+    ctx = FakeContext(("accuracy", "gflops"))
+    score(ctx, Plan((), L))
+    assert ctx.passes == [("eval", False), ("probe", False)]
+    assert ctx.original_eval_features is ctx.features["eval"]
+    ctx.passes.clear()
+    values = score(ctx, Plan.parse("0→2:linear", L))
+    assert ctx.passes == [("eval", False), ("probe", False)] and ctx.original_eval_features is ctx.features["eval"]
+    assert values["gflops"] == ctx.costs.cost(Plan.parse("0→2:linear", L)).gflops
+
+
+def test_costs_alone_run_no_pass_and_labels_are_read_only_when_needed():
+    ctx = FakeContext(("gflops", "params"))
+    values = score(ctx, Plan((), L))
+    assert {"gflops", "params"} <= set(values) and not {"accuracy", "fidelity", "latency"} & set(values) and ctx.passes == []
+    outputs = PlanOutputs(FakeContext(("fidelity", "params")), Plan((), L), model=None, probe="ridge")
+    assert not outputs.has_labels and PlanOutputs(FakeContext(("accuracy", "params")), Plan((), L), model=None, probe="ridge").has_labels
