@@ -34,10 +34,17 @@ def make_model(directory: Path, image_size: int) -> None:
     import transformers as T
 
     torch.manual_seed(0)
-    config = T.Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, patch_size=14, image_size=518)
+    config = T.Dinov2Config(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, patch_size=14, image_size=518
+    )
     T.Dinov2Model(config).save_pretrained(directory)
-    T.BitImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                        do_center_crop=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(directory)
+    T.BitImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        do_center_crop=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(directory)
 
 
 def make_data(directory: Path, n: int, image_size: int) -> None:
@@ -46,7 +53,9 @@ def make_data(directory: Path, n: int, image_size: int) -> None:
 
     rng = np.random.default_rng(0)
     imgs = [Image.fromarray(rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8)) for _ in range(n)]
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"img": imgs, "label": [i % 10 for i in range(n)]})}).save_to_disk(str(directory))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"img": imgs, "label": [i % 10 for i in range(n)]})}
+    ).save_to_disk(str(directory))
 
 
 def main() -> None:
@@ -55,16 +64,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--dtype", default="float16", help="activation shard dtype")
-    parser.add_argument("--lstsq-spans", type=int, default=0, help="time lstsq on only this many spans (0: all) and extrapolate")
+    parser.add_argument(
+        "--lstsq-spans", type=int, default=0, help="time lstsq on only this many spans (0: all) and extrapolate"
+    )
     args = parser.parse_args()
 
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    from toast.search import ActivationCache, iter_batches, load_model, load_split, sample_ids
-    from toast.search import CalibrationSettings, calibrate
-    from toast.spaces import Plan, Span, fit_span
+    from toast.search import (
+        ActivationCache,
+        CalibrationSettings,
+        calibrate,
+        iter_batches,
+        load_model,
+        load_split,
+        sample_ids,
+    )
+    from toast.spaces import Span, fit_span
 
     work = Path(tempfile.mkdtemp(prefix="toast-bench-"))
     make_model(work / "model", args.image_size)
@@ -75,7 +93,10 @@ def main() -> None:
     ids = sample_ids(len(split), args.samples, settings.seed)
     rows: list[tuple[str, str]] = []
     torch.set_num_threads(torch.get_num_threads())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; DINOv2-base config, {args.samples} samples at {args.image_size}px, batch {args.batch_size}", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; DINOv2-base config, {args.samples} samples at {args.image_size}px, batch {args.batch_size}",
+        flush=True,
+    )
 
     t = time.perf_counter()
     with torch.inference_mode():
@@ -139,7 +160,12 @@ def main() -> None:
                     states.pop(k)
     t_lstsq = (time.perf_counter() - t_all) * len(spans) / len(todo)
     label = "" if len(todo) == len(spans) else f" (timed {len(todo)}, scaled to {len(spans)})"
-    rows.append((f"torch.linalg.lstsq per span on stacked activations{label}", f"{t_lstsq:.1f} s (median {statistics.median(per_span):.2f} s/span)"))
+    rows.append(
+        (
+            f"torch.linalg.lstsq per span on stacked activations{label}",
+            f"{t_lstsq:.1f} s (median {statistics.median(per_span):.2f} s/span)",
+        )
+    )
     rows.append(("lstsq / statistics fit", f"{t_lstsq / t_fit:.1f}x"))
     rows.append(("max relative difference of the fits' mean squared residual (ours vs lstsq)", f"{worst:.2e}"))
     rows.append(("peak RSS (whole run)", f"{peak_rss_gb():.2f} GB"))

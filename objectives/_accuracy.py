@@ -45,7 +45,15 @@ ACCURACY = register_objective(
         direction="maximize",
         unit="%",
         description="top-1 test accuracy of a linear probe on the pooled features (or of the original head)",
-        display=Display(title="accuracy %", axis="accuracy (%)", name="accuracy", unit="%", fmt="{:.2f}", headline=True, delta="Δ pts"),
+        display=Display(
+            title="accuracy %",
+            axis="accuracy (%)",
+            name="accuracy",
+            unit="%",
+            fmt="{:.2f}",
+            headline=True,
+            delta="Δ pts",
+        ),
         fields=("accuracy_std",),
         role=Role.ACCURACY,
         worst=0.0,  # no sample right

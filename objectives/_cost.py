@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from toast.spaces import Plan
 
@@ -59,5 +59,10 @@ class CostTable:
 
     def to_json(self) -> dict:
         c = lambda x: {"flops": x.flops, "params": x.params}  # noqa: E731
-        return {"embed": c(self.embed), "blocks": [c(b) for b in self.blocks], "tail": c(self.tail),
-                "translators": {k: c(v) for k, v in self.translators.items()}, "input": self.input_description}
+        return {
+            "embed": c(self.embed),
+            "blocks": [c(b) for b in self.blocks],
+            "tail": c(self.tail),
+            "translators": {k: c(v) for k, v in self.translators.items()},
+            "input": self.input_description,
+        }

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["FIDELITY", "FIDELITY_UNDEFINED", "Fidelity", "feature_fidelity", "linear_cka", "mean_cosine"]
 
-FIDELITY_UNDEFINED = ("linear CKA is undefined: the features are constant over the evaluation samples; "
-                      "ranked as the worst agreement")
+FIDELITY_UNDEFINED = (
+    "linear CKA is undefined: the features are constant over the evaluation samples; ranked as the worst agreement"
+)
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -34,9 +35,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
         cross = torch.linalg.matrix_norm(x.T @ y) ** 2
         denominator = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
     else:
-        k, l = x @ x.T, y @ y.T
-        cross = torch.sum(k * l)
-        denominator = torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(l)
+        kx, ky = x @ x.T, y @ y.T
+        cross = torch.sum(kx * ky)
+        denominator = torch.linalg.matrix_norm(kx) * torch.linalg.matrix_norm(ky)
     return float(cross / denominator) if float(denominator) > 0 else float("nan")
 
 

@@ -47,9 +47,10 @@ is 47.70 in one table and 47.69 in the other; these handles give 47.6948 (47.69)
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from math import prod
 from numbers import Number
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -57,10 +58,10 @@ from fvcore.nn.jit_handles import get_shape
 
 __all__ = ["PAPER_HANDLES", "count_flops", "count_params", "flop_counter"]
 
-Handle = Callable[[List[Any], List[Any]], Number]
+Handle = Callable[[list[Any], list[Any]], Number]
 
 
-def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
+def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> Number:
     """``aten::scaled_dot_product_attention``: ``2*B*H*Lq*Lk*(E + Ev)`` (PyTorch's sdpa formula).
 
     Query ``[..., Lq, E]``, key ``[..., Lk, E]``, value ``[..., Lk, Ev]``; the leading dims of the
@@ -79,7 +80,7 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
     return flops
 
 
-def _product_macs(inputs: List[Any], outputs: List[Any]) -> int:
+def _product_macs(inputs: list[Any], outputs: list[Any]) -> int:
     """Multiply-adds of a (batched, broadcasting) matrix product: output elements x inner dim."""
     a = get_shape(inputs[0])
     out = get_shape(outputs[0])
@@ -88,7 +89,7 @@ def _product_macs(inputs: List[Any], outputs: List[Any]) -> int:
     return int(prod(out)) * a[-1]
 
 
-def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
+def matmul_flop_jit(inputs: list[Any], outputs: list[Any]) -> Number:
     """``aten::matmul``: 1 flop per multiply-add, 2 when both operands are batched (rank >= 3).
 
     A product of two batched operands is a product of two activations, as eager attention's
@@ -103,19 +104,19 @@ def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
     return macs
 
 
-def bmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
+def bmm_flop_jit(inputs: list[Any], outputs: list[Any]) -> Number:
     """``aten::bmm``: a product of two batched activations (attention), 2 flops per multiply-add."""
     return 2 * _product_macs(inputs, outputs)
 
 
-def elementwise_flop_jit(inputs: List[Any], outputs: List[Any]) -> Number:
+def elementwise_flop_jit(inputs: list[Any], outputs: list[Any]) -> Number:
     """Additions and pointwise activations: 1 flop per output element (0-d: shape arithmetic)."""
     shape = get_shape(outputs[0]) if outputs else None
     return int(prod(shape)) if shape else 0
 
 
 #: op name -> handle (``None``: explicitly not counted), on top of fvcore's defaults.
-PAPER_HANDLES: Dict[str, Optional[Handle]] = {
+PAPER_HANDLES: dict[str, Handle | None] = {
     # attention products, 2 flops per multiply-add
     "aten::scaled_dot_product_attention": sdpa_flop_jit,
     "aten::matmul": matmul_flop_jit,

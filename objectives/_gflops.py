@@ -29,6 +29,12 @@ GFLOPS = register_objective(
         direction="minimize",
         unit="GFLOPs",
         description="forward cost of one input at the model's input size (fvcore: a multiply-add is one FLOP)",
-        display=Display(title="GFLOPs", axis="GFLOPs per sample (multiply-add = 1 FLOP)", name="GFLOPs", unit="GFLOPs", headline=True),
+        display=Display(
+            title="GFLOPs",
+            axis="GFLOPs per sample (multiply-add = 1 FLOP)",
+            name="GFLOPs",
+            unit="GFLOPs",
+            headline=True,
+        ),
     )
 )

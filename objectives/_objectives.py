@@ -33,7 +33,9 @@ def undefined_field(name: str) -> str:
 class Role(str, Enum):
     """What an objective is to the search beyond its direction: which one a budget choice maximises, which are budgets."""
 
-    ACCURACY = "accuracy"  # the task score: the budget choice maximises it, the Pareto plot's y axis (one such objective)
+    ACCURACY = (
+        "accuracy"  # the task score: the budget choice maximises it, the Pareto plot's y axis (one such objective)
+    )
     COST = "cost"  # counted from the plan and its cost table, no model run: budgets, tie-breaks, the plot's x axis
     MEASURE = "measure"  # anything else measured on a trial (agreement with the original, latency)
 
@@ -68,7 +70,11 @@ class Display:
 
     def format_delta(self, value: float, reference: float) -> str:
         """The change from `reference` to `value` as shown in the delta column; `-` when either is missing."""
-        return "-" if math.isnan(value) or math.isnan(reference) else self.delta_fmt.format((value - reference) * self.scale)
+        return (
+            "-"
+            if math.isnan(value) or math.isnan(reference)
+            else self.delta_fmt.format((value - reference) * self.scale)
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,11 +161,15 @@ class CostObjective(Objective):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.role is not Role.COST:
-            raise ObjectiveError(f"objective {self.name!r}: a CostObjective has role {Role.COST.value!r}, got {self.role!r}")
+            raise ObjectiveError(
+                f"objective {self.name!r}: a CostObjective has role {Role.COST.value!r}, got {self.role!r}"
+            )
 
     def of_plan(self, plan: Plan, cost: Cost) -> float:
         """The value for `plan`, whose counts are `cost`."""
-        raise NotImplementedError(f"cost objective {self.name!r} does not say how it is counted: implement of_plan(plan, cost)")
+        raise NotImplementedError(
+            f"cost objective {self.name!r} does not say how it is counted: implement of_plan(plan, cost)"
+        )
 
     def compute(self, trial: TrialOutputs) -> dict[str, Any]:
         """`{name: of_plan(trial.plan, trial.cost)}`."""

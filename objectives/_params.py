@@ -29,6 +29,13 @@ PARAMS = register_objective(
         direction="minimize",
         unit="M",
         description="millions of parameters of the compressed model, translators included",
-        display=Display(title="params (M)", axis="parameters (millions)", name="parameters", unit="M params", fmt="{:.2f}", headline=True),
+        display=Display(
+            title="params (M)",
+            axis="parameters (millions)",
+            name="parameters",
+            unit="M params",
+            fmt="{:.2f}",
+            headline=True,
+        ),
     )
 )

@@ -15,7 +15,7 @@ import numpy as np
 
 from toast.spaces import MissingDependencyError
 
-from ._similarity import SimilarityReport, state_names
+from ._similarity import SimilarityReport
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,13 +27,15 @@ _MAX_LABELLED_TICKS = 25  # the largest models in scope (24 blocks) keep a label
 _MAX_ANNOTATED_STATES = 13  # write the values in the cells up to 12-block models
 
 
-def new_figure(width: float, height: float) -> "Figure":
+def new_figure(width: float, height: float) -> Figure:
     """A pyplot-free figure on an Agg canvas; raises `MissingDependencyError` without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingDependencyError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
+        raise MissingDependencyError(
+            "plotting needs matplotlib, which is not installed: pip install matplotlib"
+        ) from None
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -46,7 +48,7 @@ def _tick_labels(positions: range) -> tuple[list[int], list[str]]:
     return kept, [f"$h_{{{k}}}$" for k in kept]
 
 
-def _heatmap(figure: "Figure", ax: "Axes", matrix: np.ndarray, title: str, vmin: float, vmax: float) -> None:
+def _heatmap(figure: Figure, ax: Axes, matrix: np.ndarray, title: str, vmin: float, vmax: float) -> None:
     """One `(S, S)` matrix as a heatmap, `h_0` top-left, NaN in grey, with a colour bar."""
     import matplotlib
 
@@ -64,7 +66,9 @@ def _heatmap(figure: "Figure", ax: "Axes", matrix: np.ndarray, title: str, vmin:
                 value = matrix[i, j]
                 if np.isfinite(value):
                     dark = (value - vmin) / (vmax - vmin) < 0.6
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if dark else "black")
+                    ax.text(
+                        j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if dark else "black"
+                    )
     figure.colorbar(image, ax=ax, shrink=0.8)
 
 
@@ -118,4 +122,3 @@ def plot_similarity(report: SimilarityReport, path: str | os.PathLike[str], titl
     path = Path(path)
     figure.savefig(path, format="png", dpi=150)
     return path
-

@@ -17,7 +17,7 @@ import numbers
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from ._objectives import ObjectiveError
 
 __all__ = ["DEFAULT_ALPHAS", "PROBES", "AdamProbe", "ProbeResult", "RidgeProbe", "probe_accuracy"]
 
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
+ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 #: The ridge penalties tried when `RidgeProbe(alpha=None)`: 10^-2 … 10^5 in half decades, on
 #: standardized features (the mean eigenvalue of XᵀX is then n, so this spans α/n ≈ 1e-6 … 1e2 at n = 5,000).
@@ -191,7 +191,7 @@ class RidgeProbe(_Probe):
             raise ObjectiveError("invalid RidgeProbe settings: " + "; ".join(problems))
         return (float(self.alpha),) if self.alpha is not None else tuple(float(a) for a in grid)
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> "RidgeProbe":
+    def fit(self, X: ArrayLike, y: ArrayLike) -> RidgeProbe:
         alphas = self._check_params()
         X = as_matrix(X, "X")
         classes, index = self._encode(X, y)
@@ -331,7 +331,7 @@ class AdamProbe(_Probe):
             raise ObjectiveError("invalid AdamProbe settings: " + "; ".join(problems))
         return device
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> "AdamProbe":
+    def fit(self, X: ArrayLike, y: ArrayLike) -> AdamProbe:
         device = self._check_params()
         X = as_matrix(X, "X")
         classes, index = self._encode(X, y)
@@ -413,9 +413,7 @@ def probe_accuracy(
     else:
         raise ObjectiveError(f"probe must be a name ({', '.join(PROBES)}) or a probe instance, got {probe!r}")
     seeds = tuple(seeds)
-    if isinstance(template, AdamProbe) and (
-        not seeds or not all(_integer(s) for s in seeds)
-    ):
+    if isinstance(template, AdamProbe) and (not seeds or not all(_integer(s) for s in seeds)):
         raise ObjectiveError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
 
     train_X, test_X = as_matrix(train_X, "train_X"), as_matrix(test_X, "test_X")

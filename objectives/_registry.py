@@ -51,7 +51,9 @@ def register_objective(objective: Objective) -> Objective:
     if clashes:
         problems.append(f"fields {clashes} are already reported by {sorted({taken[c] for c in clashes})}")
     if objective.role is Role.ACCURACY and any(o.role is Role.ACCURACY for o in _REGISTRY.values()):
-        problems.append(f"only one objective has role {Role.ACCURACY.value!r}: {list_objectives(Role.ACCURACY)[0]!r} has it")
+        problems.append(
+            f"only one objective has role {Role.ACCURACY.value!r}: {list_objectives(Role.ACCURACY)[0]!r} has it"
+        )
     if problems:
         raise ObjectiveError(f"cannot register objective {objective.name!r}: " + "; ".join(problems))
     _REGISTRY[objective.name] = objective

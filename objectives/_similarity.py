@@ -123,7 +123,7 @@ class SimilarityReport:
         return state_names(self.num_states)
 
     @classmethod
-    def from_stats(cls, stats: ActivationStats) -> "SimilarityReport":
+    def from_stats(cls, stats: ActivationStats) -> SimilarityReport:
         """Compute every similarity of the report from one `ActivationStats`."""
         return cls(cka=cka_matrix(stats), cosine_cls=cosine_cls_matrix(stats), block_redundancy=block_redundancy(stats))
 
@@ -137,7 +137,7 @@ class SimilarityReport:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SimilarityReport":
+    def from_json(cls, data: dict[str, Any]) -> SimilarityReport:
         """Inverse of `to_json` (null read back as NaN)."""
         missing = [key for key in ("cka", "cosine_cls", "block_redundancy") if key not in data]
         if missing:
@@ -155,6 +155,6 @@ class SimilarityReport:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "SimilarityReport":
+    def load(cls, path: str | os.PathLike[str]) -> SimilarityReport:
         """Read a report written by `save`."""
         return cls.from_json(json.loads(Path(path).read_text()))

@@ -37,7 +37,16 @@ class TrialOutputs(ABC):
     """
 
     LAZY: ClassVar[tuple[str, ...]] = ("eval_features", "probe_features", "eval_logits")
-    MEMBERS: ClassVar[tuple[str, ...]] = ("plan", "cost", "head", "probe", "labels", "original_features", *LAZY, "time_batch")
+    MEMBERS: ClassVar[tuple[str, ...]] = (
+        "plan",
+        "cost",
+        "head",
+        "probe",
+        "labels",
+        "original_features",
+        *LAZY,
+        "time_batch",
+    )
 
     def __init__(self, *, plan: Plan, cost: Cost, head: str = "probe", probe: str = "ridge") -> None:
         self.plan = plan

@@ -61,7 +61,9 @@ class ArrayTrial(TrialOutputs):
         self.passes: Counter[str] = Counter()
 
     def __getattribute__(self, name: str) -> Any:
-        if (name in TrialOutputs.MEMBERS and name != "head") or name in _LABELS:  # `inputs(head=...)` accounts for the head
+        if (
+            name in TrialOutputs.MEMBERS and name != "head"
+        ) or name in _LABELS:  # `inputs(head=...)` accounts for the head
             object.__getattribute__(self, "read").add(_LABELS.get(name, name))
         return object.__getattribute__(self, name)
 
@@ -89,8 +91,17 @@ class ArrayTrial(TrialOutputs):
         return measure_latency(lambda: x @ x.T, warmup=warmup, repeats=repeats)
 
 
-def random_trial(*, seed: int = 0, head: str = "probe", probe: str = "ridge", n_eval: int = 48, n_probe: int = 96,
-                 width: int = 16, classes: int = 3, num_blocks: int = 4) -> ArrayTrial:
+def random_trial(
+    *,
+    seed: int = 0,
+    head: str = "probe",
+    probe: str = "ridge",
+    n_eval: int = 48,
+    n_probe: int = 96,
+    width: int = 16,
+    classes: int = 3,
+    num_blocks: int = 4,
+) -> ArrayTrial:
     """A small `ArrayTrial`: features that carry their labels (a probe scores above chance), logits of a
     head that mostly agrees with them, original features close to the compressed ones, and the plan
     `0→2:linear` of a `num_blocks`-block model with its cost from a made-up cost table."""
@@ -102,12 +113,25 @@ def random_trial(*, seed: int = 0, head: str = "probe", probe: str = "ridge", n_
     eval_features = centers[eval_labels] + rng.normal(size=(n_eval, width))
     logits = eval_features @ centers.T
     original = eval_features + 0.1 * rng.normal(size=eval_features.shape)
-    table = CostTable(embed=Cost(1_000_000, 10_000), blocks=tuple(Cost(5_000_000, 50_000) for _ in range(num_blocks)),
-                      tail=Cost(200_000, 2_000), translators={"identity": Cost(0, 0), "linear": Cost(300_000, 272)})
+    table = CostTable(
+        embed=Cost(1_000_000, 10_000),
+        blocks=tuple(Cost(5_000_000, 50_000) for _ in range(num_blocks)),
+        tail=Cost(200_000, 2_000),
+        translators={"identity": Cost(0, 0), "linear": Cost(300_000, 272)},
+    )
     plan = Plan.parse("0→2:linear", num_blocks)
-    return ArrayTrial(plan=plan, cost=table.cost(plan), eval_features=eval_features, probe_features=probe_features,
-                      eval_logits=logits, eval_labels=eval_labels, probe_labels=probe_labels, original_features=original,
-                      head=head, probe=probe)
+    return ArrayTrial(
+        plan=plan,
+        cost=table.cost(plan),
+        eval_features=eval_features,
+        probe_features=probe_features,
+        eval_logits=logits,
+        eval_labels=eval_labels,
+        probe_labels=probe_labels,
+        original_features=original,
+        head=head,
+        probe=probe,
+    )
 
 
 def _fail(objective: Objective, rule: str) -> AssertionError:
@@ -142,7 +166,10 @@ def _check_declaration(objective: Objective) -> None:
     for head in HEADS:
         unknown = objective.inputs(head=head) - set(TrialOutputs.MEMBERS)
         if unknown:
-            raise _fail(objective, f"inputs(head={head!r}) names {sorted(unknown)}, which a TrialOutputs does not provide ({TrialOutputs.MEMBERS})")
+            raise _fail(
+                objective,
+                f"inputs(head={head!r}) names {sorted(unknown)}, which a TrialOutputs does not provide ({TrialOutputs.MEMBERS})",
+            )
     worst = objective.worst_value
     if not _is_real(worst) or math.isnan(worst):
         raise _fail(objective, f"worst value must be a number, got {worst!r}")
@@ -192,17 +219,25 @@ def check_objective(objective: str | Objective, *, seeds: tuple[int, ...] = (0, 
             value = _check_values(objective, values, head)
             undeclared = trial.read - declared
             if undeclared:
-                raise _fail(objective, f"compute() with head={head!r} read {sorted(undeclared)}, which inputs() does not declare ({sorted(declared)})")
+                raise _fail(
+                    objective,
+                    f"compute() with head={head!r} read {sorted(undeclared)}, which inputs() does not declare ({sorted(declared)})",
+                )
             if value is not None:
                 if objective.better(objective.worst_value, value):
-                    raise _fail(objective, f"worst value {objective.worst_value!r} ranks above the real value {value!r}")
+                    raise _fail(
+                        objective, f"worst value {objective.worst_value!r} ranks above the real value {value!r}"
+                    )
                 shown = objective.display.format(value)
                 if not isinstance(shown, str) or not shown or shown == "-":
                     raise _fail(objective, f"display formats {value!r} as {shown!r}")
             if objective.deterministic:
                 again = objective.compute(random_trial(seed=seed, head=head))
                 if set(again) != set(values) or not all(_same(values[k], again[k]) for k in values):
-                    raise _fail(objective, f"compute() is not deterministic: {values} then {again} (declare deterministic=False if so)")
+                    raise _fail(
+                        objective,
+                        f"compute() is not deterministic: {values} then {again} (declare deterministic=False if so)",
+                    )
             if isinstance(objective, CostObjective):
                 counted = objective.of_plan(trial.plan, trial.cost)
                 if not _same(float(counted), value):

@@ -13,7 +13,9 @@ from toast.spaces._errors import RayAddressError
 
 CONNECT_TIMEOUT_S = 3.0  # a running GCS answers in milliseconds; a firewalled host drops the packets
 RAY_CLIENT_PORT = 10001  # `ray://host` without a port
-GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # an RPC every GCS serves (empty request), as `ray.init` asks first
+GCS_PROBE = (
+    "/ray.rpc.NodeInfoGcsService/GetClusterId"  # an RPC every GCS serves (empty request), as `ray.init` asks first
+)
 FIX = "start it with `ray start --head`, or give its address as `ray start --head` prints it (`ray_address` or $RAY_ADDRESS)"
 
 
@@ -33,7 +35,9 @@ def _host_port(address: str) -> tuple[str, int]:
     if port is None and scheme == "ray":
         port = RAY_CLIENT_PORT
     if not host or port is None:
-        raise RayAddressError(f"Ray address {address!r} is not host:port (as `ray start --head` prints it, e.g. 10.0.0.1:6379)")
+        raise RayAddressError(
+            f"Ray address {address!r} is not host:port (as `ray start --head` prints it, e.g. 10.0.0.1:6379)"
+        )
     return host, port
 
 
@@ -44,7 +48,9 @@ def _lookup_local(address: str) -> str:
     try:
         return local_ray_address()
     except (ConnectionError, ValueError) as exc:
-        raise RayAddressError(f"Ray address {address!r}: no running Ray cluster found on this machine ({exc}); {FIX}") from None
+        raise RayAddressError(
+            f"Ray address {address!r}: no running Ray cluster found on this machine ({exc}); {FIX}"
+        ) from None
 
 
 def _probe_gcs(host: str, port: int, timeout: float, shown: str, *, left: float | None = None) -> None:
@@ -86,7 +92,9 @@ def check_ray_address(address: str | None, *, timeout: float = CONNECT_TIMEOUT_S
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except TimeoutError:
-        raise RayAddressError(f"cannot reach the Ray cluster at {shown}: no answer within {timeout:g} s; {FIX}") from None
+        raise RayAddressError(
+            f"cannot reach the Ray cluster at {shown}: no answer within {timeout:g} s; {FIX}"
+        ) from None
     except OSError as exc:
         why = exc.strerror or str(exc) or type(exc).__name__
         raise RayAddressError(f"cannot reach the Ray cluster at {shown}: {why}; {FIX}") from None

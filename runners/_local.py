@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
-def run_local(study: Any, objective: Callable[[Any], Sequence[float]], *, n_trials: int, timeout: float | None = None,
-              callbacks: Sequence[Callable] = ()) -> None:
+def run_local(
+    study: Any,
+    objective: Callable[[Any], Sequence[float]],
+    *,
+    n_trials: int,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable] = (),
+) -> None:
     """`study.optimize` with every exception recorded as a failed trial (with its reason), not raised.
 
     Ctrl-C marks the running trial failed (Optuna does) and propagates, so the caller can still
@@ -14,4 +21,11 @@ def run_local(study: Any, objective: Callable[[Any], Sequence[float]], *, n_tria
     """
     if n_trials <= 0:
         return
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=timeout,
+        catch=(Exception,),
+        callbacks=list(callbacks),
+        gc_after_trial=False,
+    )

@@ -18,10 +18,11 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ._address import check_ray_address
 from ._compat import optuna_search_told, optuna_search_trials, searcher_state, study_storage, trial_id
@@ -32,7 +33,9 @@ TOKEN = "toast_trial_id"  # the Optuna trial's storage id, in every Tune trial's
 NUMBER = "toast_trial"  # the Optuna trial number (names the Tune trial)
 ATTRS = "toast_attrs"  # reported: the attrs to store, as JSON
 ERROR = "toast_error"  # reported: why the trial function raised ("" when it did not)
-CRASH_ENV = "TOAST_RAY_CRASH_ONCE"  # tests: "<trial number>:<marker file>" kills the worker on that trial's first attempt
+CRASH_ENV = (
+    "TOAST_RAY_CRASH_ONCE"  # tests: "<trial number>:<marker file>" kills the worker on that trial's first attempt
+)
 STOPPED = "interrupted: the Ray search stopped (Ctrl-C, --timeout or a driver error) before this trial finished"
 
 
@@ -129,8 +132,12 @@ def _trainable(config: dict, *, worker: WorkerTrial, metrics: Sequence[str], cra
         attrs.update(extra)
     except Exception as exc:  # recorded FAIL with its reason by the driver, never dropped
         error = f"{type(exc).__name__}: {exc}"
-    attrs.update(ray_node=ray.get_runtime_context().get_node_id(), ray_host=socket.gethostname(), ray_pid=os.getpid(),
-                 ray_worker_trials=built.trials if built else 0)
+    attrs.update(
+        ray_node=ray.get_runtime_context().get_node_id(),
+        ray_host=socket.gethostname(),
+        ray_pid=os.getpid(),
+        ray_worker_trials=built.trials if built else 0,
+    )
     tune.report({**values, ATTRS: json.dumps(attrs, default=float), ERROR: error})
 
 
@@ -304,20 +311,38 @@ def run_ray(
         resources = resources_per_trial(options, cluster)
         concurrency = options.max_concurrent or default_concurrency(resources, cluster)
         callback = StudyCallback(study, storage, callbacks, options.max_failures)
-        searcher = StudySearch(tune_space(define), metric=metrics, mode=modes, sampler=study.sampler, storage=storage,
-                               study_name=study.study_name, callback=callback)
+        searcher = StudySearch(
+            tune_space(define),
+            metric=metrics,
+            mode=modes,
+            sampler=study.sampler,
+            storage=storage,
+            study_name=study.study_name,
+            callback=callback,
+        )
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, worker=worker, metrics=metrics, crash=os.environ.get(CRASH_ENV)),
-            resources)
+            tune.with_parameters(_trainable, worker=worker, metrics=metrics, crash=os.environ.get(CRASH_ENV)), resources
+        )
         storage_path = Path(options.storage_path or Path.cwd() / "ray").resolve()
         name = options.name or f"toast-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, max_concurrent_trials=concurrency,
-                                        reuse_actors=options.reuse_actors, time_budget_s=timeout,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), callbacks=[callback], verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=n_trials,
+                max_concurrent_trials=concurrency,
+                reuse_actors=options.reuse_actors,
+                time_budget_s=timeout,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage_path),
+                callbacks=[callback],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            ),
         )
         try:
             tuner.fit()
@@ -326,5 +351,10 @@ def run_ray(
             raise
         finally:
             searcher.fail_unfinished(STOPPED)
-    return {"trials": n_trials, "resources_per_trial": resources, "max_concurrent": concurrency,
-            "cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")}, "results": str(storage_path / name)}
+    return {
+        "trials": n_trials,
+        "resources_per_trial": resources,
+        "max_concurrent": concurrency,
+        "cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")},
+        "results": str(storage_path / name),
+    }

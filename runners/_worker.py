@@ -8,8 +8,9 @@ the key naming what it builds, never what the trial computes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["BuiltTrial", "TrialFunction", "WorkerTrial"]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from toast.search.data import DEFAULT_PACKAGES, build_docstring_dataset, read_info
 from toast.spaces import ToastError
@@ -28,11 +28,17 @@ def _csv(text: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="build_docstring_dataset", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="folder to write (a datasets save_to_disk DatasetDict)")
-    p.add_argument("--packages", type=_csv, default=DEFAULT_PACKAGES,
-                   help=f"import names of the packages (the classes), comma-separated (default: {','.join(DEFAULT_PACKAGES)})")
+    p.add_argument(
+        "--packages",
+        type=_csv,
+        default=DEFAULT_PACKAGES,
+        help=f"import names of the packages (the classes), comma-separated (default: {','.join(DEFAULT_PACKAGES)})",
+    )
     p.add_argument("--per-class", type=int, default=200, help="texts per package, before the split (default: 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the selection and of the split (default: 0)")
-    p.add_argument("--test-fraction", type=float, default=0.3, help="share of each class in the test split (default: 0.3)")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.3, help="share of each class in the test split (default: 0.3)"
+    )
     p.add_argument("--min-chars", type=int, default=40, help="shortest first paragraph kept (default: 40)")
     p.add_argument("--max-chars", type=int, default=400, help="longest first paragraph kept (default: 400)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder built with other settings")

@@ -76,7 +76,9 @@ def processed_split(split: str, processor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(pixels).float(), torch.as_tensor(data.labels, dtype=torch.long)
 
 
-def augment(x: torch.Tensor, g: torch.Generator, *, shift_px: float = 2.0, degrees: float = 12.0, erase_p: float = 0.25) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, g: torch.Generator, *, shift_px: float = 2.0, degrees: float = 12.0, erase_p: float = 0.25
+) -> torch.Tensor:
     """Random affine (rotation, scale 0.9-1.1, shear, ±`shift_px` shifts) and random erasing.
 
     `x` is normalized to [-1, 1] with -1 the background: the warp runs on `x + 1` so that what
@@ -95,7 +97,10 @@ def augment(x: torch.Tensor, g: torch.Generator, *, shift_px: float = 2.0, degre
     erase = torch.rand(n, generator=g) < erase_p
     for i in torch.nonzero(erase).flatten().tolist():
         eh, ew = (int(v) for v in torch.randint(4, 11, (2,), generator=g))
-        top, left = int(torch.randint(0, h - eh + 1, (1,), generator=g)), int(torch.randint(0, w - ew + 1, (1,), generator=g))
+        top, left = (
+            int(torch.randint(0, h - eh + 1, (1,), generator=g)),
+            int(torch.randint(0, w - ew + 1, (1,), generator=g)),
+        )
         out[i, :, top : top + eh, left : left + ew] = -1.0
     return out
 
@@ -121,18 +126,26 @@ def train(args: argparse.Namespace) -> dict:
     x_test, y_test = processed_split("test", processor)
     model = build_model(args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"ViT: {ARCH['num_hidden_layers']} blocks, hidden {ARCH['hidden_size']}, {ARCH['num_attention_heads']} heads, "
-          f"MLP {ARCH['intermediate_size']}, patch {ARCH['patch_size']} at {IMAGE_SIZE} px; {n_params:,} parameters")
-    print(f"digits: {len(x_train)} train, {len(x_test)} test; {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, {args.threads} thread(s)")
+    print(
+        f"ViT: {ARCH['num_hidden_layers']} blocks, hidden {ARCH['hidden_size']}, {ARCH['num_attention_heads']} heads, "
+        f"MLP {ARCH['intermediate_size']}, patch {ARCH['patch_size']} at {IMAGE_SIZE} px; {n_params:,} parameters"
+    )
+    print(
+        f"digits: {len(x_train)} train, {len(x_test)} test; {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, {args.threads} thread(s)"
+    )
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999)
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.999),
     )
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total = steps_per_epoch * args.epochs
-    schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=steps_per_epoch * args.warmup_epochs, num_training_steps=total)
+    schedule = get_cosine_schedule_with_warmup(
+        optimizer, num_warmup_steps=steps_per_epoch * args.warmup_epochs, num_training_steps=total
+    )
     g = torch.Generator().manual_seed(args.seed)
 
     start = time.perf_counter()
@@ -156,14 +169,25 @@ def train(args: argparse.Namespace) -> dict:
             hits += int((logits.argmax(-1) == yb).sum())
             loss_sum += float(loss.detach()) * len(idx)
         test_acc = accuracy(model, x_test, y_test)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "train_aug_acc": hits / seen, "test_acc": test_acc, "seconds": time.perf_counter() - start}
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum / seen,
+            "train_aug_acc": hits / seen,
+            "test_acc": test_acc,
+            "seconds": time.perf_counter() - start,
+        }
         history.append(row)
-        print(f"epoch {epoch:3d}  loss {row['loss']:.4f}  train (augmented) {100 * row['train_aug_acc']:6.2f}%  "
-              f"test {100 * test_acc:6.2f}%  {row['seconds']:6.1f} s", flush=True)
+        print(
+            f"epoch {epoch:3d}  loss {row['loss']:.4f}  train (augmented) {100 * row['train_aug_acc']:6.2f}%  "
+            f"test {100 * test_acc:6.2f}%  {row['seconds']:6.1f} s",
+            flush=True,
+        )
     train_seconds = time.perf_counter() - start
     train_acc, test_acc = accuracy(model, x_train, y_train), accuracy(model, x_test, y_test)
-    print(f"final: train {100 * train_acc:.2f}%  test {100 * test_acc:.2f}% ({round(test_acc * len(x_test))}/{len(x_test)})  "
-          f"training {train_seconds:.0f} s")
+    print(
+        f"final: train {100 * train_acc:.2f}%  test {100 * test_acc:.2f}% ({round(test_acc * len(x_test))}/{len(x_test)})  "
+        f"training {train_seconds:.0f} s"
+    )
     return {
         "model": model,
         "processor": processor,
@@ -238,7 +262,12 @@ def save(result: dict, args: argparse.Namespace) -> None:
         )
     )
     settings = dict(vars(args), out=_shown(out))
-    history = {"settings": settings, "train_acc": result["train_acc"], "test_acc": result["test_acc"], "epochs": result["history"]}
+    history = {
+        "settings": settings,
+        "train_acc": result["train_acc"],
+        "test_acc": result["test_acc"],
+        "epochs": result["history"],
+    }
     (out / "training_log.json").write_text(json.dumps(history, indent=1) + "\n")
     for f in out.iterdir():  # save_pretrained may write 0600 files: the package data must be world-readable
         f.chmod(0o644)
@@ -265,7 +294,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the result depends on it; default 1)")
     args = p.parse_args(argv)
-    problems = [f"--{k.replace('_', '-')} must be positive" for k in ("epochs", "batch_size", "lr", "threads") if getattr(args, k) <= 0]
+    problems = [
+        f"--{k.replace('_', '-')} must be positive"
+        for k in ("epochs", "batch_size", "lr", "threads")
+        if getattr(args, k) <= 0
+    ]
     if problems:
         p.error("; ".join(problems))
     return args

@@ -1,19 +1,39 @@
 """The agent: settings, the trial context, the study, the run, the front and the CLI; models, data and
 capture in their own sub-packages (`toast.search.models`, `.data`, `.capture`)."""
 
+from ._artifacts import ArtifactWriter, default_cache_dir, read_artifact, write_artifact
 from ._context import PlanOutputs, SearchContext
 from ._errors import CacheError, DatasetError, ModelOutputError, SettingsError, UnsupportedModelError
 from ._front import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
-from ._quiet import quiet_libraries
 from ._prepare import Prepared, preflight, prepare, samples_used
+from ._quiet import quiet_libraries
 from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers, worker_trial
 from ._run import RunResult, run_search
 from ._settings import SearchSettings
 from ._study import STUDY_NAME, Budgets, Search, plan_key, resolve_budgets, scored_records, write_trials_csv
-from .capture import ActivationCache, CalibrationSettings, CaptureSpec, CapturedActivations, calibrate
-from .data import DATASET_ALIASES, DatasetAlias, InputsSpec, LabeledSplit, PreprocessedInputs, default_splits, iter_batches, load_split, sample_ids
-from .models import FAMILIES, MODEL_ALIASES, CompressedModel, Family, LoadedModel, TokenLayout, family_for, load_model, measure_cost_table
-from ._artifacts import ArtifactWriter, default_cache_dir, read_artifact, write_artifact
+from .capture import ActivationCache, CalibrationSettings, CapturedActivations, CaptureSpec, calibrate
+from .data import (
+    DATASET_ALIASES,
+    DatasetAlias,
+    InputsSpec,
+    LabeledSplit,
+    PreprocessedInputs,
+    default_splits,
+    iter_batches,
+    load_split,
+    sample_ids,
+)
+from .models import (
+    FAMILIES,
+    MODEL_ALIASES,
+    CompressedModel,
+    Family,
+    LoadedModel,
+    TokenLayout,
+    family_for,
+    load_model,
+    measure_cost_table,
+)
 
 __all__ = [
     "DATASET_ALIASES",
@@ -69,6 +89,7 @@ __all__ = [
     "quiet_libraries",
     "resolve_budgets",
     "run_search",
+    "sample_ids",
     "samples_used",
     "scored_records",
     "settings_for_workers",

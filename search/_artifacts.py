@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ._errors import CacheError
 
@@ -112,7 +113,11 @@ def write_artifact(final_dir: Path, key: str, what: str) -> Iterator[ArtifactWri
         clash = [name for name in _RESERVED if name in writer.manifest]
         if clash:
             raise ValueError(f"manifest fields {', '.join(clash)} are written by write_artifact itself")
-        files = {p.relative_to(tmp).as_posix(): file_record(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST}
+        files = {
+            p.relative_to(tmp).as_posix(): file_record(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
         manifest = {"key": key, **writer.manifest, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
@@ -137,7 +142,9 @@ def read_artifact(directory: Path, key: str, what: str) -> dict:
     directory = Path(directory)
     manifest = read_manifest(directory / MANIFEST, key, what)
     files = manifest.get("files")
-    if not isinstance(files, dict) or not all(isinstance(r, dict) and {"bytes", "sha256"} <= r.keys() for r in files.values()):
+    if not isinstance(files, dict) or not all(
+        isinstance(r, dict) and {"bytes", "sha256"} <= r.keys() for r in files.values()
+    ):
         raise CacheError(f"{what} has an unreadable {MANIFEST} (no file records)")
     for name, record in files.items():
         verify_file(directory / name, record, what)

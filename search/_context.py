@@ -22,11 +22,10 @@ from toast.spaces import Plan, PlanSpace
 
 from ._bank import TranslatorBank
 from ._prepare import prepare
+from ._settings import SearchSettings, SettingsError
 from .capture import ActivationCache, CapturedActivations, calibrate
 from .data import LabeledSplit, PreprocessedInputs, sample_ids
 from .models import CompressedModel, LoadedModel
-from ._settings import SearchSettings, SettingsError
-
 
 
 @dataclass
@@ -50,7 +49,7 @@ class SearchContext:
     samples_used: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True) -> "SearchContext":
+    def build(cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True) -> SearchContext:
         """`prepare` (checks, data, model, space, cost table), then calibrate (cached), preprocess the probe and
         evaluation inputs (cached) and score the original model: the work done once per run. `check_paths` False:
         no `preflight` (a Ray worker: its driver made it)."""
@@ -62,12 +61,28 @@ class SearchContext:
         needs_labels = _needs_labels(settings)
         probe_ids = sample_ids(len(train), settings.probe_samples, settings.seed + 1)
         eval_ids = sample_ids(len(test), settings.eval_samples, settings.seed + 2)
-        probe_inputs = PreprocessedInputs.get_or_build(cache.root, train, probe_ids, loaded.processor, settings.batch_size, progress=progress)
-        eval_inputs = PreprocessedInputs.get_or_build(cache.root, test, eval_ids, loaded.processor, settings.batch_size, progress=progress)
+        probe_inputs = PreprocessedInputs.get_or_build(
+            cache.root, train, probe_ids, loaded.processor, settings.batch_size, progress=progress
+        )
+        eval_inputs = PreprocessedInputs.get_or_build(
+            cache.root, test, eval_ids, loaded.processor, settings.batch_size, progress=progress
+        )
         probe_labels = train.labels[list(probe_ids)] if needs_labels else np.zeros(len(probe_ids), dtype=int)
         eval_labels = test.labels[list(eval_ids)] if needs_labels else np.zeros(len(eval_ids), dtype=int)
-        ctx = cls(settings, loaded, train, test, captured, prepared.costs, prepared.space, probe_inputs, eval_inputs, probe_labels, eval_labels,
-                  TranslatorBank(captured))
+        ctx = cls(
+            settings,
+            loaded,
+            train,
+            test,
+            captured,
+            prepared.costs,
+            prepared.space,
+            probe_inputs,
+            eval_inputs,
+            probe_labels,
+            eval_labels,
+            TranslatorBank(captured),
+        )
         ctx.samples_used = prepared.samples_used
         if settings.head == "original":
             ctx._check_original_head()
@@ -77,19 +92,25 @@ class SearchContext:
     def _check_original_head(self) -> None:
         parts = self.loaded.parts
         if parts.head_kind not in ("cls", "cls+mean"):
-            raise SettingsError(f"`head` original: model {self.settings.model!r} has no classification head; use `head` probe")
+            raise SettingsError(
+                f"`head` original: model {self.settings.model!r} has no classification head; use `head` probe"
+            )
         n_model = int(getattr(self.loaded.config, "num_labels", 0))
         n_data = int(max(self.probe_labels.max(), self.eval_labels.max())) + 1
         if n_model != n_data:
-            raise SettingsError(f"`head` original: the model's head has {n_model} labels but the dataset has {n_data}; use `head` probe")
+            raise SettingsError(
+                f"`head` original: the model's head has {n_model} labels but the dataset has {n_data}; use `head` probe"
+            )
 
-    def full_evaluation(self) -> "SearchContext":
+    def full_evaluation(self) -> SearchContext:
         """This context with the whole test split as evaluation set (itself when it already is)."""
         ids = tuple(range(len(self.test)))
         if len(ids) == len(self.eval_labels):
             return self
         s = self.settings
-        inputs = PreprocessedInputs.get_or_build(ActivationCache(s.cache_dir).root, self.test, ids, self.loaded.processor, s.batch_size, progress=s.progress)
+        inputs = PreprocessedInputs.get_or_build(
+            ActivationCache(s.cache_dir).root, self.test, ids, self.loaded.processor, s.batch_size, progress=s.progress
+        )
         labels = self.test.labels if _needs_labels(s) else np.zeros(len(ids), dtype=int)
         full = replace(self, eval_inputs=inputs, eval_labels=labels, original_eval_features=None, baseline={})
         full.baseline = full.evaluate(Plan((), self.loaded.num_blocks))
@@ -100,7 +121,9 @@ class SearchContext:
         return CompressedModel.from_model(self.loaded, plan, self.bank.get(plan))
 
     @torch.inference_mode()
-    def _outputs(self, model: CompressedModel, inputs: PreprocessedInputs, logits: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def _outputs(
+        self, model: CompressedModel, inputs: PreprocessedInputs, logits: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Pooled features of every input (and, with `logits`, the head's outputs from the same pass)."""
         device = self.loaded.device
         feats, outs = [], []
@@ -124,8 +147,13 @@ class SearchContext:
         result = compute_objectives(outputs, get_objectives(self.settings.objectives))
         forward_s, probe_s = outputs.seconds.get("forward", 0.0), outputs.seconds.get("probe", 0.0)
         total = time.perf_counter() - start
-        result.update(seconds=total, seconds_fit=fit_s, seconds_forward=forward_s, seconds_probe=probe_s,
-                      seconds_overhead=max(total - fit_s - forward_s - probe_s, 0.0))
+        result.update(
+            seconds=total,
+            seconds_fit=fit_s,
+            seconds_forward=forward_s,
+            seconds_probe=probe_s,
+            seconds_overhead=max(total - fit_s - forward_s - probe_s, 0.0),
+        )
         return result
 
 

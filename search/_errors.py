@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from toast.spaces._errors import CacheError, DatasetError, ModelOutputError, SettingsError, ToastError, UnsupportedModelError
+from toast.spaces._errors import (
+    CacheError,
+    DatasetError,
+    ModelOutputError,
+    SettingsError,
+    ToastError,
+    UnsupportedModelError,
+)
 
 __all__ = ["CacheError", "DatasetError", "ModelOutputError", "SettingsError", "ToastError", "UnsupportedModelError"]

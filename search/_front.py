@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from toast.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Display, Role, list
 from toast.objectives._plots import new_figure
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 __all__ = [
     "Front",
@@ -244,7 +245,9 @@ def _completed(record: Mapping[str, Any]) -> bool:
 
 def _values(records: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> np.ndarray:
     """`(n, m)` objective values; the whole row is NaN for a failed record."""
-    values = np.array([[_number(r.get(k)) for k in objectives] for r in records], dtype=np.float64).reshape(len(records), len(objectives))
+    values = np.array([[_number(r.get(k)) for k in objectives] for r in records], dtype=np.float64).reshape(
+        len(records), len(objectives)
+    )
     failed = np.array([not _completed(r) for r in records], dtype=bool)
     values[failed] = np.nan
     return values
@@ -266,7 +269,9 @@ class Front:
     records: tuple[dict, ...] = ()
 
     @classmethod
-    def from_values(cls, values: Any, objectives: Sequence[str], directions: Sequence[Any], records: Sequence[dict] | None = None) -> "Front":
+    def from_values(
+        cls, values: Any, objectives: Sequence[str], directions: Sequence[Any], records: Sequence[dict] | None = None
+    ) -> Front:
         """The front of an `(n, m)` array; `records` (one per row), when given, are kept for the front rows."""
         objectives = tuple(objectives)
         directions = _directions(directions, len(objectives))
@@ -294,7 +299,7 @@ class Front:
         directions: Sequence[Any],
         *,
         feasible_only: bool = False,
-    ) -> "Front":
+    ) -> Front:
         """The front of trial records; failed ones (state not COMPLETE, a missing or NaN objective)
         are left out, and so are records with `"feasible": False` when `feasible_only`."""
         records = list(records)
@@ -371,7 +376,7 @@ def _plan_text(record: Mapping[str, Any]) -> str:
 
 
 def format_front_table(
-    front_records: "Sequence[Mapping[str, Any]] | Front",
+    front_records: Sequence[Mapping[str, Any]] | Front,
     baseline: Mapping[str, Any] | None,
     objectives: Sequence[str] = DEFAULT_OBJECTIVES,
 ) -> str:
@@ -455,9 +460,27 @@ def plot_pareto(
     failed = int((~done).sum())
     feasible_dots = values[done & ~infeasible]
     infeasible_dots = values[done & infeasible]
-    ax.scatter(feasible_dots[:, 0] * x_scale, feasible_dots[:, 1] * y_scale, s=14, color="0.6", alpha=0.7, linewidths=0, label=f"trials ({len(feasible_dots)}" + (f"; {failed} failed, not shown)" if failed else ")"), zorder=2)
+    ax.scatter(
+        feasible_dots[:, 0] * x_scale,
+        feasible_dots[:, 1] * y_scale,
+        s=14,
+        color="0.6",
+        alpha=0.7,
+        linewidths=0,
+        label=f"trials ({len(feasible_dots)}" + (f"; {failed} failed, not shown)" if failed else ")"),
+        zorder=2,
+    )
     if len(infeasible_dots):
-        ax.scatter(infeasible_dots[:, 0] * x_scale, infeasible_dots[:, 1] * y_scale, s=18, color="0.6", marker="x", linewidths=0.8, label=f"over budget ({len(infeasible_dots)})", zorder=2)
+        ax.scatter(
+            infeasible_dots[:, 0] * x_scale,
+            infeasible_dots[:, 1] * y_scale,
+            s=18,
+            color="0.6",
+            marker="x",
+            linewidths=0.8,
+            label=f"over budget ({len(infeasible_dots)})",
+            zorder=2,
+        )
 
     if front is None:
         if directions is None:
@@ -467,16 +490,46 @@ def plot_pareto(
             directions = (OBJECTIVES[x].direction, OBJECTIVES[y].direction)
         front = Front.from_records(records, (x, y), directions)
     if len(front):
-        points = _values(list(front.records), (x, y)) if front.records else front.values[:, [front.objectives.index(x), front.objectives.index(y)]]
+        points = (
+            _values(list(front.records), (x, y))
+            if front.records
+            else front.values[:, [front.objectives.index(x), front.objectives.index(y)]]
+        )
         points = points[np.argsort(points[:, 0], kind="stable")]
-        ax.plot(points[:, 0] * x_scale, points[:, 1] * y_scale, "-o", color="tab:blue", markersize=5, linewidth=1.5, label=f"Pareto front ({len(points)})", zorder=3)
+        ax.plot(
+            points[:, 0] * x_scale,
+            points[:, 1] * y_scale,
+            "-o",
+            color="tab:blue",
+            markersize=5,
+            linewidth=1.5,
+            label=f"Pareto front ({len(points)})",
+            zorder=3,
+        )
 
     if baseline is not None:
         bx, by = _number(baseline.get(x)), _number(baseline.get(y))
         if not (math.isnan(bx) or math.isnan(by)):
-            ax.scatter([bx * x_scale], [by * y_scale], marker="*", s=220, color="tab:red", edgecolors="black", linewidths=0.6, label="original model", zorder=4)
+            ax.scatter(
+                [bx * x_scale],
+                [by * y_scale],
+                marker="*",
+                s=220,
+                color="tab:red",
+                edgecolors="black",
+                linewidths=0.6,
+                label="original model",
+                zorder=4,
+            )
     if budget is not None:
-        ax.axvline(float(budget) * x_scale, color="tab:orange", linestyle="--", linewidth=1.2, label=f"budget ({float(budget) * x_scale:g} {x_shown.unit})".replace(" )", ")"), zorder=1)
+        ax.axvline(
+            float(budget) * x_scale,
+            color="tab:orange",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"budget ({float(budget) * x_scale:g} {x_shown.unit})".replace(" )", ")"),
+            zorder=1,
+        )
 
     ax.set_xlabel(x_shown.axis)
     ax.set_ylabel(y_shown.axis)

@@ -35,7 +35,9 @@ def check_writable_dir(path: Path, what: str, error: type[Exception] = SettingsE
         with tempfile.TemporaryFile(dir=ancestor):
             pass
     except OSError as exc:
-        raise error(f"{what} {path} is not writable ({exc.strerror or exc}): pass a directory you can write to") from None
+        raise error(
+            f"{what} {path} is not writable ({exc.strerror or exc}): pass a directory you can write to"
+        ) from None
 
 
 def check_cache_dir(root: Path) -> None:
@@ -57,7 +59,9 @@ def check_study(path: Path) -> None:
     except sqlite3.Error as exc:
         problem = str(exc)
     if problem:
-        raise SettingsError(f"{path} is not an Optuna study ({problem}); nothing was changed: use another `out`, or move the file away")
+        raise SettingsError(
+            f"{path} is not an Optuna study ({problem}); nothing was changed: use another `out`, or move the file away"
+        )
 
 
 def check_run_directory(settings: SearchSettings) -> None:
@@ -77,4 +81,6 @@ def check_run_directory(settings: SearchSettings) -> None:
     diff = [k for k in mine if previous.get(k, defaults.get(k)) != mine[k]]
     if diff:
         what = ", ".join(f"{k}={previous.get(k, defaults.get(k))!r} (now {mine[k]!r})" for k in diff)
-        raise SettingsError(f"run directory {settings.out} belongs to another run ({what}): use another `out` to start a new one")
+        raise SettingsError(
+            f"run directory {settings.out} belongs to another run ({what}): use another `out` to start a new one"
+        )

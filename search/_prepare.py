@@ -70,7 +70,9 @@ def preflight(settings: SearchSettings, *, run: bool = True) -> None:
             Plan.parse(text, num_blocks=10**6)
 
 
-def samples_used(settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None) -> tuple[dict[str, int], list[str]]:
+def samples_used(
+    settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None
+) -> tuple[dict[str, int], list[str]]:
     """The calibration, probe and evaluation sample counts a run really uses (a split may hold fewer than
     asked), and one note per count cut short. `test` None (a capture only): the calibration count alone."""
     asked = {"calib_samples": (settings.calib_samples, train)}
@@ -80,7 +82,9 @@ def samples_used(settings: SearchSettings, train: LabeledSplit, test: LabeledSpl
     for name, (n, split) in asked.items():
         used[name] = min(n, len(split))
         if n > len(split):
-            notes.append(f"note: --{name.replace('_', '-')} {n} but split {split.split!r} of {split.name!r} holds {len(split)} samples: using {len(split)}")
+            notes.append(
+                f"note: --{name.replace('_', '-')} {n} but split {split.split!r} of {split.name!r} holds {len(split)} samples: using {len(split)}"
+            )
     return used, notes
 
 
@@ -105,9 +109,28 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype])
     space = costs = None
     if search:
-        space = PlanSpace(num_blocks=loaded.num_blocks, kinds=settings.translators, max_removed=settings.max_removed, min_kept=settings.min_kept)
+        space = PlanSpace(
+            num_blocks=loaded.num_blocks,
+            kinds=settings.translators,
+            max_removed=settings.max_removed,
+            min_kept=settings.min_kept,
+        )
         costs = measure_cost_table(loaded)
-    calibration = CalibrationSettings(samples=settings.calib_samples, seed=settings.seed, batch_size=settings.batch_size,
-                                      activation_dtype=settings.activation_dtype)
-    return Prepared(settings=settings, train=train, test=test, loaded=loaded, space=space, costs=costs, calibration=calibration,
-                    spec=capture_spec(loaded, train, calibration), samples_used=used, notes=tuple(notes))
+    calibration = CalibrationSettings(
+        samples=settings.calib_samples,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        activation_dtype=settings.activation_dtype,
+    )
+    return Prepared(
+        settings=settings,
+        train=train,
+        test=test,
+        loaded=loaded,
+        space=space,
+        costs=costs,
+        calibration=calibration,
+        spec=capture_spec(loaded, train, calibration),
+        samples_used=used,
+        notes=tuple(notes),
+    )

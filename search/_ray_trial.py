@@ -40,8 +40,14 @@ def settings_for_workers(settings: SearchSettings) -> SearchSettings:
         path = Path(name).expanduser()
         return str(path.resolve()) if path.exists() else name
 
-    return replace(settings, model=absolute(settings.model), dataset=absolute(settings.dataset), out=settings.out.resolve(),
-                   cache_dir=ActivationCache(settings.cache_dir).root.resolve(), progress=False)
+    return replace(
+        settings,
+        model=absolute(settings.model),
+        dataset=absolute(settings.dataset),
+        out=settings.out.resolve(),
+        cache_dir=ActivationCache(settings.cache_dir).root.resolve(),
+        progress=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,10 @@ class SearchTrialFactory:
         quiet_libraries()
         manifest = Path(self.capture) / "manifest.json"
         if not manifest.is_file():
-            raise CacheError(f"the activation cache entry {self.capture} is not visible on this node ({socket.gethostname()}): "
-                             "`cache_dir` must be a path every node sees (a shared filesystem)")
+            raise CacheError(
+                f"the activation cache entry {self.capture} is not visible on this node ({socket.gethostname()}): "
+                "`cache_dir` must be a path every node sees (a shared filesystem)"
+            )
         before = manifest.stat().st_mtime_ns
         ctx = SearchContext.build(self.settings, progress=False, check_paths=False)
         cache_hit = ctx.captured.directory.resolve() == Path(self.capture) and manifest.stat().st_mtime_ns == before
@@ -74,7 +82,10 @@ class SearchTrialFactory:
                 metrics = json.loads(config["known"])
             else:
                 metrics = dict(ctx.evaluate(Plan.of(json.loads(config["spans"]), ctx.loaded.num_blocks)), scored=True)
-            return {o.name: Search._value(o, metrics) for o in objectives}, {**metrics, "ray_worker_cache_hit": cache_hit}
+            return {o.name: Search._value(o, metrics) for o in objectives}, {
+                **metrics,
+                "ray_worker_cache_hit": cache_hit,
+            }
 
         return trial
 

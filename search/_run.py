@@ -15,7 +15,7 @@ from toast.spaces import Plan, PlanSpace
 
 from ._context import SearchContext
 from ._front import Front, choose, format_front_table, pareto_axes, plot_pareto
-from ._settings import SearchSettings, SettingsError
+from ._settings import SearchSettings
 from ._study import Search, scored_records, undefined_key, write_trials_csv
 
 
@@ -41,7 +41,10 @@ def manual_space(settings: SearchSettings, num_blocks: int) -> tuple[PlanSpace, 
 def run_search(settings: SearchSettings) -> RunResult:
     """Run (or resume) the search described by `settings` and write every output file."""
     from toast.runners import check_runner
-    check_runner(settings.runner, settings.ray_address)  # an unreachable --ray-address fails here, before the run directory
+
+    check_runner(
+        settings.runner, settings.ray_address
+    )  # an unreachable --ray-address fails here, before the run directory
     ctx = SearchContext.build(settings, progress=settings.progress)  # `preflight` first: nothing loaded for a bad path
     objectives = get_objectives(settings.objectives)
     plans: list[Plan] = []
@@ -80,12 +83,25 @@ def _run_trials(settings: SearchSettings, ctx: SearchContext, search: Search, n:
 
     from ._ray_trial import define_for_ray, worker_trial
 
-    options = RayOptions(address=settings.ray_address, cpus_per_trial=settings.cpus_per_trial or 1.0, gpus_per_trial=settings.gpus_per_trial,
-                         max_concurrent=settings.max_concurrent, max_failures=2 if settings.max_failures is None else settings.max_failures,
-                         device=settings.device, storage_path=settings.out / "ray")
-    run_ray(search.study, metrics=[o.name for o in search.objectives], define=partial(define_for_ray, search),
-            worker=worker_trial(settings, capture=ctx.captured.directory), n_trials=n, options=options, timeout=settings.timeout,
-            callbacks=[search.remember, progress])
+    options = RayOptions(
+        address=settings.ray_address,
+        cpus_per_trial=settings.cpus_per_trial or 1.0,
+        gpus_per_trial=settings.gpus_per_trial,
+        max_concurrent=settings.max_concurrent,
+        max_failures=2 if settings.max_failures is None else settings.max_failures,
+        device=settings.device,
+        storage_path=settings.out / "ray",
+    )
+    run_ray(
+        search.study,
+        metrics=[o.name for o in search.objectives],
+        define=partial(define_for_ray, search),
+        worker=worker_trial(settings, capture=ctx.captured.directory),
+        n_trials=n,
+        options=options,
+        timeout=settings.timeout,
+        callbacks=[search.remember, progress],
+    )
 
 
 def _progress(search: Search, total: int, enabled: bool):
@@ -93,7 +109,9 @@ def _progress(search: Search, total: int, enabled: bool):
 
     bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled or total == 0, file=sys.stderr)
     best = [None]
-    accuracy = next((OBJECTIVES[n] for n in list_objectives(Role.ACCURACY)), None)  # the bar shows the best feasible one
+    accuracy = next(
+        (OBJECTIVES[n] for n in list_objectives(Role.ACCURACY)), None
+    )  # the bar shows the best feasible one
 
     def callback(study, trial) -> None:
         acc = trial.user_attrs.get(accuracy.name) if accuracy is not None else None
@@ -122,8 +140,10 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     if full is not ctx or (settings.probe != "ridge" and probed):
         # the front's final scores: the whole test split, with the chosen probe protocol
         baseline = {**baseline, **_rescore(full, Plan((), ctx.loaded.num_blocks), settings.probe)}
-        front = [{**r, **_search_values(r), **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)}
-                 for r in front]
+        front = [
+            {**r, **_search_values(r), **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)}
+            for r in front
+        ]
     budgets = search.budgets.as_dict()
     chosen = None
     if budgets and any(o.role is Role.ACCURACY for o in objectives):  # `choose` maximises the accuracy objective
@@ -131,8 +151,11 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
         chosen = choose(pool, budgets=budgets)
     if chosen is not None:
         plan = Plan.of(chosen["spans"], ctx.loaded.num_blocks)
-        ctx.model_for(plan).save_pretrained(out / "chosen", processor=ctx.loaded.processor,
-                                            extra={"source_model": ctx.loaded.model_id, "scores": _clean(chosen), "budgets": budgets})
+        ctx.model_for(plan).save_pretrained(
+            out / "chosen",
+            processor=ctx.loaded.processor,
+            extra={"source_model": ctx.loaded.model_id, "scores": _clean(chosen), "budgets": budgets},
+        )
     doc = {
         "model": settings.model,
         "dataset": settings.dataset,
@@ -147,14 +170,30 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     (out / "front.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
     x, y = pareto_axes(names)
     if (x, y) == pareto_axes():  # accuracy against the primary cost: with its budget line
-        plot_pareto(scored, out / "pareto.png", x=x, y=y, front=None, baseline=baseline,
-                    budget=budgets.get(x), title=f"{settings.model} on {settings.dataset}")
+        plot_pareto(
+            scored,
+            out / "pareto.png",
+            x=x,
+            y=y,
+            front=None,
+            baseline=baseline,
+            budget=budgets.get(x),
+            title=f"{settings.model} on {settings.dataset}",
+        )
     elif len(names) >= 2:
-        plot_pareto(scored, out / "pareto.png", x=x, y=y, baseline=baseline, title=f"{settings.model} on {settings.dataset}")
-    plot_cka(SimilarityReport.from_stats(ctx.captured.stats).cka, out / "similarity.png", title=f"linear CKA, {settings.model}")
+        plot_pareto(
+            scored, out / "pareto.png", x=x, y=y, baseline=baseline, title=f"{settings.model} on {settings.dataset}"
+        )
+    plot_cka(
+        SimilarityReport.from_stats(ctx.captured.stats).cka,
+        out / "similarity.png",
+        title=f"linear CKA, {settings.model}",
+    )
     print(format_front_table(front, baseline, names))
     if chosen is not None:
-        print(f"chosen within budget ({', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}): {chosen['plan']} -> {out / 'chosen'}")
+        print(
+            f"chosen within budget ({', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}): {chosen['plan']} -> {out / 'chosen'}"
+        )
     elif budgets:
         print("no scored plan fits the budget yet: run more trials")
     print(f"wrote {out}/trials.csv, front.json, pareto.png, similarity.png" + (", chosen/" if chosen else ""))
@@ -179,15 +218,20 @@ def _search_values(record: dict[str, Any]) -> dict[str, Any]:
 
 def _kept_fields() -> tuple[str, ...]:
     """The fields of a record that front.json reports: the plan, every registered objective's, the run's."""
-    objective_fields = (k for o in OBJECTIVES.values() for k in (*o.columns, *((o.search_field,) if o.search_field else ())))
+    objective_fields = (
+        k for o in OBJECTIVES.values() for k in (*o.columns, *((o.search_field,) if o.search_field else ()))
+    )
     return ("number", "spans", "plan", *objective_fields, "feasible", "seconds")
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
     """The record's reported fields; NaN / inf (e.g. CKA of constant features) as null, so the JSON is standard."""
+
     def value(k: str):
         v = record[k]
-        undefined = bool(record.get(undefined_key(k)))  # ranked as the worst value; reported as missing, with the reason
+        undefined = bool(
+            record.get(undefined_key(k))
+        )  # ranked as the worst value; reported as missing, with the reason
         return None if undefined or (isinstance(v, float) and not math.isfinite(v)) else v
 
     return {k: value(k) for k in _kept_fields() if k in record and not (k.endswith("_undefined") and not record[k])}

@@ -10,14 +10,29 @@ from pathlib import Path
 from toast.objectives import DEFAULT_OBJECTIVES
 from toast.spaces._errors import SettingsError
 
-
 SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
 PROBES = ("ridge", "adam")
 HEADS = ("probe", "original")
 #: The settings that change what a trial computes: a run directory is bound to their values.
-IDENTITY_KEYS = ("model", "dataset", "split_train", "split_test", "input_column", "label_column", "translators", "max_removed",
-                 "min_kept", "objectives", "probe_samples", "eval_samples", "calib_samples", "seed", "head", "dtype",
-                 "activation_dtype")
+IDENTITY_KEYS = (
+    "model",
+    "dataset",
+    "split_train",
+    "split_test",
+    "input_column",
+    "label_column",
+    "translators",
+    "max_removed",
+    "min_kept",
+    "objectives",
+    "probe_samples",
+    "eval_samples",
+    "calib_samples",
+    "seed",
+    "head",
+    "dtype",
+    "activation_dtype",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +105,13 @@ class SearchSettings:
             problems.append(f"`min_kept` must be >= 0, got {self.min_kept}")
         if self.runner not in ("local", "ray"):
             problems.append(f"`runner` must be local or ray, got {self.runner!r}")
-        ray_only = {"ray_address": self.ray_address, "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
-                    "max_concurrent": self.max_concurrent, "max_failures": self.max_failures}
+        ray_only = {
+            "ray_address": self.ray_address,
+            "cpus_per_trial": self.cpus_per_trial,
+            "gpus_per_trial": self.gpus_per_trial,
+            "max_concurrent": self.max_concurrent,
+            "max_failures": self.max_failures,
+        }
         for name, value in ray_only.items():
             if value is not None and self.runner != "ray":
                 problems.append(f"`{name}` needs `runner` ray")

@@ -47,12 +47,17 @@ def resolve_budgets(settings: SearchSettings, costs: CostTable, space: PlanSpace
     budgets = Budgets(gflops, settings.budget_params)
     cheapest = cheapest_cost(costs, space)
     notes = []
-    for name, limit, low, full in (("GFLOPs", budgets.gflops, cheapest[0], original.gflops), ("M params", budgets.params, cheapest[1], original.mparams)):
+    for name, limit, low, full in (
+        ("GFLOPs", budgets.gflops, cheapest[0], original.gflops),
+        ("M params", budgets.params, cheapest[1], original.mparams),
+    ):
         if limit is None:
             continue
         if limit < low - 1e-12:
-            raise SettingsError(f"budget {limit:.4g} {name} is below the cheapest plan in this space ({low:.4g} {name}, "
-                                f"the original is {full:.4g}): raise the budget or allow more removed blocks")
+            raise SettingsError(
+                f"budget {limit:.4g} {name} is below the cheapest plan in this space ({low:.4g} {name}, "
+                f"the original is {full:.4g}): raise the budget or allow more removed blocks"
+            )
         if limit >= full:
             notes.append(f"budget {limit:.4g} {name} is above the original model's {full:.4g}: every plan fits")
     return budgets, notes
@@ -147,7 +152,9 @@ class Search:
 
     def far_over_budget(self, plan: Plan) -> bool:
         cost = self.costs.cost(plan)
-        return any(get_objective(k).of_plan(plan, cost) > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items())
+        return any(
+            get_objective(k).of_plan(plan, cost) > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items()
+        )
 
     def objective(self, trial) -> list[float]:
         """The Optuna objective: decode, constrain, score (or reuse an identical plan's scores).
@@ -158,7 +165,9 @@ class Search:
         try:
             return self._objective(trial)
         except KeyboardInterrupt:
-            self.storage.set_trial_system_attr(trial_id(trial), "fail_reason", "interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran")
+            self.storage.set_trial_system_attr(
+                trial_id(trial), "fail_reason", "interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran"
+            )
             raise
         except Exception as exc:
             self.storage.set_trial_system_attr(trial_id(trial), "fail_reason", f"{type(exc).__name__}: {exc}")
@@ -188,7 +197,11 @@ class Search:
         trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
         previous = self._done.get(plan_key(plan))
         if previous is not None:  # where it ran (a runner's `ray_*` attrs) is not a score
-            metrics = {k: v for k, v in previous.user_attrs.items() if k not in ("spans", "plan", "feasible", "duplicate_of") and not k.startswith("ray_")}
+            metrics = {
+                k: v
+                for k, v in previous.user_attrs.items()
+                if k not in ("spans", "plan", "feasible", "duplicate_of") and not k.startswith("ray_")
+            }
             metrics.update(duplicate_of=previous.number, seconds=0.0)
             return plan, metrics
         if self.far_over_budget(plan):
@@ -203,13 +216,19 @@ class Search:
 
     def remember(self, study, trial) -> None:
         """After a trial scored elsewhere (a Ray worker) finishes: identical plans reuse its scores from now on."""
-        if trial.state.name == "COMPLETE" and trial.user_attrs.get("scored", True) and "duplicate_of" not in trial.user_attrs:
+        if (
+            trial.state.name == "COMPLETE"
+            and trial.user_attrs.get("scored", True)
+            and "duplicate_of" not in trial.user_attrs
+        ):
             self._done.setdefault(json.dumps(trial.user_attrs.get("spans")), trial)
 
     @staticmethod
     def _value(objective, metrics: dict) -> float:
         v = metrics.get(objective.name)
-        if v is None or not math.isfinite(v):  # not scored, or undefined: the worst value, so the sampler never prefers it
+        if v is None or not math.isfinite(
+            v
+        ):  # not scored, or undefined: the worst value, so the sampler never prefers it
             return objective.worst_value
         return float(v)
 
@@ -242,7 +261,13 @@ class Search:
         if self.settings.sampler == "exhaustive":
             self.enqueue(list(self.space.enumerate()))
         elif self.new and self.stats is not None and self.settings.seeds_per_study > 0:
-            plans = seed_plans(self.stats, self.space, lambda p: self.costs.cost(p).gflops, self.budgets.gflops, k=self.settings.seeds_per_study)
+            plans = seed_plans(
+                self.stats,
+                self.space,
+                lambda p: self.costs.cost(p).gflops,
+                self.budgets.gflops,
+                k=self.settings.seeds_per_study,
+            )
             self.enqueue(plans[: max(1, self.settings.trials // 2)])
 
     def records(self) -> list[dict[str, Any]]:
@@ -263,13 +288,29 @@ class Search:
 
 def trial_columns() -> list[str]:
     """The columns of `trials.csv`: the trial, every registered objective's fields (registry order), then how it ran."""
-    return ["number", "state", "spans", "plan", *(c for o in OBJECTIVES.values() for c in o.columns),
-            "feasible", "scored", "duplicate_of", "seconds", "seconds_fit", "seconds_forward", "seconds_probe", "seconds_overhead", "failure"]
+    return [
+        "number",
+        "state",
+        "spans",
+        "plan",
+        *(c for o in OBJECTIVES.values() for c in o.columns),
+        "feasible",
+        "scored",
+        "duplicate_of",
+        "seconds",
+        "seconds_fit",
+        "seconds_forward",
+        "seconds_probe",
+        "seconds_overhead",
+        "failure",
+    ]
 
 
 def write_trials_csv(records: list[dict[str, Any]], path: Path) -> None:
     """`trials.csv`: one row per trial, the columns DESIGN.md lists (spans as JSON)."""
-    unscored_drop = [c for o in OBJECTIVES.values() if o.role is not Role.COST for c in o.columns]  # a plan not scored has costs only
+    unscored_drop = [
+        c for o in OBJECTIVES.values() if o.role is not Role.COST for c in o.columns
+    ]  # a plan not scored has costs only
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=trial_columns(), extrasaction="ignore")
         w.writeheader()

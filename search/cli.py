@@ -1,8 +1,8 @@
 """`toast-search`: the command line. Thin: parse, call one function per command, map errors to exit 2.
 
-    toast-search --model dinov2-base --dataset cifar100 --budget-gflops 15     # search
-    toast-search --model deit-small --dataset cifar10 --plan "9→11:linear"     # score given plans
-    toast-search analyze --model M --dataset D --out DIR                       # similarity only
+toast-search --model dinov2-base --dataset cifar100 --budget-gflops 15     # search
+toast-search --model deit-small --dataset cifar10 --plan "9→11:linear"     # score given plans
+toast-search analyze --model M --dataset D --out DIR                       # similarity only
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from toast.spaces import ToastError
 
@@ -37,20 +37,44 @@ def _csv(text: str) -> tuple[str, ...]:
 def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     model_default = DEFAULT_MODEL if defaults else None
     data_default = DEFAULT_DATASET if defaults else None
-    parser.add_argument("--model", default=model_default, required=not defaults,
-                        help="alias (vit-tiny … vit-large, deit-small, deit-base, dinov2-small/base/large, clip-vit-b16, demo-vit, all-minilm-l6-v2), "
-                             f"Hugging Face id, or local model directory (default: {model_default})")
-    parser.add_argument("--dataset", default=data_default, required=not defaults,
-                        help="alias (mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse, imagenet-1k; digits and docstrings offline), Hugging Face id, "
-                             f"or local path: save_to_disk folder, image folder, parquet (default: {data_default})")
+    parser.add_argument(
+        "--model",
+        default=model_default,
+        required=not defaults,
+        help="alias (vit-tiny … vit-large, deit-small, deit-base, dinov2-small/base/large, clip-vit-b16, demo-vit, all-minilm-l6-v2), "
+        f"Hugging Face id, or local model directory (default: {model_default})",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=data_default,
+        required=not defaults,
+        help="alias (mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse, imagenet-1k; digits and docstrings offline), Hugging Face id, "
+        f"or local path: save_to_disk folder, image folder, parquet (default: {data_default})",
+    )
     parser.add_argument("--input-column", default=None, help="column holding images or text (default: guessed)")
-    parser.add_argument("--label-column", default=None, help="column holding labels (default: guessed, e.g. label / fine_label)")
-    parser.add_argument("--calib-samples", type=int, default=500, help="calibration samples drawn (seeded) from the train split (default: 500)")
+    parser.add_argument(
+        "--label-column", default=None, help="column holding labels (default: guessed, e.g. label / fine_label)"
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=int,
+        default=500,
+        help="calibration samples drawn (seeded) from the train split (default: 500)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw and of the sampler (default: 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of every forward pass (default: 32)")
-    parser.add_argument("--activation-dtype", default="float16", choices=["float16", "bfloat16", "float32"],
-                        help="dtype of the cached activation shards; statistics are always float64 (default: float16)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="activation and input cache root (default: $TOAST_CACHE_DIR or ~/.cache/toast-search)")
+    parser.add_argument(
+        "--activation-dtype",
+        default="float16",
+        choices=["float16", "bfloat16", "float32"],
+        help="dtype of the cached activation shards; statistics are always float64 (default: float16)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="activation and input cache root (default: $TOAST_CACHE_DIR or ~/.cache/toast-search)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto = cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -61,47 +85,134 @@ def build_search_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="toast-search",
         description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear), "
-                    "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
-                    "to --out. Re-running the same command resumes the study. Subcommand: 'toast-search analyze --help'.",
+        "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
+        "to --out. Re-running the same command resumes the study. Subcommand: 'toast-search analyze --help'.",
     )
     _data_options(p, defaults=True)
-    p.add_argument("--split-train", default=None, help="split for calibration and the probe's training (default: the dataset's train split)")
-    p.add_argument("--split-test", default=None, help="split accuracy is measured on (default: the dataset's test split)")
-    p.add_argument("--translators", type=_csv, default=("identity", "linear"), help="translator kinds to search over, comma-separated (default: identity,linear)")
+    p.add_argument(
+        "--split-train",
+        default=None,
+        help="split for calibration and the probe's training (default: the dataset's train split)",
+    )
+    p.add_argument(
+        "--split-test", default=None, help="split accuracy is measured on (default: the dataset's test split)"
+    )
+    p.add_argument(
+        "--translators",
+        type=_csv,
+        default=("identity", "linear"),
+        help="translator kinds to search over, comma-separated (default: identity,linear)",
+    )
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
-    p.add_argument("--objectives", type=_csv, default=DEFAULT_OBJECTIVES, help=f"two or more of {', '.join(list_objectives())} (default: {','.join(DEFAULT_OBJECTIVES)})")
-    p.add_argument("--probe", default="ridge", choices=["ridge", "adam"], help="linear probe: closed-form ridge (fast) or the papers' Adam protocol (lr 1e-3, 5 epochs, batch 256, 3 seeds); the front is re-scored with it at the end (default: ridge)")
-    p.add_argument("--head", default="probe", choices=["probe", "original"], help="score with a linear probe or with the model's own classification head (default: probe)")
-    p.add_argument("--probe-samples", type=int, default=5000, help="train samples the probe is fitted on (default: 5000)")
-    p.add_argument("--eval-samples", type=int, default=2000, help="test samples accuracy and fidelity are measured on (default: 2000)")
-    p.add_argument("--sampler", default="nsga2", choices=["nsga2", "tpe", "random", "exhaustive"], help="Optuna sampler; exhaustive scores every plan of a small space (default: nsga2)")
+    p.add_argument(
+        "--objectives",
+        type=_csv,
+        default=DEFAULT_OBJECTIVES,
+        help=f"two or more of {', '.join(list_objectives())} (default: {','.join(DEFAULT_OBJECTIVES)})",
+    )
+    p.add_argument(
+        "--probe",
+        default="ridge",
+        choices=["ridge", "adam"],
+        help="linear probe: closed-form ridge (fast) or the papers' Adam protocol (lr 1e-3, 5 epochs, batch 256, 3 seeds); the front is re-scored with it at the end (default: ridge)",
+    )
+    p.add_argument(
+        "--head",
+        default="probe",
+        choices=["probe", "original"],
+        help="score with a linear probe or with the model's own classification head (default: probe)",
+    )
+    p.add_argument(
+        "--probe-samples", type=int, default=5000, help="train samples the probe is fitted on (default: 5000)"
+    )
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=2000,
+        help="test samples accuracy and fidelity are measured on (default: 2000)",
+    )
+    p.add_argument(
+        "--sampler",
+        default="nsga2",
+        choices=["nsga2", "tpe", "random", "exhaustive"],
+        help="Optuna sampler; exhaustive scores every plan of a small space (default: nsga2)",
+    )
     p.add_argument("--trials", type=int, default=100, help="trials in the study, counting finished ones (default: 100)")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds (default: none)")
+    p.add_argument(
+        "--timeout", type=float, default=None, help="stop starting trials after this many seconds (default: none)"
+    )
     p.add_argument("--budget-gflops", type=float, default=None, help="cost limit in GFLOPs per input (default: none)")
     p.add_argument("--budget-params", type=float, default=None, help="limit in millions of parameters (default: none)")
-    p.add_argument("--budget-fraction", type=float, default=None, help=f"limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none; the demo run, {DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION})")
-    p.add_argument("--plan", action="append", default=[], help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" or "-1->0:linear" (ASCII -> works; -1 is the embeddings); repeat for several (default: none, search)')
+    p.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=None,
+        help=f"limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none; the demo run, {DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION})",
+    )
+    p.add_argument(
+        "--plan",
+        action="append",
+        default=[],
+        help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" or "-1->0:linear" (ASCII -> works; -1 is the embeddings); repeat for several (default: none, search)',
+    )
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype (bf16/fp16 for GPUs) (default: float32)")
-    p.add_argument("--runner", default="local", choices=["local", "ray"],
-                   help="where trials run: this process, or Ray Tune on a local Ray instance or the cluster of --ray-address (default: local)")
-    p.add_argument("--ray-address", default=None, help="--runner ray: address of an existing Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)")
-    p.add_argument("--cpus-per-trial", type=float, default=None, help="--runner ray: CPUs each trial reserves (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="--runner ray: GPUs each trial reserves, fractions allowed, e.g. 0.25 (default: 1 when the cluster has GPUs and --device is not cpu, else 0)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="--runner ray: at most this many trials at once (default: as many as the resources hold)")
-    p.add_argument("--max-failures", type=int, default=None, help="--runner ray: retries of a trial whose worker died before it is recorded as failed (default: 2)")
-    p.add_argument("--dry-run", action="store_true", help="say what would run (space size, cache hit or miss, trials) and stop")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (bf16/fp16 for GPUs) (default: float32)",
+    )
+    p.add_argument(
+        "--runner",
+        default="local",
+        choices=["local", "ray"],
+        help="where trials run: this process, or Ray Tune on a local Ray instance or the cluster of --ray-address (default: local)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="--runner ray: address of an existing Ray cluster (default: $RAY_ADDRESS, else start a local Ray instance)",
+    )
+    p.add_argument(
+        "--cpus-per-trial", type=float, default=None, help="--runner ray: CPUs each trial reserves (default: 1)"
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="--runner ray: GPUs each trial reserves, fractions allowed, e.g. 0.25 (default: 1 when the cluster has GPUs and --device is not cpu, else 0)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="--runner ray: at most this many trials at once (default: as many as the resources hold)",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        help="--runner ray: retries of a trial whose worker died before it is recorded as failed (default: 2)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="say what would run (space size, cache hit or miss, trials) and stop"
+    )
     return p
 
 
 def build_analyze_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="toast-search analyze",
-                                description="Capture the activations of N calibration samples (cached) and write DIR/similarity.json "
-                                            "(CKA, [CLS] cosine, Block Redundancy, indexed by hidden state) and DIR/similarity.png.")
+    p = _Parser(
+        prog="toast-search analyze",
+        description="Capture the activations of N calibration samples (cached) and write DIR/similarity.json "
+        "(CKA, [CLS] cosine, Block Redundancy, indexed by hidden state) and DIR/similarity.png.",
+    )
     _data_options(p, defaults=False)
-    p.add_argument("--split", default=None, help="split the calibration samples are drawn from (default: the dataset's train split)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split the calibration samples are drawn from (default: the dataset's train split)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     return p
 
@@ -115,19 +226,52 @@ def settings_from(args: argparse.Namespace):
 
     out = args.out or Path("runs") / f"{_slug(args.model)}-{_slug(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
     demo = (args.model, args.dataset) == (DEFAULT_MODEL, DEFAULT_DATASET)
-    if demo and not args.plan and all(v is None for v in (args.budget_gflops, args.budget_params, args.budget_fraction)):
+    if (
+        demo
+        and not args.plan
+        and all(v is None for v in (args.budget_gflops, args.budget_params, args.budget_fraction))
+    ):
         args.budget_fraction = DEMO_BUDGET_FRACTION
-        print(f"demo: {DEFAULT_MODEL} on {DEFAULT_DATASET}, budget {DEMO_BUDGET_FRACTION:g} × the original's GFLOPs (--budget-fraction)")
+        print(
+            f"demo: {DEFAULT_MODEL} on {DEFAULT_DATASET}, budget {DEMO_BUDGET_FRACTION:g} × the original's GFLOPs (--budget-fraction)"
+        )
     return SearchSettings(
-        model=args.model, dataset=args.dataset, out=out, split_train=args.split_train, split_test=args.split_test,
-        input_column=args.input_column, label_column=args.label_column, translators=args.translators,
-        max_removed=args.max_removed, min_kept=args.min_kept, objectives=args.objectives, probe=args.probe, head=args.head,
-        probe_samples=args.probe_samples, eval_samples=args.eval_samples, calib_samples=args.calib_samples,
-        sampler=args.sampler, seed=args.seed, trials=args.trials, timeout=args.timeout, budget_gflops=args.budget_gflops,
-        budget_params=args.budget_params, budget_fraction=args.budget_fraction, plans=tuple(args.plan), device=args.device,
-        dtype=args.dtype, activation_dtype=args.activation_dtype, cache_dir=args.cache_dir, batch_size=args.batch_size,
-        runner=args.runner, progress=not args.no_progress, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, max_failures=args.max_failures,
+        model=args.model,
+        dataset=args.dataset,
+        out=out,
+        split_train=args.split_train,
+        split_test=args.split_test,
+        input_column=args.input_column,
+        label_column=args.label_column,
+        translators=args.translators,
+        max_removed=args.max_removed,
+        min_kept=args.min_kept,
+        objectives=args.objectives,
+        probe=args.probe,
+        head=args.head,
+        probe_samples=args.probe_samples,
+        eval_samples=args.eval_samples,
+        calib_samples=args.calib_samples,
+        sampler=args.sampler,
+        seed=args.seed,
+        trials=args.trials,
+        timeout=args.timeout,
+        budget_gflops=args.budget_gflops,
+        budget_params=args.budget_params,
+        budget_fraction=args.budget_fraction,
+        plans=tuple(args.plan),
+        device=args.device,
+        dtype=args.dtype,
+        activation_dtype=args.activation_dtype,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        runner=args.runner,
+        progress=not args.no_progress,
+        ray_address=args.ray_address,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
     )
 
 
@@ -155,15 +299,27 @@ def dry_run(settings) -> int:
     loaded, train, space, costs = prepared.loaded, prepared.train, prepared.space, prepared.costs
     _, notes = resolve_budgets(settings, costs, space)
     resumed = (settings.out / "study.db").exists()
-    print(f"model      {loaded.model_id} ({loaded.family.name}, {loaded.num_blocks} blocks, width {loaded.hidden_size})")
-    print(f"original   {costs.original.gflops:.4g} GFLOPs, {costs.original.mparams:.4g} M params at {costs.input_description}")
-    print(f"dataset    {train.name} ({len(train)} train samples, input column {train.input_column!r}, labels {train.label_column!r})")
+    print(
+        f"model      {loaded.model_id} ({loaded.family.name}, {loaded.num_blocks} blocks, width {loaded.hidden_size})"
+    )
+    print(
+        f"original   {costs.original.gflops:.4g} GFLOPs, {costs.original.mparams:.4g} M params at {costs.input_description}"
+    )
+    print(
+        f"dataset    {train.name} ({len(train)} train samples, input column {train.input_column!r}, labels {train.label_column!r})"
+    )
     print(f"space      {space.size():,} plans ({', '.join(space.kinds)}; max removed {space.removal_limit})")
     print(f"objectives {', '.join(f'{o.name} ({o.direction})' for o in objectives)}")
-    print(f"calibration cache {'hit' if prepared.cache_hit else 'miss'}: {settings.calib_samples} samples -> {prepared.cache.path(prepared.spec)}")
+    print(
+        f"calibration cache {'hit' if prepared.cache_hit else 'miss'}: {settings.calib_samples} samples -> {prepared.cache.path(prepared.spec)}"
+    )
     for note in [*prepared.notes, *notes]:
         print(note)
-    what = f"score {len(settings.plans)} given plan(s)" if settings.plans else f"{settings.sampler} sampler, up to {settings.trials} trials"
+    what = (
+        f"score {len(settings.plans)} given plan(s)"
+        if settings.plans
+        else f"{settings.sampler} sampler, up to {settings.trials} trials"
+    )
     print(f"would run  {what}; out {settings.out}" + (" (resuming its study)" if resumed else ""))
     return 0
 
@@ -172,9 +328,21 @@ def analyze_settings_from(args: argparse.Namespace):
     """`analyze`'s options as the settings `prepare` reads (`--split` is the train split the samples come from)."""
     from ._settings import SearchSettings
 
-    return SearchSettings(model=args.model, dataset=args.dataset, out=args.out, split_train=args.split, input_column=args.input_column,
-                          label_column=args.label_column, calib_samples=args.calib_samples, seed=args.seed, batch_size=args.batch_size,
-                          activation_dtype=args.activation_dtype, cache_dir=args.cache_dir, device=args.device, progress=not args.no_progress)
+    return SearchSettings(
+        model=args.model,
+        dataset=args.dataset,
+        out=args.out,
+        split_train=args.split,
+        input_column=args.input_column,
+        label_column=args.label_column,
+        calib_samples=args.calib_samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        activation_dtype=args.activation_dtype,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        progress=not args.no_progress,
+    )
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -184,7 +352,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .capture import calibrate
 
     prepared = prepare(analyze_settings_from(args), search=False)
-    captured = calibrate(prepared.loaded, prepared.train, prepared.calibration, prepared.cache, progress=not args.no_progress)
+    captured = calibrate(
+        prepared.loaded, prepared.train, prepared.calibration, prepared.cache, progress=not args.no_progress
+    )
     report = SimilarityReport.from_stats(captured.stats)
     args.out.mkdir(parents=True, exist_ok=True)
     report.save(args.out / "similarity.json")
@@ -249,7 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"toast-search: error: {as_flags(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("toast-search: interrupted; finished trials are kept in the run directory: re-run the same command to resume", file=sys.stderr)
+        print(
+            "toast-search: interrupted; finished trials are kept in the run directory: re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

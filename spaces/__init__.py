@@ -1,7 +1,12 @@
 """Plans, spans and translator kinds: what a compressed model is made of, independent of any model."""
 
 from ._errors import MissingDependencyError, NotFittedError, PlanError, SpaceError, ToastError
+
+# one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
+from ._identity import IdentityTranslator
+from ._linear import LinearTranslator
 from ._plan import Plan, Span
+from ._ridge import RidgeTranslator
 from ._space import PlanSpace, canonical, rank_spans, seed_plans
 from ._stats import ActivationStats, PairStats, StatsAccumulator
 from ._translators import (
@@ -14,11 +19,6 @@ from ._translators import (
     register_translator,
     translator_class,
 )
-
-# one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
-from ._identity import IdentityTranslator
-from ._linear import LinearTranslator
-from ._ridge import RidgeTranslator
 
 __all__ = [
     "PlanSpace",

@@ -15,7 +15,7 @@ class IdentityTranslator(Translator):
 
     needs_fit = False  # the compressed model builds it from the width alone; the bank fits nothing
 
-    def fit(self, stats: PairStats) -> "IdentityTranslator":
+    def fit(self, stats: PairStats) -> IdentityTranslator:
         """Check the widths match and record `weight_ = I`, `bias_ = 0` (for `predict` and `residual`)."""
         d_in, d_out = stats.sxy.shape
         if d_in != d_out:

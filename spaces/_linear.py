@@ -8,8 +8,10 @@ import torch
 from ._stats import PairStats
 from ._translators import Translator, register_translator, report_once
 
-ILL_CONDITIONED = ("linear translator: a source state's covariance is singular or ill-conditioned (expected after a LayerNorm, "
-                   "which removes one direction); using the minimum-norm least-squares solution")
+ILL_CONDITIONED = (
+    "linear translator: a source state's covariance is singular or ill-conditioned (expected after a LayerNorm, "
+    "which removes one direction); using the minimum-norm least-squares solution"
+)
 PINV_RTOL = 1e-6  # relative eigenvalue cutoff of the fallback: about float32 resolution
 
 
@@ -18,7 +20,10 @@ def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
     at, bt = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
     chol, info = torch.linalg.cholesky_ex(at)
     # rounding can let a singular matrix through Cholesky with a negligible pivot: treat that as singular
-    pivot_ok = float(torch.diagonal(chol).square().min()) > float(at.diagonal().max()) * a.shape[0] * torch.finfo(torch.float64).eps
+    pivot_ok = (
+        float(torch.diagonal(chol).square().min())
+        > float(at.diagonal().max()) * a.shape[0] * torch.finfo(torch.float64).eps
+    )
     if int(info) == 0 and pivot_ok:
         x = torch.cholesky_solve(bt, chol)
         err = torch.linalg.matrix_norm(at @ x - bt) / max(float(torch.linalg.matrix_norm(bt)), 1e-300)
@@ -40,7 +45,7 @@ class LinearTranslator(Translator):
     process says so in one line (`report_once`); no Python warning.
     """
 
-    def fit(self, stats: PairStats) -> "LinearTranslator":
+    def fit(self, stats: PairStats) -> LinearTranslator:
         """Solve `Sxx W = Sxy` (Cholesky, or the minimum-norm pseudo-inverse); the bias matches the means."""
         self.weight_, self.solver_ = _solve_spd(stats.sxx, stats.sxy)
         self.ill_conditioned_ = self.solver_ == "pinv"

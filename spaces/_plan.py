@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from ._errors import PlanError
 
@@ -53,11 +53,13 @@ class Span:
         return [self.start, self.end, self.kind]
 
     @classmethod
-    def parse(cls, text: str, default_kind: str = "linear") -> "Span":
+    def parse(cls, text: str, default_kind: str = "linear") -> Span:
         """Parse `"9→11:linear"`, `"9->11"` (ASCII arrow) or `"9→11 linear"`."""
         m = re.fullmatch(r"\s*(-?\d+)\s*(?:→|->)\s*(-?\d+)\s*(?:[:\s]\s*([A-Za-z_][\w-]*))?\s*", text)
         if not m:
-            raise PlanError(f"cannot read span {text!r}: write it as 's→e:kind', e.g. '9→11:linear' (ASCII '->' works too)")
+            raise PlanError(
+                f"cannot read span {text!r}: write it as 's→e:kind', e.g. '9→11:linear' (ASCII '->' works too)"
+            )
         return cls(int(m.group(1)), int(m.group(2)), m.group(3) or default_kind)
 
 
@@ -84,12 +86,14 @@ class Plan:
                 problems.append(f"span {span} has unknown translator kind {span.kind!r} (known: {', '.join(kinds)})")
         for a, b in zip(self.spans, self.spans[1:]):
             if b.start < a.end:
-                problems.append(f"spans {a} and {b} overlap: removed blocks must be disjoint (a span may start where another ends)")
+                problems.append(
+                    f"spans {a} and {b} overlap: removed blocks must be disjoint (a span may start where another ends)"
+                )
         if problems:
             raise PlanError("invalid plan: " + "; ".join(problems))
 
     @classmethod
-    def of(cls, spans: Iterable[Span | Sequence | str], num_blocks: int) -> "Plan":
+    def of(cls, spans: Iterable[Span | Sequence | str], num_blocks: int) -> Plan:
         """Build a plan from `Span`s, `[s, e, kind]` lists or `"s→e:kind"` strings."""
         out = []
         for s in spans:
@@ -104,7 +108,7 @@ class Plan:
         return cls(tuple(out), num_blocks)
 
     @classmethod
-    def parse(cls, text: str, num_blocks: int, default_kind: str = "linear") -> "Plan":
+    def parse(cls, text: str, num_blocks: int, default_kind: str = "linear") -> Plan:
         """Parse `"9→11:linear,3→4:identity"`; an empty string (or `"original"`, as `str` prints it) is the original model."""
         if text.strip() == "original":
             text = ""
@@ -148,10 +152,12 @@ class Plan:
         return json.dumps({"num_blocks": self.num_blocks, "spans": self.to_json()})
 
     @classmethod
-    def loads(cls, text: str) -> "Plan":
+    def loads(cls, text: str) -> Plan:
         try:
             d = json.loads(text)
             spans, num_blocks = d["spans"], d["num_blocks"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise PlanError(f'cannot read plan {text!r}: expected {{"num_blocks": L, "spans": [[s, e, kind], ...]}} ({e})') from None
+            raise PlanError(
+                f'cannot read plan {text!r}: expected {{"num_blocks": L, "spans": [[s, e, kind], ...]}} ({e})'
+            ) from None
         return cls.of(spans, num_blocks)

@@ -16,11 +16,13 @@ class RidgeTranslator(Translator):
     eigenvalue of the input scatter), from the same statistics.
     """
 
-    def __init__(self, *, alpha: float | None = None, alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-6, 2.5, 0.5))) -> None:
+    def __init__(
+        self, *, alpha: float | None = None, alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-6, 2.5, 0.5))
+    ) -> None:
         self.alpha = alpha
         self.alphas = alphas
 
-    def fit(self, stats: PairStats) -> "RidgeTranslator":
+    def fit(self, stats: PairStats) -> RidgeTranslator:
         """Solve `(Sxx + alpha I) W = Sxy` in the eigenbasis of `Sxx`; `alpha_` is the penalty used."""
         s, v = np.linalg.eigh(stats.sxx)
         s = np.clip(s, 0.0, None)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ._errors import PlanError, SpaceError
 from ._plan import Plan, Span
@@ -72,7 +73,9 @@ class PlanSpace:
             problems.append(f"kinds must name at least one translator kind (known: {', '.join(known)})")
         for kind in self.kinds:
             if kind == KEEP:
-                problems.append(f"{KEEP!r} is the gene of a kept block, not a translator kind (known: {', '.join(known)})")
+                problems.append(
+                    f"{KEEP!r} is the gene of a kept block, not a translator kind (known: {', '.join(known)})"
+                )
             elif kind not in known:
                 problems.append(f"unknown translator kind {kind!r} (known: {', '.join(known)})")
         duplicates = sorted({k for k in self.kinds if self.kinds.count(k) > 1})
@@ -85,7 +88,9 @@ class PlanSpace:
             if not _is_int(value):
                 problems.append(f"{name} must be an integer or None, got {value!r}")
             elif value < 0 or (L is not None and value > L):
-                problems.append(f"{name} must be between 0 and num_blocks ({L if L is not None else 'num_blocks'}), got {value}")
+                problems.append(
+                    f"{name} must be between 0 and num_blocks ({L if L is not None else 'num_blocks'}), got {value}"
+                )
         if problems:
             raise SpaceError("invalid search space: " + "; ".join(problems))
 
@@ -102,7 +107,7 @@ class PlanSpace:
         """Each gene's choices: `"keep"` then the kinds."""
         return (KEEP, *self.kinds)
 
-    def distributions(self) -> dict[str, "CategoricalDistribution"]:
+    def distributions(self) -> dict[str, CategoricalDistribution]:
         """Optuna distributions of the genome, one categorical per block."""
         from optuna.distributions import CategoricalDistribution
 
@@ -216,7 +221,9 @@ class PlanSpace:
         if isinstance(genome, Mapping):
             missing = [n for n in self.param_names if n not in genome]
             if missing:
-                raise PlanError(f"genome lacks the genes {', '.join(missing)} (expected {self.param_names[0]} … {self.param_names[-1]})")
+                raise PlanError(
+                    f"genome lacks the genes {', '.join(missing)} (expected {self.param_names[0]} … {self.param_names[-1]})"
+                )
             genes = [genome[n] for n in self.param_names]
         elif isinstance(genome, (str, bytes)):
             raise PlanError(f"a genome is a mapping or a sequence of genes, not the string {genome!r}")
@@ -250,7 +257,9 @@ def _is_int(value) -> bool:
 # ================================================================ seeding from the similarity analysis
 
 
-def rank_spans(stats: "ActivationStats", kinds: Iterable[str] = ("linear",), max_len: int | None = None) -> list[tuple[Span, float]]:
+def rank_spans(
+    stats: ActivationStats, kinds: Iterable[str] = ("linear",), max_len: int | None = None
+) -> list[tuple[Span, float]]:
     """Every single span of every kind scored by its relative fit residual, best first.
 
     The score is the translator's mean squared error divided by the target state's mean variance
@@ -276,7 +285,7 @@ def rank_spans(stats: "ActivationStats", kinds: Iterable[str] = ("linear",), max
 
 
 def seed_plans(
-    stats: "ActivationStats | None",
+    stats: ActivationStats | None,
     space: PlanSpace,
     cost: Callable[[Plan], float],
     budget: float | None,

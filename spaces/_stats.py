@@ -27,7 +27,7 @@ class PairStats:
     syy: np.ndarray  # Σ (y - ȳ)ᵀ(y - ȳ)
 
     @classmethod
-    def from_arrays(cls, x: np.ndarray, y: np.ndarray) -> "PairStats":
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray) -> PairStats:
         """Exact statistics of two stacked activation arrays (a reference, and small-data helper)."""
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -96,7 +96,7 @@ class ActivationStats:
         return ["gram.npy", "stats.npz", "stats.json"]
 
     @classmethod
-    def load(cls, directory: Path) -> "ActivationStats":
+    def load(cls, directory: Path) -> ActivationStats:
         directory = Path(directory)
         meta = json.loads((directory / "stats.json").read_text())
         with np.load(directory / "stats.npz") as z:
@@ -141,7 +141,9 @@ class StatsAccumulator:
         self._sums += x.sum(1)
         flat = x.permute(1, 0, 2).reshape(-1, S * d).to(self.product_dtype)
         for i in range(S):  # upper block triangle only; mirrored in `result`
-            self._gram[i * d : (i + 1) * d, i * d :] += (flat[:, i * d : (i + 1) * d].T @ flat[:, i * d :]).to(torch.float64)
+            self._gram[i * d : (i + 1) * d, i * d :] += (flat[:, i * d : (i + 1) * d].T @ flat[:, i * d :]).to(
+                torch.float64
+            )
         cls = torch.nn.functional.normalize(h[:, :, cls_index, :].to(torch.float64), dim=-1)  # (S, B, d)
         self._cos += torch.einsum("sbd,tbd->st", cls, cls)
         self.n += tokens.shape[1]

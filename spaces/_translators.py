@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from ._stats import PairStats
 
 log = logging.getLogger("toast")
 _reported: set[str] = set()
-_REGISTRY: dict[str, type["Translator"]] = {}
+_REGISTRY: dict[str, type[Translator]] = {}
 T = TypeVar("T", bound=type["Translator"])
 
 
@@ -60,7 +61,7 @@ def list_translators() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def translator_class(kind: str) -> type["Translator"]:
+def translator_class(kind: str) -> type[Translator]:
     """The class registered as `kind`: ask it for its module, cost or whether it needs a fit."""
     try:
         return _REGISTRY[kind]
@@ -68,7 +69,7 @@ def translator_class(kind: str) -> type["Translator"]:
         raise PlanError(f"unknown translator kind {kind!r} (known: {', '.join(list_translators())})") from None
 
 
-def create_translator(kind: str, **params) -> "Translator":
+def create_translator(kind: str, **params) -> Translator:
     """A new, unfitted translator of `kind`."""
     return translator_class(kind)(**params)
 
@@ -92,7 +93,7 @@ class Translator:
     weight_: np.ndarray
     bias_: np.ndarray
 
-    def fit(self, stats: PairStats) -> "Translator":
+    def fit(self, stats: PairStats) -> Translator:
         """Learn the map from the statistics of a (source, target) pair; return self."""
         raise NotImplementedError
 
@@ -159,7 +160,7 @@ class Translator:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Translator":
+    def load(cls, directory: str | Path) -> Translator:
         """Restore a translator of this kind written by `save` (use `load_translator` for any kind)."""
         from safetensors.numpy import load_file
 
@@ -196,7 +197,9 @@ def _read_config(directory: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} holds no saved translator (no {CONFIG_NAME})")
     meta = json.loads(path.read_text())
     if meta.get("format_version") != SAVE_FORMAT_VERSION:
-        raise ValueError(f"{path}: translator format version {meta.get('format_version')!r}, this version reads {SAVE_FORMAT_VERSION}")
+        raise ValueError(
+            f"{path}: translator format version {meta.get('format_version')!r}, this version reads {SAVE_FORMAT_VERSION}"
+        )
     return meta
 
 

@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -226,7 +226,9 @@ def check_cost_equals_fvcore(kind: str) -> None:
         h = torch.zeros(1, tokens, d)
         for module in (_fitted(kind, d).to_module(), cls.empty_module(d)):
             got = (count_flops(module, (h,)), count_params(module))
-            assert got == (want.flops, want.params), f"{kind}.cost({d}, {tokens}) = {want}, fvcore counts {got} on {module}"
+            assert got == (want.flops, want.params), (
+                f"{kind}.cost({d}, {tokens}) = {want}, fvcore counts {got} on {module}"
+            )
 
 
 _LOAD_IN_A_FRESH_PROCESS = """
@@ -260,8 +262,14 @@ def check_save_load_round_trip(kind: str) -> None:
                 np.testing.assert_array_equal(getattr(here, name), value, err_msg=name)
         np.save(Path(tmp) / "x.npy", x)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        done = subprocess.run([sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS, tmp, type(t).__module__],
-                              capture_output=True, text=True, timeout=300, check=False, env=env)
+        done = subprocess.run(
+            [sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS, tmp, type(t).__module__],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env=env,
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == [kind]
         np.testing.assert_allclose(np.load(Path(tmp) / "predict.npy"), t.predict(x), rtol=1e-12, atol=1e-12)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from toast.search import CacheError
-from toast.search import read_artifact, write_artifact
+from toast.search import CacheError, read_artifact, write_artifact
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -33,7 +32,9 @@ def test_round_trip_records_every_file_and_the_fields(tmp_path):
     written = _write(final, files, fields={"rows": 3, "spec": {"name": "x"}})
     assert written == read_artifact(final, KEY, "test entry")
     assert written["key"] == KEY and written["rows"] == 3 and written["spec"] == {"name": "x"}
-    assert written["files"] == {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()}
+    assert written["files"] == {
+        name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()
+    }
     assert {p.name for p in final.iterdir()} == {*files, "manifest.json"}
     assert [p.name for p in final.parent.iterdir()] == [KEY], "no temporary folder is left"
 

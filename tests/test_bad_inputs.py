@@ -34,9 +34,25 @@ from toast.search.cli import main
 
 pytestmark = pytest.mark.slow
 
-SMALL_RUN = ["--calib-samples", "16", "--probe-samples", "30", "--eval-samples", "20", "--device", "cpu", "--no-progress"]
-OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+SMALL_RUN = [
+    "--calib-samples",
+    "16",
+    "--probe-samples",
+    "30",
+    "--eval-samples",
+    "20",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+OFFLINE = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 PROCESSES_AT_ONCE = 3  # each imports torch, transformers and datasets (~3 s of CPU); the machine has 2 cores
 
 
@@ -57,7 +73,11 @@ def snapshot(path: Path) -> dict[str, str] | None:
         return None
     if path.is_file():
         return {"": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_main(args: list[str]) -> tuple[int, str, str]:
@@ -72,7 +92,9 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
 
 def run_process(args: list[str]) -> tuple[int, str, str, float]:
     start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "toast.search.cli", *args], capture_output=True, text=True, env=OFFLINE, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "toast.search.cli", *args], capture_output=True, text=True, env=OFFLINE, timeout=300
+    )
     return p.returncode, p.stdout, p.stderr, time.perf_counter() - start
 
 
@@ -85,7 +107,7 @@ def text_dataset_dir(tmp_path_factory) -> Path:
 
     rng = np.random.default_rng(0)
 
-    def make(n: int) -> "datasets.Dataset":
+    def make(n: int) -> datasets.Dataset:
         labels = rng.integers(0, 2, n).tolist()
         texts = [f"w{5 + y} w{7 + i % 9} w{20 + y}" for i, y in enumerate(labels)]
         feats = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b"])})
@@ -126,7 +148,15 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     cache = root / "cache"
     good_run = root / "good-run"
-    base = ["--model", str(tiny_dirs["vit"]), "--dataset", str(image_dataset_dir), "--cache-dir", str(cache), *SMALL_RUN]
+    base = [
+        "--model",
+        str(tiny_dirs["vit"]),
+        "--dataset",
+        str(image_dataset_dir),
+        "--cache-dir",
+        str(cache),
+        *SMALL_RUN,
+    ]
     code, _, err = run_main([*base, "--out", str(good_run), "--trials", "3"])
     assert code == 0, err
     a_file = root / "a-file"
@@ -144,10 +174,24 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
     bad_settings = root / "bad-settings"
     bad_settings.mkdir()
     (bad_settings / "settings.json").write_text("{ not json")
-    return {"root": root, "cache": cache, "good_run": good_run, "base": base, "a_file": a_file, "corrupt_study": corrupt_study,
-            "other_db": other_db, "other_family": other_family, "bad_settings": bad_settings, "broken": _broken_copies(tiny_dirs["vit"], root),
-            "vit": tiny_dirs["vit"], "bert": tiny_dirs["bert"], "deit": tiny_dirs["deit"], "vit_cls": tiny_dirs["vit-cls"],
-            "images": image_dataset_dir, "texts": text_dataset_dir}
+    return {
+        "root": root,
+        "cache": cache,
+        "good_run": good_run,
+        "base": base,
+        "a_file": a_file,
+        "corrupt_study": corrupt_study,
+        "other_db": other_db,
+        "other_family": other_family,
+        "bad_settings": bad_settings,
+        "broken": _broken_copies(tiny_dirs["vit"], root),
+        "vit": tiny_dirs["vit"],
+        "bert": tiny_dirs["bert"],
+        "deit": tiny_dirs["deit"],
+        "vit_cls": tiny_dirs["vit-cls"],
+        "images": image_dataset_dir,
+        "texts": text_dataset_dir,
+    }
 
 
 def cases(w: dict) -> dict[str, Case]:
@@ -157,9 +201,23 @@ def cases(w: dict) -> dict[str, Case]:
     def new(name: str) -> str:
         return str(root / "new" / name)
 
-    def run(out: str | Path, *extra: str, model: Path | str | None = None, dataset: Path | str | None = None, **kw) -> list[str]:
-        args = ["--model", str(model or w["vit"]), "--dataset", str(dataset or w["images"]), "--cache-dir", str(kw.get("cache_dir", cache)),
-                "--out", str(out), *SMALL_RUN, "--trials", "2", *extra]
+    def run(
+        out: str | Path, *extra: str, model: Path | str | None = None, dataset: Path | str | None = None, **kw
+    ) -> list[str]:
+        args = [
+            "--model",
+            str(model or w["vit"]),
+            "--dataset",
+            str(dataset or w["images"]),
+            "--cache-dir",
+            str(kw.get("cache_dir", cache)),
+            "--out",
+            str(out),
+            *SMALL_RUN,
+            "--trials",
+            "2",
+            *extra,
+        ]
         return args
 
     good = w["good_run"]
@@ -182,7 +240,9 @@ def cases(w: dict) -> dict[str, Case]:
         "unknown split": Case(run(new("m"), "--split-train", "nope"), "--split-train"),
         # budgets, objectives, plans, options
         "budget below the cheapest plan": Case(run(good, "--budget-gflops", "1e-7"), "cheapest plan"),
-        "two budgets in GFLOPs": Case(run(new("n"), "--budget-gflops", "1", "--budget-fraction", "0.5"), "not both", in_process=True),
+        "two budgets in GFLOPs": Case(
+            run(new("n"), "--budget-gflops", "1", "--budget-fraction", "0.5"), "not both", in_process=True
+        ),
         "negative budget": Case(run(new("o"), "--budget-params", "-3"), "--budget-params", in_process=True),
         "one objective": Case(run(new("p"), "--objectives", "accuracy"), "objective", in_process=True),
         "unknown objective": Case(run(new("q"), "--objectives", "accuracy,bogus"), "bogus", in_process=True),
@@ -200,19 +260,34 @@ def cases(w: dict) -> dict[str, Case]:
         # paths and stored state
         "--out is a file": Case(run(w["a_file"]), "is a file", in_process=True, untouched=(w["a_file"],)),
         "--out under a file": Case(run(w["a_file"] / "run"), "is a file", in_process=True, untouched=(w["a_file"],)),
-        "--cache-dir is a file": Case(run(new("ac"), cache_dir=w["a_file"]), "--cache-dir", in_process=True, untouched=(w["a_file"],)),
-        "--cache-dir under a file": Case(run(new("ad"), cache_dir=w["a_file"] / "cache"), "--cache-dir", in_process=True,
-                                          untouched=(w["a_file"],)),
+        "--cache-dir is a file": Case(
+            run(new("ac"), cache_dir=w["a_file"]), "--cache-dir", in_process=True, untouched=(w["a_file"],)
+        ),
+        "--cache-dir under a file": Case(
+            run(new("ad"), cache_dir=w["a_file"] / "cache"), "--cache-dir", in_process=True, untouched=(w["a_file"],)
+        ),
         "--cache-dir not writable": Case(run(new("ae"), cache_dir=unwritable), "not writable", in_process=True),
-        "corrupt study.db": Case(run(w["corrupt_study"]), "not an Optuna study", in_process=True, untouched=(w["corrupt_study"],)),
-        "study.db of something else": Case(run(w["other_db"]), "not an Optuna study", in_process=True, untouched=(w["other_db"],)),
-        "unreadable settings.json": Case(run(w["bad_settings"]), "unreadable", in_process=True, untouched=(w["bad_settings"],)),
+        "corrupt study.db": Case(
+            run(w["corrupt_study"]), "not an Optuna study", in_process=True, untouched=(w["corrupt_study"],)
+        ),
+        "study.db of something else": Case(
+            run(w["other_db"]), "not an Optuna study", in_process=True, untouched=(w["other_db"],)
+        ),
+        "unreadable settings.json": Case(
+            run(w["bad_settings"]), "unreadable", in_process=True, untouched=(w["bad_settings"],)
+        ),
         "run directory of another model": Case(run(good, model=w["deit"]), "another run", in_process=True),
         "resume with another seed": Case(run(good, "--seed", "1"), "seed", in_process=True),
-        "resume with another activation dtype": Case(run(good, "--activation-dtype", "float32"), "activation_dtype", in_process=True),
-        "resume with other calibration samples": Case(run(good, "--calib-samples", "20"), "calib_samples", in_process=True),
+        "resume with another activation dtype": Case(
+            run(good, "--activation-dtype", "float32"), "activation_dtype", in_process=True
+        ),
+        "resume with other calibration samples": Case(
+            run(good, "--calib-samples", "20"), "calib_samples", in_process=True
+        ),
         # a cluster that is not there: fails fast, before the run directory exists
-        "unreachable Ray cluster": Case(run(new("af"), "--runner", "ray", "--ray-address", "127.0.0.1:1"), "127.0.0.1:1", seconds=30),
+        "unreachable Ray cluster": Case(
+            run(new("af"), "--runner", "ray", "--ray-address", "127.0.0.1:1"), "127.0.0.1:1", seconds=30
+        ),
     }
 
 
@@ -305,7 +380,9 @@ def test_library_errors_name_settings_fields_and_the_cli_shows_their_flags(tmp_p
         SearchSettings(model="m", dataset="d", out=tmp_path, calib_samples=1, budget_gflops=1.0, budget_fraction=0.5)
     message = str(info.value)
     assert "`calib_samples`" in message and "--" not in message
-    assert as_flags(message) == ("--calib-samples must be at least 2, got 1; give --budget-gflops or --budget-fraction, not both")
+    assert as_flags(message) == (
+        "--calib-samples must be at least 2, got 1; give --budget-gflops or --budget-fraction, not both"
+    )
     assert as_flags("run `ray start --head` first") == "run `ray start --head` first"  # a command, not a field
 
 

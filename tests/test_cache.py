@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from toast.search import ActivationCache, CacheError, CompressedModel, load_model, load_split
-from toast.search import CalibrationSettings, calibrate
+from toast.search import (
+    ActivationCache,
+    CacheError,
+    CalibrationSettings,
+    CompressedModel,
+    calibrate,
+    load_model,
+    load_split,
+)
 from toast.spaces import PairStats, Plan
 
 
@@ -36,7 +43,9 @@ def test_shards_hold_every_hidden_state(setup, dtype):
     # reference: the original model's hidden states for the same samples, processed the same way
     from toast.search import iter_batches
 
-    inputs = {"pixel_values": torch.cat([b["pixel_values"] for _, b in iter_batches(split, ids, loaded.processor, 100)])}
+    inputs = {
+        "pixel_values": torch.cat([b["pixel_values"] for _, b in iter_batches(split, ids, loaded.processor, 100)])
+    }
     with torch.no_grad():
         ref = loaded.model(**inputs, output_hidden_states=True).hidden_states
     tol = {"float32": 1e-6, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
@@ -46,7 +55,10 @@ def test_shards_hold_every_hidden_state(setup, dtype):
         assert stored.shape == expected.shape
         np.testing.assert_allclose(stored, expected, rtol=tol, atol=tol * np.abs(expected).max())
     # statistics come from the full-precision activations, whatever the shard dtype
-    x, y = ref[1].reshape(-1, loaded.hidden_size).double().numpy(), ref[3].reshape(-1, loaded.hidden_size).double().numpy()
+    x, y = (
+        ref[1].reshape(-1, loaded.hidden_size).double().numpy(),
+        ref[3].reshape(-1, loaded.hidden_size).double().numpy(),
+    )
     expected = PairStats.from_arrays(x, y)
     got = captured.stats.pair(1, 3)
     np.testing.assert_allclose(got.sxy, expected.sxy, rtol=1e-5, atol=1e-5 * np.abs(expected.sxy).max())
@@ -106,8 +118,15 @@ def _spec_of(loaded, split, settings):
     from toast.search import CaptureSpec
     from toast.search.data import preprocessing_fingerprint, sample_ids
 
-    return CaptureSpec(loaded.model_id, loaded.revision, split.fingerprint, split.split, sample_ids(len(split), settings.samples, settings.seed),
-                       preprocessing_fingerprint(loaded.processor), settings.activation_dtype)
+    return CaptureSpec(
+        loaded.model_id,
+        loaded.revision,
+        split.fingerprint,
+        split.split,
+        sample_ids(len(split), settings.samples, settings.seed),
+        preprocessing_fingerprint(loaded.processor),
+        settings.activation_dtype,
+    )
 
 
 def test_interrupted_capture_leaves_no_entry(setup):
@@ -134,8 +153,14 @@ def test_key_covers_what_determines_the_content(setup):
     base = _spec_of(loaded, split, CalibrationSettings(samples=10))
     from dataclasses import replace
 
-    variants = [replace(base, revision="other"), replace(base, dataset="x"), replace(base, split="test"),
-                replace(base, sample_ids=base.sample_ids[:-1]), replace(base, preprocessing="{}"), replace(base, dtype="float32")]
+    variants = [
+        replace(base, revision="other"),
+        replace(base, dataset="x"),
+        replace(base, split="test"),
+        replace(base, sample_ids=base.sample_ids[:-1]),
+        replace(base, preprocessing="{}"),
+        replace(base, dtype="float32"),
+    ]
     assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
 
 
@@ -146,6 +171,8 @@ def test_text_capture_respects_padding(tiny_dirs, tmp_path):
     datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 0, 1] * 3}).save_to_disk(str(tmp_path / "txt"))
     loaded = load_model(str(tiny_dirs["bert"]))
     split = load_split(str(tmp_path / "txt"), "train")
-    captured = calibrate(loaded, split, CalibrationSettings(samples=12, batch_size=5), ActivationCache(tmp_path / "c"), progress=False)
+    captured = calibrate(
+        loaded, split, CalibrationSettings(samples=12, batch_size=5), ActivationCache(tmp_path / "c"), progress=False
+    )
     lengths = [len(t.split()) + 2 for t in texts]  # [CLS] … [SEP]
     assert captured.stats.n == sum(lengths) == len(captured.sample_index())

@@ -13,8 +13,22 @@ from toast.search.cli import main
 
 def test_analyze_writes_similarity(tiny_dirs, image_dataset_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["analyze", "--model", str(tiny_dirs["vit"]), "--dataset", str(image_dataset_dir), "--calib-samples", "16",
-                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    code = main(
+        [
+            "analyze",
+            "--model",
+            str(tiny_dirs["vit"]),
+            "--dataset",
+            str(image_dataset_dir),
+            "--calib-samples",
+            "16",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "similarity.json").read_text())
     assert set(report) >= {"cka", "cosine_cls", "block_redundancy", "states"}
@@ -38,9 +52,19 @@ def test_analyze_writes_similarity(tiny_dirs, image_dataset_dir, tmp_path, capsy
 def test_bad_input_is_one_line_and_exit_2(tiny_dirs, image_dataset_dir, tmp_path, args, message):
     base = {"--model": str(tiny_dirs["vit"]), "--dataset": str(image_dataset_dir), "--calib-samples": "8"}
     base.update(dict(zip(args[::2], args[1::2])))
-    argv = ["analyze", *[x for kv in base.items() for x in kv], "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    argv = [
+        "analyze",
+        *[x for kv in base.items() for x in kv],
+        "--out",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--no-progress",
+    ]
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "toast.search.cli", *argv], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "toast.search.cli", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("toast-search: error:") and message in lines[0], proc.stderr

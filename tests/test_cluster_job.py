@@ -34,8 +34,23 @@ BIN = Path(sys.executable).parent  # `ray` and `toast-search` of this environmen
 # No usage-stats prompt or upload, and no token authentication: Ray >= 2.5x turns it on for a head started when
 # ~/.ray/auth_token exists (any local `ray.init()` writes one), and the jobs CLI would then need the token.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-SEARCH = ("--calib-samples", "16", "--probe-samples", "30", "--eval-samples", "20", "--max-removed", "1",
-          "--sampler", "exhaustive", "--seed", "3", "--device", "cpu", "--no-progress")
+SEARCH = (
+    "--calib-samples",
+    "16",
+    "--probe-samples",
+    "30",
+    "--eval-samples",
+    "20",
+    "--max-removed",
+    "1",
+    "--sampler",
+    "exhaustive",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+    "--no-progress",
+)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -84,13 +99,38 @@ def ray_head(tmp_path):
     Ray itself reports the machine's own IP as the node's even when given 127.0.0.1; the GCS answers on both."""
     env = {**os.environ, **RAY_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    temp = tempfile.mkdtemp(prefix="toast-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)  # Ray's socket paths must stay short
+    temp = tempfile.mkdtemp(
+        prefix="toast-ray-", dir="/tmp" if os.path.isdir("/tmp") else None
+    )  # Ray's socket paths must stay short
     gcs, dashboard, client, agent = _free_ports(4)
     log = tmp_path / "ray-start.log"
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs), "--node-ip-address", "127.0.0.1",
-           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-           "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
-           "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", temp, "--disable-usage-stats"]
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(gcs),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard),
+        "--include-dashboard",
+        "true",
+        "--ray-client-server-port",
+        str(client),
+        "--dashboard-agent-listen-port",
+        str(agent),
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--temp-dir",
+        temp,
+        "--disable-usage-stats",
+    ]
     with log.open("w") as f:
         start = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -125,8 +165,23 @@ def test_readme_cluster_job_front_equals_local_front(tiny_dirs, image_dataset_di
     paths = ("--model", str(tiny_dirs["vit"]), "--dataset", str(image_dataset_dir), "--cache-dir", str(cache))
 
     # the README's job command: the project folder as the working directory, absolute paths for the search
-    job = [str(BIN / "ray"), "job", "submit", "--address", ray_head.dashboard, "--working-dir", ".", "--",
-           "toast-search", "--runner", "ray", *paths, *SEARCH, "--out", str(job_out)]
+    job = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_head.dashboard,
+        "--working-dir",
+        ".",
+        "--",
+        "toast-search",
+        "--runner",
+        "ray",
+        *paths,
+        *SEARCH,
+        "--out",
+        str(job_out),
+    ]
     start = time.monotonic()
     done = subprocess.run(job, cwd=ROOT, env=ray_head.env, capture_output=True, text=True, timeout=300, check=False)
     took = time.monotonic() - start

@@ -18,7 +18,9 @@ optuna = pytest.importorskip("optuna")
 @pytest.fixture
 def study(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", directions=["maximize", "minimize"])
+    return optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", directions=["maximize", "minimize"]
+    )
 
 
 def _storage_trial_ids(storage, study) -> list[int]:
@@ -86,7 +88,9 @@ def test_user_attrs_in_one_transaction(study, unwrapped):
         assert len(commits) == 1 + len(attrs)  # the public API: one commit per attr
     finally:
         event.remove(engine, "commit", count)
-    assert compat.set_user_attrs_at_once(target, compat.trial_id(a), {"accuracy": 92.0})  # overwrites, like set_user_attr
+    assert compat.set_user_attrs_at_once(
+        target, compat.trial_id(a), {"accuracy": 92.0}
+    )  # overwrites, like set_user_attr
     got = {t.number: t.user_attrs for t in study.get_trials()}
     assert got[0] == {**attrs, "accuracy": 92.0} and got[1] == attrs
 
@@ -111,9 +115,17 @@ def searcher(tmp_path):
     def space(trial):
         trial.suggest_int("x", 0, 3)
 
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}", study_name="r", directions=["maximize", "minimize"])
-    search = OptunaSearch(space, metric=["a", "b"], mode=["max", "min"], storage=compat.study_storage(study), study_name="r",
-                          sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'r.db'}", study_name="r", directions=["maximize", "minimize"]
+    )
+    search = OptunaSearch(
+        space,
+        metric=["a", "b"],
+        mode=["max", "min"],
+        storage=compat.study_storage(study),
+        study_name="r",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     return search, study
 
 

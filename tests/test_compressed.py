@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import FAMILY_NAMES, example_inputs
+
 from toast.search import CompressedModel, UnsupportedModelError, load_model
-from toast.spaces import LinearTranslator, PairStats, Plan, Span
+from toast.spaces import LinearTranslator, PairStats, Plan
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,9 @@ def test_save_load_in_a_fresh_process(loaded, name, tmp_path):
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "export"), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, rtol=0, atol=0)

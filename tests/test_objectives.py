@@ -12,12 +12,29 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from toast.objectives import feature_fidelity
-from toast.objectives import LatencyResult, measure_latency
-from toast.objectives import OBJECTIVES, Objective, ObjectiveError, get_objectives
-from toast.objectives import CostObjective, Display, Role, TrialOutputs, compute_objectives, get_objective, list_objectives, register_objective
+from toast.objectives import (
+    DEFAULT_ALPHAS,
+    OBJECTIVES,
+    AdamProbe,
+    CostObjective,
+    Display,
+    LatencyResult,
+    Objective,
+    ObjectiveError,
+    ProbeResult,
+    RidgeProbe,
+    Role,
+    TrialOutputs,
+    compute_objectives,
+    feature_fidelity,
+    get_objective,
+    get_objectives,
+    list_objectives,
+    measure_latency,
+    probe_accuracy,
+    register_objective,
+)
 from toast.objectives.testing import ArrayTrial, random_trial
-from toast.objectives import DEFAULT_ALPHAS, AdamProbe, ProbeResult, RidgeProbe, probe_accuracy
 from toast.spaces import NotFittedError, ToastError
 
 LABEL_VALUES = np.array([3, 7, 10, 42, 99])  # not contiguous, not starting at 0
@@ -64,7 +81,9 @@ def test_registry_declares_name_direction_unit():
         "latency": ("minimize", "ms"),
     }
     assert {name: (OBJECTIVES[name].direction, OBJECTIVES[name].unit) for name in expected} == expected
-    assert list_objectives()[: len(expected)] == tuple(expected)  # the built-ins first, in the order of trials.csv's columns
+    assert list_objectives()[: len(expected)] == tuple(
+        expected
+    )  # the built-ins first, in the order of trials.csv's columns
     for name, objective in OBJECTIVES.items():
         assert objective.name == name and objective.description
     with pytest.raises(TypeError):
@@ -96,7 +115,11 @@ def test_objectives_declare_their_display_fields_and_roles():
     assert OBJECTIVES["accuracy"].columns == ("accuracy", "accuracy_std")
     assert OBJECTIVES["fidelity"].columns == ("fidelity", "fidelity_undefined", "cosine")
     assert list_objectives(Role.ACCURACY) == ("accuracy",) and list_objectives("cost")[:2] == ("gflops", "params")
-    assert [OBJECTIVES[n].worst_value for n in ("accuracy", "fidelity", "gflops", "params", "latency")] == [0.0, 0.0, *[float("inf")] * 3]
+    assert [OBJECTIVES[n].worst_value for n in ("accuracy", "fidelity", "gflops", "params", "latency")] == [
+        0.0,
+        0.0,
+        *[float("inf")] * 3,
+    ]
     assert Objective(name="x", direction="maximize", unit="", description="").worst_value == float("-inf")
     default = Objective(name="x", direction="maximize", unit="u", description="").display
     assert (default.title, default.axis, default.name, default.unit) == ("x", "x (u)", "x", "u")
@@ -111,7 +134,9 @@ def test_the_registry_refuses_clashes_and_a_second_accuracy():
     with pytest.raises(ObjectiveError, match="already registered"):
         register_objective(Objective(name="gflops", direction="minimize", unit="", description=""))
     with pytest.raises(ObjectiveError, match=r"fields \['cosine'\] are already reported by \['fidelity'\]"):
-        register_objective(Objective(name="agreement", direction="maximize", unit="", description="", fields=("cosine",)))
+        register_objective(
+            Objective(name="agreement", direction="maximize", unit="", description="", fields=("cosine",))
+        )
     with pytest.raises(ObjectiveError, match="only one objective has role 'accuracy'"):
         register_objective(Objective(name="top5", direction="maximize", unit="%", description="", role=Role.ACCURACY))
     with pytest.raises(ObjectiveError, match="takes an Objective"):
@@ -125,7 +150,16 @@ def test_the_registry_refuses_clashes_and_a_second_accuracy():
 # ---------------------------------------------------------------- scoring a trial: which values a trial reports
 
 
-BUILT_IN_FIELDS = ("accuracy", "accuracy_std", "fidelity", "fidelity_undefined", "cosine", "gflops", "params", "latency")
+BUILT_IN_FIELDS = (
+    "accuracy",
+    "accuracy_std",
+    "fidelity",
+    "fidelity_undefined",
+    "cosine",
+    "gflops",
+    "params",
+    "latency",
+)
 
 
 def reported(names, head="probe"):
@@ -138,7 +172,10 @@ def reported(names, head="probe"):
 @pytest.mark.parametrize(
     ("names", "keys"),
     [
-        (["accuracy", "gflops"], ["accuracy", "fidelity", "cosine", "gflops", "params"]),  # features computed: fidelity too
+        (
+            ["accuracy", "gflops"],
+            ["accuracy", "fidelity", "cosine", "gflops", "params"],
+        ),  # features computed: fidelity too
         (["fidelity", "params"], ["fidelity", "cosine", "gflops", "params"]),  # accuracy only when it is an objective
         (["gflops", "params"], ["gflops", "params"]),  # no model pass
         (["params", "latency"], ["gflops", "params", "latency"]),  # latency only when it is an objective
@@ -192,9 +229,16 @@ def test_lazy_members_are_computed_once_and_reported_available():
 
 def test_undefined_fidelity_has_no_value_and_says_why():
     base = random_trial()
-    trial = ArrayTrial(plan=base.plan, cost=base.cost, eval_features=np.ones_like(base.original_features),  # constant: CKA is 0/0
-                       probe_features=base.probe_features, eval_logits=base.eval_logits, eval_labels=base.eval_labels,
-                       probe_labels=base.probe_labels, original_features=base.original_features)
+    trial = ArrayTrial(
+        plan=base.plan,
+        cost=base.cost,
+        eval_features=np.ones_like(base.original_features),  # constant: CKA is 0/0
+        probe_features=base.probe_features,
+        eval_logits=base.eval_logits,
+        eval_labels=base.eval_labels,
+        probe_labels=base.probe_labels,
+        original_features=base.original_features,
+    )
     values = OBJECTIVES["fidelity"].compute(trial)
     assert values["fidelity"] is None and "undefined" in values["fidelity_undefined"]
 
@@ -220,7 +264,12 @@ def test_get_objectives_lists_every_problem_at_once():
 
 @pytest.mark.parametrize(
     ("names", "fragment"),
-    [(["gflops", "gflops"], "given 2 times"), (["accuracy"], "at least two"), ([], "got 0"), (["speed", "params"], "'speed'")],
+    [
+        (["gflops", "gflops"], "given 2 times"),
+        (["accuracy"], "at least two"),
+        ([], "got 0"),
+        (["speed", "params"], "'speed'"),
+    ],
 )
 def test_get_objectives_rejects(names, fragment):
     with pytest.raises(ObjectiveError, match=fragment):
@@ -230,7 +279,9 @@ def test_get_objectives_rejects(names, fragment):
 # ---------------------------------------------------------------- ridge probe vs scikit-learn
 
 
-@pytest.mark.parametrize(("n", "d", "k"), [(300, 12, 4), (300, 12, 2), (40, 60, 3)], ids=["multiclass", "binary", "n<d"])
+@pytest.mark.parametrize(
+    ("n", "d", "k"), [(300, 12, 4), (300, 12, 2), (40, 60, 3)], ids=["multiclass", "binary", "n<d"]
+)
 def test_ridge_fixed_alpha_equals_sklearn_ridge_classifier(n, d, k):
     X, y = blobs(n, k=k, d=d, sigma=2.0)
     Xs = StandardScaler().fit_transform(X)
@@ -297,7 +348,9 @@ def test_ridge_random_labels_are_at_chance():
 def test_probe_accepts_torch_and_numpy_alike():
     X, y = blobs(150, sigma=2.0)
     from_numpy = RidgeProbe(alpha=1.0).fit(X, y).predict(X)
-    from_torch = RidgeProbe(alpha=1.0).fit(torch.from_numpy(X).float(), torch.from_numpy(y)).predict(torch.from_numpy(X))
+    from_torch = (
+        RidgeProbe(alpha=1.0).fit(torch.from_numpy(X).float(), torch.from_numpy(y)).predict(torch.from_numpy(X))
+    )
     np.testing.assert_array_equal(from_numpy, from_torch)
 
 
@@ -391,7 +444,9 @@ def test_probe_accuracy_ridge_is_one_deterministic_run():
     X, y = blobs(300, sigma=2.0)
     X_test, y_test = blobs(200, sigma=2.0, seed=1)
     result = probe_accuracy(X, y, X_test, y_test)
-    assert result == ProbeResult(mean=result.per_seed[0], std=0.0, per_seed=(RidgeProbe().fit(X, y).score(X_test, y_test),))
+    assert result == ProbeResult(
+        mean=result.per_seed[0], std=0.0, per_seed=(RidgeProbe().fit(X, y).score(X_test, y_test),)
+    )
     configured = probe_accuracy(X, y, X_test, y_test, probe=RidgeProbe(alpha=2.0))
     assert configured.mean == RidgeProbe(alpha=2.0).fit(X, y).score(X_test, y_test)
 

@@ -58,7 +58,10 @@ def test_round_trips():
     assert plan.to_json() == [[-1, 0, "ridge"], [3, 4, "identity"], [9, 11, "linear"]]
     assert Plan.of(plan.to_json(), L) == plan
     assert Plan.of(json.loads(json.dumps(plan.to_json())), L) == plan
-    assert json.loads(plan.dumps()) == {"num_blocks": L, "spans": [[-1, 0, "ridge"], [3, 4, "identity"], [9, 11, "linear"]]}
+    assert json.loads(plan.dumps()) == {
+        "num_blocks": L,
+        "spans": [[-1, 0, "ridge"], [3, 4, "identity"], [9, 11, "linear"]],
+    }
     assert Plan.loads(plan.dumps()) == plan
     assert Plan.of([str(s) + ":" + s.kind for s in plan.spans], L) == plan
 
@@ -98,8 +101,14 @@ def test_plan_error_is_a_value_error_and_a_toast_error():
         pytest.param(lambda: Span(-5, 0), r"start must be >= -1", id="span-start-below-minus-one"),
         pytest.param(lambda: Plan.parse("5→5", L), r"end must be greater than start", id="end-equals-start"),
         pytest.param(lambda: Plan.parse("5→3", L), r"end must be greater than start", id="end-before-start"),
-        pytest.param(lambda: Plan.parse("3→4:no_such_kind", L), r"unknown translator kind 'no_such_kind' \(known: .*identity.*linear", id="unknown-kind"),
-        pytest.param(lambda: Plan.of([Span(3, 4, "no_such_kind")], L), r"unknown translator kind", id="unknown-kind-of"),
+        pytest.param(
+            lambda: Plan.parse("3→4:no_such_kind", L),
+            r"unknown translator kind 'no_such_kind' \(known: .*identity.*linear",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            lambda: Plan.of([Span(3, 4, "no_such_kind")], L), r"unknown translator kind", id="unknown-kind-of"
+        ),
         pytest.param(lambda: Plan.parse("hello", L), r"cannot read span 'hello'", id="garbage-word"),
         pytest.param(lambda: Plan.parse("3→", L), r"cannot read span", id="garbage-no-end"),
         pytest.param(lambda: Plan.parse("3→4:", L), r"cannot read span", id="garbage-empty-kind"),
@@ -111,7 +120,11 @@ def test_plan_error_is_a_value_error_and_a_toast_error():
         pytest.param(lambda: Span(1.0, 3), r"must be integers", id="non-integer"),
         pytest.param(lambda: Plan.loads("not json"), r"cannot read plan", id="loads-not-json"),
         pytest.param(lambda: Plan.loads('{"spans": [[3, 4, "linear"]]}'), r"cannot read plan", id="loads-missing-key"),
-        pytest.param(lambda: Plan.loads('{"num_blocks": 12, "spans": [[3, 4, "linear"], [4, 13, "linear"]]}'), r"ends past the last block", id="loads-invalid-plan"),
+        pytest.param(
+            lambda: Plan.loads('{"num_blocks": 12, "spans": [[3, 4, "linear"], [4, 13, "linear"]]}'),
+            r"ends past the last block",
+            id="loads-invalid-plan",
+        ),
     ],
 )
 def test_every_broken_rule_raises_plan_error_naming_it(build, rule):
@@ -160,7 +173,13 @@ def test_steps_with_embedding_span_chain_and_last_block():
 
 
 def test_steps_with_a_gap_and_for_the_original_model():
-    assert Plan.parse("2→4", 6).steps() == [("block", 0), ("block", 1), ("block", 2), ("span", Span(2, 4)), ("block", 5)]
+    assert Plan.parse("2→4", 6).steps() == [
+        ("block", 0),
+        ("block", 1),
+        ("block", 2),
+        ("span", Span(2, 4)),
+        ("block", 5),
+    ]
     assert Plan.parse("", 3).steps() == [("block", 0), ("block", 1), ("block", 2)]
     assert Plan.parse("-1→2", 3).steps() == [("span", Span(-1, 2))]
 

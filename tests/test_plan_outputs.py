@@ -18,8 +18,12 @@ class FakeContext:
 
     def __init__(self, objectives: tuple[str, ...], head: str = "probe") -> None:
         self.settings = SimpleNamespace(objectives=objectives, head=head)
-        self.costs = CostTable(embed=Cost(10, 1), blocks=tuple(Cost(100, 10) for _ in range(L)), tail=Cost(5, 1),
-                               translators={"identity": Cost(0, 0), "linear": Cost(20, 3)})
+        self.costs = CostTable(
+            embed=Cost(10, 1),
+            blocks=tuple(Cost(100, 10) for _ in range(L)),
+            tail=Cost(5, 1),
+            translators={"identity": Cost(0, 0), "linear": Cost(20, 3)},
+        )
         rng = np.random.default_rng(0)
         self.eval_labels, self.probe_labels = rng.integers(0, 3, 30), np.arange(60) % 3
         self.features = {"eval": rng.normal(size=(30, 8)), "probe": rng.normal(size=(60, 8))}
@@ -34,7 +38,9 @@ class FakeContext:
 
 
 def score(ctx: FakeContext, plan: Plan) -> dict:
-    return compute_objectives(PlanOutputs(ctx, plan, model=None, probe="ridge"), get_objectives(ctx.settings.objectives))
+    return compute_objectives(
+        PlanOutputs(ctx, plan, model=None, probe="ridge"), get_objectives(ctx.settings.objectives)
+    )
 
 
 def test_the_original_head_reads_features_and_logits_in_one_pass():
@@ -59,6 +65,13 @@ def test_a_probe_reads_both_feature_sets_once_and_the_baseline_keeps_its_feature
 def test_costs_alone_run_no_pass_and_labels_are_read_only_when_needed():
     ctx = FakeContext(("gflops", "params"))
     values = score(ctx, Plan((), L))
-    assert {"gflops", "params"} <= set(values) and not {"accuracy", "fidelity", "latency"} & set(values) and ctx.passes == []
+    assert (
+        {"gflops", "params"} <= set(values)
+        and not {"accuracy", "fidelity", "latency"} & set(values)
+        and ctx.passes == []
+    )
     outputs = PlanOutputs(FakeContext(("fidelity", "params")), Plan((), L), model=None, probe="ridge")
-    assert not outputs.has_labels and PlanOutputs(FakeContext(("accuracy", "params")), Plan((), L), model=None, probe="ridge").has_labels
+    assert (
+        not outputs.has_labels
+        and PlanOutputs(FakeContext(("accuracy", "params")), Plan((), L), model=None, probe="ridge").has_labels
+    )

@@ -6,15 +6,24 @@ import json
 
 import pytest
 
-from toast.search import DatasetError, Prepared, SearchContext, SearchSettings, SettingsError, prepare
-from toast.search import _prepare
+from toast.search import DatasetError, Prepared, SearchContext, SearchSettings, SettingsError, _prepare, prepare
 from toast.search.cli import main
 
 
 @pytest.fixture
 def settings(tiny_dirs, image_dataset_dir, tmp_path) -> SearchSettings:
-    return SearchSettings(model=str(tiny_dirs["vit"]), dataset=str(image_dataset_dir), out=tmp_path / "run", cache_dir=tmp_path / "cache",
-                          calib_samples=16, probe_samples=30, eval_samples=50, max_removed=2, device="cpu", progress=False)
+    return SearchSettings(
+        model=str(tiny_dirs["vit"]),
+        dataset=str(image_dataset_dir),
+        out=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        calib_samples=16,
+        probe_samples=30,
+        eval_samples=50,
+        max_removed=2,
+        device="cpu",
+        progress=False,
+    )
 
 
 def _forbid(monkeypatch, name: str) -> None:
@@ -33,7 +42,9 @@ def test_prepared_is_what_the_search_then_captures_under(settings):
     assert len(prepared.spec.sample_ids) == 16 and not prepared.cache_hit
     # the test split holds 20 samples: the evaluation count is cut short, and said so once
     assert prepared.samples_used == {"calib_samples": 16, "probe_samples": 30, "eval_samples": 20}
-    assert prepared.notes == (f"note: --eval-samples 50 but split 'test' of {settings.dataset!r} holds 20 samples: using 20",)
+    assert prepared.notes == (
+        f"note: --eval-samples 50 but split 'test' of {settings.dataset!r} holds 20 samples: using 20",
+    )
 
     ctx = SearchContext.build(settings, progress=False)
     assert ctx.captured.directory == prepared.cache.path(prepared.spec)  # the dry run's hit or miss is about this entry
@@ -47,7 +58,11 @@ def test_a_capture_only_reads_one_split_and_measures_nothing(settings, monkeypat
 
     loaded_splits = []
     load_split = _prepare.load_split
-    monkeypatch.setattr(_prepare, "load_split", lambda dataset, split, **kw: loaded_splits.append(split) or load_split(dataset, split, **kw))
+    monkeypatch.setattr(
+        _prepare,
+        "load_split",
+        lambda dataset, split, **kw: loaded_splits.append(split) or load_split(dataset, split, **kw),
+    )
     _forbid(monkeypatch, "measure_cost_table")
     prepared = prepare(replace(settings, split_train="test", calib_samples=500), search=False)
     assert loaded_splits == ["test"]
@@ -90,8 +105,20 @@ def test_a_worker_skips_the_run_directory_check(settings):
 def test_analyze_refuses_an_out_that_is_a_file_before_loading(tiny_dirs, image_dataset_dir, tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    code = main(["analyze", "--model", str(tiny_dirs["vit"]), "--dataset", str(image_dataset_dir), "--out", str(a_file),
-                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    code = main(
+        [
+            "analyze",
+            "--model",
+            str(tiny_dirs["vit"]),
+            "--dataset",
+            str(image_dataset_dir),
+            "--out",
+            str(a_file),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "output directory (--out)" in err[0] and "is a file" in err[0], err

@@ -23,9 +23,28 @@ slow = pytest.mark.slow
 
 
 def _args(tiny_dirs, data: Path, cache: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model", str(tiny_dirs["vit"]), "--dataset", str(data), "--calib-samples", "16", "--probe-samples", "30",
-            "--eval-samples", "20", "--max-removed", "2", "--cache-dir", str(cache), "--device", "cpu", "--no-progress",
-            "--out", str(out), *extra]
+    return [
+        "--model",
+        str(tiny_dirs["vit"]),
+        "--dataset",
+        str(data),
+        "--calib-samples",
+        "16",
+        "--probe-samples",
+        "30",
+        "--eval-samples",
+        "20",
+        "--max-removed",
+        "2",
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _study(out: Path):
@@ -66,7 +85,9 @@ def test_ray_front_equals_local_front(tiny_dirs, image_dataset_dir, tmp_path, lo
         assert on_ray[key] == pytest.approx((acc, gflops), abs=1e-9)
     trials = _study(tmp_path / "ray").trials
     assert len(trials) == 33 and all(t.state.name == "COMPLETE" for t in trials)  # 4 blocks, 2 kinds, <= 2 removed
-    assert {json.dumps(t.user_attrs["spans"]) for t in trials} == {json.dumps(t.user_attrs["spans"]) for t in _study(tmp_path / "local").trials}
+    assert {json.dumps(t.user_attrs["spans"]) for t in trials} == {
+        json.dumps(t.user_attrs["spans"]) for t in _study(tmp_path / "local").trials
+    }
     # each worker built its context once (from the cache) and ran many trials: actors are reused
     workers = {t.user_attrs["ray_pid"] for t in trials}
     assert len(workers) <= 2
@@ -86,8 +107,20 @@ def test_two_node_cluster_spreads_trials_and_captures_once(tiny_dirs, image_data
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         cache, out = tmp_path / "cache", tmp_path / "run"
-        args = _args(tiny_dirs, image_dataset_dir, cache, out, "--sampler", "random", "--trials", "8", "--runner", "ray",
-                     "--ray-address", cluster.address)
+        args = _args(
+            tiny_dirs,
+            image_dataset_dir,
+            cache,
+            out,
+            "--sampler",
+            "random",
+            "--trials",
+            "8",
+            "--runner",
+            "ray",
+            "--ray-address",
+            cluster.address,
+        )
         assert main(args) == 0
         nodes = {n.node_id for n in [cluster.head_node, *cluster.worker_nodes]}
     finally:
@@ -104,7 +137,9 @@ def test_two_node_cluster_spreads_trials_and_captures_once(tiny_dirs, image_data
 
 
 @slow
-def test_killed_worker_keeps_the_study_and_resume_completes(tiny_dirs, image_dataset_dir, tmp_path, monkeypatch, local_ray):
+def test_killed_worker_keeps_the_study_and_resume_completes(
+    tiny_dirs, image_dataset_dir, tmp_path, monkeypatch, local_ray
+):
     cache, out = tmp_path / "cache", tmp_path / "run"
     args = _args(tiny_dirs, image_dataset_dir, cache, out, "--sampler", "random", "--trials", "6", "--runner", "ray")
 
@@ -129,7 +164,9 @@ def test_killed_worker_keeps_the_study_and_resume_completes(tiny_dirs, image_dat
     assert sum(t.state.name == "COMPLETE" for t in after.values()) == 6
     for n, t in first.items():
         assert after[n].state == t.state and after[n].user_attrs == t.user_attrs
-    assert after[6].state.name == "COMPLETE" and after[6].user_attrs["ray_pid"] != int((tmp_path / "crashed-6").read_text())
+    assert after[6].state.name == "COMPLETE" and after[6].user_attrs["ray_pid"] != int(
+        (tmp_path / "crashed-6").read_text()
+    )
 
 
 @slow
@@ -138,14 +175,34 @@ def test_a_trial_that_raises_is_recorded_failed_with_its_reason(tiny_dirs, image
     from toast.runners import RayOptions, run_ray
     from toast.search import Search, SearchContext, SearchSettings, define_for_ray, worker_trial
 
-    settings = SearchSettings(model=str(tiny_dirs["vit"]), dataset=str(image_dataset_dir), out=tmp_path / "run", cache_dir=tmp_path / "cache",
-                              calib_samples=16, probe_samples=30, eval_samples=20, max_removed=2, sampler="random", trials=2,
-                              device="cpu", progress=False, runner="ray", seeds_per_study=0)
+    settings = SearchSettings(
+        model=str(tiny_dirs["vit"]),
+        dataset=str(image_dataset_dir),
+        out=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        calib_samples=16,
+        probe_samples=30,
+        eval_samples=20,
+        max_removed=2,
+        sampler="random",
+        trials=2,
+        device="cpu",
+        progress=False,
+        runner="ray",
+        seeds_per_study=0,
+    )
     ctx = SearchContext.build(settings, progress=False)
     search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate)
     seen = []
-    run_ray(search.study, metrics=["accuracy", "gflops"], define=lambda t: define_for_ray(search, t),
-            worker=worker_trial(settings, capture=tmp_path / "nowhere"), n_trials=2, options=RayOptions(max_failures=0, storage_path=tmp_path / "ray"), callbacks=[lambda s, t: seen.append(t)])
+    run_ray(
+        search.study,
+        metrics=["accuracy", "gflops"],
+        define=lambda t: define_for_ray(search, t),
+        worker=worker_trial(settings, capture=tmp_path / "nowhere"),
+        n_trials=2,
+        options=RayOptions(max_failures=0, storage_path=tmp_path / "ray"),
+        callbacks=[lambda s, t: seen.append(t)],
+    )
     records = search.records()
     assert [r["state"] for r in records] == ["FAIL", "FAIL"] and len(seen) == 2
     assert all("CacheError" in r["failure"] and "not visible on this node" in r["failure"] for r in records)
@@ -157,7 +214,10 @@ def test_importing_runners_does_not_import_ray():
     import subprocess
 
     code = "import sys, toast.runners, toast.search.cli; print('ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_space_adds_the_token():
@@ -170,7 +230,11 @@ def test_space_adds_the_token():
     other.ask(), other.ask()
     trial = study.ask()  # the storage's third trial, its study's first: the token is the storage id, not the number
     assert trial_id(trial) == 2 and trial.number == 0
-    assert ray_runner.tune_space(lambda t: {"spans": "[]"})(trial) == {"spans": "[]", ray_runner.TOKEN: 2, ray_runner.NUMBER: 0}
+    assert ray_runner.tune_space(lambda t: {"spans": "[]"})(trial) == {
+        "spans": "[]",
+        ray_runner.TOKEN: 2,
+        ray_runner.NUMBER: 0,
+    }
 
 
 def test_worker_trial_is_built_once_per_process_and_key(monkeypatch):
@@ -187,7 +251,9 @@ def test_worker_trial_is_built_once_per_process_and_key(monkeypatch):
     first = WorkerTrial(factory=factory, key="search-1")
     one = first.get()
     assert built == [0] and one.trials == 0 and one.setup_seconds >= 0 and one.key == "search-1"
-    assert first.get() is one and WorkerTrial(factory=factory, key="search-1").get() is one and built == [0]  # reused, not rebuilt
+    assert (
+        first.get() is one and WorkerTrial(factory=factory, key="search-1").get() is one and built == [0]
+    )  # reused, not rebuilt
     assert one.function({"x": 3}) == ({"a": 1.0}, {"x": 3})
     other = WorkerTrial(factory=factory, key="search-2").get()  # another search in the same process: built afresh
     assert built == [0, 1] and other is not one and other.function({"x": 0})[0] == {"a": 2.0}
@@ -201,25 +267,32 @@ def test_search_worker_trial_pickles_with_what_a_worker_needs(tiny_dirs, monkeyp
     from toast.search import SearchSettings, SearchTrialFactory, worker_trial
 
     monkeypatch.chdir(tiny_dirs["vit"].parent)  # relative paths, as a user types them
-    settings = SearchSettings(model="vit", dataset="an-alias-not-a-path", out=Path("run"), cache_dir=Path("cache"), runner="ray")
+    settings = SearchSettings(
+        model="vit", dataset="an-alias-not-a-path", out=Path("run"), cache_dir=Path("cache"), runner="ray"
+    )
     worker = worker_trial(settings, capture=Path("cache") / "entry")
     assert isinstance(worker, WorkerTrial) and isinstance(worker.factory, SearchTrialFactory)
     back = pickle.loads(pickle.dumps(worker))
     assert back == worker and back.key == worker.key == back.factory.key
     sent = back.factory.settings
-    assert sent.model == str(tiny_dirs["vit"].resolve()) and sent.dataset == "an-alias-not-a-path"  # Tune runs trials elsewhere
+    assert (
+        sent.model == str(tiny_dirs["vit"].resolve()) and sent.dataset == "an-alias-not-a-path"
+    )  # Tune runs trials elsewhere
     assert sent.out.is_absolute() and sent.cache_dir.is_absolute() and not sent.progress
     assert back.factory.capture == str((tiny_dirs["vit"].parent / "cache" / "entry").resolve())
     assert worker_trial(replace(settings, seed=1), capture="cache/entry").key != worker.key
 
 
-@pytest.mark.parametrize("options, cluster, resources, slots", [
-    (dict(), {"CPU": 8}, {"cpu": 1.0, "gpu": 0.0}, 8),
-    (dict(), {"CPU": 16, "GPU": 2}, {"cpu": 1.0, "gpu": 1.0}, 2),
-    (dict(device="cpu"), {"CPU": 16, "GPU": 2}, {"cpu": 1.0, "gpu": 0.0}, 16),
-    (dict(gpus_per_trial=0.25, cpus_per_trial=2), {"CPU": 16, "GPU": 2}, {"cpu": 2.0, "gpu": 0.25}, 8),
-    (dict(cpus_per_trial=4), {"CPU": 2}, {"cpu": 4.0, "gpu": 0.0}, 1),
-])
+@pytest.mark.parametrize(
+    "options, cluster, resources, slots",
+    [
+        (dict(), {"CPU": 8}, {"cpu": 1.0, "gpu": 0.0}, 8),
+        (dict(), {"CPU": 16, "GPU": 2}, {"cpu": 1.0, "gpu": 1.0}, 2),
+        (dict(device="cpu"), {"CPU": 16, "GPU": 2}, {"cpu": 1.0, "gpu": 0.0}, 16),
+        (dict(gpus_per_trial=0.25, cpus_per_trial=2), {"CPU": 16, "GPU": 2}, {"cpu": 2.0, "gpu": 0.25}, 8),
+        (dict(cpus_per_trial=4), {"CPU": 2}, {"cpu": 4.0, "gpu": 0.0}, 1),
+    ],
+)
 def test_resources_and_concurrency(options, cluster, resources, slots):
     got = ray_runner.resources_per_trial(ray_runner.RayOptions(**options), cluster)
     assert got == resources and ray_runner.default_concurrency(got, cluster) == slots
@@ -227,8 +300,10 @@ def test_resources_and_concurrency(options, cluster, resources, slots):
 
 def test_failure_reason_reads_the_last_failure(tmp_path):
     log = tmp_path / "error.txt"
-    log.write_text("Failure # 1 (occurred at x)\nray.exceptions.ActorDiedError: The actor died unexpectedly\n\tdetails\n"
-                   "Failure # 2 (occurred at y)\nTraceback\nValueError: boom\n")
+    log.write_text(
+        "Failure # 1 (occurred at x)\nray.exceptions.ActorDiedError: The actor died unexpectedly\n\tdetails\n"
+        "Failure # 2 (occurred at y)\nTraceback\nValueError: boom\n"
+    )
     reason = ray_runner.failure_reason(str(log), 2, 1)
     assert reason.startswith("the Ray trial failed 2 time(s) (--max-failures 1): ValueError: boom")
 
@@ -296,7 +371,9 @@ def test_a_port_that_is_no_ray_gcs_fails_fast():
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
         start = time.monotonic()
-        with pytest.raises(RayAddressError, match=f"cannot reach the Ray cluster at {address}: no answer from a Ray GCS within 1 s"):
+        with pytest.raises(
+            RayAddressError, match=f"cannot reach the Ray cluster at {address}: no answer from a Ray GCS within 1 s"
+        ):
             check_ray_address(address, timeout=1)
         assert time.monotonic() - start < 10
 
@@ -305,8 +382,22 @@ def test_a_port_that_is_no_ray_gcs_fails_fast():
 def test_cli_unreachable_ray_address_exits_2_before_the_run_directory(tmp_path, capsys, dry_run):
     # model and dataset do not exist: had anything been loaded first, the error would name them instead
     out, cache = tmp_path / "run", tmp_path / "cache"
-    args = ["--model", str(tmp_path / "no-model"), "--dataset", str(tmp_path / "no-data"), "--out", str(out), "--cache-dir", str(cache),
-            "--no-progress", "--runner", "ray", "--ray-address", UNREACHABLE, *(["--dry-run"] if dry_run else [])]
+    args = [
+        "--model",
+        str(tmp_path / "no-model"),
+        "--dataset",
+        str(tmp_path / "no-data"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+        "--runner",
+        "ray",
+        "--ray-address",
+        UNREACHABLE,
+        *(["--dry-run"] if dry_run else []),
+    ]
     start = time.monotonic()
     assert main(args) == 2
     assert time.monotonic() - start < 10

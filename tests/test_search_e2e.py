@@ -13,7 +13,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import subprocess
@@ -26,18 +25,32 @@ import numpy as np
 import pytest
 import torch
 
-from toast.search import hypervolume, non_dominated
-from toast.search import SearchContext
-from toast.search import STUDY_NAME, plan_key
+from toast.search import STUDY_NAME, SearchContext, hypervolume, non_dominated, plan_key
 from toast.search.cli import build_search_parser, main, settings_from
 from toast.spaces import Plan, PlanSpace
 
 pytestmark = pytest.mark.slow
 
 L = 4  # blocks of the tiny models (conftest.SMALL)
-SMALL_RUN = ["--calib-samples", "16", "--probe-samples", "60", "--eval-samples", "40", "--device", "cpu", "--no-progress"]
+SMALL_RUN = [
+    "--calib-samples",
+    "16",
+    "--probe-samples",
+    "60",
+    "--eval-samples",
+    "40",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 NSGA2_TRIALS = 40
-OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRIAL_CSV_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "gflops", "params", "seconds", "failure"]
 
@@ -63,7 +76,7 @@ def graded_dataset_dir(tmp_path_factory) -> Path:
 
     rng = np.random.default_rng(0)
 
-    def make(n: int) -> "datasets.Dataset":
+    def make(n: int) -> datasets.Dataset:
         labels = rng.integers(0, 3, n)
         images = []
         for y in labels:
@@ -98,7 +111,18 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def argv(model: Path, dataset: Path, cache: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model", str(model), "--dataset", str(dataset), "--cache-dir", str(cache), "--out", str(out), *SMALL_RUN, *extra]
+    return [
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        *SMALL_RUN,
+        *extra,
+    ]
 
 
 def run_main(args: list[str]) -> tuple[int, str, str]:
@@ -186,7 +210,11 @@ def assert_each_plan_scored_once(trials, evaluations: collections.Counter) -> No
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +234,15 @@ def test_full_search_writes_every_output_with_its_schema(full_run):
     import optuna
 
     out = full_run["out"]
-    assert {p.name for p in out.iterdir()} >= {"study.db", "trials.csv", "front.json", "pareto.png", "similarity.png", "chosen", "settings.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "study.db",
+        "trials.csv",
+        "front.json",
+        "pareto.png",
+        "similarity.png",
+        "chosen",
+        "settings.json",
+    }
 
     # study.db: the named study, accuracy maximised and GFLOPs minimised, 12 finished trials
     study = load_study(out)
@@ -239,7 +275,10 @@ def test_full_search_writes_every_output_with_its_schema(full_run):
     assert doc["front"], "a search with scored trials has a non-empty front"
     for r in doc["front"]:
         assert {"spans", "accuracy", "gflops", "params"} <= set(r)
-        assert all(len(s) == 3 and isinstance(s[0], int) and isinstance(s[1], int) and isinstance(s[2], str) for s in r["spans"])
+        assert all(
+            len(s) == 3 and isinstance(s[0], int) and isinstance(s[1], int) and isinstance(s[2], str)
+            for s in r["spans"]
+        )
         assert r["gflops"] <= base["gflops"] and r["params"] <= base["params"]
     # the front is exactly the non-dominated set of the scored trials (by accuracy, GFLOPs)
     distinct = {json.dumps(t.user_attrs["spans"]): t for t in scored(trials) if "duplicate_of" not in t.user_attrs}
@@ -282,8 +321,13 @@ def test_chosen_model_loads_in_a_fresh_process_and_matches(full_run, tmp_path):
         "with torch.inference_mode():\n"
         "    torch.save({'out': m(pixel_values=x), 'features': m.features({'pixel_values': x}), 'kept': sorted(map(int, m.blocks))}, sys.argv[3])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(out / "chosen"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-                          capture_output=True, text=True, timeout=120, env=OFFLINE)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(out / "chosen"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=OFFLINE,
+    )
     assert proc.returncode == 0, proc.stderr
     fresh = torch.load(tmp_path / "y.pt")
 
@@ -315,8 +359,14 @@ def test_budget_pick_is_the_most_accurate_feasible_plan(full_run):
     assert chosen["accuracy"] == pytest.approx(best, abs=1e-9)
     # and the same from trials.csv alone
     _, rows = read_csv(out)
-    rows = [r for r in rows if r["state"] == "COMPLETE" and r["accuracy"] != "" and float(r["gflops"]) <= budget * (1 + 1e-6)]
-    assert float(max(rows, key=lambda r: float(r["accuracy"]))["accuracy"]) == pytest.approx(chosen["accuracy"], rel=1e-5)
+    rows = [
+        r
+        for r in rows
+        if r["state"] == "COMPLETE" and r["accuracy"] != "" and float(r["gflops"]) <= budget * (1 + 1e-6)
+    ]
+    assert float(max(rows, key=lambda r: float(r["accuracy"]))["accuracy"]) == pytest.approx(
+        chosen["accuracy"], rel=1e-5
+    )
 
 
 # ---------------------------------------------------------------- 2. NSGA-II against exhaustive enumeration
@@ -336,7 +386,9 @@ def test_nsga2_finds_the_exhaustive_front_or_comes_close(tiny_dirs, graded_datas
     exhaustive = {json.dumps(t.user_attrs["spans"]): (t.user_attrs["accuracy"], t.user_attrs["gflops"]) for t in trials}
 
     counts = count_evaluations(monkeypatch)
-    code, _, err = run_main(argv(*common, tmp_path / "nsga2", "--sampler", "nsga2", "--seed", "0", "--trials", str(NSGA2_TRIALS)))
+    code, _, err = run_main(
+        argv(*common, tmp_path / "nsga2", "--sampler", "nsga2", "--seed", "0", "--trials", str(NSGA2_TRIALS))
+    )
     assert code == 0, err
     trials = load_study(tmp_path / "nsga2").get_trials(deepcopy=False)
     assert sum(t.state.name == "COMPLETE" for t in trials) == NSGA2_TRIALS
@@ -344,13 +396,17 @@ def test_nsga2_finds_the_exhaustive_front_or_comes_close(tiny_dirs, graded_datas
     assert any("duplicate_of" in t.user_attrs for t in trials)
     assert_each_plan_scored_once(trials, trial_evaluations(counts))
     for t in scored(trials):  # the same plan scores the same in both runs
-        assert (t.user_attrs["accuracy"], t.user_attrs["gflops"]) == pytest.approx(exhaustive[json.dumps(t.user_attrs["spans"])])
+        assert (t.user_attrs["accuracy"], t.user_attrs["gflops"]) == pytest.approx(
+            exhaustive[json.dumps(t.user_attrs["spans"])]
+        )
 
     hv_exhaustive = front_hypervolume(read_front(tmp_path / "exhaustive"))
     hv_nsga2 = front_hypervolume(read_front(tmp_path / "nsga2"))
     distinct = len({json.dumps(t.user_attrs["spans"]) for t in scored(trials)})
-    print(f"\nhypervolume (accuracy % x GFLOPs, reference: 0 %, the original's GFLOPs): exhaustive (81 plans) {hv_exhaustive:.6g}, "
-          f"NSGA-II ({NSGA2_TRIALS} trials, {distinct} distinct plans) {hv_nsga2:.6g} = {hv_nsga2 / hv_exhaustive:.1%}")
+    print(
+        f"\nhypervolume (accuracy % x GFLOPs, reference: 0 %, the original's GFLOPs): exhaustive (81 plans) {hv_exhaustive:.6g}, "
+        f"NSGA-II ({NSGA2_TRIALS} trials, {distinct} distinct plans) {hv_nsga2:.6g} = {hv_nsga2 / hv_exhaustive:.1%}"
+    )
     assert hv_exhaustive > 0
     assert hv_nsga2 <= hv_exhaustive * (1 + 1e-9), "no sampler can beat the exhaustive front"
     assert hv_nsga2 >= 0.9 * hv_exhaustive
@@ -359,7 +415,9 @@ def test_nsga2_finds_the_exhaustive_front_or_comes_close(tiny_dirs, graded_datas
 # ---------------------------------------------------------------- 3. resume
 
 
-def test_resume_after_an_interruption_neither_loses_nor_repeats_a_trial(tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch):
+def test_resume_after_an_interruption_neither_loses_nor_repeats_a_trial(
+    tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch
+):
     out = runs / "resume"
     base = argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--seed", "3")
     args = [*base, "--trials", "10"]
@@ -420,7 +478,9 @@ def test_resume_after_an_interruption_neither_loses_nor_repeats_a_trial(tiny_dir
 def test_given_plans_are_scored_without_searching(tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch):
     counts = count_evaluations(monkeypatch)
     out = runs / "manual"
-    code, stdout, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→2:linear", "--plan", "1->3:identity"))
+    code, stdout, err = run_main(
+        argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→2:linear", "--plan", "1->3:identity")
+    )
     assert code == 0, err
     _, rows = read_csv(out)
     assert sorted((r["plan"], r["state"], r["spans"]) for r in rows) == [
@@ -428,7 +488,10 @@ def test_given_plans_are_scored_without_searching(tiny_dirs, graded_dataset_dir,
         ("1→3:identity", "COMPLETE", json.dumps([[1, 3, "identity"]])),
     ]
     assert all(0 <= float(r["accuracy"]) <= 100 for r in rows)
-    assert set(trial_evaluations(counts)) == {plan_key(Plan.parse("0→2:linear", L)), plan_key(Plan.parse("1→3:identity", L))}
+    assert set(trial_evaluations(counts)) == {
+        plan_key(Plan.parse("0→2:linear", L)),
+        plan_key(Plan.parse("1→3:identity", L)),
+    }
     assert len(load_study(out).get_trials(deepcopy=False)) == 2
     assert "0→2:linear" in stdout or "1→3:identity" in stdout  # the front of the two, in the summary
 
@@ -436,7 +499,9 @@ def test_given_plans_are_scored_without_searching(tiny_dirs, graded_dataset_dir,
 def test_a_plan_from_the_embeddings_is_typed_as_the_papers_write_it(tiny_dirs, graded_dataset_dir, cache_dir, runs):
     """`--plan "-1->0:linear"` as a separate argument (argparse alone would read it as an option)."""
     out = runs / "from-embeddings"
-    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "-1->0:linear", "--plan", "-1→1:identity"))
+    code, _, err = run_main(
+        argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "-1->0:linear", "--plan", "-1→1:identity")
+    )
     assert code == 0, err
     _, rows = read_csv(out)
     assert sorted(json.loads(r["spans"]) for r in rows) == [[[-1, 0, "linear"]], [[-1, 1, "identity"]]]
@@ -446,10 +511,24 @@ def test_a_resume_may_change_what_does_not_change_a_trial(tiny_dirs, graded_data
     """--trials, --timeout, --sampler, --no-progress and budgets may differ on a resume; settings.json then
     holds the new values, and the finished trials are kept."""
     out = runs / "resume-other-options"
-    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--trials", "2", "--sampler", "random"))
+    code, _, err = run_main(
+        argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--trials", "2", "--sampler", "random")
+    )
     assert code == 0, err
-    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--trials", "3", "--timeout", "600",
-                                 "--budget-fraction", "0.9"))
+    code, _, err = run_main(
+        argv(
+            tiny_dirs["vit"],
+            graded_dataset_dir,
+            cache_dir,
+            out,
+            "--trials",
+            "3",
+            "--timeout",
+            "600",
+            "--budget-fraction",
+            "0.9",
+        )
+    )
     assert code == 0, err
     assert len(load_study(out).get_trials(deepcopy=False)) == 3
     saved = json.loads((out / "settings.json").read_text())
@@ -466,10 +545,16 @@ def test_sample_counts_beyond_the_split_are_said_and_recorded(tiny_dirs, graded_
     code, stdout, err = run_main(args)
     assert code == 0, err
     notes = [line for line in stdout.splitlines() if line.startswith("note: --")]
-    assert notes == ["note: --calib-samples 1000 but split 'train' of " f"{str(graded_dataset_dir)!r} holds 60 samples: using 60",
-                     "note: --eval-samples 500 but split 'test' of " f"{str(graded_dataset_dir)!r} holds 40 samples: using 40"]
+    assert notes == [
+        f"note: --calib-samples 1000 but split 'train' of {str(graded_dataset_dir)!r} holds 60 samples: using 60",
+        f"note: --eval-samples 500 but split 'test' of {str(graded_dataset_dir)!r} holds 40 samples: using 40",
+    ]
     saved = json.loads((out / "settings.json").read_text())
-    assert saved["calib_samples"] == 1000 and saved["used"] == {"calib_samples": 60, "probe_samples": 60, "eval_samples": 40}
+    assert saved["calib_samples"] == 1000 and saved["used"] == {
+        "calib_samples": 60,
+        "probe_samples": 60,
+        "eval_samples": 40,
+    }
 
 
 def test_undefined_fidelity_ranks_as_the_worst_agreement_and_says_why(tiny_dirs, graded_dataset_dir, cache_dir, runs):
@@ -477,8 +562,20 @@ def test_undefined_fidelity_ranks_as_the_worst_agreement_and_says_why(tiny_dirs,
     CKA is 0/0. That plan stays in the study (value 0, the worst agreement) and on the front (it is the
     cheapest), with `fidelity: null` and the reason in front.json and trials.csv."""
     out = runs / "undefined-fidelity"
-    code, _, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--objectives", "accuracy,fidelity,gflops",
-                                 "--plan", f"-1->{L - 1}:identity", "--plan", "0->1:linear"))
+    code, _, err = run_main(
+        argv(
+            tiny_dirs["vit"],
+            graded_dataset_dir,
+            cache_dir,
+            out,
+            "--objectives",
+            "accuracy,fidelity,gflops",
+            "--plan",
+            f"-1->{L - 1}:identity",
+            "--plan",
+            "0->1:linear",
+        )
+    )
     assert code == 0, err
     everything = [[-1, L - 1, "identity"]]
     trial = next(t for t in load_study(out).get_trials(deepcopy=False) if t.user_attrs["spans"] == everything)
@@ -493,7 +590,9 @@ def test_undefined_fidelity_ranks_as_the_worst_agreement_and_says_why(tiny_dirs,
 
 def test_budget_above_the_original_is_not_an_error(tiny_dirs, graded_dataset_dir, cache_dir, runs):
     out = runs / "generous"
-    code, stdout, err = run_main(argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→1:linear", "--budget-gflops", "1000"))
+    code, stdout, err = run_main(
+        argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--plan", "0→1:linear", "--budget-gflops", "1000")
+    )
     assert code == 0, err
     assert "every plan fits" in stdout
     assert read_front(out)["chosen"]["spans"] == [[0, 1, "linear"]]
@@ -523,4 +622,6 @@ def test_help_mentions_every_option_with_its_default(capsys):
         if isinstance(default, tuple):
             default = ",".join(default)
         if isinstance(default, (str, int, float)) and not isinstance(default, bool):
-            assert f"{default}" in help_text.split("(default:")[-1], f"{action.option_strings[0]}: default {default!r} not stated"
+            assert f"{default}" in help_text.split("(default:")[-1], (
+                f"{action.option_strings[0]}: default {default!r} not stated"
+            )

@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from toast.objectives import plot_cka, plot_similarity
-from toast.objectives import SimilarityReport, block_redundancy, cka_matrix, cosine_cls_matrix, state_names
+from toast.objectives import (
+    SimilarityReport,
+    block_redundancy,
+    cka_matrix,
+    cosine_cls_matrix,
+    plot_cka,
+    plot_similarity,
+    state_names,
+)
 from toast.spaces import ActivationStats, MissingDependencyError, StatsAccumulator
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,14 +29,18 @@ RTOL = 1e-8
 # ---------------------------------------------------------------- helpers
 
 
-def residual_states(seed: int, *, num_states: int = 5, batch: int = 4, tokens: int = 6, dim: int = 8) -> list[torch.Tensor]:
+def residual_states(
+    seed: int, *, num_states: int = 5, batch: int = 4, tokens: int = 6, dim: int = 8
+) -> list[torch.Tensor]:
     """`h_0 … h_{S-1}` of shape (B, N, d), each a residual update of the previous, with a large mean."""
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(batch, tokens, dim, generator=g, dtype=torch.float64) + 5.0
     states = [h]
     for k in range(1, num_states):
         update = torch.tanh(states[-1] @ torch.randn(dim, dim, generator=g, dtype=torch.float64) / dim**0.5)
-        states.append(states[-1] + (0.2 * k) * update + 0.05 * torch.randn(batch, tokens, dim, generator=g, dtype=torch.float64))
+        states.append(
+            states[-1] + (0.2 * k) * update + 0.05 * torch.randn(batch, tokens, dim, generator=g, dtype=torch.float64)
+        )
     return states
 
 
@@ -64,8 +75,8 @@ def cka_kernel_reference(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA, sample-space HSIC form (Kornblith et al. 2019, Eq. 3): tr(KHLH)/sqrt(tr(KHKH) tr(LHLH))."""
     n = len(x)
     h = np.eye(n) - np.ones((n, n)) / n
-    k, l = h @ (x @ x.T) @ h, h @ (y @ y.T) @ h
-    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+    kx, ky = h @ (x @ x.T) @ h, h @ (y @ y.T) @ h
+    return np.sum(kx * ky) / np.sqrt(np.sum(kx * kx) * np.sum(ky * ky))
 
 
 def br_reference(tokens: list[np.ndarray]) -> np.ndarray:
@@ -110,7 +121,9 @@ def test_cka_invariant_to_rotation_scaling_and_translation():
     h0 = torch.randn(5, 4, d, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     h1 = 2.5 * h0 @ q + 3.0  # rotated, isotropically scaled and shifted copy of h0
-    h2 = torch.tanh(h0 @ torch.randn(d, d, generator=g, dtype=torch.float64)) + 0.3 * torch.randn(5, 4, d, generator=g, dtype=torch.float64)
+    h2 = torch.tanh(h0 @ torch.randn(d, d, generator=g, dtype=torch.float64)) + 0.3 * torch.randn(
+        5, 4, d, generator=g, dtype=torch.float64
+    )
     h3 = -0.1 * h2 @ q.T  # and of h2
     got = cka_matrix(accumulate([[h0, h1, h2, h3]]))
     assert got[0, 1] == pytest.approx(1.0, rel=RTOL)

@@ -13,8 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from toast.spaces import Plan, PlanError, Span, StatsAccumulator, ToastError
-from toast.spaces import PlanSpace, SpaceError, canonical, list_translators, rank_spans, seed_plans
+from toast.spaces import (
+    Plan,
+    PlanError,
+    PlanSpace,
+    SpaceError,
+    Span,
+    StatsAccumulator,
+    ToastError,
+    canonical,
+    list_translators,
+    rank_spans,
+    seed_plans,
+)
 
 KINDS = ("identity", "linear")
 
@@ -50,7 +61,13 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(SpaceError) as info:
         PlanSpace(num_blocks=4, kinds=("linear", "mlp", "linear", "keep"), max_removed=7, min_kept=-1)
     message = str(info.value)
-    for part in ["'mlp'", "'linear' more than once", "'keep' is the gene of a kept block", "max_removed must be between 0 and num_blocks (4), got 7", "min_kept must be between 0 and num_blocks (4), got -1"]:
+    for part in [
+        "'mlp'",
+        "'linear' more than once",
+        "'keep' is the gene of a kept block",
+        "max_removed must be between 0 and num_blocks (4), got 7",
+        "min_kept must be between 0 and num_blocks (4), got -1",
+    ]:
         assert part in message
     assert isinstance(info.value, ToastError) and isinstance(info.value, ValueError)
 
@@ -89,11 +106,14 @@ def test_distributions_one_categorical_per_block_in_sorting_order():
         names = list(dists)
         assert len(dists) == L and names[0] == first and names[-1] == last
         assert sorted(names) == names == list(space.param_names)
-        assert all(isinstance(d, CategoricalDistribution) and d.choices == ("keep", "linear", "identity") for d in dists.values())
+        assert all(
+            isinstance(d, CategoricalDistribution) and d.choices == ("keep", "linear", "identity")
+            for d in dists.values()
+        )
 
 
 L6 = PlanSpace(num_blocks=6)
-K, I, Li = "keep", "identity", "linear"
+K, Id, Li = "keep", "identity", "linear"
 
 
 @pytest.mark.parametrize(
@@ -102,11 +122,11 @@ K, I, Li = "keep", "identity", "linear"
         ([K, K, K, K, K, K], ""),  # the original model
         ([K, K, K, Li, Li, Li], "2→5:linear"),  # a run ending at the last block
         ([Li, K, K, K, K, K], "-1→0:linear"),  # block 0: from the embeddings' output
-        ([I, I, K, K, K, K], "-1→1:identity"),
-        ([K, I, I, Li, Li, K], "0→2:identity,2→4:linear"),  # runs of different kinds chain
-        ([Li, I, Li, K, I, K], "-1→0:linear,0→1:identity,1→2:linear,3→4:identity"),
+        ([Id, Id, K, K, K, K], "-1→1:identity"),
+        ([K, Id, Id, Li, Li, K], "0→2:identity,2→4:linear"),  # runs of different kinds chain
+        ([Li, Id, Li, K, Id, K], "-1→0:linear,0→1:identity,1→2:linear,3→4:identity"),
         ([Li, Li, Li, Li, Li, Li], "-1→5:linear"),  # every block
-        ([I, K, I, K, I, K], "-1→0:identity,1→2:identity,3→4:identity"),
+        ([Id, K, Id, K, Id, K], "-1→0:identity,1→2:identity,3→4:identity"),
     ],
 )
 def test_decode_by_hand(genes, expected):
@@ -208,7 +228,7 @@ class FakeTrial:
 
 
 def test_suggest_asks_each_gene_with_its_choices():
-    trial = FakeTrial([K, I, I, Li, Li, K])
+    trial = FakeTrial([K, Id, Id, Li, Li, K])
     assert L6.suggest(trial) == plan("0→2:identity,2→4:linear", 6)
     assert trial.asked == {name: ("keep", "identity", "linear") for name in L6.param_names}
 
@@ -334,7 +354,9 @@ def test_rank_spans_puts_the_exact_linear_span_first():
     assert second == Span(4, 5, "linear")
     assert [s for _, s in ranked] == sorted(s for _, s in ranked)
     for span, score in ranked:
-        assert score == pytest.approx(relative_residual(arrays[span.source], arrays[span.target], "linear"), rel=1e-8, abs=1e-10)
+        assert score == pytest.approx(
+            relative_residual(arrays[span.source], arrays[span.target], "linear"), rel=1e-8, abs=1e-10
+        )
 
 
 def test_rank_spans_identity_and_max_len():
@@ -343,9 +365,13 @@ def test_rank_spans_identity_and_max_len():
     assert all(span.end - span.start <= 2 for span, _ in ranked)
     assert len(ranked) == 2 * (6 + 5)
     scores = dict(ranked)
-    assert scores[Span(4, 5, "identity")] == pytest.approx(relative_residual(arrays[5], arrays[6], "identity"), rel=1e-8)
+    assert scores[Span(4, 5, "identity")] == pytest.approx(
+        relative_residual(arrays[5], arrays[6], "identity"), rel=1e-8
+    )
     assert scores[Span(4, 5, "identity")] < 1e-3
-    assert scores[Span(1, 3, "identity")] == pytest.approx(relative_residual(arrays[2], arrays[4], "identity"), rel=1e-8)
+    assert scores[Span(1, 3, "identity")] == pytest.approx(
+        relative_residual(arrays[2], arrays[4], "identity"), rel=1e-8
+    )
     assert scores[Span(1, 3, "identity")] > 0.5
 
 
@@ -381,10 +407,15 @@ def test_seed_plans_by_hand():
         plan("-1→0:identity,1→3:linear,4→5:identity", 6),
     ]
     tighter = PlanSpace(num_blocks=6, kinds=KINDS, max_removed=3)
-    assert seed_plans(None, tighter, kept_cost, None, k=1, ranked=ranked) == [plan("1→3:linear", 6), plan("1→3:linear,4→5:identity", 6)]
+    assert seed_plans(None, tighter, kept_cost, None, k=1, ranked=ranked) == [
+        plan("1→3:linear", 6),
+        plan("1→3:linear,4→5:identity", 6),
+    ]
     # spans of kinds outside the space are never used
     only_linear = PlanSpace(num_blocks=6, kinds=("linear",), max_removed=4)
-    assert all(s.kind == "linear" for p in seed_plans(None, only_linear, kept_cost, None, ranked=ranked) for s in p.spans)
+    assert all(
+        s.kind == "linear" for p in seed_plans(None, only_linear, kept_cost, None, ranked=ranked) for s in p.spans
+    )
 
 
 def check_seeds(seeds, space, cost, budget, k, ranked):

@@ -7,19 +7,23 @@ import warnings
 import optuna
 import pytest
 
-from toast.objectives import get_objectives
-from toast.objectives import Cost, CostTable
-from toast.search import SearchSettings
-from toast.search import STUDY_NAME, Search
+from toast.objectives import Cost, CostTable, get_objectives
+from toast.search import STUDY_NAME, Search, SearchSettings
 from toast.spaces import PlanSpace
 
 L = 4
-COSTS = CostTable(embed=Cost(10, 1), blocks=tuple(Cost(100, 10) for _ in range(L)), tail=Cost(5, 1),
-                  translators={"identity": Cost(0, 0), "linear": Cost(8, 2)})
+COSTS = CostTable(
+    embed=Cost(10, 1),
+    blocks=tuple(Cost(100, 10) for _ in range(L)),
+    tail=Cost(5, 1),
+    translators={"identity": Cost(0, 0), "linear": Cost(8, 2)},
+)
 
 
 def make_search(out, objectives) -> Search:
-    settings = SearchSettings(model="m", dataset="d", out=out, objectives=objectives, sampler="random", trials=2, seeds_per_study=0)
+    settings = SearchSettings(
+        model="m", dataset="d", out=out, objectives=objectives, sampler="random", trials=2, seeds_per_study=0
+    )
     return Search(settings, space=PlanSpace(num_blocks=L), costs=COSTS, evaluate=lambda plan: {})
 
 

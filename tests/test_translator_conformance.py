@@ -14,8 +14,11 @@ from toast.spaces import IdentityTranslator, LinearTranslator, PlanError, Transl
 from toast.spaces.testing import check_identity_is_exact, check_translator, translator_checks
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [pytest.param(kind, check, id=f"{kind}-{check.__name__.removeprefix('check_')}")
-         for kind in list_translators() for check in translator_checks(kind)]
+CASES = [
+    pytest.param(kind, check, id=f"{kind}-{check.__name__.removeprefix('check_')}")
+    for kind in list_translators()
+    for check in translator_checks(kind)
+]
 
 
 @pytest.mark.parametrize(("kind", "check"), CASES)

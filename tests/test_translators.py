@@ -16,7 +16,6 @@ import torch
 from toast.spaces import (
     IdentityTranslator,
     LinearTranslator,
-    NotFittedError,
     PairStats,
     PlanError,
     RidgeTranslator,
@@ -78,7 +77,9 @@ def test_identity_needs_equal_widths():
 BATCHES = [(4, 6), (3, 9), (2, 5)]  # (batch, tokens); the second batch is padded
 
 
-def accumulated_pair(seed: int, *, d: int = 8, offset: float = 0.0, dtype=torch.float32, product_dtype=torch.float32, relation=None):
+def accumulated_pair(
+    seed: int, *, d: int = 8, offset: float = 0.0, dtype=torch.float32, product_dtype=torch.float32, relation=None
+):
     """`PairStats` of h_0 → h_2 from a `StatsAccumulator` fed several batches (one with a padding mask),
     and the real tokens of h_0 and h_2 stacked as float64 arrays."""
     g = torch.Generator().manual_seed(seed)
@@ -89,7 +90,11 @@ def accumulated_pair(seed: int, *, d: int = 8, offset: float = 0.0, dtype=torch.
     for i, (b, n) in enumerate(BATCHES):
         h0 = torch.randn(b, n, d, generator=g, dtype=torch.float64) @ mix + mean
         h1 = h0 + torch.tanh(h0 @ mix)
-        h2 = relation(h0) if relation else h1 + 0.5 * torch.tanh(h1 @ mix.T) + 0.1 * torch.randn(b, n, d, generator=g, dtype=torch.float64)
+        h2 = (
+            relation(h0)
+            if relation
+            else h1 + 0.5 * torch.tanh(h1 @ mix.T) + 0.1 * torch.randn(b, n, d, generator=g, dtype=torch.float64)
+        )
         states = [h.to(dtype) for h in (h0, h1, h2)]
         mask = None
         if i == 1:
@@ -136,7 +141,9 @@ def _known_relation(d: int = 8):
 @pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centered", "large-mean"])
 def test_known_linear_relation_is_recovered_exactly(kind, offset):
     a, b, relation = _known_relation()
-    stats, x, _ = accumulated_pair(2, offset=offset, dtype=torch.float64, product_dtype=torch.float64, relation=relation)
+    stats, x, _ = accumulated_pair(
+        2, offset=offset, dtype=torch.float64, product_dtype=torch.float64, relation=relation
+    )
     t = create_translator(kind, **({"alpha": 0.0} if kind == "ridge" else {})).fit(stats)
     np.testing.assert_allclose(t.weight_, a.numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(t.bias_, b.numpy(), rtol=0, atol=1e-6)
@@ -146,7 +153,9 @@ def test_known_linear_relation_is_recovered_exactly(kind, offset):
 def test_shift_keeps_float32_products_precise_with_a_large_mean():
     """Unshifted float32 products of values near 1000 would lose every digit of the covariance."""
     a, b, relation = _known_relation()
-    stats, x, _ = accumulated_pair(3, offset=1000.0, dtype=torch.float64, product_dtype=torch.float32, relation=relation)
+    stats, x, _ = accumulated_pair(
+        3, offset=1000.0, dtype=torch.float64, product_dtype=torch.float32, relation=relation
+    )
     t = LinearTranslator().fit(stats)
     np.testing.assert_allclose(t.weight_, a.numpy(), rtol=0, atol=1e-5)
     exact = relation(torch.from_numpy(x)).numpy()
@@ -287,7 +296,10 @@ def test_ill_conditioned_fits_are_reported_once_per_process(caplog, monkeypatch)
                 assert LinearTranslator().fit(PairStats.from_arrays(*_rank_deficient(case, seed))).ill_conditioned_
         assert LinearTranslator().fit(PairStats.from_arrays(*paired_data(6))).solver_ == "cholesky"
     assert [(r.name, r.levelname) for r in caplog.records] == [("toast", "WARNING")]
-    assert "ill-conditioned" in caplog.records[0].getMessage() and "minimum-norm least-squares solution" in caplog.records[0].getMessage()
+    assert (
+        "ill-conditioned" in caplog.records[0].getMessage()
+        and "minimum-norm least-squares solution" in caplog.records[0].getMessage()
+    )
 
 
 def test_ill_conditioned_report_is_one_plain_line_on_stderr():

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,9 @@ class CaptureSpec:
 class ShardWriter:
     """Writes hidden states as Arrow IPC files, one row per token: `sample`, `token`, `h_0 … h_L`."""
 
-    def __init__(self, directory: Path, *, num_states: int, dim: int, dtype: str, key: str, shard_bytes: int = SHARD_BYTES) -> None:
+    def __init__(
+        self, directory: Path, *, num_states: int, dim: int, dtype: str, key: str, shard_bytes: int = SHARD_BYTES
+    ) -> None:
         self.directory = directory
         self.num_states = num_states
         self.dim = dim
@@ -71,7 +73,7 @@ class ShardWriter:
         self._sink = None
         self._written = 0
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -183,7 +185,14 @@ class ActivationCache:
         return self.capture(spec, model, batches(), progress=progress)
 
     @torch.inference_mode()
-    def capture(self, spec: CaptureSpec, model, batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]], *, progress: bool = True) -> CapturedActivations:
+    def capture(
+        self,
+        spec: CaptureSpec,
+        model,
+        batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]],
+        *,
+        progress: bool = True,
+    ) -> CapturedActivations:
         """One pass of the (uncompressed) model: shards and statistics, written atomically."""
         from tqdm.auto import tqdm
 
@@ -199,22 +208,26 @@ class ActivationCache:
                 for ids, inputs in batches:
                     states, mask = model.hidden_states(inputs)
                     if not all(bool(torch.isfinite(h).all()) for h in states):
-                        raise ModelOutputError(f"the outputs of model {spec.model_id!r} are not finite (NaN or infinite) on the calibration "
-                                               "samples: its weights may be corrupt; re-download the model or save it again")
+                        raise ModelOutputError(
+                            f"the outputs of model {spec.model_id!r} are not finite (NaN or infinite) on the calibration "
+                            "samples: its weights may be corrupt; re-download the model or save it again"
+                        )
                     acc.update(states, mask, cls_index)
                     writer.write(states, mask, list(ids))
                     bar.update(len(ids))
             bar.close()
             stats = acc.result()
             stats.save(out.directory)
-            out.manifest.update({
-                "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
-                "shards": writer.files,
-                "dim": dim,
-                "num_states": num_states,
-                "dtype": spec.dtype,
-                "num_tokens": stats.n,
-                "num_samples": stats.num_samples,
-                "seconds": round(time.perf_counter() - start, 3),
-            })
+            out.manifest.update(
+                {
+                    "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
+                    "shards": writer.files,
+                    "dim": dim,
+                    "num_states": num_states,
+                    "dtype": spec.dtype,
+                    "num_tokens": stats.n,
+                    "num_samples": stats.num_samples,
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+            )
         return self.load(spec)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from toast.spaces import Plan
 
-from ._cache import ActivationCache, CaptureSpec, CapturedActivations
-from ..models import CompressedModel
-from ..data import LabeledSplit, iter_batches, preprocessing_fingerprint, sample_ids
 from .._errors import DatasetError, SettingsError
-from ..models import Family
-from ..models import LoadedModel
+from ..data import LabeledSplit, iter_batches, preprocessing_fingerprint, sample_ids
+from ..models import CompressedModel, Family, LoadedModel
+from ._cache import ActivationCache, CapturedActivations, CaptureSpec
 
 
 def resolve_device(device: str) -> str:
@@ -31,18 +28,23 @@ def check_modality(family: Family, split: LabeledSplit, model: str) -> None:
     if split.modality == family.modality:
         return
     from ..data import DATASET_ALIASES, DIGITS, DOCSTRINGS
-    from ..models import FAMILIES
-    from ..models import MINILM_ALIAS
+    from ..models import FAMILIES, MINILM_ALIAS
 
     text_families = ", ".join(t for f in FAMILIES if f.modality == "text" for t in f.model_types)
     image_data = ", ".join([*DATASET_ALIASES, DIGITS])
     if split.modality == "text":
-        what = (f"use a text encoder (families {text_families}; e.g. `model` {MINILM_ALIAS}) with this dataset, "
-                f"or a dataset that holds images ({image_data}, an image folder) with this model")
+        what = (
+            f"use a text encoder (families {text_families}; e.g. `model` {MINILM_ALIAS}) with this dataset, "
+            f"or a dataset that holds images ({image_data}, an image folder) with this model"
+        )
     else:
-        what = (f"use a dataset that holds text (e.g. `dataset` {DOCSTRINGS}) with this model, or an image model with this "
-                f"dataset; text encoders: {text_families}; image datasets: {image_data}")
-    raise DatasetError(f"dataset {split.name!r} holds {split.modality} but model {model!r} takes {family.modality}: {what}")
+        what = (
+            f"use a dataset that holds text (e.g. `dataset` {DOCSTRINGS}) with this model, or an image model with this "
+            f"dataset; text encoders: {text_families}; image datasets: {image_data}"
+        )
+    raise DatasetError(
+        f"dataset {split.name!r} holds {split.modality} but model {model!r} takes {family.modality}: {what}"
+    )
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ def calibrate(
     spec = capture_spec(loaded, split, settings)
     ids = spec.sample_ids
     original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
-    return cache.get_or_capture(spec, original, lambda: iter_batches(split, ids, loaded.processor, settings.batch_size), progress=progress)
+    return cache.get_or_capture(
+        spec, original, lambda: iter_batches(split, ids, loaded.processor, settings.batch_size), progress=progress
+    )
 
 
 def capture_spec(loaded: LoadedModel, split: LabeledSplit, settings: CalibrationSettings) -> CaptureSpec:

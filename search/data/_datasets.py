@@ -20,9 +20,10 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,9 @@ def default_splits(name: str) -> tuple[str, str]:
     return "train", "test"
 
 
-def _pick_columns(ds: Any, name: str, input_column: str | None, label_column: str | None) -> tuple[str, str | None, str]:
+def _pick_columns(
+    ds: Any, name: str, input_column: str | None, label_column: str | None
+) -> tuple[str, str | None, str]:
     import datasets
 
     feats = ds.features
@@ -111,7 +114,9 @@ def _pick_columns(ds: Any, name: str, input_column: str | None, label_column: st
         elif texts:
             input_column = texts[0]
         else:
-            raise DatasetError(f"dataset {name!r} has no image column and no text column (columns: {', '.join(feats)}): pass `input_column`")
+            raise DatasetError(
+                f"dataset {name!r} has no image column and no text column (columns: {', '.join(feats)}): pass `input_column`"
+            )
     elif input_column not in feats:
         raise DatasetError(f"dataset {name!r} has no column {input_column!r} (columns: {', '.join(feats)})")
     modality = "image" if isinstance(feats[input_column], datasets.Image) else "text"
@@ -120,7 +125,9 @@ def _pick_columns(ds: Any, name: str, input_column: str | None, label_column: st
         if label_column is None:
             label_column = next((c for c, f in feats.items() if isinstance(f, datasets.ClassLabel)), None)
     elif label_column not in feats:
-        raise DatasetError(f"dataset {name!r} has no label column {label_column!r} (columns: {', '.join(feats)}): pass `label_column`")
+        raise DatasetError(
+            f"dataset {name!r} has no label column {label_column!r} (columns: {', '.join(feats)}): pass `label_column`"
+        )
     return input_column, label_column, modality
 
 
@@ -135,7 +142,9 @@ def _select_split(data: Any, name: str, split: str) -> Any:
 
     if isinstance(data, (datasets.DatasetDict, dict)):
         if split not in data:
-            raise DatasetError(f"dataset {name!r} has no split {split!r} (splits: {', '.join(data)}): pass `split_train` / `split_test`")
+            raise DatasetError(
+                f"dataset {name!r} has no split {split!r} (splits: {', '.join(data)}): pass `split_train` / `split_test`"
+            )
         return data[split]
     return data
 
@@ -145,12 +154,16 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith(".parquet")
 
 
-def load_split(name: str, split: str, *, input_column: str | None = None, label_column: str | None = None) -> LabeledSplit:
+def load_split(
+    name: str, split: str, *, input_column: str | None = None, label_column: str | None = None
+) -> LabeledSplit:
     """A split of an alias, `digits`, a local path or a Hugging Face dataset id (see the module's doc)."""
     alias = DATASET_ALIASES.get(name)
     if alias is not None:
         data = _load_hub(alias.hub_id, split, shown=name)
-        return _labeled(data, alias.hub_id, split, input_column or alias.input_column, label_column or alias.label_column)
+        return _labeled(
+            data, alias.hub_id, split, input_column or alias.input_column, label_column or alias.label_column
+        )
     if name == DOCSTRINGS:
         name = str(_docstrings_folder())
     if name == DIGITS:
@@ -162,7 +175,9 @@ def load_split(name: str, split: str, *, input_column: str | None = None, label_
         data = _load_local(path, name, split)
         return _labeled(data, str(path.resolve()), split, input_column, label_column)
     if _looks_like_path(name):
-        raise DatasetError(f"dataset {name!r} not found: no such file or folder (aliases: {', '.join(DATASET_ALIASES)}, {DIGITS})")
+        raise DatasetError(
+            f"dataset {name!r} not found: no such file or folder (aliases: {', '.join(DATASET_ALIASES)}, {DIGITS})"
+        )
     data = _load_hub(name, split, shown=name)
     return _labeled(data, name, split, input_column, label_column)
 
@@ -236,16 +251,24 @@ def _load_hub(hub_id: str, split: str, *, shown: str) -> Any:
         return datasets.load_dataset(hub_id, split=split)
     except _network_errors() as exc:  # offline mode, no network, hub down
         why = "offline mode is on" if "OfflineModeIsEnabled" in str(exc) else "no connection"
-        raise DatasetError(f"dataset {label!r}: the Hugging Face Hub is unreachable ({why}); {LOCAL_COPY_HINT}") from None
+        raise DatasetError(
+            f"dataset {label!r}: the Hugging Face Hub is unreachable ({why}); {LOCAL_COPY_HINT}"
+        ) from None
     except DatasetNotFoundError as exc:  # unknown id, gated, no access
-        raise DatasetError(f"dataset {label!r} is not available from the Hugging Face Hub ({_first_line(exc)}); check the id, or {LOCAL_COPY_HINT}") from None
+        raise DatasetError(
+            f"dataset {label!r} is not available from the Hugging Face Hub ({_first_line(exc)}); check the id, or {LOCAL_COPY_HINT}"
+        ) from None
     except ValueError as exc:
         splits = _splits_from_message(str(exc))
         if splits is not None:
-            raise DatasetError(f"dataset {label!r} has no split {split!r} (splits: {', '.join(splits)}): pass `split_train` / `split_test`") from None
+            raise DatasetError(
+                f"dataset {label!r} has no split {split!r} (splits: {', '.join(splits)}): pass `split_train` / `split_test`"
+            ) from None
         raise DatasetError(f"cannot load dataset {label!r}: {_first_line(exc)}") from None
     except (FileNotFoundError, OSError, datasets.exceptions.DatasetsError) as exc:
-        raise DatasetError(f"cannot load dataset {label!r} from the Hugging Face Hub ({_first_line(exc)}); {LOCAL_COPY_HINT}") from None
+        raise DatasetError(
+            f"cannot load dataset {label!r} from the Hugging Face Hub ({_first_line(exc)}); {LOCAL_COPY_HINT}"
+        ) from None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -312,10 +335,14 @@ def _digits_split(split: str) -> Any:
 
     indices = digits_split_indices()
     if split not in indices:
-        raise DatasetError(f"dataset {DIGITS!r} has no split {split!r} (splits: {', '.join(indices)}): pass `split_train` / `split_test`")
+        raise DatasetError(
+            f"dataset {DIGITS!r} has no split {split!r} (splits: {', '.join(indices)}): pass `split_train` / `split_test`"
+        )
     images, target = _digits_arrays()
     ids = indices[split]
-    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])})
+    feats = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
     return datasets.Dataset.from_dict(
         {"image": [Image.fromarray(images[i]) for i in ids], "label": target[ids].tolist()},
         features=feats,
@@ -343,7 +370,9 @@ def preprocessing_fingerprint(processor: Any) -> str:
     return repr(processor)
 
 
-def iter_batches(split: LabeledSplit, ids: Sequence[int], processor: Any, batch_size: int, *, max_length: int = 256) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+def iter_batches(
+    split: LabeledSplit, ids: Sequence[int], processor: Any, batch_size: int, *, max_length: int = 256
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """`(sample ids, model inputs)` batches; images converted to RGB and run through the processor."""
     if processor is None:
         raise DatasetError("the model has no saved image processor or tokenizer: save one next to the weights")
@@ -358,7 +387,9 @@ def iter_batches(split: LabeledSplit, ids: Sequence[int], processor: Any, batch_
             yield chunk, {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
 
-def length_sorted_batches(texts: Sequence[str], tokenizer: Any, batch_size: int = 64, *, max_length: int = 256) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+def length_sorted_batches(
+    texts: Sequence[str], tokenizer: Any, batch_size: int = 64, *, max_length: int = 256
+) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """`(row indices, tokenized inputs)` with texts of similar length batched together (little padding)."""
     texts = list(texts)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
@@ -366,7 +397,9 @@ def length_sorted_batches(texts: Sequence[str], tokenizer: Any, batch_size: int 
     batches = []
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tokenizer(
+            [texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         batches.append((index, dict(enc)))
     return batches
 

@@ -16,17 +16,18 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from .._artifacts import MANIFEST, default_cache_dir, read_artifact, spec_key, write_artifact
-from ._datasets import LabeledSplit, iter_batches, preprocessing_fingerprint
 from .._errors import CacheError, DatasetError
+from ._datasets import LabeledSplit, iter_batches, preprocessing_fingerprint
 
 FORMAT_VERSION = 2  # 2: a folder per key (inputs.arrow + manifest.json)
 FILE = "inputs.arrow"
@@ -45,8 +46,15 @@ class InputsSpec:
     version: int = FORMAT_VERSION
 
     @classmethod
-    def of(cls, split: LabeledSplit, ids: Sequence[int], processor: Any, *, max_length: int = 256) -> "InputsSpec":
-        return cls(split.fingerprint, split.split, split.input_column, tuple(int(i) for i in ids), preprocessing_fingerprint(processor), max_length)
+    def of(cls, split: LabeledSplit, ids: Sequence[int], processor: Any, *, max_length: int = 256) -> InputsSpec:
+        return cls(
+            split.fingerprint,
+            split.split,
+            split.input_column,
+            tuple(int(i) for i in ids),
+            preprocessing_fingerprint(processor),
+            max_length,
+        )
 
     @property
     def key(self) -> str:
@@ -63,8 +71,15 @@ def _trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v[:, lo:hi] if v.ndim >= 2 and v.shape[1] == mask.shape[1] else v for k, v in inputs.items()}
 
 
-def _write_arrow(path: Path, key: str, modality: str, batches: Iterator[tuple[list[int], dict[str, torch.Tensor]]], total: int, *,
-                 progress: bool) -> dict[str, dict]:
+def _write_arrow(
+    path: Path,
+    key: str,
+    modality: str,
+    batches: Iterator[tuple[list[int], dict[str, torch.Tensor]]],
+    total: int,
+    *,
+    progress: bool,
+) -> dict[str, dict]:
     """Write the batches to the Arrow file `path`; return each input's per-sample shape and dtype."""
     from tqdm.auto import tqdm
 
@@ -82,9 +97,13 @@ def _write_arrow(path: Path, key: str, modality: str, batches: Iterator[tuple[li
                         f"the processor gives {name} of varying shape or dtype ({shapes[name]} then {info}): "
                         "preprocessed inputs need a fixed size (set the processor's size)"
                     )
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), max(int(np.prod(a.shape[1:])), 1)))
+                arrays.append(
+                    pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), max(int(np.prod(a.shape[1:])), 1))
+                )
             if writer is None:
-                fields = [pa.field("sample", pa.int64())] + [pa.field(n, arr.type) for n, arr in zip(inputs, arrays[1:])]
+                fields = [pa.field("sample", pa.int64())] + [
+                    pa.field(n, arr.type) for n, arr in zip(inputs, arrays[1:])
+                ]
                 meta = {"toast.key": key, "toast.modality": modality, "toast.inputs": json.dumps(shapes)}
                 schema = pa.schema(fields, metadata=meta)
                 sink = pa.OSFile(str(path), "wb")
@@ -131,7 +150,7 @@ class PreprocessedInputs:
         return (cls.entry_path(cache_root, spec) / MANIFEST).is_file()
 
     @classmethod
-    def open(cls, cache_root: str | Path | None, spec: InputsSpec, batch_size: int) -> "PreprocessedInputs":
+    def open(cls, cache_root: str | Path | None, spec: InputsSpec, batch_size: int) -> PreprocessedInputs:
         """Read and verify the entry for `spec`; raise `CacheError` naming what is wrong."""
         directory = cls.entry_path(cache_root, spec)
         manifest = read_artifact(directory, spec.key, f"preprocessed inputs {directory}")
@@ -150,7 +169,7 @@ class PreprocessedInputs:
         *,
         max_length: int = 256,
         progress: bool = False,
-    ) -> "PreprocessedInputs":
+    ) -> PreprocessedInputs:
         """The verified entry for these samples; built first (one processor pass) when missing or corrupt."""
         spec = InputsSpec.of(split, ids, processor, max_length=max_length)
         directory = cls.entry_path(cache_root, spec)
@@ -164,7 +183,16 @@ class PreprocessedInputs:
         return cls.open(cache_root, spec, batch_size)
 
     @classmethod
-    def build(cls, directory: Path, spec: InputsSpec, split: LabeledSplit, processor: Any, batch_size: int, *, progress: bool = False) -> None:
+    def build(
+        cls,
+        directory: Path,
+        spec: InputsSpec,
+        split: LabeledSplit,
+        processor: Any,
+        batch_size: int,
+        *,
+        progress: bool = False,
+    ) -> None:
         """Run the processor over the samples and write the entry folder `directory` atomically."""
         start = time.perf_counter()
         ids = list(spec.sample_ids)
@@ -173,13 +201,15 @@ class PreprocessedInputs:
         batches = iter_batches(split, ids, processor, step, max_length=spec.max_length)
         with write_artifact(directory, spec.key, f"preprocessed inputs {directory}") as out:
             shapes = _write_arrow(out.directory / FILE, spec.key, split.modality, batches, len(ids), progress=progress)
-            out.manifest.update({
-                "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
-                "rows": len(ids),
-                "modality": split.modality,
-                "inputs": shapes,
-                "seconds": round(time.perf_counter() - start, 3),
-            })
+            out.manifest.update(
+                {
+                    "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
+                    "rows": len(ids),
+                    "modality": split.modality,
+                    "inputs": shapes,
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+            )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -211,7 +241,9 @@ class PreprocessedInputs:
         flat = np.concatenate(parts) if parts else np.empty(0, dtype=self.manifest["inputs"][name]["dtype"])
         return torch.from_numpy(flat.reshape(stop - start, *shape))  # concatenate copied: writable
 
-    def batches(self, batch_size: int | None = None, *, trim: bool = True) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    def batches(
+        self, batch_size: int | None = None, *, trim: bool = True
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """`(sample ids, inputs)` batches of `batch_size` (the build's by default) in the stored order."""
         size = batch_size or self.batch_size
         ids = self.ids

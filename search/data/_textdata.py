@@ -34,9 +34,9 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from .._errors import DatasetError
 
@@ -113,7 +113,9 @@ def package_root(package: str) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError(f"package {package!r} is not installed (or is not a package folder): pip install it or choose other --packages")
+        raise DatasetError(
+            f"package {package!r} is not installed (or is not a package folder): pip install it or choose other --packages"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -196,7 +198,9 @@ def _order_key(seed: int, package: str, text: str) -> bytes:
     return hashlib.sha256(f"{seed}\0{package}\0{text}".encode()).digest()
 
 
-def _select(settings: DocstringSettings, per_package: dict[str, list[Docstring]]) -> dict[str, list[tuple[Docstring, int]]]:
+def _select(
+    settings: DocstringSettings, per_package: dict[str, list[Docstring]]
+) -> dict[str, list[tuple[Docstring, int]]]:
     """`split -> [(docstring, label)]`: texts shared by packages dropped, each class capped and split."""
     owners: dict[str, int] = {}
     for docs in per_package.values():
@@ -259,10 +263,17 @@ def build_docstring_dataset(
     versions = {p: package_version(p) for p in settings.packages}
     if out.exists():
         info = read_info(out)
-        if info is not None and _spec_key(settings, versions) == {"settings": info["settings"], "versions": info["versions"]}:
+        if info is not None and _spec_key(settings, versions) == {
+            "settings": info["settings"],
+            "versions": info["versions"],
+        }:
             return out
         if not overwrite:
-            what = "was built with other settings or package versions" if info is not None else "exists and is not a docstring dataset"
+            what = (
+                "was built with other settings or package versions"
+                if info is not None
+                else "exists and is not a docstring dataset"
+            )
             raise DatasetError(f"{out} {what}: pass overwrite=True (--overwrite) or another folder")
 
     per_package = {p: collect_docstrings(p, min_chars=min_chars, max_chars=max_chars) for p in settings.packages}
@@ -278,10 +289,19 @@ def build_docstring_dataset(
         versions=versions,
         fingerprint=f"docstrings-v{FORMAT_VERSION}-{fingerprint}",
         available={p: len(per_package[p]) for p in settings.packages},
-        counts={name: {p: sum(1 for _, y in rows if y == i) for i, p in enumerate(settings.packages)} for name, rows in splits.items()},
+        counts={
+            name: {p: sum(1 for _, y in rows if y == i) for i, p in enumerate(settings.packages)}
+            for name, rows in splits.items()
+        },
     )
 
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(settings.packages)), "source": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(settings.packages)),
+            "source": datasets.Value("string"),
+        }
+    )
     description = f"First paragraphs of public docstrings of {', '.join(f'{p} {v}' for p, v in versions.items())}; label = package."
     parts = {}
     for name, rows in splits.items():

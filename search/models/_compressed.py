@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,7 +66,9 @@ class CompressedModel(nn.Module):
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_model(cls, loaded: LoadedModel, plan: Plan, translators: Mapping[Span, Translator] | None = None) -> "CompressedModel":
+    def from_model(
+        cls, loaded: LoadedModel, plan: Plan, translators: Mapping[Span, Translator] | None = None
+    ) -> CompressedModel:
         """Build `plan` over `loaded` (sharing its kept modules, not copying them)."""
         parts = loaded.parts
         if plan.num_blocks != len(parts.blocks):
@@ -97,10 +100,17 @@ class CompressedModel(nn.Module):
 
     # ---- running -----------------------------------------------------------------------------
     def _inputs(self, pixel_values, input_ids, attention_mask, token_type_ids) -> dict[str, torch.Tensor]:
-        inputs = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        inputs = {
+            "pixel_values": pixel_values,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
         return {k: v for k, v in inputs.items() if v is not None}
 
-    def run(self, inputs: Mapping[str, torch.Tensor], *, keep_states: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+    def run(
+        self, inputs: Mapping[str, torch.Tensor], *, keep_states: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """Last hidden state (before the final norm), token mask, and every intermediate state if asked."""
         h, mask = self.family.embed(self.embeddings, dict(inputs))
         block_mask = self.family.block_mask(self.config, h, mask)
@@ -146,7 +156,9 @@ class CompressedModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ---- export ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, *, processor: Any | None = None, extra: dict | None = None) -> Path:
+    def save_pretrained(
+        self, directory: str | Path, *, processor: Any | None = None, extra: dict | None = None
+    ) -> Path:
         """Write config, plan and safetensors weights of what is kept plus translators."""
         from safetensors.torch import save_file
 
@@ -169,7 +181,9 @@ class CompressedModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> "CompressedModel":
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> CompressedModel:
         """Load a saved compressed model without the original checkpoint."""
         import transformers
         from safetensors.torch import load_file

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -55,8 +53,9 @@ def model_flops(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
 
 def measure_cost_table(loaded: LoadedModel, inputs: dict[str, torch.Tensor] | None = None) -> CostTable:
     """Per-component FLOPs (papers' fvcore handles) and exact params of `loaded`."""
-    from ._compressed import CompressedModel
     from toast.spaces import Plan
+
+    from ._compressed import CompressedModel
 
     inputs = inputs or example_inputs(loaded)
     model = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
@@ -64,13 +63,16 @@ def measure_cost_table(loaded: LoadedModel, inputs: dict[str, torch.Tensor] | No
     keys = list(inputs)
     with torch.no_grad():
         h, mask, _ = model.run(inputs)
+
     # The block attention mask is built once per forward, from h_0: it is part of the embeddings' cost.
     def embed(m, *t):
         x, mk = family.embed(m, dict(zip(keys, t)))
         bm = family.block_mask(config, x, mk)
         return (x, bm) if isinstance(bm, torch.Tensor) else x
 
-    embed_cost = Cost(count_flops(_Call(model.embeddings, embed), tuple(inputs.values())), count_params(model.embeddings))
+    embed_cost = Cost(
+        count_flops(_Call(model.embeddings, embed), tuple(inputs.values())), count_params(model.embeddings)
+    )
     block_mask = family.block_mask(config, h, mask)
     mask_args = (block_mask,) if isinstance(block_mask, torch.Tensor) else ()
 
@@ -94,4 +96,6 @@ def measure_cost_table(loaded: LoadedModel, inputs: dict[str, torch.Tensor] | No
     d, tokens = loaded.hidden_size, int(h.shape[:-1].numel())
     translators = {kind: Cost(*translator_class(kind).cost(d, tokens)) for kind in list_translators()}
     described = ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
-    return CostTable(embed=embed_cost, blocks=tuple(blocks), tail=tail, translators=translators, input_description=described)
+    return CostTable(
+        embed=embed_cost, blocks=tuple(blocks), tail=tail, translators=translators, input_description=described
+    )

@@ -106,7 +106,9 @@ class Family:
         """Pooled features: [CLS] after the final norm."""
         return normed[:, self.layout(config).cls_index]
 
-    def run_head(self, head: nn.Module, kind: str, normed: torch.Tensor, mask: torch.Tensor | None, config: Any) -> torch.Tensor:
+    def run_head(
+        self, head: nn.Module, kind: str, normed: torch.Tensor, mask: torch.Tensor | None, config: Any
+    ) -> torch.Tensor:
         if kind == "pooler":
             return head(normed)
         layout = self.layout(config)
@@ -204,7 +206,9 @@ class BertFamily(Family):
         from transformers.masking_utils import create_bidirectional_mask
 
         # Always materialized (no all-ones shortcut), so a traced forward and an eager one agree.
-        return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask.long(), allow_is_bidirectional_skip=False)
+        return create_bidirectional_mask(
+            config=config, inputs_embeds=hidden, attention_mask=mask.long(), allow_is_bidirectional_skip=False
+        )
 
     def pool(self, final_norm, normed, mask, config):
         """Mean over real tokens, as sentence-transformers pools."""

@@ -134,7 +134,9 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelSource:
     local = Path(source).expanduser()
     is_local = local.is_dir()
     if not is_local and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-        raise UnsupportedModelError(f"model directory {source!r} does not exist: pass an alias ({', '.join([*LOCAL_ALIASES, *MODEL_ALIASES])}), a Hugging Face id or a local model directory")
+        raise UnsupportedModelError(
+            f"model directory {source!r} does not exist: pass an alias ({', '.join([*LOCAL_ALIASES, *MODEL_ALIASES])}), a Hugging Face id or a local model directory"
+        )
     where = str(local) if is_local else source
     try:
         config = transformers.AutoConfig.from_pretrained(where, revision=revision)
@@ -167,8 +169,10 @@ def load_model(
     try:
         model = cls.from_pretrained(where, revision=revision, **kwargs)
     except SafetensorError as exc:
-        raise UnsupportedModelError(f"the weights of {name!r} are truncated or corrupt ({str(exc).splitlines()[0]}): "
-                                    "re-download the model or save it again (save_pretrained)") from None
+        raise UnsupportedModelError(
+            f"the weights of {name!r} are truncated or corrupt ({str(exc).splitlines()[0]}): "
+            "re-download the model or save it again (save_pretrained)"
+        ) from None
     except OSError as exc:
         raise UnsupportedModelError(f"cannot load the weights of {name!r}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
