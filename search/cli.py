@@ -373,19 +373,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 FLAG_OF_FIELD = {"plans": "--plan", "progress": "--no-progress", "samples": "--calib-samples", "split": "--split"}
 
 
-def flag_of(field: str) -> str:
+#: `toast-search analyze` reads the calibration split from `--split` (its settings' `split_train`).
+ANALYZE_FLAGS = {"split_train": "--split", "split_test": "--split"}
+
+
+def flag_of(field: str, flags: dict[str, str] | None = None) -> str:
     """The command-line flag of a `SearchSettings` field (`calib_samples` -> `--calib-samples`)."""
-    return FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+    return {**FLAG_OF_FIELD, **(flags or {})}.get(field, "--" + field.replace("_", "-"))
 
 
-def as_flags(message: str) -> str:
-    """A library error as the CLI says it: each `field` of the settings named by its flag."""
+def as_flags(message: str, flags: dict[str, str] | None = None) -> str:
+    """A library error as the CLI says it: each `field` of the settings named by its flag (`flags`: a
+    subcommand's own names)."""
     from dataclasses import fields
 
     from ._settings import SearchSettings
 
     names = {f.name for f in fields(SearchSettings)} | set(FLAG_OF_FIELD)
-    return re.sub(r"`(\w+)`", lambda m: flag_of(m.group(1)) if m.group(1) in names else m.group(0), message)
+    shown = re.sub(r"`(\w+)`", lambda m: flag_of(m.group(1), flags) if m.group(1) in names else m.group(0), message)
+    return re.sub(r"(--[\w-]+) / \1\b", r"\1", shown)  # two fields, one flag (analyze's --split)
 
 
 #: A value that starts like a span from the embeddings (`-1->0:linear`, `-1→3`): argparse would read it as an option.
@@ -408,15 +414,16 @@ def join_plan_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = join_plan_values(list(sys.argv[1:] if argv is None else argv))
+    flags = None
     if argv[:1] == ["analyze"]:
-        args, command = build_analyze_parser().parse_args(argv[1:]), cmd_analyze
+        args, command, flags = build_analyze_parser().parse_args(argv[1:]), cmd_analyze, ANALYZE_FLAGS
     else:
         args, command = build_search_parser().parse_args(argv), cmd_search
     quiet_libraries()
     try:
         return command(args)
     except ToastError as exc:
-        print(f"toast-search: error: {as_flags(str(exc))}", file=sys.stderr)
+        print(f"toast-search: error: {as_flags(str(exc), flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -69,3 +69,11 @@ def test_bad_input_is_one_line_and_exit_2(tiny_dirs, image_dataset_dir, tmp_path
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("toast-search: error:") and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_errors_name_analyze_s_own_flags(tiny_dirs, image_dataset_dir, tmp_path, capsys):
+    """A split that does not exist: analyze reads it from --split (the search's --split-train)."""
+    argv = ["analyze", "--model", str(tiny_dirs["vit"]), "--dataset", str(image_dataset_dir), "--split", "nope"]
+    code = main([*argv, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--no-progress"])
+    line = capsys.readouterr().err.strip()
+    assert code == 2 and line.endswith("(splits: train, test): pass --split"), line
