@@ -84,7 +84,7 @@ class SearchContext:
             TranslatorBank(captured),
         )
         ctx.samples_used = prepared.samples_used
-        if settings.head == "original":
+        if settings.head == "original" and needs_labels:  # the head scores only what reads the labels
             ctx._check_original_head()
         ctx.baseline = ctx.evaluate(Plan((), loaded.num_blocks))
         return ctx

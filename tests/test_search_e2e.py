@@ -588,6 +588,16 @@ def test_undefined_fidelity_ranks_as_the_worst_agreement_and_says_why(tiny_dirs,
     assert 0 < other["fidelity"] <= 1 and "fidelity_undefined" not in other
 
 
+def test_original_head_without_accuracy_needs_no_labels(tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """With fidelity and costs only, nothing reads the labels: the head's label count does not matter
+    (the tiny classifier has 5 labels, the dataset 3)."""
+    out = runs / "head-no-accuracy"
+    args = argv(tiny_dirs["vit-cls"], graded_dataset_dir, cache_dir, out, "--head", "original")
+    code, _, err = run_main([*args, "--objectives", "fidelity,gflops", "--plan", "0->1:linear"])
+    assert code == 0, err
+    assert 0 < read_front(out)["baseline"]["fidelity"] <= 1
+
+
 def test_budget_above_the_original_is_not_an_error(tiny_dirs, graded_dataset_dir, cache_dir, runs):
     out = runs / "generous"
     code, stdout, err = run_main(
