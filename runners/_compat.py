@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "exact_hypervolume",
     "local_ray_address",
     "optuna_search_told",
     "optuna_search_trials",
@@ -24,6 +25,16 @@ __all__ = [
 
 
 # ---- Optuna ------------------------------------------------------------------------------------
+def exact_hypervolume(losses: Any, reference: Any) -> float | None:
+    """Optuna's exact WFG hypervolume of minimised `losses` below `reference` (O(n^2) for 3 objectives), or
+    None where this Optuna has none (`optuna._hypervolume.compute_hypervolume`, Optuna 3 to 5)."""
+    try:
+        from optuna._hypervolume import compute_hypervolume
+    except ImportError:
+        return None
+    return float(compute_hypervolume(losses, reference))
+
+
 def trial_id(trial: Any) -> int:
     """The storage id of an Optuna `Trial` or `FrozenTrial`: what every storage call takes (not the trial's
     `number`). Optuna has no public accessor (`_trial_id`, Optuna 3 to 5)."""

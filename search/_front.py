@@ -215,13 +215,10 @@ def hypervolume(values: Any, directions: Sequence[Any], reference: Any) -> float
         return 0.0
     if m <= 2:
         return _hypervolume_slicing(losses, ref)
-    try:
-        # Private API (optuna._hypervolume, Optuna 3.x–5.x): exact WFG, O(n^2) for m = 3. It may
-        # move between releases, so the exact slicing fallback below stays.
-        from optuna._hypervolume import compute_hypervolume
-    except ImportError:
-        return _hypervolume_slicing(losses, ref)
-    return float(compute_hypervolume(losses, ref))
+    from toast.runners._compat import exact_hypervolume  # Optuna's WFG; the exact slicing below where it is gone
+
+    exact = exact_hypervolume(losses, ref)
+    return _hypervolume_slicing(losses, ref) if exact is None else exact
 
 
 # ---------------------------------------------------------------- records

@@ -168,3 +168,13 @@ def test_local_ray_address_lookup_exists():
     import inspect
 
     assert list(inspect.signature(services.canonicalize_bootstrap_address_or_die).parameters)[0] == "addr"
+
+
+def test_exact_hypervolume_is_optunas_wfg():
+    """Three minimised objectives: two boxes of volume 1 below (2, 2, 2) overlapping in a unit cube's eighth."""
+    import numpy as np
+
+    losses = np.array([[1.0, 1.0, 1.0], [1.5, 0.5, 1.0]])
+    assert compat.exact_hypervolume(losses, np.array([2.0, 2.0, 2.0])) == pytest.approx(
+        1.0 + 0.5 * 1.5 * 1.0 - 0.5 * 1.0 * 1.0
+    )
