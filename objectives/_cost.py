@@ -28,8 +28,10 @@ class Cost:
 class CostTable:
     """Per-component counts of a model at one input size, measured once with fvcore.
 
-    `tail` is the final norm, pooling and head; translator costs are per kind (all spans of a kind
-    cost the same: one map of the hidden width over every token).
+    `tail` is the final norm, pooling and head; translator costs are per kind string (all spans of a kind
+    cost the same: one map of the hidden width over every token). `translators` holds the kinds measured
+    up front; with `width` and `tokens` set, any other kind string (`lowrank:48`) is costed on demand by
+    its own class (`translator_class(kind).cost(width, tokens)`, the count the measured ones come from).
     """
 
     embed: Cost
@@ -37,6 +39,8 @@ class CostTable:
     tail: Cost
     translators: Mapping[str, Cost] = field(default_factory=dict)
     input_description: str = ""
+    width: int | None = None  # the hidden width translators map
+    tokens: int | None = None  # the tokens each translator maps per input
 
     @property
     def num_blocks(self) -> int:
@@ -47,11 +51,18 @@ class CostTable:
         if plan.num_blocks != self.num_blocks:
             raise ValueError(f"plan is for {plan.num_blocks} blocks, the cost table for {self.num_blocks}")
         parts = [self.embed, self.tail, *(self.blocks[b] for b in plan.kept)]
-        for span in plan.spans:
-            if span.kind not in self.translators:
-                raise ValueError(f"no cost measured for translator kind {span.kind!r}")
-            parts.append(self.translators[span.kind])
+        parts += [self.translator(span.kind) for span in plan.spans]
         return Cost(sum(p.flops for p in parts), sum(p.params for p in parts))
+
+    def translator(self, kind: str) -> Cost:
+        """The cost of one span of kind string `kind`: as measured, else from its class at `width` and `tokens`."""
+        if kind in self.translators:
+            return self.translators[kind]
+        if self.width is None or self.tokens is None:
+            raise ValueError(f"no cost measured for translator kind {kind!r}")
+        from toast.spaces import translator_class
+
+        return Cost(*translator_class(kind).cost(self.width, self.tokens))
 
     @property
     def original(self) -> Cost:

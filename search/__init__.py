@@ -2,6 +2,7 @@
 capture in their own sub-packages (`toast.search.models`, `.data`, `.capture`)."""
 
 from ._artifacts import ArtifactWriter, default_cache_dir, read_artifact, write_artifact
+from ._bank import TranslatorBank
 from ._context import PlanOutputs, SearchContext
 from ._errors import CacheError, DatasetError, ModelOutputError, SettingsError, UnsupportedModelError
 from ._front import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
@@ -11,7 +12,14 @@ from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers
 from ._run import RunResult, run_search
 from ._settings import SearchSettings
 from ._study import STUDY_NAME, Budgets, Search, plan_key, resolve_budgets, scored_records, write_trials_csv
-from .capture import ActivationCache, CalibrationSettings, CapturedActivations, CaptureSpec, calibrate
+from .capture import (
+    ActivationCache,
+    CalibrationSettings,
+    CapturedActivations,
+    CapturedSpanData,
+    CaptureSpec,
+    calibrate,
+)
 from .data import (
     DATASET_ALIASES,
     DatasetAlias,
@@ -47,6 +55,7 @@ __all__ = [
     "CalibrationSettings",
     "CaptureSpec",
     "CapturedActivations",
+    "CapturedSpanData",
     "CompressedModel",
     "DatasetAlias",
     "DatasetError",
@@ -62,6 +71,7 @@ __all__ = [
     "RunResult",
     "Search",
     "SearchContext",
+    "TranslatorBank",
     "SearchSettings",
     "SearchTrialFactory",
     "SettingsError",

@@ -81,7 +81,7 @@ class SearchContext:
             eval_inputs,
             probe_labels,
             eval_labels,
-            TranslatorBank(captured),
+            TranslatorBank(captured, device=loaded.device, seed=settings.seed, cache_root=cache.root),
         )
         ctx.samples_used = prepared.samples_used
         if settings.head == "original" and needs_labels:  # the head scores only what reads the labels

@@ -16,7 +16,7 @@ import torch
 
 from toast.objectives import get_objectives
 from toast.objectives._cost import CostTable
-from toast.spaces import Plan, PlanSpace
+from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter
 
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import SearchSettings
@@ -24,7 +24,7 @@ from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_
 from .data import LabeledSplit, default_splits, load_split
 from .models import LoadedModel, load_model, measure_cost_table, resolve_model
 
-__all__ = ["DTYPES", "Prepared", "preflight", "prepare", "samples_used"]
+__all__ = ["DTYPES", "Prepared", "preflight", "prepare", "samples_used", "space_kinds"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -88,6 +88,18 @@ def samples_used(
     return used, notes
 
 
+def space_kinds(settings: SearchSettings, width: int) -> tuple[str, ...]:
+    """The space's kind strings: `translators`, with each bare kind that takes a rank (`lowrank`) as one
+    `kind:r` per rank of `ranks` at the model's `width` (`lowrank` with ranks d/16,d/8 at 768: lowrank:48,lowrank:96)."""
+    kinds: list[str] = []
+    for kind in settings.translators:
+        if ":" not in kind and kind_parameter(kind) == "rank":
+            kinds += [f"{kind}:{r}" for r in settings.resolved_ranks(width)]
+        else:
+            kinds.append(kind)
+    return tuple(dict.fromkeys(kinds))
+
+
 def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool = True) -> Prepared:
     """Check, load and measure what a run needs, cheapest first: paths (`preflight`), the device, the splits,
     the dataset's modality against the model's config, the sample counts, the model, the space, the cost
@@ -111,11 +123,17 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     if search:
         space = PlanSpace(
             num_blocks=loaded.num_blocks,
-            kinds=settings.translators,
+            kinds=space_kinds(settings, loaded.hidden_size),
             max_removed=settings.max_removed,
             min_kept=settings.min_kept,
         )
-        costs = measure_cost_table(loaded)
+        costs = measure_cost_table(loaded, kinds=space.kinds)
+        for text in settings.plans:  # blocks and kinds this model can take (a rank above its width), before any capture
+            plan = Plan.parse(text, loaded.num_blocks)
+            try:
+                costs.cost(plan)
+            except PlanError as e:
+                raise PlanError(f"`plans` {text!r}: {e}") from None
     calibration = CalibrationSettings(
         samples=settings.calib_samples,
         seed=settings.seed,

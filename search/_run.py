@@ -28,11 +28,11 @@ class RunResult:
     chosen: dict[str, Any] | None
 
 
-def manual_space(settings: SearchSettings, num_blocks: int) -> tuple[PlanSpace, list[Plan]]:
-    """For `--plan`: the plans, and a space holding every kind they use."""
-    plans = [Plan.parse(text, num_blocks) for text in settings.plans]
-    kinds = tuple(dict.fromkeys([*settings.translators, *(s.kind for p in plans for s in p.spans)]))
-    space = PlanSpace(num_blocks=num_blocks, kinds=kinds)
+def manual_space(settings: SearchSettings, space: PlanSpace) -> tuple[PlanSpace, list[Plan]]:
+    """For `--plan`: the plans, and a space holding the search space's kinds and every kind the plans use."""
+    plans = [Plan.parse(text, space.num_blocks) for text in settings.plans]
+    kinds = tuple(dict.fromkeys([*space.kinds, *(s.kind for p in plans for s in p.spans)]))
+    space = PlanSpace(num_blocks=space.num_blocks, kinds=kinds)
     for plan in plans:
         space.encode(plan)  # clear error for plans the genome cannot express
     return space, plans
@@ -49,7 +49,7 @@ def run_search(settings: SearchSettings) -> RunResult:
     objectives = get_objectives(settings.objectives)
     plans: list[Plan] = []
     if settings.plans:
-        ctx.space, plans = manual_space(settings, ctx.loaded.num_blocks)
+        ctx.space, plans = manual_space(settings, ctx.space)
     search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate, stats=ctx.captured.stats)
     for note in search.notes:
         print(note)

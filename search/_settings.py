@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from toast.spaces._errors import SettingsError
 SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
 PROBES = ("ridge", "adam")
 HEADS = ("probe", "original")
+DEFAULT_RANKS = ("d/16", "d/8", "d/4")
+#: A rank: an integer, `d` (the model's width) or `d/k` (the width over k, rounded down, at least 1).
+RANK = re.compile(r"[1-9]\d*|d(?:/[1-9]\d*)?")
 #: The settings that change what a trial computes: a run directory is bound to their values.
 IDENTITY_KEYS = (
     "model",
@@ -22,6 +26,7 @@ IDENTITY_KEYS = (
     "input_column",
     "label_column",
     "translators",
+    "ranks",
     "max_removed",
     "min_kept",
     "objectives",
@@ -47,6 +52,7 @@ class SearchSettings:
     input_column: str | None = None
     label_column: str | None = None
     translators: tuple[str, ...] = ("identity", "linear")
+    ranks: tuple[str, ...] = DEFAULT_RANKS  # a bare `lowrank` in `translators` is one `lowrank:r` per rank
     max_removed: int | None = None
     min_kept: int | None = None
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
@@ -80,6 +86,13 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         problems = []
+        object.__setattr__(self, "ranks", tuple(str(r).strip() for r in self.ranks))  # 48 and "48" are one rank
+        bad = [r for r in self.ranks if not RANK.fullmatch(r)]
+        if bad or not self.ranks:
+            problems.append(
+                f"`ranks` must be positive integers or fractions of the model's width such as d/16, got "
+                f"{', '.join(map(repr, bad)) or 'none'}"
+            )
         if self.sampler not in SAMPLERS:
             problems.append(f"`sampler` must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.probe not in PROBES:
@@ -124,6 +137,21 @@ class SearchSettings:
             problems.append("`cpus_per_trial` 0 needs `gpus_per_trial` above 0: a trial must ask for some resource")
         if problems:
             raise SettingsError("; ".join(problems))
+
+    def resolved_ranks(self, width: int) -> tuple[int, ...]:
+        """`ranks` at a model's `width`, ascending, each once (`d/16` at 768 is 48); a rank outside 1 … width is refused."""
+        out = []
+        for text in self.ranks:
+            if text.startswith("d"):
+                out.append(max(1, width // int(text.partition("/")[2] or 1)))
+                continue
+            if int(text) > width:
+                raise SettingsError(
+                    f"`ranks` {text} is above the model's width {width}: a rank goes from 1 to the width "
+                    f"(d/16 style fractions follow the width)"
+                )
+            out.append(int(text))
+        return tuple(sorted(set(out)))
 
     @property
     def budgeted(self) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 from toast.objectives import OBJECTIVES, Role, get_objective, get_objectives, list_objectives, undefined_field
 from toast.objectives._cost import CostTable
 from toast.runners import trial_id
-from toast.spaces import Plan, PlanSpace, seed_plans
+from toast.spaces import Plan, PlanSpace, rank_spans, seed_plans, translator_class
 
 from ._settings import SearchSettings, SettingsError
 
@@ -261,12 +261,15 @@ class Search:
         if self.settings.sampler == "exhaustive":
             self.enqueue(list(self.space.enumerate()))
         elif self.new and self.stats is not None and self.settings.seeds_per_study > 0:
+            # the similarity analysis ranks the kinds fitted from the statistics; a trained kind is not trained for it
+            kinds = [k for k in self.space.kinds if not translator_class(k).needs_activations]
             plans = seed_plans(
                 self.stats,
                 self.space,
                 lambda p: self.costs.cost(p).gflops,
                 self.budgets.gflops,
                 k=self.settings.seeds_per_study,
+                ranked=rank_spans(self.stats, kinds=kinds, max_len=self.space.removal_limit),
             )
             self.enqueue(plans[: max(1, self.settings.trials // 2)])
 

@@ -82,9 +82,11 @@ def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 def build_search_parser() -> argparse.ArgumentParser:
     from toast.objectives import DEFAULT_OBJECTIVES, list_objectives
 
+    from ._settings import DEFAULT_RANKS
+
     p = _Parser(
         prog="toast-search",
-        description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear), "
+        description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear, lowrank …), "
         "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
         "to --out. Re-running the same command resumes the study. Subcommand: 'toast-search analyze --help'.",
     )
@@ -101,7 +103,15 @@ def build_search_parser() -> argparse.ArgumentParser:
         "--translators",
         type=_csv,
         default=("identity", "linear"),
-        help="translator kinds to search over, comma-separated (default: identity,linear)",
+        help="translator kinds to search over, comma-separated: identity, linear, ridge, lowrank:r (the best rank-r map; "
+        "a bare lowrank is one lowrank:r per --ranks) (default: identity,linear)",
+    )
+    p.add_argument(
+        "--ranks",
+        type=_csv,
+        default=DEFAULT_RANKS,
+        help="ranks a bare lowrank in --translators expands to, comma-separated: integers, or fractions of the model's "
+        f"width d (d/16 at width 768 is 48) (default: {','.join(DEFAULT_RANKS)})",
     )
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
@@ -244,6 +254,7 @@ def settings_from(args: argparse.Namespace):
         input_column=args.input_column,
         label_column=args.label_column,
         translators=args.translators,
+        ranks=args.ranks,
         max_removed=args.max_removed,
         min_kept=args.min_kept,
         objectives=args.objectives,

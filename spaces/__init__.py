@@ -5,15 +5,21 @@ from ._errors import MissingDependencyError, NotFittedError, PlanError, SpaceErr
 # one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
 from ._identity import IdentityTranslator
 from ._linear import LinearTranslator
+from ._lowrank import LowRankTranslator
+from ._mlp import MLPTranslator
 from ._plan import Plan, Span
+from ._resmlp import ResMLPTranslator
 from ._ridge import RidgeTranslator
 from ._space import PlanSpace, canonical, rank_spans, seed_plans
+from ._span_data import ArraySpanData, SpanData
 from ._stats import ActivationStats, PairStats, StatsAccumulator
+from ._trained import TrainedTranslator
 from ._translators import (
     Translator,
     TranslatorCost,
     create_translator,
     fit_span,
+    kind_parameter,
     list_translators,
     load_translator,
     register_translator,
@@ -27,21 +33,28 @@ __all__ = [
     "rank_spans",
     "seed_plans",
     "ActivationStats",
+    "ArraySpanData",
     "IdentityTranslator",
     "LinearTranslator",
+    "MLPTranslator",
+    "LowRankTranslator",
     "MissingDependencyError",
     "NotFittedError",
     "PairStats",
     "Plan",
     "PlanError",
+    "ResMLPTranslator",
     "RidgeTranslator",
     "Span",
+    "SpanData",
     "StatsAccumulator",
     "ToastError",
+    "TrainedTranslator",
     "Translator",
     "TranslatorCost",
     "create_translator",
     "fit_span",
+    "kind_parameter",
     "list_translators",
     "load_translator",
     "register_translator",

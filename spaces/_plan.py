@@ -54,8 +54,8 @@ class Span:
 
     @classmethod
     def parse(cls, text: str, default_kind: str = "linear") -> Span:
-        """Parse `"9→11:linear"`, `"9->11"` (ASCII arrow) or `"9→11 linear"`."""
-        m = re.fullmatch(r"\s*(-?\d+)\s*(?:→|->)\s*(-?\d+)\s*(?:[:\s]\s*([A-Za-z_][\w-]*))?\s*", text)
+        """Parse `"9→11:linear"`, `"9->11"` (ASCII arrow) or `"9→11 linear"`; a parametrized kind as `"9→11:lowrank:96"`."""
+        m = re.fullmatch(r"\s*(-?\d+)\s*(?:→|->)\s*(-?\d+)\s*(?:[:\s]\s*([A-Za-z_][\w-]*(?::[\w.-]+)?))?\s*", text)
         if not m:
             raise PlanError(
                 f"cannot read span {text!r}: write it as 's→e:kind', e.g. '9→11:linear' (ASCII '->' works too)"
@@ -78,12 +78,17 @@ class Plan:
         for span in self.spans:
             if span.end > self.num_blocks - 1:
                 problems.append(f"span {span} ends past the last block ({self.num_blocks - 1})")
-        from ._translators import list_translators
+        from ._translators import list_translators, translator_class
 
         kinds = list_translators()
         for span in self.spans:
-            if span.kind not in kinds:
+            if span.kind.partition(":")[0] not in kinds:
                 problems.append(f"span {span} has unknown translator kind {span.kind!r} (known: {', '.join(kinds)})")
+                continue
+            try:  # a parametrized kind's parameter (`lowrank:96`), or none where none is taken
+                translator_class(span.kind)
+            except PlanError as e:
+                problems.append(f"span {span}: {e}")
         for a, b in zip(self.spans, self.spans[1:]):
             if b.start < a.end:
                 problems.append(

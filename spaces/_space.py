@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import PlanError, SpaceError
 from ._plan import Plan, Span
-from ._translators import create_translator, list_translators
+from ._translators import create_translator, list_translators, translator_class
 
 if TYPE_CHECKING:  # optuna is imported only where a distribution is built
     from optuna.distributions import CategoricalDistribution
@@ -76,8 +76,13 @@ class PlanSpace:
                 problems.append(
                     f"{KEEP!r} is the gene of a kept block, not a translator kind (known: {', '.join(known)})"
                 )
-            elif kind not in known:
+            elif kind.partition(":")[0] not in known:
                 problems.append(f"unknown translator kind {kind!r} (known: {', '.join(known)})")
+            else:
+                try:
+                    translator_class(kind)  # `lowrank:32` and `lowrank:96` are two kinds; a bare `lowrank` is none
+                except PlanError as e:
+                    problems.append(str(e))
         duplicates = sorted({k for k in self.kinds if self.kinds.count(k) > 1})
         if duplicates:
             problems.append(f"kinds lists {', '.join(map(repr, duplicates))} more than once")

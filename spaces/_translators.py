@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from torch import nn
 
 from ._errors import NotFittedError, PlanError
 from ._stats import PairStats
+
+if TYPE_CHECKING:
+    from ._span_data import SpanData
 
 log = logging.getLogger("toast")
 _reported: set[str] = set()
@@ -57,16 +60,30 @@ def register_translator(name: str) -> Callable[[T], T]:
 
 
 def list_translators() -> list[str]:
-    """Names of the registered translator kinds."""
+    """Names of the registered translator kinds (a parametrized one bare: `lowrank`, written `lowrank:r`)."""
     return sorted(_REGISTRY)
 
 
-def translator_class(kind: str) -> type[Translator]:
-    """The class registered as `kind`: ask it for its module, cost or whether it needs a fit."""
+def _registered(kind: str) -> tuple[type[Translator], str | None]:
+    """The class registered under the name of kind string `name` or `name:param`, and `param` (None if absent)."""
+    name, colon, param = kind.partition(":")
     try:
-        return _REGISTRY[kind]
+        return _REGISTRY[name], (param if colon else None)
     except KeyError:
         raise PlanError(f"unknown translator kind {kind!r} (known: {', '.join(list_translators())})") from None
+
+
+def kind_parameter(kind: str) -> str | None:
+    """What the `:param` of a kind string of `kind`'s name stands for (`"rank"` for `lowrank`), None if it takes none."""
+    return _registered(kind)[0].parameter
+
+
+def translator_class(kind: str) -> type[Translator]:
+    """The class of kind string `kind` (`name`, or `name:param` as `lowrank:96`): ask it for its module, cost
+    or whether it needs a fit. A parametrized kind's class carries its parameter (`translator_class("lowrank:96")`
+    is the `lowrank` class bound to rank 96, one class per kind string)."""
+    cls, param = _registered(kind)
+    return cls.from_spec(param)
 
 
 def create_translator(kind: str, **params) -> Translator:
@@ -90,12 +107,35 @@ class Translator:
 
     kind: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = True  # False: `empty_module(dim)` already computes the map, nothing is fitted
+    needs_activations: ClassVar[bool] = False  # True: trained on `fit_span(data)`'s token batches; no `fit(stats)`
+    cached_on_disk: ClassVar[bool] = False  # True: a costly fit, which the search keeps under its cache root
+    parameter: ClassVar[str | None] = (
+        None  # what a kind string's `:param` stands for (`lowrank:96`: "rank"); None: none
+    )
     weight_: np.ndarray
     bias_: np.ndarray
+
+    @classmethod
+    def from_spec(cls, param: str | None) -> type[Translator]:
+        """The class of kind string `name:param` (`param` None for a bare `name`); this default takes no parameter."""
+        if param is not None:
+            raise PlanError(
+                f"translator kind {cls.kind!r} takes no parameter, got {cls.kind + ':' + param!r} "
+                f"(a kind string is `name`, or `name:param` for a parametrized kind such as lowrank:96)"
+            )
+        return cls
 
     def fit(self, stats: PairStats) -> Translator:
         """Learn the map from the statistics of a (source, target) pair; return self."""
         raise NotImplementedError
+
+    def fit_span(self, data: SpanData) -> Translator:
+        """Learn the map for one span from `data` (a `toast.spaces.SpanData`); return self.
+
+        The default is `fit(data.stats)`: a closed-form kind reads the statistics only. A trained kind
+        (`needs_activations`) overrides it to stream `data.batches(...)`.
+        """
+        return self.fit(data.stats)
 
     @property
     def is_fitted(self) -> bool:

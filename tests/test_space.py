@@ -53,16 +53,16 @@ def test_defaults_and_kinds_as_text():
 def test_unknown_kind_names_the_known_ones():
     known = ", ".join(list_translators())  # every registered kind, so a new kind needs no edit here
     assert {"identity", "linear", "ridge"} <= set(list_translators())
-    with pytest.raises(SpaceError, match=re.escape(f"unknown translator kind 'mlp' (known: {known})")):
-        PlanSpace(num_blocks=4, kinds=("linear", "mlp"))
+    with pytest.raises(SpaceError, match=re.escape(f"unknown translator kind 'no_such_kind' (known: {known})")):
+        PlanSpace(num_blocks=4, kinds=("linear", "no_such_kind"))
 
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(SpaceError) as info:
-        PlanSpace(num_blocks=4, kinds=("linear", "mlp", "linear", "keep"), max_removed=7, min_kept=-1)
+        PlanSpace(num_blocks=4, kinds=("linear", "no_such_kind", "linear", "keep"), max_removed=7, min_kept=-1)
     message = str(info.value)
     for part in [
-        "'mlp'",
+        "'no_such_kind'",
         "'linear' more than once",
         "'keep' is the gene of a kept block",
         "max_removed must be between 0 and num_blocks (4), got 7",

@@ -10,13 +10,26 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from toast.spaces import IdentityTranslator, LinearTranslator, PlanError, TranslatorCost, _translators, list_translators
-from toast.spaces.testing import check_identity_is_exact, check_translator, translator_checks
+from toast.spaces import (
+    IdentityTranslator,
+    LinearTranslator,
+    PlanError,
+    TranslatorCost,
+    _translators,
+    kind_parameter,
+    list_translators,
+)
+from toast.spaces.testing import D, check_identity_is_exact, check_translator, translator_checks
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Kind strings of the parametrized kinds, at parameters the suite's widths allow (rank 1, a middle one, the width).
+PARAMETRIZED = {"lowrank": ["lowrank:1", "lowrank:4", f"lowrank:{D}"]}
+KINDS = [k for k in list_translators() if kind_parameter(k) is None] + [
+    s for k in PARAMETRIZED for s in PARAMETRIZED[k]
+]
 CASES = [
     pytest.param(kind, check, id=f"{kind}-{check.__name__.removeprefix('check_')}")
-    for kind in list_translators()
+    for kind in KINDS
     for check in translator_checks(kind)
 ]
 
@@ -24,6 +37,11 @@ CASES = [
 @pytest.mark.parametrize(("kind", "check"), CASES)
 def test_every_kind_passes_the_suite(kind, check):
     check(kind)
+
+
+def test_every_parametrized_kind_is_in_the_suite():
+    """A kind that takes a parameter (`lowrank:r`) is checked at some of its parameters, listed in PARAMETRIZED."""
+    assert sorted(PARAMETRIZED) == sorted(k for k in list_translators() if kind_parameter(k) is not None)
 
 
 def test_identity_is_exact():

@@ -112,6 +112,14 @@ class ShardWriter:
         self._written += batch.nbytes
 
 
+def decode_state(column: pa.FixedSizeListArray, dim: int, dtype: str) -> np.ndarray:
+    """One stored state column as a `(tokens, d)` array: a zero-copy view of the (memory-mapped) shard, except
+    bfloat16, which is widened to float32."""
+    values = column.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
+    # bfloat16 is stored as its 16 bits: they are the high half of a float32
+    return (values.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16" else values
+
+
 @dataclass
 class CapturedActivations:
     """A verified cache entry: statistics (memory-mapped) and the shards, read back memory-mapped."""
@@ -131,10 +139,7 @@ class CapturedActivations:
             with pa.memory_map(str(path)) as source:
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
-                    col = reader.get_batch(i).column(f"h_{k}")
-                    values = col.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
-                    # bfloat16 is stored as its 16 bits: they are the high half of a float32
-                    yield (values.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16" else values
+                    yield decode_state(reader.get_batch(i).column(f"h_{k}"), dim, dtype)
 
     def state(self, k: int, dtype: np.dtype = np.float32) -> np.ndarray:
         """All tokens of `h_k` stacked, `(tokens, d)` (a copy in `dtype`)."""

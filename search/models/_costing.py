@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 from toast.objectives._cost import Cost, CostTable
 from toast.objectives._flops import count_flops, count_params
-from toast.spaces import list_translators, translator_class
+from toast.spaces import kind_parameter, list_translators, translator_class
 
 from ._loading import LoadedModel
 
@@ -51,8 +53,14 @@ def model_flops(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
     return count_flops(_Call(model, lambda m, *t: m(**dict(zip(keys, t)))), tuple(inputs.values()))
 
 
-def measure_cost_table(loaded: LoadedModel, inputs: dict[str, torch.Tensor] | None = None) -> CostTable:
-    """Per-component FLOPs (papers' fvcore handles) and exact params of `loaded`."""
+def measure_cost_table(
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor] | None = None, *, kinds: Iterable[str] = ()
+) -> CostTable:
+    """Per-component FLOPs (papers' fvcore handles) and exact params of `loaded`.
+
+    Translators: every registered kind that takes no parameter, and the kind strings of `kinds` (a space's,
+    such as `lowrank:48`); the table costs any other kind string on demand at the model's width and tokens.
+    """
     from toast.spaces import Plan
 
     from ._compressed import CompressedModel
@@ -94,8 +102,15 @@ def measure_cost_table(loaded: LoadedModel, inputs: dict[str, torch.Tensor] | No
 
     # each kind states its own cost (fvcore's count of its module, checked by toast.spaces.testing)
     d, tokens = loaded.hidden_size, int(h.shape[:-1].numel())
-    translators = {kind: Cost(*translator_class(kind).cost(d, tokens)) for kind in list_translators()}
+    listed = [k for k in list_translators() if kind_parameter(k) is None] + list(kinds)
+    translators = {kind: Cost(*translator_class(kind).cost(d, tokens)) for kind in dict.fromkeys(listed)}
     described = ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
     return CostTable(
-        embed=embed_cost, blocks=tuple(blocks), tail=tail, translators=translators, input_description=described
+        embed=embed_cost,
+        blocks=tuple(blocks),
+        tail=tail,
+        translators=translators,
+        input_description=described,
+        width=d,
+        tokens=tokens,
     )
