@@ -16,13 +16,14 @@ import torch
 
 from toast.objectives import get_objectives
 from toast.objectives._cost import CostTable
-from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter
+from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, translator_class
 
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import SearchSettings
 from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
 from .data import LabeledSplit, default_splits, load_split
 from .models import LoadedModel, load_model, measure_cost_table, resolve_model
+from .models._compressed import refused_spans
 
 __all__ = ["DTYPES", "Prepared", "preflight", "prepare", "samples_used", "space_kinds"]
 
@@ -121,9 +122,16 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype])
     space = costs = None
     if search:
+        kinds = []
+        for kind in space_kinds(settings, loaded.hidden_size):
+            reason = translator_class(kind).refuse_family(loaded.family, loaded.parts.blocks[0])
+            if reason:  # a kind this architecture cannot take is left out of the space, said in one line
+                notes.append(f"note: --translators {kind} left out of the space: {reason}")
+            else:
+                kinds.append(kind)
         space = PlanSpace(
             num_blocks=loaded.num_blocks,
-            kinds=space_kinds(settings, loaded.hidden_size),
+            kinds=tuple(kinds),
             max_removed=settings.max_removed,
             min_kept=settings.min_kept,
         )
@@ -132,6 +140,9 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
             plan = Plan.parse(text, loaded.num_blocks)
             try:
                 costs.cost(plan)
+                refusals = refused_spans(plan, loaded.family, loaded.parts.blocks[0])
+                if refusals:
+                    raise PlanError("; ".join(refusals))
             except PlanError as e:
                 raise PlanError(f"`plans` {text!r}: {e}") from None
     calibration = CalibrationSettings(

@@ -204,7 +204,7 @@ class Search:
             }
             metrics.update(duplicate_of=previous.number, seconds=0.0)
             return plan, metrics
-        if self.far_over_budget(plan):
+        if self.far_over_budget(plan) or self.space.refusals(plan):  # refused: infeasible, nothing to score
             cost = self.costs.cost(plan)  # the cost objectives need no model run
             counted = {name: get_objective(name).of_plan(plan, cost) for name in list_objectives(Role.COST)}
             return plan, {**counted, "scored": False, "seconds": 0.0}

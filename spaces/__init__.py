@@ -3,6 +3,7 @@
 from ._errors import MissingDependencyError, NotFittedError, PlanError, SpaceError, ToastError
 
 # one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
+from ._folded import FoldedTranslator
 from ._identity import IdentityTranslator
 from ._linear import LinearTranslator
 from ._lowrank import LowRankTranslator
@@ -34,6 +35,7 @@ __all__ = [
     "seed_plans",
     "ActivationStats",
     "ArraySpanData",
+    "FoldedTranslator",
     "IdentityTranslator",
     "LinearTranslator",
     "MLPTranslator",

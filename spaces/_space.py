@@ -10,6 +10,10 @@ holds exactly `(1 + K)^L` plans before constraints.
 Plans in which two chained spans share a kind (`0→2:linear, 2→4:linear`) have no genome: `encode`
 raises, and `canonical` merges such spans into one (`0→4:linear`). The merge is exact for
 `identity`; for a fitted kind it is a different translator (one map fitted over the whole run).
+
+A kind that folds into its source block (`needs_source_block`: `folded`) is not a choice of the first gene
+(its span would start at -1), and a genome whose run of such a kind directly follows another run (its source
+block removed) violates a constraint of the space: it is infeasible, counted out of `size` and `enumerate`.
 """
 
 from __future__ import annotations
@@ -109,18 +113,38 @@ class PlanSpace:
 
     @property
     def choices(self) -> tuple[str, ...]:
-        """Each gene's choices: `"keep"` then the kinds."""
+        """A gene's choices: `"keep"` then the kinds (the first gene's, `gene_choices(0)`, may hold fewer)."""
         return (KEEP, *self.kinds)
+
+    @property
+    def sourced_kinds(self) -> frozenset[str]:
+        """The kinds whose span needs its source block kept (`needs_source_block`)."""
+        return frozenset(k for k in self.kinds if translator_class(k).needs_source_block)
+
+    def gene_choices(self, b: int) -> tuple[str, ...]:
+        """Gene `b`'s choices: `choices`, less the kinds that need a source block for the first gene."""
+        return tuple(c for c in self.choices if b > 0 or c not in self.sourced_kinds)
 
     def distributions(self) -> dict[str, CategoricalDistribution]:
         """Optuna distributions of the genome, one categorical per block."""
         from optuna.distributions import CategoricalDistribution
 
-        return {name: CategoricalDistribution(self.choices) for name in self.param_names}
+        return {name: CategoricalDistribution(self.gene_choices(b)) for b, name in enumerate(self.param_names)}
 
     def suggest(self, trial) -> Plan:
         """Ask an Optuna trial for a genome and decode it."""
-        return self.decode({name: trial.suggest_categorical(name, self.choices) for name in self.param_names})
+        return self.decode(
+            {name: trial.suggest_categorical(name, self.gene_choices(b)) for b, name in enumerate(self.param_names)}
+        )
+
+    def refusals(self, plan: Plan) -> list[str]:
+        """One line per span of `plan` whose kind refuses it there (a folded span with no kept source block)."""
+        out = []
+        for span in plan.spans:
+            reason = translator_class(span.kind).refuse_span(span, plan)
+            if reason:
+                out.append(reason)
+        return out
 
     def decode(self, genome: Mapping[str, str] | Sequence[str]) -> Plan:
         """The plan of a genome: a mapping from `param_names` (other keys are ignored) or a sequence of genes."""
@@ -147,6 +171,9 @@ class PlanSpace:
             f"{a.start}→{b.end}:{a.kind} (use canonical(plan) to merge them)"
             for a, b in zip(plan.spans, plan.spans[1:])
             if a.end == b.start and a.kind == b.kind
+        ]
+        problems += [  # a span at -1 of a kind that needs a source block: the first gene cannot hold it
+            translator_class(s.kind).refuse_span(s) for s in plan.spans if s.start < 0 and s.kind in self.sourced_kinds
         ]
         if problems:
             raise PlanError(f"plan {plan} has no genome: " + "; ".join(problems))
@@ -185,6 +212,8 @@ class PlanSpace:
             out.append(float(removed - self.max_removed))
         if self.min_kept is not None:
             out.append(float(self.min_kept - (self.num_blocks - removed)))
+        if self.sourced_kinds:
+            out.append(float(len(self.refusals(plan))))
         return out
 
     def feasible(self, plan: Plan) -> bool:
@@ -199,7 +228,32 @@ class PlanSpace:
         genes, so the count is `Σ_{r ≤ limit} C(L, r)·K^r` (no enumeration).
         """
         K, L = len(self.kinds), self.num_blocks
-        return sum(math.comb(L, r) * K**r for r in range(self.removal_limit + 1))
+        if not self.sourced_kinds:
+            return sum(math.comb(L, r) * K**r for r in range(self.removal_limit + 1))
+        return self._sourced_size()
+
+    def _sourced_size(self) -> int:
+        """`size` when some kinds need a kept source block: genomes counted by their last gene and removals."""
+        sourced, L, limit = self.sourced_kinds, self.num_blocks, self.removal_limit
+        plain = len(self.kinds) - len(sourced)
+        # state: KEEP, "" (a run of a plain kind, or the start), or a sourced kind; value: count per removals
+        counts: dict[str, list[int]] = {"": [1] + [0] * L}
+
+        def add(into: dict[str, list[int]], state: str, row: list[int], shift: int, times: int) -> None:
+            acc = into.setdefault(state, [0] * (L + 1))
+            for r, c in enumerate(row[: L + 1 - shift]):
+                acc[r + shift] += c * times
+
+        for _ in range(L):
+            nxt: dict[str, list[int]] = {}
+            for state, row in counts.items():
+                add(nxt, KEEP, row, 0, 1)
+                add(nxt, "", row, 1, plain)
+                for kind in sourced:
+                    if state in (KEEP, kind):
+                        add(nxt, kind, row, 1, 1)
+            counts = nxt
+        return sum(row[r] for row in counts.values() for r in range(limit + 1))
 
     def enumerate(self, limit: int = ENUMERATION_LIMIT) -> Iterator[Plan]:
         """Every feasible plan, fewest removed blocks first; raises `SpaceError` if there are more than `limit`."""
@@ -214,11 +268,13 @@ class PlanSpace:
     def _enumerate(self) -> Iterator[Plan]:
         for r in range(self.removal_limit + 1):
             for blocks in itertools.combinations(range(self.num_blocks), r):
-                for kinds in itertools.product(self.kinds, repeat=r):
+                for kinds in itertools.product(*(self.gene_choices(b)[1:] for b in blocks)):
                     genes = [KEEP] * self.num_blocks
                     for b, kind in zip(blocks, kinds):
                         genes[b] = kind
-                    yield self.decode(genes)
+                    plan = self.decode(genes)
+                    if not self.sourced_kinds or self.feasible(plan):
+                        yield plan
 
     # ------------------------------------------------------------ helpers
 
@@ -239,6 +295,8 @@ class PlanSpace:
         bad = sorted({repr(g) for g in genes if g not in self.choices})
         if bad:
             raise PlanError(f"genome has unknown genes {', '.join(bad)} (choices: {', '.join(self.choices)})")
+        if genes and genes[0] in self.sourced_kinds:
+            raise PlanError(f"{translator_class(genes[0]).refuse_span(Span(-1, 0, genes[0]))} (the first gene)")
         return genes
 
     def _check_plan(self, plan: Plan, kinds: bool = True) -> None:
@@ -278,9 +336,13 @@ def rank_spans(
         for e in range(s + 1, L):
             if max_len is not None and e - s > max_len:
                 break
-            pair = stats.pair(s + 1, e + 1)
-            variance = float(pair.syy.trace()) / (pair.n * pair.syy.shape[0])
+            target = stats.pair(s + 1, e + 1)
+            variance = float(target.syy.trace()) / (target.n * target.syy.shape[0])
             for kind in kinds:
+                cls = translator_class(kind)
+                if cls.refuse_span(Span(s, e, kind)):
+                    continue
+                pair = cls.span_stats(stats, Span(s, e, kind))
                 residual = create_translator(kind).fit(pair).residual(pair)
                 score = residual / variance if variance > 0 else (0.0 if residual == 0 else math.inf)
                 out.append((Span(s, e, kind), score))

@@ -73,6 +73,14 @@ class SpanData(ABC):
     def dim(self) -> int:
         """The width of the source (and target) state."""
 
+    @property
+    def branch_stats(self) -> PairStats:
+        """The statistics of `(m_s, h_{e+1} - r_s)`: block s's MLP branch output and what the span's target adds
+        to block s's residual stream after attention (what `folded` is fitted from)."""
+        raise ValueError(
+            "this span's data hold no MLP branch statistics (captured for pre-norm families, spans with s >= 0)"
+        )
+
     @abstractmethod
     def batches(
         self, tokens_per_batch: int, *, part: Part = "train", seed: int | None = None
@@ -84,7 +92,8 @@ class SpanData(ABC):
 class ArraySpanData(SpanData):
     """`SpanData` over in-memory arrays: `x`, `y` of shape `(tokens, d)` and each token's `samples` id.
 
-    Without `samples`, every row is its own sample. `stats` defaults to the arrays' exact statistics.
+    Without `samples`, every row is its own sample. `stats` defaults to the arrays' exact statistics;
+    `branch` is what `branch_stats` returns (None: none held).
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class ArraySpanData(SpanData):
         *,
         span: Span | None = None,
         stats: PairStats | None = None,
+        branch: PairStats | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
         holdout: float = HOLDOUT_FRACTION,
@@ -106,12 +116,16 @@ class ArraySpanData(SpanData):
         if self.samples.shape != (len(x),):
             raise ValueError(f"samples must give one id per row ({len(x)}), got shape {self.samples.shape}")
         self.span, self.device, self.seed, self.holdout = span, torch.device(device), seed, holdout
-        self._stats = stats
+        self._stats, self._branch = stats, branch
         self.held = holdout_samples(self.samples, holdout, seed)
 
     @cached_property
     def stats(self) -> PairStats:
         return self._stats if self._stats is not None else PairStats.from_arrays(self.x, self.y)
+
+    @property
+    def branch_stats(self) -> PairStats:
+        return self._branch if self._branch is not None else super().branch_stats
 
     @property
     def dim(self) -> int:

@@ -50,6 +50,11 @@ class ActivationStats:
     sums: np.ndarray  # (S, d): Σ (h - c)
     gram: np.ndarray  # (S·d, S·d)
     cls_cosine_sum: np.ndarray  # (S, S): Σ over samples of cos(h_i[cls], h_j[cls])
+    # The MLP branch output `m_s` of each block s (pre-norm families; None where not captured), for `folded`:
+    branch_shift: np.ndarray | None = None  # (L, d)
+    branch_sums: np.ndarray | None = None  # (L, d): Σ (m_s - c_s)
+    branch_gram: np.ndarray | None = None  # (L, d, d): Σ (m_s - c_s)ᵀ(m_s - c_s)
+    branch_cross: np.ndarray | None = None  # (L(L+1)/2, d, d): Σ (m_s - c_s)ᵀ(h_t - c_t) for t = s+1 … L only
 
     @property
     def num_states(self) -> int:
@@ -82,6 +87,45 @@ class ActivationStats:
         shifted = np.trace(self.block(i, i)) - 2 * np.trace(self.block(i, j)) + np.trace(self.block(j, j))
         return float(shifted + 2 * dc @ (self.sums[j] - self.sums[i]) + self.n * dc @ dc)
 
+    @property
+    def has_branches(self) -> bool:
+        """Whether the MLP branch outputs were captured (pre-norm families only)."""
+        return self.branch_gram is not None
+
+    def _cross(self, s: int, t: int) -> np.ndarray:
+        """Shifted `Σ (m_s - c)ᵀ(h_t - c)` for `t > s`."""
+        L = self.num_states - 1
+        return np.asarray(self.branch_cross[branch_cross_index(L, s, t)], dtype=np.float64)
+
+    def branch_pair(self, s: int, t: int) -> PairStats:
+        """Statistics of x = `m_s` (block s's MLP branch output) and y = `h_t - r_s`, where `r_s = h_{s+1} - m_s`
+        is block s's residual stream after attention: what `r_s + m_s A + b ≈ h_t` is fitted from (`folded`)."""
+        L = self.num_states - 1
+        if not self.has_branches:
+            raise ValueError("these statistics hold no MLP branch outputs (captured for pre-norm families only)")
+        if not 0 <= s < L or not s + 1 <= t <= L:
+            raise IndexError(f"no branch pair (m_{s}, h_{t}): blocks 0 … {L - 1}, targets h_(s+1) … h_{L}")
+        n, u = self.n, s + 1
+        sm = self.branch_sums[s]
+        mean_m = self.branch_shift[s] + sm / n
+        smm = np.asarray(self.branch_gram[s], dtype=np.float64) - np.outer(sm, sm) / n
+        smt = self._cross(s, t) - np.outer(sm, self.sums[t]) / n
+        smu = self._cross(s, u) - np.outer(sm, self.sums[u]) / n
+        sxy = smt - smu + smm
+        syy = (
+            self.scatter(t, t)
+            - self.scatter(t, u)
+            - self.scatter(u, t)
+            + self.scatter(u, u)
+            + smt
+            + smt.T
+            - smu
+            - smu.T
+            + smm
+        )
+        mean_y = self.mean(t) - self.mean(u) + mean_m
+        return PairStats(n, mean_m, mean_y, smm, sxy, syy)
+
     def _check(self, i: int, j: int) -> None:
         for k in (i, j):
             if not 0 <= k < self.num_states:
@@ -92,8 +136,16 @@ class ActivationStats:
         directory = Path(directory)
         np.save(directory / "gram.npy", np.ascontiguousarray(self.gram))
         np.savez(directory / "stats.npz", shift=self.shift, sums=self.sums, cls_cosine_sum=self.cls_cosine_sum)
-        (directory / "stats.json").write_text(json.dumps({"n": self.n, "num_samples": self.num_samples}))
-        return ["gram.npy", "stats.npz", "stats.json"]
+        names = ["gram.npy", "stats.npz", "stats.json"]
+        if self.has_branches:
+            np.save(directory / "branch_gram.npy", np.ascontiguousarray(self.branch_gram))
+            np.save(directory / "branch_cross.npy", np.ascontiguousarray(self.branch_cross))
+            np.savez(directory / "branch_stats.npz", shift=self.branch_shift, sums=self.branch_sums)
+            names += ["branch_gram.npy", "branch_cross.npy", "branch_stats.npz"]
+        (directory / "stats.json").write_text(
+            json.dumps({"n": self.n, "num_samples": self.num_samples, "branches": self.has_branches})
+        )
+        return names
 
     @classmethod
     def load(cls, directory: Path) -> ActivationStats:
@@ -102,7 +154,19 @@ class ActivationStats:
         with np.load(directory / "stats.npz") as z:
             shift, sums, cos = z["shift"], z["sums"], z["cls_cosine_sum"]
         gram = np.load(directory / "gram.npy", mmap_mode="r")
-        return cls(meta["n"], meta["num_samples"], shift, sums, gram, cos)
+        branches = {}
+        if meta.get("branches"):
+            with np.load(directory / "branch_stats.npz") as z:
+                branches = {"branch_shift": z["shift"], "branch_sums": z["sums"]}
+            branches["branch_gram"] = np.load(directory / "branch_gram.npy", mmap_mode="r")
+            branches["branch_cross"] = np.load(directory / "branch_cross.npy", mmap_mode="r")
+        return cls(meta["n"], meta["num_samples"], shift, sums, gram, cos, **branches)
+
+
+def branch_cross_index(num_blocks: int, s: int, t: int) -> int:
+    """Where `Σ m_sᵀ h_t` (t = s+1 … L) sits in `ActivationStats.branch_cross`: block s's L - s entries follow
+    those of blocks 0 … s-1."""
+    return s * num_blocks - s * (s - 1) // 2 + (t - s - 1)
 
 
 class StatsAccumulator:
@@ -118,12 +182,27 @@ class StatsAccumulator:
         self._sums: torch.Tensor | None = None
         self._gram: torch.Tensor | None = None
         self._cos: torch.Tensor | None = None
+        self._branch: dict[str, torch.Tensor] | None = None
 
     @torch.no_grad()
-    def update(self, states: list[torch.Tensor], mask: torch.Tensor | None = None, cls_index: int = 0) -> None:
-        """Add one batch: `states[k]` is `h_k` of shape `(B, N, d)`; `mask` `(B, N)` marks real tokens."""
+    def update(
+        self,
+        states: list[torch.Tensor],
+        mask: torch.Tensor | None = None,
+        cls_index: int = 0,
+        branches: list[torch.Tensor] | None = None,
+    ) -> None:
+        """Add one batch: `states[k]` is `h_k` of shape `(B, N, d)`; `mask` `(B, N)` marks real tokens.
+
+        `branches[s]` (optional, one per block, given with every batch or never) is block s's MLP branch output
+        `m_s`: its sums, Gram and cross-Gram with `h_{s+1} … h_L` are accumulated too (`ActivationStats.branch_pair`).
+        """
         if len(states) != self.num_states:
             raise ValueError(f"expected {self.num_states} hidden states, got {len(states)}")
+        if branches is not None and len(branches) != self.num_states - 1:
+            raise ValueError(f"expected {self.num_states - 1} MLP branch outputs, got {len(branches)}")
+        if self.n and (branches is None) != (self._branch is None):
+            raise ValueError("MLP branch outputs must be given with every batch or with none")
         h = torch.stack(states)  # (S, B, N, d)
         S, B, N, d = h.shape
         device = h.device
@@ -144,10 +223,36 @@ class StatsAccumulator:
             self._gram[i * d : (i + 1) * d, i * d :] += (flat[:, i * d : (i + 1) * d].T @ flat[:, i * d :]).to(
                 torch.float64
             )
+        if branches is not None:
+            self._update_branches(branches, mask, flat, device)
         cls = torch.nn.functional.normalize(h[:, :, cls_index, :].to(torch.float64), dim=-1)  # (S, B, d)
         self._cos += torch.einsum("sbd,tbd->st", cls, cls)
         self.n += tokens.shape[1]
         self.num_samples += B
+
+    def _update_branches(
+        self, branches: list[torch.Tensor], mask: torch.Tensor | None, flat: torch.Tensor, device: torch.device
+    ) -> None:
+        m = torch.stack([b.to(device) for b in branches])  # (L, B, N, d)
+        L, B, N, d = m.shape
+        tokens = m[:, mask.to(device=device, dtype=torch.bool)] if mask is not None else m.reshape(L, B * N, d)
+        tokens64 = tokens.to(torch.float64)
+        if self._branch is None:
+            self._branch = {
+                "shift": tokens64.mean(1),
+                "sums": torch.zeros(L, d, dtype=torch.float64, device=device),
+                "gram": torch.zeros(L, d, d, dtype=torch.float64, device=device),
+                "cross": torch.zeros(L * (L + 1) // 2, d, d, dtype=torch.float64, device=device),
+            }
+        acc = self._branch
+        x = tokens64 - acc["shift"][:, None, :]
+        acc["sums"] += x.sum(1)
+        x = x.to(self.product_dtype)
+        for s in range(L):
+            acc["gram"][s] += (x[s].T @ x[s]).to(torch.float64)
+            cross = (x[s].T @ flat[:, (s + 1) * d :]).to(torch.float64)  # (d, (L - s)·d): h_{s+1} … h_L
+            first = branch_cross_index(L, s, s + 1)
+            acc["cross"][first : first + L - s] += cross.reshape(d, L - s, d).permute(1, 0, 2)
 
     def result(self) -> ActivationStats:
         if self._gram is None:
@@ -164,4 +269,5 @@ class StatsAccumulator:
             sums=self._sums.cpu().numpy(),
             gram=gram,
             cls_cosine_sum=self._cos.cpu().numpy(),
+            **({} if self._branch is None else {f"branch_{k}": v.cpu().numpy() for k, v in self._branch.items()}),
         )

@@ -22,7 +22,9 @@ from ._errors import NotFittedError, PlanError
 from ._stats import PairStats
 
 if TYPE_CHECKING:
+    from ._plan import Plan, Span
     from ._span_data import SpanData
+    from ._stats import ActivationStats
 
 log = logging.getLogger("toast")
 _reported: set[str] = set()
@@ -109,6 +111,7 @@ class Translator:
     needs_fit: ClassVar[bool] = True  # False: `empty_module(dim)` already computes the map, nothing is fitted
     needs_activations: ClassVar[bool] = False  # True: trained on `fit_span(data)`'s token batches; no `fit(stats)`
     cached_on_disk: ClassVar[bool] = False  # True: a costly fit, which the search keeps under its cache root
+    needs_source_block: ClassVar[bool] = False  # True: a span s→e needs block s kept (s >= 0, no span ends at s)
     parameter: ClassVar[str | None] = (
         None  # what a kind string's `:param` stands for (`lowrank:96`: "rank"); None: none
     )
@@ -128,6 +131,28 @@ class Translator:
     def fit(self, stats: PairStats) -> Translator:
         """Learn the map from the statistics of a (source, target) pair; return self."""
         raise NotImplementedError
+
+    # ---- where a kind applies, and how it enters a compressed model (defaults: anywhere, as its own module) ----
+    @classmethod
+    def refuse_span(cls, span: Span, plan: Plan | None = None) -> str | None:
+        """Why this kind cannot take `span` (in `plan`, when given), as one line naming the rule; None if it can."""
+        return None
+
+    @classmethod
+    def refuse_family(cls, family: Any, block: Any) -> str | None:
+        """Why this kind cannot apply to a model of `family` (a `toast.search.models.Family`, one of its blocks
+        given), as one line; None if it can."""
+        return None
+
+    @classmethod
+    def span_stats(cls, stats: ActivationStats, span: Span) -> PairStats:
+        """The pair statistics of `stats` that `fit` reads for `span` (a ranking of spans fits from them)."""
+        return stats.pair(span.source, span.target)
+
+    def fold_into(self, block: Any, family: Any) -> Any:
+        """A replacement for the span's source block `span.start` (a copy; `block` is left as it is), or None:
+        the kind runs as its own module only (the default)."""
+        return None
 
     def fit_span(self, data: SpanData) -> Translator:
         """Learn the map for one span from `data` (a `toast.spaces.SpanData`); return self.

@@ -11,7 +11,8 @@ or, one pytest case per check (as scikit-learn's `parametrize_with_checks`)::
 
 The checks fit through `fit_span` on an in-memory `ArraySpanData` of random activations (its `stats` real
 `PairStats`, so a closed-form kind is fitted by `fit(stats)`; a trained kind, `needs_activations`, trains on
-its batches), so a new kind is tested on arrival. fvcore
+its batches; its `branch_stats` the same pairs, so a kind fitted on a block's MLP branch, `folded`, reads x
+as the branch output and y as what the target adds to the residual stream), so a new kind is tested on arrival. fvcore
 (through `toast.objectives`) is imported inside the cost check only: importing this module stays as
 light as `import toast.spaces`.
 """
@@ -70,7 +71,7 @@ def accumulated_data(seed: int, d: int = D) -> SpanData:
         ys.append(h1[mask].numpy())
         samples.append((first + torch.arange(b)[:, None].expand(b, n))[mask].numpy())
     stats = acc.result().pair(0, 1)
-    return ArraySpanData(np.concatenate(xs), np.concatenate(ys), np.concatenate(samples), stats=stats)
+    return ArraySpanData(np.concatenate(xs), np.concatenate(ys), np.concatenate(samples), stats=stats, branch=stats)
 
 
 def accumulated_stats(seed: int, d: int = D) -> PairStats:
@@ -81,7 +82,10 @@ def accumulated_stats(seed: int, d: int = D) -> PairStats:
 def span_data(seed: int, n: int = 60, d: int = D) -> ArraySpanData:
     """`paired_data` as a `SpanData`: 5 tokens per sample, its exact `PairStats`."""
     x, y = paired_data(seed, n, d)
-    return ArraySpanData(x, y, np.arange(n) // 5)
+    data = ArraySpanData(x, y, np.arange(n) // 5)
+    # a kind fitted on the MLP branch (`folded`) reads x as the branch output m and y as h_{e+1} - r
+    data._branch = data.stats
+    return data
 
 
 def _data() -> tuple[np.ndarray, np.ndarray, ArraySpanData]:
@@ -184,12 +188,20 @@ def check_predict_keeps_shapes(kind: str) -> None:
 
 
 def check_module_equals_predict(kind: str) -> None:
-    """`to_module` keeps shapes and dtype (float32, and float64 once moved) and computes `predict`."""
+    """`to_module` keeps shapes and dtype (float32, and float64 once moved) and computes `predict`.
+
+    A kind that folds into its source block (`needs_source_block`, `folded`) maps the block's MLP branch, not
+    the state: its module is the identity step after the folded block (checked here), and the folded block's
+    output is checked against a Transformers model in tests/test_folded.py."""
     _, _, data = _data()
     t = create_translator(kind).fit_span(data)
     module = t.to_module()
     assert isinstance(module, nn.Module)
     h = _tokens(1)
+    if translator_class(kind).needs_source_block:
+        with torch.no_grad():
+            assert torch.equal(module(h), h)
+        return
     with torch.no_grad():
         out = module(h)
     assert out.shape == h.shape and out.dtype == torch.float32

@@ -635,3 +635,25 @@ def test_help_mentions_every_option_with_its_default(capsys):
             assert f"{default}" in help_text.split("(default:")[-1], (
                 f"{action.option_strings[0]}: default {default!r} not stated"
             )
+
+
+@pytest.mark.parametrize("family", ["vit", "dinov2"])
+def test_a_search_with_folded_spans_runs_end_to_end(family, tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """`--translators identity,linear,folded`: folded spans are proposed, fitted from the capture's MLP branch
+    statistics, scored as free spans, and may sit on the front."""
+    out = runs / f"folded-{family}"
+    args = argv(tiny_dirs[family], graded_dataset_dir, cache_dir, out, "--translators", "identity,linear,folded")
+    code, _, err = run_main([*args, "--trials", "12", "--plan", "1->2:folded", "--plan", "0->2:folded"])
+    assert code == 0, err
+    _, rows = read_csv(out)
+    done = {r["plan"]: r for r in rows if r["state"] == "COMPLETE"}
+    assert "1→2:folded" in done and "0→2:folded" in done
+    assert 0 <= float(done["1→2:folded"]["accuracy"]) <= 100
+    # a folded span costs nothing beyond its kept block: cheaper than the original by the blocks it removes
+    front = read_front(out)
+    assert float(done["1→2:folded"]["gflops"]) < front["baseline"]["gflops"]
+    assert all(s[2] != "folded" or s[0] >= 0 for r in front["front"] for s in r["spans"])
+    space = PlanSpace(num_blocks=L, kinds=("identity", "linear", "folded"))
+    for row in done.values():  # every scored plan: no folded span from the embeddings or after its source's removal
+        if row["accuracy"]:
+            assert not space.refusals(Plan.of(json.loads(row["spans"]), L)), row

@@ -12,6 +12,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .._errors import CacheError, ModelOutputError
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
 SHARD_BYTES = 512 << 20
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the statistics hold the MLP branch outputs of pre-norm families (`folded`)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,45 @@ class CapturedActivations:
         return np.concatenate(out)
 
 
+class _Branches:
+    """The MLP branch output of each block in one forward pass, recorded by forward hooks."""
+
+    def __init__(self, num_blocks: int, enabled: bool) -> None:
+        self.num_blocks, self.enabled = num_blocks, enabled
+        self.outputs: dict[int, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.outputs.clear()
+
+    def ordered(self) -> list[torch.Tensor] | None:
+        if not self.enabled:
+            return None
+        if len(self.outputs) != self.num_blocks:
+            raise ModelOutputError(f"the MLP branch of {self.num_blocks - len(self.outputs)} blocks did not run")
+        return [self.outputs[b] for b in range(self.num_blocks)]
+
+
+@contextmanager
+def _branch_outputs(model) -> Iterator[_Branches]:
+    """Hook the MLP branch of every block of `model` (an uncompressed `CompressedModel`) where its family has one."""
+    blocks = [model.blocks[str(b)] for b in range(model.plan.num_blocks)]
+    modules = [model.family.mlp_branch(block) for block in blocks]
+    out = _Branches(len(blocks), enabled=all(m is not None for m in modules))
+    handles = []
+    if out.enabled:
+        for b, module in enumerate(modules):
+
+            def hook(_module, _args, output, b=b):
+                out.outputs[b] = output[0] if isinstance(output, tuple) else output
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        yield out
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class ActivationCache:
     """Cache entries under `root`, one directory per `CaptureSpec.key`."""
 
@@ -209,15 +249,19 @@ class ActivationCache:
             acc = StatsAccumulator(num_states, dim)
             start = time.perf_counter()
             bar = tqdm(total=len(spec.sample_ids), desc="capture", unit="sample", disable=not progress)
-            with ShardWriter(out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer:
+            with (
+                ShardWriter(out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer,
+                _branch_outputs(model) as branches,
+            ):
                 for ids, inputs in batches:
+                    branches.clear()
                     states, mask = model.hidden_states(inputs)
                     if not all(bool(torch.isfinite(h).all()) for h in states):
                         raise ModelOutputError(
                             f"the outputs of model {spec.model_id!r} are not finite (NaN or infinite) on the calibration "
                             "samples: its weights may be corrupt; re-download the model or save it again"
                         )
-                    acc.update(states, mask, cls_index)
+                    acc.update(states, mask, cls_index, branches=branches.ordered())
                     writer.write(states, mask, list(ids))
                     bar.update(len(ids))
             bar.close()

@@ -62,6 +62,12 @@ class CapturedSpanData(SpanData):
     def stats(self) -> PairStats:
         return self.captured.stats.pair(self.span.source, self.span.target)
 
+    @cached_property
+    def branch_stats(self) -> PairStats:
+        if self.span.start < 0 or not self.captured.stats.has_branches:
+            return super().branch_stats
+        return self.captured.stats.branch_pair(self.span.start, self.span.target)
+
     @property
     def dim(self) -> int:
         return int(self.captured.manifest["dim"])

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from toast.spaces import Plan, Span, Translator, translator_class
+from toast.spaces import Plan, PlanError, Span, Translator, translator_class
 
 from .._errors import UnsupportedModelError
 from ._families import FAMILIES, Family
@@ -29,6 +29,18 @@ def _family_named(name: str) -> Family:
         if family.name == name:
             return family
     raise UnsupportedModelError(f"unknown model family {name!r}")
+
+
+def refused_spans(plan: Plan, family: Family, block: nn.Module) -> list[str]:
+    """One line per span of `plan` whose kind refuses it, in `plan` or in a model of `family` (`block` one of
+    its blocks); empty when every span applies."""
+    out = []
+    for span in plan.spans:
+        kind = translator_class(span.kind)
+        reason = kind.refuse_span(span, plan) or kind.refuse_family(family, block)
+        if reason:
+            out.append(reason)
+    return out
 
 
 class CompressedModel(nn.Module):
@@ -75,13 +87,21 @@ class CompressedModel(nn.Module):
             raise ValueError(f"plan is for {plan.num_blocks} blocks but the model has {len(parts.blocks)}")
         translators = translators or {}
         modules: dict[Span, nn.Module] = {}
+        blocks = dict(enumerate(parts.blocks))
         ref = next(loaded.model.parameters())
+        refusals = refused_spans(plan, loaded.family, parts.blocks[0])
+        if refusals:
+            raise PlanError("; ".join(refusals))
         for span in plan.spans:
             kind = translator_class(span.kind)
             if not kind.needs_fit:  # a kind fitted to nothing: its module comes from the width alone
                 module = kind.empty_module(loaded.hidden_size)
             elif span in translators:
                 module = translators[span].to_module()
+                # a kind that folds into its source block replaces it with a copy (the loaded model is not touched)
+                folded = translators[span].fold_into(blocks[span.start], loaded.family) if span.start >= 0 else None
+                if folded is not None:
+                    blocks[span.start] = folded
             else:
                 raise ValueError(f"no fitted translator for span {span}:{span.kind}")
             modules[span] = module.to(device=ref.device, dtype=ref.dtype)
@@ -90,7 +110,7 @@ class CompressedModel(nn.Module):
             family=loaded.family,
             plan=plan,
             embeddings=parts.embeddings,
-            blocks=dict(enumerate(parts.blocks)),
+            blocks=blocks,
             translators=modules,
             final_norm=parts.final_norm,
             head=parts.head,

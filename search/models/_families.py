@@ -98,6 +98,53 @@ class Family:
         out = block(hidden, block_mask)
         return out[0] if isinstance(out, tuple) else out
 
+    # ---- the MLP branch (pre-norm families: a block computes h_out = r + m, m its MLP branch's output) -----
+    def mlp_branch(self, block: nn.Module) -> nn.Module | None:
+        """The module whose output is the block's MLP branch `m` (after any layer scale), added to the residual
+        stream `r` after attention: `h_out = r + m`. None where a block has no such branch (post-norm encoders)."""
+        return block.mlp  # ViT, DeiT, CLIP: `h + mlp(norm(h))` (ViT's dropout after it is the identity in eval)
+
+    def mlp_output_projection(self, block: nn.Module) -> nn.Linear:
+        """The MLP branch's last `nn.Linear` (before any layer scale)."""
+        return block.mlp.fc2
+
+    def layer_scale(self, block: nn.Module) -> nn.Parameter | None:
+        """The per-channel scale γ the MLP branch's output is multiplied by (DINOv2), or None."""
+        return None
+
+    def fold_mlp_output(self, block: nn.Module, weight, bias) -> nn.Module:
+        """A copy of `block` whose MLP branch computes `m @ weight + bias` in place of `m` (`weight` (d, d),
+        `bias` (d,), float64 arrays): γ and the map multiplied into the output projection (γ then set to 1).
+        The original block is left untouched."""
+        import copy
+
+        import numpy as np
+
+        if self.mlp_branch(block) is None:
+            raise UnsupportedModelError(f"{self.name} blocks have no MLP branch to fold a map into")
+        new = copy.deepcopy(block)
+        proj = self.mlp_output_projection(new)
+        a = torch.as_tensor(np.asarray(weight), dtype=torch.float64)
+        b = torch.as_tensor(np.asarray(bias), dtype=torch.float64)
+        w = proj.weight.detach().to(torch.float64).T  # (in, out): m = x @ w + b_out
+        b_out = (
+            proj.bias.detach().to(torch.float64)
+            if proj.bias is not None
+            else torch.zeros(w.shape[1], dtype=torch.float64)
+        )
+        gamma = self.layer_scale(new)
+        if gamma is not None:
+            g = gamma.detach().to(torch.float64)
+            w, b_out = w * g, b_out * g
+        with torch.no_grad():
+            proj.weight.copy_((w @ a).T.to(proj.weight.dtype))
+            if proj.bias is None:
+                proj.bias = nn.Parameter(torch.zeros(proj.out_features, dtype=proj.weight.dtype))
+            proj.bias.copy_((b_out @ a + b).to(proj.bias.dtype))
+            if gamma is not None:
+                gamma.fill_(1.0)
+        return new
+
     def normalize(self, final_norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """The final norm over the sequence (Hugging Face's `last_hidden_state`)."""
         return final_norm(hidden)
@@ -154,6 +201,16 @@ class Dinov2Family(Family):
             return model.classifier, "cls+mean"
         return None, None
 
+    def mlp_branch(self, block):
+        return block.layer_scale2
+
+    def mlp_output_projection(self, block):
+        mlp = block.mlp
+        return mlp.fc2 if hasattr(mlp, "fc2") else mlp.down_proj  # plain or SwiGLU feed-forward
+
+    def layer_scale(self, block):
+        return block.layer_scale2.lambda1
+
 
 class ClipVisionFamily(Family):
     name = "clip-vision"
@@ -190,6 +247,9 @@ class BertFamily(Family):
     def find_head(self, model, backbone):
         pooler = getattr(backbone, "pooler", None)
         return (pooler, "pooler") if isinstance(pooler, nn.Module) else (None, None)
+
+    def mlp_branch(self, block):
+        return None  # post-norm: the LayerNorm after the residual add leaves no additive MLP branch
 
     def embed(self, embeddings, inputs):
         ids = inputs["input_ids"]
