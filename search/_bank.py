@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from toast.spaces import Plan, Span, Translator, create_translator, load_translator, translator_class
+from toast.spaces import Plan, PlanError, Span, Translator, create_translator, load_translator, translator_class
 from toast.spaces._span_data import HOLDOUT_FRACTION
 
 from ._artifacts import read_artifact, spec_key, write_artifact
@@ -72,7 +72,11 @@ class TranslatorBank:
         """The fitted translators of `plan`'s spans; kinds that need no fit are left to the compressed model."""
         out = {}
         for span in plan.spans:
-            if not translator_class(span.kind).needs_fit:
+            kind = translator_class(span.kind)
+            reason = kind.refuse_span(span, plan)
+            if reason:  # before any fit: a refused span has no data to fit on
+                raise PlanError(f"invalid plan: {reason}")
+            if not kind.needs_fit:
                 continue
             if span not in self._fitted:
                 self._fitted[span] = self._fit(span)

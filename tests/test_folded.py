@@ -221,6 +221,9 @@ def test_folded_fit_from_the_capture_equals_brute_force_least_squares(loaded, na
     # the fitted block then does what was fitted: its output is r + m A + b
     folded = t.fold_into(lm.parts.blocks[1], lm.family)
     assert folded is not lm.parts.blocks[1]
+    # a span the kind refuses is refused before any fit is tried (the capture has no branch data for s = -1)
+    with pytest.raises(PlanError, match=r"invalid plan: span -1→0:folded: a folded span needs a kept source block"):
+        TranslatorBank(captured).get(Plan.parse("-1→0:folded", lm.num_blocks))
 
 
 def test_refused_where_it_cannot_apply(loaded):
