@@ -86,7 +86,7 @@ def build_search_parser() -> argparse.ArgumentParser:
 
     p = _Parser(
         prog="toast-search",
-        description="Search which spans of transformer blocks to replace with closed-form translators (identity, linear, lowrank …), "
+        description="Search which spans of transformer blocks to replace with translators (identity, linear, ridge, lowrank, mlp, resmlp, folded), "
         "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
         "to --out. Re-running the same command resumes the study. Subcommand: 'toast-search analyze --help'.",
     )
