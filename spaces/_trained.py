@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -26,12 +24,7 @@ from ._errors import NotFittedError
 from ._span_data import SpanData
 from ._stats import PairStats
 from ._translators import (
-    ARRAYS_NAME,
-    CONFIG_NAME,
-    SAVE_FORMAT_VERSION,
     Translator,
-    _json_value,
-    _read_config,
 )
 
 STATE_PREFIX = "state."  # the module's state dict in the saved arrays
@@ -199,40 +192,12 @@ class TrainedTranslator(Translator):
         module = self.to_module().double().to(data.device)
         return float(_mse(module, data, "all", 1 << 14, dtype=torch.float64))
 
-    # ---- save / load --------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write the hyper-parameters and fitted scalars (JSON) and the module's state dict (safetensors)."""
-        from safetensors.numpy import save_file
+    # ---- save / load: the base class's, with the module's state dict as the fitted arrays --------------
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        return {STATE_PREFIX + k: v for k, v in self.state_.items()}
 
-        self._require_fitted()
-        fitted = {
-            k: _json_value(v, f"{type(self).__name__}.{k}")
-            for k, v in vars(self).items()
-            if k.endswith("_") and k != "state_"
-        }
-        params = {k: _json_value(v, f"{type(self).__name__}({k}=...)") for k, v in self.get_params().items()}
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"format_version": SAVE_FORMAT_VERSION, "kind": self.kind, "params": params, "fitted": fitted}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-        arrays = {STATE_PREFIX + k: np.ascontiguousarray(v) for k, v in self.state_.items()}
-        save_file(arrays, str(directory / ARRAYS_NAME))
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> TrainedTranslator:
-        from safetensors.numpy import load_file
-
-        directory = Path(directory)
-        meta = _read_config(directory)
-        if meta["kind"] != cls.kind:
-            raise ValueError(f"{directory} holds a {meta['kind']!r} translator, not {cls.kind!r}")
-        translator = cls(**meta["params"])
-        for name, value in meta["fitted"].items():
-            setattr(translator, name, value)
-        arrays = load_file(str(directory / ARRAYS_NAME))
-        translator.state_ = {k.removeprefix(STATE_PREFIX): v for k, v in arrays.items()}
-        return translator
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.state_ = {k.removeprefix(STATE_PREFIX): v for k, v in arrays.items()}
 
 
 def _mse(

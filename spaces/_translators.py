@@ -208,14 +208,12 @@ class Translator:
         from safetensors.numpy import save_file
 
         self._require_fitted()
-        arrays, fitted = {}, {}
-        for name, value in vars(self).items():
-            if not name.endswith("_"):
-                continue
-            if isinstance(value, np.ndarray):
-                arrays[name] = np.ascontiguousarray(value)
-            else:
-                fitted[name] = _json_value(value, f"{type(self).__name__}.{name}")
+        arrays = {k: np.ascontiguousarray(v) for k, v in self._fitted_arrays().items()}
+        fitted = {
+            name: _json_value(value, f"{type(self).__name__}.{name}")
+            for name, value in vars(self).items()
+            if name.endswith("_") and not isinstance(value, (np.ndarray, dict))
+        }
         params = {k: _json_value(v, f"{type(self).__name__}({k}=...)") for k, v in self.get_params().items()}
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -235,9 +233,20 @@ class Translator:
             raise ValueError(f"{directory} holds a {meta['kind']!r} translator, not {cls.kind!r}")
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
         translator = cls(**params)
-        for name, value in {**meta["fitted"], **load_file(str(directory / ARRAYS_NAME))}.items():
+        for name, value in meta["fitted"].items():
             setattr(translator, name, value)
+        translator._restore_arrays(load_file(str(directory / ARRAYS_NAME)))
         return translator
+
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted arrays `save` writes as safetensors: every array attribute ending in `_` (a kind with
+        other learned state overrides this and `_restore_arrays`)."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and isinstance(v, np.ndarray)}
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Set what `_fitted_arrays` gave back on a translator being loaded."""
+        for name, value in arrays.items():
+            setattr(self, name, value)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
