@@ -9,7 +9,8 @@ registered kind that applies to the model), through the search's own trial funct
 original's (mean cosine, linear CKA, on the test split), ridge-probe accuracy (probe fitted on the train
 split, scored on the test split), params, GFLOPs and the translator fit time (a fresh cache: trained
 kinds really train). Translators are fitted on `--calib-samples` calibration samples of the train split.
-Prints markdown tables and, per kind, on how many single-block spans it loses to `linear`.
+Prints markdown tables, per kind on how many single-block spans it loses to `linear`, and the multi-span
+plans again with `--refit sequential` (trained kinds and `folded` are fitted independently in that mode).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 CKA_MARGIN = 1e-3  # "lower CKA" means lower by more than this (ridge often equals linear to 4 digits)
@@ -110,6 +112,27 @@ def main() -> int:
 
     table([[(b - 1, b)] for b in range(n)], "single-block spans (block s+1 removed for s→s+1)", count=True)
     table(multi_span_plans(n), "multi-span plans (every span of the plan with the same kind)", count=False)
+
+    # the same multi-span plans with --refit sequential: later spans fitted on the compressed prefix's own states
+    sequential = SearchContext.build(replace(settings, out=work / "run-sequential", refit="sequential"), progress=False)
+    print("### multi-span plans: independent fits vs sequential refit (`--refit sequential`)\n")
+    print(
+        "| plan | kind | cosine indep. | cosine seq. | CKA indep. | CKA seq. | accuracy indep. | accuracy seq. | fit s seq. |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for spans in [p for p in multi_span_plans(n) if len(p) > 1]:
+        for k in kinds:
+            plan = Plan(tuple(Span(s, e, k) for s, e in spans), n)
+            try:
+                a, b = ctx.evaluate(plan), sequential.evaluate(plan)
+            except PlanError:
+                continue
+            text = ", ".join(f"{s}→{e}" for s, e in spans)
+            print(
+                f"| {text} | {k} | {a['cosine']:.4f} | {b['cosine']:.4f} | {a.get('fidelity') or float('nan'):.4f} | "
+                f"{b.get('fidelity') or float('nan'):.4f} | {a['accuracy']:.2f} | {b['accuracy']:.2f} | {b['seconds_fit']:.2f} |"
+            )
+    print()
     print("### on how many single-block spans each kind loses to linear\n")
     print(f"| kind | lower accuracy | lower CKA (by > {CKA_MARGIN:g}) | spans |")
     print("| --- | ---: | ---: | ---: |")

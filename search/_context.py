@@ -24,7 +24,8 @@ from ._bank import TranslatorBank
 from ._prepare import prepare
 from ._settings import SearchSettings, SettingsError
 from .capture import ActivationCache, CapturedActivations, calibrate
-from .data import LabeledSplit, PreprocessedInputs, sample_ids
+from .capture._calibration import capture_spec
+from .data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
 from .models import CompressedModel, LoadedModel
 
 
@@ -81,7 +82,18 @@ class SearchContext:
             eval_inputs,
             probe_labels,
             eval_labels,
-            TranslatorBank(captured, device=loaded.device, seed=settings.seed, cache_root=cache.root),
+            TranslatorBank(
+                captured,
+                device=loaded.device,
+                seed=settings.seed,
+                cache_root=cache.root,
+                refit=settings.refit,
+                prefix_states=_prefix_states(
+                    loaded, train, capture_spec(loaded, train, prepared.calibration).sample_ids, settings.batch_size
+                )
+                if settings.refit == "sequential"
+                else None,
+            ),
         )
         ctx.samples_used = prepared.samples_used
         if settings.head == "original" and needs_labels:  # the head scores only what reads the labels
@@ -155,6 +167,19 @@ class SearchContext:
             seconds_overhead=max(total - fit_s - forward_s - probe_s, 0.0),
         )
         return result
+
+
+def _prefix_states(loaded: LoadedModel, split: LabeledSplit, ids: tuple[int, ...], batch_size: int):
+    """How the bank runs a compressed prefix over the calibration samples (`refit` sequential), in capture order."""
+
+    @torch.inference_mode()
+    def run(plan: Plan, translators: dict):
+        model = CompressedModel.from_model(loaded, plan, translators)
+        for chunk, inputs in iter_batches(split, ids, loaded.processor, batch_size):
+            states, mask = model.hidden_states({k: v.to(loaded.device) for k, v in inputs.items()})
+            yield chunk, states, mask
+
+    return run
 
 
 def _needs_labels(settings: SearchSettings) -> bool:

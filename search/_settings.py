@@ -14,6 +14,7 @@ from toast.spaces._errors import SettingsError
 SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
 PROBES = ("ridge", "adam")
 HEADS = ("probe", "original")
+REFITS = ("independent", "sequential")
 DEFAULT_RANKS = ("d/16", "d/8", "d/4")
 #: A rank: an integer, `d` (the model's width) or `d/k` (the width over k, rounded down, at least 1).
 RANK = re.compile(r"[1-9]\d*|d(?:/[1-9]\d*)?")
@@ -37,6 +38,7 @@ IDENTITY_KEYS = (
     "head",
     "dtype",
     "activation_dtype",
+    "refit",
 )
 
 
@@ -72,6 +74,7 @@ class SearchSettings:
     device: str = "auto"
     dtype: str = "float32"
     activation_dtype: str = "float16"
+    refit: str = "independent"  # sequential: a plan's later spans fitted on the compressed prefix's own states
     cache_dir: Path | None = None
     batch_size: int = 32
     runner: str = "local"
@@ -97,6 +100,8 @@ class SearchSettings:
             problems.append(f"`sampler` must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.probe not in PROBES:
             problems.append(f"`probe` must be one of {', '.join(PROBES)}, got {self.probe!r}")
+        if self.refit not in REFITS:
+            problems.append(f"`refit` must be one of {', '.join(REFITS)}, got {self.refit!r}")
         if self.head not in HEADS:
             problems.append(f"`head` must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):

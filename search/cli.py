@@ -113,6 +113,13 @@ def build_search_parser() -> argparse.ArgumentParser:
         help="ranks a bare lowrank in --translators expands to, comma-separated: integers, or fractions of the model's "
         f"width d (d/16 at width 768 is 48) (default: {','.join(DEFAULT_RANKS)})",
     )
+    p.add_argument(
+        "--refit",
+        default="independent",
+        choices=["independent", "sequential"],
+        help="fit each span on the original model's states, or (sequential) each closed-form span after a plan's first "
+        "on the states the compressed model produces at its source, its earlier spans fitted first (default: independent)",
+    )
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
     p.add_argument(
@@ -274,6 +281,7 @@ def settings_from(args: argparse.Namespace):
         device=args.device,
         dtype=args.dtype,
         activation_dtype=args.activation_dtype,
+        refit=args.refit,
         cache_dir=args.cache_dir,
         batch_size=args.batch_size,
         runner=args.runner,
