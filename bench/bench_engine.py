@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument(
         "--lstsq-spans", type=int, default=0, help="time lstsq on only this many spans (0: all) and extrapolate"
     )
+    parser.add_argument(
+        "--no-branches", action="store_true", help="capture without the MLP-branch statistics (a run without folded)"
+    )
     args = parser.parse_args()
 
     import transformers
@@ -89,7 +92,9 @@ def main() -> None:
     make_data(work / "data", args.samples, args.image_size)
     loaded = load_model(str(work / "model"))
     split = load_split(str(work / "data"), "train")
-    settings = CalibrationSettings(samples=args.samples, batch_size=args.batch_size, activation_dtype=args.dtype)
+    settings = CalibrationSettings(
+        samples=args.samples, batch_size=args.batch_size, activation_dtype=args.dtype, branches=not args.no_branches
+    )
     ids = sample_ids(len(split), args.samples, settings.seed)
     rows: list[tuple[str, str]] = []
     torch.set_num_threads(torch.get_num_threads())

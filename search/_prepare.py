@@ -145,11 +145,16 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
                     raise PlanError("; ".join(refusals))
             except PlanError as e:
                 raise PlanError(f"`plans` {text!r}: {e}") from None
+    # MLP-branch statistics cost about a third more capture time and memory: gathered only when a kind needs them
+    kinds = set(space.kinds if space is not None else ()) | {
+        s.kind for t in settings.plans for s in Plan.parse(t, 10**6).spans
+    }
     calibration = CalibrationSettings(
         samples=settings.calib_samples,
         seed=settings.seed,
         batch_size=settings.batch_size,
         activation_dtype=settings.activation_dtype,
+        branches=any(translator_class(k).needs_branches for k in kinds),
     )
     return Prepared(
         settings=settings,

@@ -30,6 +30,7 @@ class FoldedTranslator(LinearTranslator):
     `nn.Identity` (the folded block already computes the span's target), so it costs nothing.
     """
 
+    needs_branches = True  # the capture gathers the MLP-branch statistics only for a run that may use this kind
     needs_source_block = True  # the space never puts it at block 0 nor right after another span
 
     def fit_span(self, data) -> FoldedTranslator:

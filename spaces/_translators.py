@@ -111,6 +111,7 @@ class Translator:
     needs_fit: ClassVar[bool] = True  # False: `empty_module(dim)` already computes the map, nothing is fitted
     needs_activations: ClassVar[bool] = False  # True: trained on `fit_span(data)`'s token batches; no `fit(stats)`
     cached_on_disk: ClassVar[bool] = False  # True: a costly fit, which the search keeps under its cache root
+    needs_branches: ClassVar[bool] = False  # True: fitted from MLP-branch statistics (captured only when a kind asks)
     needs_source_block: ClassVar[bool] = False  # True: a span s→e needs block s kept (s >= 0, no span ends at s)
     parameter: ClassVar[str | None] = (
         None  # what a kind string's `:param` stands for (`lowrank:96`: "rank"); None: none

@@ -123,3 +123,21 @@ def test_analyze_refuses_an_out_that_is_a_file_before_loading(tiny_dirs, image_d
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "output directory (--out)" in err[0] and "is a file" in err[0], err
     assert not (tmp_path / "cache").exists()
+
+
+def test_mlp_branch_statistics_are_captured_only_for_a_kind_that_needs_them(settings):
+    """The folded kind's MLP-branch statistics cost capture time and memory: a run without it skips them (its own
+    cache key), a run that may use it (in the space or in a given plan) gathers them."""
+    from dataclasses import replace
+
+    plain = prepare(settings)
+    assert not plain.calibration.branches and not plain.spec.branches
+    for other in (
+        replace(settings, translators=("identity", "linear", "folded")),
+        replace(settings, plans=("1->2:folded",)),
+    ):
+        assert prepare(other).calibration.branches and prepare(other).spec.key != plain.spec.key
+    ctx = SearchContext.build(settings, progress=False)
+    assert not ctx.captured.stats.has_branches
+    folded = SearchContext.build(replace(settings, translators=("identity", "folded")), progress=False)
+    assert folded.captured.stats.has_branches

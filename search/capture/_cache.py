@@ -42,6 +42,7 @@ class CaptureSpec:
     sample_ids: tuple[int, ...]
     preprocessing: str  # the processor's configuration, as JSON
     dtype: str = "float16"
+    branches: bool = True  # MLP-branch statistics gathered too (where the family has an MLP branch)
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -174,11 +175,12 @@ class _Branches:
 
 
 @contextmanager
-def _branch_outputs(model) -> Iterator[_Branches]:
-    """Hook the MLP branch of every block of `model` (an uncompressed `CompressedModel`) where its family has one."""
+def _branch_outputs(model, wanted: bool = True) -> Iterator[_Branches]:
+    """Hook the MLP branch of every block of `model` (an uncompressed `CompressedModel`) where its family has one
+    and the capture asks for them (`wanted`)."""
     blocks = [model.blocks[str(b)] for b in range(model.plan.num_blocks)]
     modules = [model.family.mlp_branch(block) for block in blocks]
-    out = _Branches(len(blocks), enabled=all(m is not None for m in modules))
+    out = _Branches(len(blocks), enabled=wanted and all(m is not None for m in modules))
     handles = []
     if out.enabled:
         for b, module in enumerate(modules):
@@ -251,7 +253,7 @@ class ActivationCache:
             bar = tqdm(total=len(spec.sample_ids), desc="capture", unit="sample", disable=not progress)
             with (
                 ShardWriter(out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer,
-                _branch_outputs(model) as branches,
+                _branch_outputs(model, spec.branches) as branches,
             ):
                 for ids, inputs in batches:
                     branches.clear()

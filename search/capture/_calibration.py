@@ -55,6 +55,7 @@ class CalibrationSettings:
     seed: int = 0
     batch_size: int = 32
     activation_dtype: str = "float16"
+    branches: bool = True  # also the MLP-branch statistics (pre-norm families), for kinds with `needs_branches`
 
 
 def calibrate(
@@ -88,4 +89,5 @@ def capture_spec(loaded: LoadedModel, split: LabeledSplit, settings: Calibration
         sample_ids=ids,
         preprocessing=preprocessing_fingerprint(loaded.processor),
         dtype=settings.activation_dtype,
+        branches=settings.branches,
     )
