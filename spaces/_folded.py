@@ -16,13 +16,13 @@ from torch import nn
 
 from ._errors import PlanError
 from ._linear import LinearTranslator
-from ._translators import TranslatorCost, register_translator
+from ._translators import NoModule, register_translator
 
 NO_SOURCE_BLOCK = "a folded span needs a kept source block s to fold into: s = -1 (the embeddings) has none"
 
 
 @register_translator("folded")
-class FoldedTranslator(LinearTranslator):
+class FoldedTranslator(NoModule, LinearTranslator):
     """Least squares `m_s A + b ≈ h_{e+1} - r_s` on block s's MLP branch output, folded into that block.
 
     `fit(stats)` reads the `PairStats` of `(m_s, h_{e+1} - r_s)` (`SpanData.branch_stats`, or
@@ -67,17 +67,3 @@ class FoldedTranslator(LinearTranslator):
         """A copy of `block` with `A`, `b` multiplied into its MLP output projection (and layer scale)."""
         self._require_fitted()
         return family.fold_mlp_output(block, self.weight_, self.bias_)
-
-    def to_module(self) -> nn.Module:
-        """`nn.Identity`: the span's step passes the folded block's output on."""
-        self._require_fitted()
-        return nn.Identity()
-
-    @classmethod
-    def empty_module(cls, dim: int) -> nn.Module:
-        return nn.Identity()
-
-    @classmethod
-    def cost(cls, dim: int, tokens: int) -> TranslatorCost:
-        """Nothing beyond the kept block: the map lives in its output projection."""
-        return TranslatorCost(flops=0, params=0)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from torch import nn
 
 from ._stats import PairStats
-from ._translators import Translator, TranslatorCost, register_translator
+from ._translators import NoModule, Translator, register_translator
 
 
 @register_translator("identity")
-class IdentityTranslator(Translator):
+class IdentityTranslator(NoModule, Translator):
     """`y = x`: the span is skipped outright (no parameters, no FLOPs)."""
 
     needs_fit = False  # the compressed model builds it from the width alone; the bank fits nothing
@@ -23,18 +22,3 @@ class IdentityTranslator(Translator):
         self.weight_ = np.eye(d_in)
         self.bias_ = np.zeros(d_out)
         return self
-
-    def to_module(self) -> nn.Module:
-        """`nn.Identity`: the compressed model passes the source state on unchanged."""
-        self._require_fitted()
-        return nn.Identity()
-
-    @classmethod
-    def empty_module(cls, dim: int) -> nn.Module:
-        """`nn.Identity` (no weights to load)."""
-        return nn.Identity()
-
-    @classmethod
-    def cost(cls, dim: int, tokens: int) -> TranslatorCost:
-        """Nothing: no parameters, no FLOPs."""
-        return TranslatorCost(flops=0, params=0)

@@ -283,6 +283,26 @@ def load_translator(directory: str | Path) -> Translator:
     return translator_class(_read_config(Path(directory))["kind"]).load(directory)
 
 
+class NoModule:
+    """Mixin of kinds that add no module to the compressed model (the span's step passes its input on):
+    `nn.Identity` fitted or empty, no parameters, no FLOPs."""
+
+    def to_module(self) -> nn.Module:
+        """`nn.Identity`."""
+        self._require_fitted()
+        return nn.Identity()
+
+    @classmethod
+    def empty_module(cls, dim: int) -> nn.Module:
+        """`nn.Identity` (no weights to load)."""
+        return nn.Identity()
+
+    @classmethod
+    def cost(cls, dim: int, tokens: int) -> TranslatorCost:
+        """Nothing: no parameters, no FLOPs."""
+        return TranslatorCost(flops=0, params=0)
+
+
 def affine_module(weight: np.ndarray, bias: np.ndarray) -> nn.Linear:
     """`nn.Linear` computing `x @ weight + bias`."""
     d_in, d_out = weight.shape

@@ -249,6 +249,8 @@ def cases(w: dict) -> dict[str, Case]:
         "no trials": Case(run(new("r"), "--trials", "0"), "--trials", in_process=True),
         "one calibration sample": Case(run(new("s"), "--calib-samples", "1"), "--calib-samples", in_process=True),
         "unknown sampler": Case(run(new("t"), "--sampler", "annealing"), "--sampler", in_process=True),
+        "rank above the width": Case(run(new("ag"), "--translators", "identity,lowrank", "--ranks", "4,64"), "--ranks"),
+        "unknown refit": Case(run(new("ah"), "--refit", "greedy"), "--refit", in_process=True),
         "not a number": Case(run(new("u"), "--trials", "many"), "--trials", in_process=True),
         "backward span": Case(run(new("v"), "--plan", "3→2:linear"), "3→2", in_process=True),
         "unknown translator": Case(run(new("w"), "--plan", "0→1:bogus"), "bogus", in_process=True),
