@@ -173,11 +173,22 @@ def _prefix_states(loaded: LoadedModel, split: LabeledSplit, ids: tuple[int, ...
     """How the bank runs a compressed prefix over the calibration samples (`refit` sequential), in capture order."""
 
     @torch.inference_mode()
-    def run(plan: Plan, translators: dict):
+    def run(plan: Plan, translators: dict, branch_block: int | None = None):
         model = CompressedModel.from_model(loaded, plan, translators)
-        for chunk, inputs in iter_batches(split, ids, loaded.processor, batch_size):
-            states, mask = model.hidden_states({k: v.to(loaded.device) for k, v in inputs.items()})
-            yield chunk, states, mask
+        seen: list[torch.Tensor] = []
+        handle = None
+        if branch_block is not None:  # `folded` refitted: the MLP branch output of the kept block it folds into
+            branch = model.family.mlp_branch(model.blocks[str(branch_block)])
+            handle = branch.register_forward_hook(
+                lambda _module, _args, out: seen.append(out[0] if isinstance(out, tuple) else out)
+            )
+        try:
+            for chunk, inputs in iter_batches(split, ids, loaded.processor, batch_size):
+                states, mask = model.hidden_states({k: v.to(loaded.device) for k, v in inputs.items()})
+                yield chunk, states, mask, (seen.pop() if seen else None)
+        finally:
+            if handle is not None:
+                handle.remove()
 
     return run
 

@@ -17,7 +17,7 @@ from toast.search.capture._calibration import capture_spec
 from toast.search.cli import main
 from toast.search.data import iter_batches
 from toast.search.models import CompressedModel
-from toast.spaces import Plan
+from toast.spaces import Plan, Span
 
 L = 4
 TWO = "0→1:linear,1→2:linear"
@@ -207,3 +207,117 @@ def test_a_text_model_pairs_real_tokens_only(settings, tiny_dirs, padded_text_di
     # BERT's states follow a LayerNorm: the source covariance is singular, so two minimum-norm solvers agree to
     # ~1e-4 only (a token paired with another's target would be off by order 1)
     np.testing.assert_allclose(apply(second, x), design @ w, rtol=1e-3, atol=1e-3)
+
+
+# ---- folded and trained kinds refitted after a prefix -------------------------------------------------------
+@pytest.fixture(scope="module")
+def every_kind(settings, tmp_path_factory) -> SearchContext:
+    """A sequential context whose capture holds the MLP-branch statistics (`folded` is in its space)."""
+    return SearchContext.build(
+        replace(
+            settings,
+            cache_dir=tmp_path_factory.mktemp("kinds-cache"),
+            refit="sequential",
+            translators=("identity", "linear", "folded", "mlp"),
+        ),
+        progress=False,
+    )
+
+
+def prefix_branch(ctx: SearchContext, prefix: Plan, block: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The compressed prefix's MLP branch output of kept `block` and its state at `step`, every calibration token
+    (hooked here, not by the bank)."""
+    model = CompressedModel.from_model(ctx.loaded, prefix, ctx.bank.get(prefix))
+    ids = capture_spec(ctx.loaded, ctx.train, ctx_calibration(ctx)).sample_ids
+    branch = model.family.mlp_branch(model.blocks[str(block)])
+    ms, hs = [], []
+    handle = branch.register_forward_hook(lambda _m, _a, out: ms.append(out.reshape(-1, out.shape[-1]).double()))
+    try:
+        with torch.inference_mode():
+            for _, inputs in iter_batches(ctx.train, ids, ctx.loaded.processor, 7):
+                states, _ = model.hidden_states(inputs)
+                hs.append(states[step].reshape(-1, states[step].shape[-1]).double())
+    finally:
+        handle.remove()
+    return torch.cat(ms).numpy(), torch.cat(hs).numpy()
+
+
+def test_a_folded_span_is_refitted_on_the_prefix_models_mlp_branch(every_kind):
+    ctx = every_kind
+    plan = Plan.parse("0→1:linear,2→3:folded", L)
+    fitted = ctx.bank.get(plan)[plan.spans[1]]
+    # steps of the prefix 0→1:linear: block 0, the span (-> h_2), block 2 (-> h_3, the state block 2 outputs)
+    m, h3 = prefix_branch(ctx, Plan.parse("0→1:linear", L), 2, 3)
+    target = ctx.captured.state(4, np.float64) - (h3 - m)  # h_{e+1} minus block 2's residual stream r
+    design = np.hstack([m, np.ones((len(m), 1))])
+    w, *_ = np.linalg.lstsq(design, target, rcond=None)
+    np.testing.assert_allclose(fitted.predict(m), design @ w, rtol=1e-4, atol=1e-4)
+    independent = create_fitted("folded", ctx, Span(2, 3, "folded"))
+    assert not np.allclose(fitted.predict(m), independent.predict(m), atol=1e-4)
+
+
+def create_fitted(kind: str, ctx: SearchContext, span):
+    from toast.spaces import create_translator
+
+    return create_translator(kind).fit_span(ctx.bank.data(span))
+
+
+def test_a_trained_span_trains_on_the_prefix_states_paired_with_the_capture_targets(every_kind, settings):
+    ctx = every_kind
+    prefix, span = Plan.parse("0→1:linear", L), Span(2, 3, "mlp")
+    data = ctx.bank.prefix_data(prefix, span)
+    xs, ys = zip(*data.batches(64, part="all", seed=3), strict=True)
+    x, y = torch.cat(xs).double().numpy(), torch.cat(ys).double().numpy()
+    reference_x = prefix_tokens(ctx, prefix, 3)  # block 2's output in the compressed prefix: h_3's stand-in
+    reference_y = ctx.captured.state(4, np.float64)
+    assert x.shape == reference_x.shape
+    # shuffled, but every prefix token is paired with its own target: the cross-products agree
+    np.testing.assert_allclose(x.T @ y, reference_x.T @ reference_y, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(x.sum(0), reference_x.sum(0), rtol=1e-5, atol=1e-3)
+    held = np.concatenate([b[0].numpy() for b in data.batches(64, part="holdout")])
+    train = np.concatenate([b[0].numpy() for b in data.batches(64, part="train")])
+    assert len(held) and len(train) and len(held) + len(train) == len(x)
+
+    plan = Plan.parse("0→1:linear,2→3:mlp", L)
+    trained = ctx.bank.get(plan)[plan.spans[1]]
+    independent = ctx.bank.get(Plan.parse("2→3:mlp", L))[span]
+    assert not np.allclose(trained.predict(reference_x[:8]), independent.predict(reference_x[:8]))
+    # cached on disk under a key with the prefix: a fresh bank on the same cache trains nothing, runs no pass
+    fresh = SearchContext.build(ctx.settings, progress=False).bank
+    again = fresh.get(plan)[plan.spans[1]]
+    assert fresh.passes == 0
+    np.testing.assert_array_equal(again.predict(reference_x[:8]), trained.predict(reference_x[:8]))
+    assert ctx.bank.path(plan.spans[1], trained, prefix)[0] != ctx.bank.path(plan.spans[1], trained)[0]
+
+
+def test_only_the_latest_prefix_states_file_is_kept(every_kind):
+    bank = every_kind.bank
+    first = bank.prefix_data(Plan.parse("0→1:identity", L), Span(2, 3, "mlp"))
+    files = sorted(bank._states_dir.glob("*.arrow"))
+    assert len(files) == 1
+    bank.prefix_data(Plan.parse("-1→0:linear", L), Span(1, 3, "mlp"))
+    assert len(list(bank._states_dir.glob("*.arrow"))) == 1 and not files[0].exists()
+    with pytest.raises(Exception, match="kept no source states"):
+        next(first.batches(64))
+    passes = bank.passes
+    bank.prefix_data(Plan.parse("0→1:identity", L), Span(2, 3, "mlp"))  # needed again: passed again
+    assert bank.passes == passes + 1
+
+
+def test_the_cli_scores_plans_of_every_fitted_kind_sequentially(settings, tmp_path):
+    plans = ["0->1:linear,2->3:folded", "0->1:folded,2->3:mlp", "-1->0:linear,1->3:resmlp"]
+    common = [
+        "--model", settings.model, "--dataset", settings.dataset, "--cache-dir", str(tmp_path / "cache"),
+        "--calib-samples", "16", "--probe-samples", "30", "--eval-samples", "20", "--device", "cpu",
+        "--no-progress", "--translators", "identity,linear,folded,mlp,resmlp",
+    ]  # fmt: skip
+    rows = {}
+    for mode in ("independent", "sequential"):
+        code, _, err = run_main(
+            [*common, "--out", str(tmp_path / mode), "--refit", mode, *(f"--plan={p}" for p in plans)]
+        )
+        assert code == 0, err
+        rows[mode] = list(csv.DictReader((tmp_path / mode / "trials.csv").open()))
+        assert len(rows[mode]) == len(plans) and all(r["state"] == "COMPLETE" for r in rows[mode])
+    for a, b in zip(rows["independent"], rows["sequential"], strict=True):
+        assert a["plan"] == b["plan"] and a["cosine"] != b["cosine"]  # the second span is refitted

@@ -8,7 +8,7 @@ buffer of a few batches. Only the selected rows are copied out of the memory map
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from functools import cached_property
 
@@ -77,13 +77,14 @@ class CapturedSpanData(SpanData):
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(self.seed if seed is None else seed)
         dim, dtype = self.dim, self.captured.manifest["dtype"]
-        src, dst = f"h_{self.span.source}", f"h_{self.span.target}"
+        dst = f"h_{self.span.target}"
         want = SHUFFLE_BATCHES * tokens_per_batch
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         held = 0
         with ExitStack() as stack:
             readers = [pa.ipc.open_file(stack.enter_context(pa.memory_map(str(p)))) for p in self.captured.files]
+            source = self._source_rows(stack)
             records = self._index[0]
             for r in rng.permutation(len(records)):
                 f, i = records[r]
@@ -91,7 +92,7 @@ class CapturedSpanData(SpanData):
                 keep = part_mask(batch.column("sample").to_numpy(), self.held, part)
                 if not keep.any():
                     continue
-                xs.append(np.asarray(decode_state(batch.column(src), dim, dtype)[keep], dtype=np.float32))
+                xs.append(np.asarray(source(int(r), batch)[keep], dtype=np.float32))
                 ys.append(np.asarray(decode_state(batch.column(dst), dim, dtype)[keep], dtype=np.float32))
                 held += len(xs[-1])
                 if held >= want:
@@ -102,6 +103,12 @@ class CapturedSpanData(SpanData):
         if held:
             x, y = self._shuffled(xs, ys, rng)
             yield from self._split(x, y, tokens_per_batch)
+
+    def _source_rows(self, stack: ExitStack) -> Callable[[int, pa.RecordBatch], np.ndarray]:
+        """`(record index, the capture's record batch) -> its tokens' source states`: here the capture's own
+        `h_source` column; a subclass may read them elsewhere (`refit` sequential: the compressed prefix's)."""
+        dim, dtype, src = self.dim, self.captured.manifest["dtype"], f"h_{self.span.source}"
+        return lambda _r, batch: decode_state(batch.column(src), dim, dtype)
 
     @staticmethod
     def _shuffled(
