@@ -16,8 +16,9 @@ from toast.spaces import Plan, PlanError, Span, Translator, translator_class
 from .._errors import UnsupportedModelError
 from ._families import FAMILIES, Family
 from ._loading import LoadedModel
+from ._plain import PLAIN, TOAST, load_plain, plain_model, plain_refusal, save_toast_config, source_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a plain Transformers checkpoint where the plan allows, else config.json refuses Transformers
 
 
 def _span_key(span: Span) -> str:
@@ -177,25 +178,52 @@ class CompressedModel(nn.Module):
 
     # ---- export ------------------------------------------------------------------------------
     def save_pretrained(
-        self, directory: str | Path, *, processor: Any | None = None, extra: dict | None = None
+        self,
+        directory: str | Path,
+        *,
+        processor: Any | None = None,
+        extra: dict | None = None,
+        layout: str = "auto",
     ) -> Path:
-        """Write config, plan and safetensors weights of what is kept plus translators."""
+        """Write the model, its plan and metadata (toast.json) and the processor to `directory`.
+
+        `layout="auto"`: a plain Transformers checkpoint when every span passes its input on (identity,
+        folded), which `transformers.AutoModel.from_pretrained` loads without toast; else the toast format,
+        which Transformers refuses (load it with `CompressedModel.from_pretrained`, which loads both).
+        """
         from safetensors.torch import save_file
 
+        if layout not in ("auto", PLAIN, TOAST):
+            raise ValueError(f"layout must be 'auto', 'plain' or 'toast', not {layout!r}")
+        refusal = plain_refusal(self) if layout != TOAST else "layout='toast' asked for"
+        plain = None
+        if refusal is None:
+            try:
+                plain = plain_model(self)  # the source's Transformers class, fewer layers
+            except ValueError as exc:  # a class whose weights the compressed model's parts do not cover
+                refusal = str(exc)
+        if layout == PLAIN and plain is None:
+            raise ValueError(f"cannot save a plain Transformers checkpoint: {refusal}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(directory)
         meta = {
             "format_version": FORMAT_VERSION,
+            "layout": PLAIN if plain is not None else TOAST,
             "family": self.family.name,
             "model_class": self.model_class,
             "head_kind": self.head_kind,
             "plan": {"num_blocks": self.plan.num_blocks, "spans": self.plan.to_json()},
-            **(extra or {}),
         }
+        if plain is not None:
+            plain.save_pretrained(directory)
+            meta["layers"] = list(self.plan.kept)  # layer i of the checkpoint is block layers[i] of the source
+        else:
+            meta["not_plain"] = refusal  # why Transformers cannot load it alone
+            meta["source_config"] = save_toast_config(self.config, directory)
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        meta.update({k: v for k, v in (extra or {}).items() if k not in meta})  # scores, source model, budgets
         (directory / "toast.json").write_text(json.dumps(meta, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
         if processor is not None:
             processor.save_pretrained(directory)
         return directory
@@ -212,17 +240,19 @@ class CompressedModel(nn.Module):
         if not (directory / "toast.json").is_file():
             raise UnsupportedModelError(f"{directory} is not a saved compressed model (no toast.json)")
         meta = json.loads((directory / "toast.json").read_text())
-        config = transformers.AutoConfig.from_pretrained(directory)
         plan = Plan.of(meta["plan"]["spans"], meta["plan"]["num_blocks"])
         family = _family_named(meta["family"])
-        # Build the architecture with only as many blocks as are kept, then map them back.
-        small = copy.deepcopy(config)
-        small.num_hidden_layers = len(plan.kept)
-        model_cls = getattr(transformers, meta["model_class"], None) or transformers.AutoModel
-        if model_cls is transformers.AutoModel:
-            skeleton = transformers.AutoModel.from_config(small)
-        else:
-            skeleton = model_cls(small)
+        plain = meta.get("layout") == PLAIN
+        if plain:  # a Transformers checkpoint of the kept layers, in order
+            skeleton = load_plain(directory, meta["model_class"])
+        else:  # build the architecture with only as many blocks as are kept, then map them back
+            small = copy.deepcopy(source_config(directory, meta))
+            small.num_hidden_layers = len(plan.kept)
+            model_cls = getattr(transformers, meta["model_class"], None) or transformers.AutoModel
+            if model_cls is transformers.AutoModel:
+                skeleton = transformers.AutoModel.from_config(small)
+            else:
+                skeleton = model_cls(small)
         parts = family.parts(skeleton)
         blocks = dict(zip(plan.kept, parts.blocks))
         config = skeleton.config  # carries the attention implementation the blocks were built with
@@ -240,6 +270,6 @@ class CompressedModel(nn.Module):
             head_kind=meta["head_kind"],
             model_class=meta["model_class"],
         )
-        state = load_file(str(directory / "model.safetensors"))
-        model.load_state_dict(state, strict=True)
+        if not plain:
+            model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
         return model.to(device=device, dtype=dtype).eval()

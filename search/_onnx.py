@@ -1,0 +1,340 @@
+"""ONNX export of a saved compressed model, checked against PyTorch with onnxruntime.
+
+`export_onnx(source)` loads a run's `chosen/` (or any folder `CompressedModel.from_pretrained` reads),
+exports it with `torch.onnx.export`'s torch.export-based exporter (the default since torch 2.9; the
+TorchScript one is deprecated) with a dynamic batch axis, and a dynamic sequence axis for text, then runs
+the file with onnxruntime on CPU at two batch sizes and compares it with the PyTorch model. Inputs come
+from the run's own test split (its `settings.json`) through the processor saved with the model; a bare
+model folder is checked on synthetic inputs run through that processor. A difference above `tolerance`
+is an error, and the file is removed.
+
+onnx, onnxruntime and onnxscript are imported only here, and only when an export is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from toast.spaces._errors import DatasetError, MissingDependencyError, ToastError, UnsupportedModelError
+
+__all__ = ["ONNX_EXTRA_HINT", "OnnxExportError", "OnnxReport", "export_onnx", "model_folder"]
+
+ONNX_EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'toast-search[onnx]'"
+TOLERANCE = 1e-4
+CHECK_BATCHES = (1, 4)  # two batch sizes: the exported batch axis must take both
+EXPORT_BATCH = 2  # the example the graph is traced with (torch.export specialises a dimension of size 1)
+MAX_LENGTH = 256  # tokens, as the search's batches are truncated
+PROTOBUF_LIMIT = 2**31 - 1 - 2**26  # a model's weights above ~2 GB go to an external data file
+PROVIDERS = ("CPUExecutionProvider",)
+SYNTHETIC_TEXTS = (
+    "a short sentence",
+    "the quick brown fox jumps over the lazy dog",
+    "export the compressed model and check it",
+    "tokens of several lengths make the sequence axis dynamic, and padding is masked",
+    "one more",
+)
+
+
+class OnnxExportError(ToastError):
+    """The exported ONNX model disagrees with PyTorch, or the exporter refused the model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxReport:
+    """What `export_onnx` wrote and how it was checked."""
+
+    path: Path
+    max_abs_diff: float  # over both checked batches, every output element
+    batch_sizes: tuple[int, ...]  # the batch sizes onnxruntime ran
+    inputs: str  # where the checked inputs came from
+    input_names: tuple[str, ...]
+    output_name: str
+    dynamic_axes: tuple[str, ...]  # ("batch",) for images, ("batch", "sequence") for text
+    opset: int
+    providers: tuple[str, ...]
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.path} (opset {self.opset}, inputs {', '.join(self.input_names)}, dynamic "
+            f"{' and '.join(self.dynamic_axes)}); "
+            f"onnxruntime vs PyTorch on {self.inputs}, batches {'/'.join(map(str, self.batch_sizes))}: "
+            f"max abs difference {self.max_abs_diff:.3g}"
+        )
+
+
+def require_onnx() -> Any:
+    """`onnxruntime`, after checking the extra's packages import; else a one-line install hint."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401  (the torch.export-based exporter translates with it)
+    except ImportError:
+        raise MissingDependencyError(ONNX_EXTRA_HINT) from None
+    return onnxruntime
+
+
+def model_folder(source: str | Path) -> tuple[Path, dict | None]:
+    """The model folder of `source` (a run directory's `chosen/`, or `source` itself) and the run's settings
+    (None for a folder outside a run)."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UnsupportedModelError(f"{source}: no such file or folder (give a run directory or a saved model folder)")
+    if not path.is_dir():
+        raise UnsupportedModelError(f"{source} is a file: give a run directory or a saved compressed model folder")
+    run = path if (path / "settings.json").is_file() else None
+    if run is None and path.name == "chosen" and (path.parent / "settings.json").is_file():
+        run = path.parent  # `RUN/chosen` given directly: the run's data still apply
+    if run is not None and run == path:
+        if not (path / "chosen").is_dir():
+            raise UnsupportedModelError(
+                f"run directory {source} has no chosen/ model: re-run the search with a budget "
+                "(--budget-gflops, --budget-params or --budget-fraction), or pass a saved model folder"
+            )
+        path = path / "chosen"
+    settings = None
+    if run is not None:
+        try:
+            settings = json.loads((run / "settings.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UnsupportedModelError(f"cannot read {run / 'settings.json'}: {_first_line(exc)}") from None
+    return path, settings
+
+
+def load_compressed(folder: Path):
+    """`CompressedModel.from_pretrained(folder)`, with unreadable files as one-line errors."""
+    from safetensors import SafetensorError
+
+    from .models import CompressedModel
+
+    try:
+        return CompressedModel.from_pretrained(folder)
+    except ToastError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise UnsupportedModelError(
+            f"cannot load the compressed model in {folder} ({type(exc).__name__}: {_first_line(exc)}): "
+            "its files are truncated, corrupt or not a saved compressed model; save it again"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+def _processor(folder: Path, family: Any) -> Any | None:
+    from .models import load_processor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_processor(str(folder), family)
+
+
+def _run_batches(settings: dict, processor: Any, sizes: Sequence[int]) -> tuple[list[dict], str]:
+    """`sizes` batches of distinct samples of the run's test split, preprocessed as the run preprocesses them."""
+    from .data import default_splits, iter_batches, load_split
+
+    dataset = settings["dataset"]
+    split_name = settings.get("split_test") or default_splits(dataset)[1]
+    split = load_split(
+        dataset, split_name, input_column=settings.get("input_column"), label_column=settings.get("label_column")
+    )
+    needed = sum(sizes)
+    if len(split) < needed:
+        raise DatasetError(f"the {split_name} split of {dataset} has {len(split)} samples; the check needs {needed}")
+    batches, start = [], 0
+    for size in sizes:
+        ids = list(range(start, start + size))
+        batches.append(next(iter_batches(split, ids, processor, size, max_length=MAX_LENGTH))[1])
+        start += size
+    return batches, f"{needed} samples of {dataset} ({split_name})"
+
+
+def _synthetic_batches(model: Any, processor: Any | None, sizes: Sequence[int]) -> tuple[list[dict], str]:
+    """Seeded synthetic images or texts, through the saved processor when there is one."""
+    rng = np.random.default_rng(0)
+    text = model.family.modality == "text"
+    batches, start = [], 0
+    for size in sizes:
+        if text and processor is not None:
+            texts = [SYNTHETIC_TEXTS[(start + i) % len(SYNTHETIC_TEXTS)] for i in range(size)]
+            enc = processor(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+            batches.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc})
+        elif text:
+            vocab = int(getattr(model.config, "vocab_size", 100))
+            ids = torch.from_numpy(rng.integers(min(5, vocab - 1), vocab, (size, 8 + start)))
+            batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        elif processor is not None:
+            from PIL import Image
+
+            images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(size)]
+            batches.append({"pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]})
+        else:
+            side = int(getattr(model.config, "image_size", 224))
+            channels = int(getattr(model.config, "num_channels", 3))
+            batches.append({"pixel_values": torch.from_numpy(rng.standard_normal((size, channels, side, side)))})
+        start += size
+    how = "the saved processor" if processor is not None else "no saved processor"
+    kind = "texts" if text else "images"
+    return [{k: v.float() if v.is_floating_point() else v for k, v in b.items()} for b in batches], (
+        f"{sum(sizes)} synthetic {kind} ({how}; a model folder outside a run)"
+    )
+
+
+def check_inputs(model: Any, folder: Path, settings: dict | None, sizes: Sequence[int]) -> tuple[list[dict], str]:
+    """One input batch per size in `sizes`, and where they came from: the run's test split, else synthetic."""
+    processor = _processor(folder, model.family)
+    if settings is not None and processor is not None:
+        return _run_batches(settings, processor, sizes)
+    return _synthetic_batches(model, processor, sizes)
+
+
+# ---- export and check --------------------------------------------------------------------------
+def _output_name(model: Any) -> str:
+    if model.head is None:
+        return "features"
+    return "pooler_output" if model.head_kind == "pooler" else "logits"
+
+
+def _dynamic_shapes(inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, Any]]:
+    from torch.export import Dim
+
+    batch, sequence = Dim("batch"), Dim("sequence")
+    return {k: ({0: batch} if k == "pixel_values" else {0: batch, 1: sequence}) for k in inputs}
+
+
+def _export(model: Any, example: dict[str, torch.Tensor], path: Path, opset: int | None) -> None:
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (),
+                str(path),
+                kwargs=example,
+                input_names=list(example),
+                output_names=[_output_name(model)],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=_dynamic_shapes(example),
+                external_data=size > PROTOBUF_LIMIT,
+                verbose=False,
+            )
+    except ToastError:
+        raise
+    except Exception as exc:  # the exporter's own errors are many and private: name the model, keep the reason
+        raise OnnxExportError(
+            f"torch.onnx.export failed on the {model.family.name} model with plan {model.plan}: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def compare(path: Path, model: Any, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """The largest |onnxruntime − PyTorch| over every output element of `batches`."""
+    ort = require_onnx()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=list(PROVIDERS))
+    names = [i.name for i in session.get_inputs()]
+    worst = 0.0
+    for batch in batches:
+        with torch.no_grad():
+            expected = model(**batch).float().numpy()
+        got = session.run(None, {n: batch[n].numpy() for n in names})[0]
+        if got.shape != expected.shape:
+            raise OnnxExportError(f"{path}: onnxruntime gave shape {got.shape}, PyTorch {expected.shape}")
+        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - expected))))
+    return worst
+
+
+def float64_gap(model: Any, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """The largest |float32 − float64| of the PyTorch model's outputs on `batches`: its own rounding error."""
+    import copy
+
+    wide = copy.deepcopy(model).double()
+    worst = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            exact = wide(**{k: v.double() if v.is_floating_point() else v for k, v in batch.items()})
+            worst = max(worst, float((model(**batch).double() - exact).abs().max()))
+    return worst
+
+
+def export_onnx(
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    opset: int | None = None,
+    batch_sizes: Sequence[int] = CHECK_BATCHES,
+    tolerance: float = TOLERANCE,
+) -> OnnxReport:
+    """Export `source` (a run directory or a saved compressed model folder) to `out` (default:
+    `<model folder>/model.onnx`) and check it with onnxruntime at `batch_sizes`; an error if any output
+    differs from PyTorch's by more than `tolerance`."""
+    require_onnx()
+    sizes = tuple(int(b) for b in batch_sizes)
+    if len(set(sizes)) < 2 or min(sizes) < 1:
+        raise ValueError(f"batch_sizes must hold two or more distinct sizes >= 1, got {batch_sizes}")
+    if opset is not None and opset < 18:
+        raise OnnxExportError(f"opset {opset} is too old: the torch.export-based exporter writes opset 18 or later")
+    folder, settings = model_folder(source)
+    model = load_compressed(folder)
+    model.float().eval()
+    batches, described = check_inputs(model, folder, settings, sizes)
+    path = Path(out) if out is not None else folder / "model.onnx"
+    if path.is_dir():
+        path = path / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = _example(batches)
+    _export(model, example, path, opset)
+    diff = compare(path, model, batches)
+    if not diff <= tolerance:  # NaN fails too
+        for leftover in (path, path.with_name(path.name + ".data")):
+            leftover.unlink(missing_ok=True)
+        raise OnnxExportError(
+            f"the ONNX model of {folder} differs from PyTorch by {diff:.3g} (> {tolerance:g}) on {described}: "
+            f"not written (PyTorch float32 vs float64 on the same inputs: {float64_gap(model, batches):.3g}; "
+            "a gap as large means the model itself amplifies rounding, e.g. a translator with very large weights)"
+        )
+    return OnnxReport(
+        path=path,
+        max_abs_diff=diff,
+        batch_sizes=sizes,
+        inputs=described,
+        input_names=tuple(example),
+        output_name=_output_name(model),
+        dynamic_axes=("batch",) if "pixel_values" in example else ("batch", "sequence"),
+        opset=_opset(path),
+        providers=PROVIDERS,
+    )
+
+
+def _example(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A batch of `EXPORT_BATCH` for tracing: the largest batch's first rows (size 1 would be specialised)."""
+    largest = max(batches, key=lambda b: next(iter(b.values())).shape[0])
+    return {k: v[:EXPORT_BATCH] for k, v in largest.items()}
