@@ -19,10 +19,10 @@ def _solve_spd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
     """Solve `a x = b` for symmetric PSD `a` in float64: Cholesky, or a pseudo-inverse if ill-conditioned."""
     at, bt = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
     chol, info = torch.linalg.cholesky_ex(at)
-    # rounding can let a singular matrix through Cholesky with a negligible pivot: treat that as singular
-    pivot_ok = (
-        float(torch.diagonal(chol).square().min())
-        > float(at.diagonal().max()) * a.shape[0] * torch.finfo(torch.float64).eps
+    # rounding can let a singular matrix through Cholesky with a negligible pivot (a LayerNorm's null direction
+    # comes out ~1e-13 relative, not 0): below the pseudo-inverse's own cutoff, treat it as singular
+    pivot_ok = float(torch.diagonal(chol).square().min()) > float(at.diagonal().max()) * max(
+        a.shape[0] * torch.finfo(torch.float64).eps, PINV_RTOL
     )
     if int(info) == 0 and pivot_ok:
         x = torch.cholesky_solve(bt, chol)
