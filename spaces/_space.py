@@ -411,3 +411,92 @@ def _grow(plan: Plan, ranked: Sequence[tuple[Span, float]], space: PlanSpace) ->
         if space.feasible(grown):
             return grown
     return None
+
+
+def front_seed_plans(
+    ranked: Sequence[tuple[Span, float]],
+    space: PlanSpace,
+    cost: Callable[[Plan], float],
+    k: int = 10,
+    budget: float | None = None,
+) -> list[Plan]:
+    """The predicted-best plan at each of `k` cost levels, exactly, under an additive model of a plan's loss.
+
+    A plan's predicted loss is the sum of its spans' scores (`rank_spans`: relative fit residuals, from the
+    statistics alone, no forward pass) and its cost is `cost`, additive over spans (a span's cost is
+    `cost(plan with that span) - cost(empty plan)`). A dynamic programme over block positions keeps, per
+    (state reached, last step, blocks removed), the partial plans no other beats on both predicted loss and
+    cost, so it finds the minimum predicted loss at every cost exactly. Levels run evenly from the cheapest
+    feasible plan's cost to the original's (exclusive), plus `budget` when given; every plan is in `space`,
+    feasible, without duplicates, cheapest level first.
+    """
+    L = space.num_blocks
+    scores = {
+        span: score
+        for span, score in ranked
+        if span.kind in space.kinds and span.end < L and math.isfinite(score) and not _span_refused(span)
+    }
+    if not scores or k <= 0:
+        return []
+    base = cost(Plan((), L))
+    delta = {span: cost(Plan((span,), L)) - base for span in scores}
+    starting: dict[int, list[Span]] = {}
+    for span in scores:
+        starting.setdefault(span.start, []).append(span)
+    # partial plans reaching state h_{p+1} (after block p; p = -1: the embeddings), keyed by
+    # (p, last step: KEEP or the last span's kind, blocks removed): (predicted loss, cost delta, spans)
+    fronts: dict[tuple[int, str, int], list[tuple[float, float, tuple[Span, ...]]]] = {(-1, KEEP, 0): [(0.0, 0.0, ())]}
+    for p in range(-1, L - 1):
+        for (q, last, removed), items in sorted(fronts.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+            if q != p:
+                continue
+            for loss, d, spans in _pareto(items):
+                _push(fronts, (p + 1, KEEP, removed), (loss, d, spans))
+                for span in starting.get(p, ()):
+                    if span.kind == last:  # two chained spans of one kind have no genome
+                        continue
+                    if translator_class(span.kind).needs_source_block and last != KEEP:
+                        continue  # its source block is removed by the span before it
+                    n = removed + span.end - span.start
+                    _push(fronts, (span.end, span.kind, n), (loss + scores[span], d + delta[span], spans + (span,)))
+    candidates = []
+    for (p, _, _), items in fronts.items():
+        if p != L - 1:
+            continue
+        for loss, _, spans in _pareto(items):
+            plan = Plan(spans, L)
+            if spans and space.feasible(plan) and space.contains(plan):
+                candidates.append((loss, cost(plan), plan))
+    if not candidates:
+        return []
+    cheapest = min(c for _, c, _ in candidates)
+    levels = [cheapest + (base - cheapest) * i / k for i in range(k)]
+    if budget is not None:
+        levels.append(budget)
+    out: list[Plan] = []
+    for level in sorted(levels):
+        within = [(loss, c, str(plan), plan) for loss, c, plan in candidates if c <= level * (1 + 1e-12)]
+        if within:
+            best = min(within)[3]
+            if best not in out:
+                out.append(best)
+    return out
+
+
+def _span_refused(span: Span) -> bool:
+    """Whether `span`'s kind refuses it on its own (e.g. `folded` from the embeddings)."""
+    return bool(translator_class(span.kind).refuse_span(span))
+
+
+def _push(fronts: dict, key: tuple, item: tuple) -> None:
+    fronts.setdefault(key, []).append(item)
+
+
+def _pareto(items: list[tuple[float, float, tuple[Span, ...]]]) -> list[tuple[float, float, tuple[Span, ...]]]:
+    """The items no other beats on both predicted loss and cost delta (ties: the first in plan order)."""
+    out, best = [], math.inf
+    for item in sorted(items, key=lambda it: (it[1], it[0], str(it[2]))):
+        if item[0] < best:
+            out.append(item)
+            best = item[0]
+    return out
