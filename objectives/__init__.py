@@ -1,4 +1,5 @@
-"""What a trial is scored on (accuracy, fidelity, GFLOPs, params, latency), and the similarity analysis.
+"""What a trial is scored on (accuracy, fidelity, GFLOPs, params, latency), the cost and latency tables, and the
+similarity analysis.
 
 Each objective is one module that registers itself; the built-in ones are imported here first, in the
 registry's order (the order of the columns of trials.csv and of the front table). `toast.objectives.testing`
@@ -23,6 +24,7 @@ from ._fidelity import FIDELITY_UNDEFINED, Fidelity, feature_fidelity, linear_ck
 from ._gflops import GFlops
 from ._params import Params
 from ._latency import Latency, LatencyResult, measure_latency
+from ._latency_table import LatencyTable
 
 # isort: on
 from ._cost import Cost, CostTable
@@ -48,6 +50,7 @@ __all__ = [
     "GFlops",
     "Latency",
     "LatencyResult",
+    "LatencyTable",
     "Objective",
     "ObjectiveError",
     "Params",

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 from toast.spaces import Plan
 
+from ._latency_table import LatencyTable
+
 
 @dataclass(frozen=True)
 class Cost:
-    """FLOPs (fvcore convention: one multiply-add = one flop) and parameters of one model."""
+    """FLOPs (fvcore convention: one multiply-add = one flop) and parameters of one model; `latency_ms` its
+    estimated milliseconds per batch when its cost table carries a latency table (else None)."""
 
     flops: int
     params: int
+    latency_ms: float | None = None
 
     @property
     def gflops(self) -> float:
@@ -32,6 +36,8 @@ class CostTable:
     cost the same: one map of the hidden width over every token). `translators` holds the kinds measured
     up front; with `width` and `tokens` set, any other kind string (`lowrank:48`) is costed on demand by
     its own class (`translator_class(kind).cost(width, tokens)`, the count the measured ones come from).
+    `latency`, when set (`dataclasses.replace(table, latency=...)`), gives every `cost(plan)` its estimated
+    milliseconds (`Cost.latency_ms`).
     """
 
     embed: Cost
@@ -41,6 +47,7 @@ class CostTable:
     input_description: str = ""
     width: int | None = None  # the hidden width translators map
     tokens: int | None = None  # the tokens each translator maps per input
+    latency: LatencyTable | None = None  # the device's latency model, when the run needs one
 
     @property
     def num_blocks(self) -> int:
@@ -52,7 +59,8 @@ class CostTable:
             raise ValueError(f"plan is for {plan.num_blocks} blocks, the cost table for {self.num_blocks}")
         parts = [self.embed, self.tail, *(self.blocks[b] for b in plan.kept)]
         parts += [self.translator(span.kind) for span in plan.spans]
-        return Cost(sum(p.flops for p in parts), sum(p.params for p in parts))
+        latency = self.latency.estimate(plan) if self.latency is not None else None
+        return Cost(sum(p.flops for p in parts), sum(p.params for p in parts), latency)
 
     def translator(self, kind: str) -> Cost:
         """The cost of one span of kind string `kind`: as measured, else from its class at `width` and `tokens`."""
@@ -76,4 +84,5 @@ class CostTable:
             "tail": c(self.tail),
             "translators": {k: c(v) for k, v in self.translators.items()},
             "input": self.input_description,
+            **({"latency": self.latency.to_json()} if self.latency is not None else {}),
         }

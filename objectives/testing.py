@@ -22,6 +22,7 @@ from toast.spaces import Plan
 
 from ._cost import Cost, CostTable
 from ._latency import LatencyResult, measure_latency
+from ._latency_table import LatencyTable
 from ._objectives import DIRECTIONS, CostObjective, Display, Objective, undefined_field
 from ._registry import OBJECTIVES, get_objective
 from ._trial import TrialOutputs
@@ -104,7 +105,7 @@ def random_trial(
 ) -> ArrayTrial:
     """A small `ArrayTrial`: features that carry their labels (a probe scores above chance), logits of a
     head that mostly agrees with them, original features close to the compressed ones, and the plan
-    `0→2:linear` of a `num_blocks`-block model with its cost from a made-up cost table."""
+    `0→2:linear` of a `num_blocks`-block model with its cost from a made-up cost and latency table."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, width)) * 3.0
     probe_labels = np.arange(n_probe) % classes
@@ -118,6 +119,13 @@ def random_trial(
         blocks=tuple(Cost(5_000_000, 50_000) for _ in range(num_blocks)),
         tail=Cost(200_000, 2_000),
         translators={"identity": Cost(0, 0), "linear": Cost(300_000, 272)},
+        latency=LatencyTable(
+            embed_ms=0.2,
+            blocks_ms=(1.0,) * num_blocks,
+            tail_ms=0.05,
+            translators_ms={"identity": 0.0, "linear": 0.1},
+            device="cpu: made up",
+        ),
     )
     plan = Plan.parse("0→2:linear", num_blocks)
     return ArrayTrial(

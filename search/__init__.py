@@ -6,6 +6,14 @@ from ._bank import TranslatorBank
 from ._context import PlanOutputs, SearchContext
 from ._errors import CacheError, DatasetError, ModelOutputError, SettingsError, UnsupportedModelError
 from ._front import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
+from ._latency import (
+    LatencySpec,
+    cheapest_latency_plan,
+    interleaved_medians,
+    latency_inputs,
+    measure_end_to_end,
+    measure_latency_table,
+)
 from ._prepare import Prepared, preflight, prepare, samples_used
 from ._quiet import quiet_libraries
 from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers, worker_trial
@@ -63,6 +71,7 @@ __all__ = [
     "Front",
     "InputsSpec",
     "LabeledSplit",
+    "LatencySpec",
     "LoadedModel",
     "ModelOutputError",
     "PlanOutputs",
@@ -78,6 +87,7 @@ __all__ = [
     "TokenLayout",
     "UnsupportedModelError",
     "calibrate",
+    "cheapest_latency_plan",
     "choose",
     "default_cache_dir",
     "default_splits",
@@ -85,10 +95,14 @@ __all__ = [
     "family_for",
     "format_front_table",
     "hypervolume",
+    "interleaved_medians",
     "iter_batches",
+    "latency_inputs",
     "load_model",
     "load_split",
     "measure_cost_table",
+    "measure_end_to_end",
+    "measure_latency_table",
     "non_dominated",
     "non_dominated_sort",
     "plan_key",

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Front",
     "choose",
+    "clipped_range",
     "format_front_table",
     "hypervolume",
     "non_dominated",
@@ -423,6 +424,27 @@ def format_front_table(
     return "\n".join(lines)
 
 
+CLIP_SPREAD = 4.0  # the y axis shows down to this many times the front's upper half below its best value
+
+
+def clipped_range(front_y: Sequence[float], others: Sequence[float]) -> tuple[float, float] | None:
+    """The y range that keeps the useful part of a front readable, or None when nothing needs clipping.
+
+    The upper half of the front (best value to median) sets the scale: the axis goes down to `CLIP_SPREAD` times
+    that spread below the best value. Points under it (a chance-level plan with every block removed) are clipped."""
+    front_y = np.asarray([v for v in front_y if math.isfinite(v)], dtype=float)
+    every = np.asarray([v for v in [*front_y, *others] if math.isfinite(v)], dtype=float)
+    if front_y.size < 2 or every.size == 0:
+        return None
+    top = float(every.max())
+    spread = max(top - float(np.median(front_y)), 1e-9 * max(1.0, abs(top)))
+    low = top - CLIP_SPREAD * spread
+    if float(every.min()) >= low:
+        return None
+    margin = 0.06 * (top - low)
+    return low - margin, top + margin
+
+
 def plot_pareto(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -434,23 +456,67 @@ def plot_pareto(
     budget: float | None = None,
     title: str | None = None,
     directions: Sequence[str] | None = None,
+    chosen: Mapping[str, Any] | None = None,
+    panels: Sequence[tuple[str, float | None]] | None = None,
+    measured: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `y` against `x` as a PNG to `path` and return the path; by default (`pareto_axes`) the
     accuracy objective against the first cost objective (GFLOPs).
 
     Every completed trial is a grey dot (a cross when its record has `"feasible": False`), the front a
-    line with markers, the original model (`baseline`) a star, and `budget` (in `x`'s units) a dashed
-    vertical line. `front` defaults to the front of `records` on `(x, y)`, with `directions` defaulting
-    to each registered objective's (accuracy maximised, costs minimised).
+    line with markers, the original model (`baseline`) a star, the `chosen` record a green diamond, and
+    `budget` (in `x`'s units) a dashed vertical line. `front` defaults to the front of `records` on `(x, y)`,
+    with `directions` defaulting to each registered objective's (accuracy maximised, costs minimised).
+    `panels`: one subplot per `(x, budget)` side by side, sharing `y` (e.g. GFLOPs and latency), each with its
+    own front. `measured` maps an `x` to a record field measured for the front plans (`latency` to `latency_ms`):
+    drawn as hollow markers beside the estimates. When a chance-level plan would stretch the `y` axis, the axis
+    is clipped to the front's useful part (`clipped_range`) and the clipped points are drawn on its lower edge.
     """
     default_x, default_y = pareto_axes()
-    x, y = x or default_x, y or default_y
-    figure = new_figure(7.0, 4.8)
-    ax = figure.add_subplot()
+    y = y or default_y
+    panels = list(panels) if panels else [(x or default_x, budget)]
+    figure = new_figure(7.0 * len(panels), 4.8)
+    records = list(records)
+    for i, (px, pbudget) in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), i + 1)
+        _draw_panel(
+            ax,
+            records,
+            x=px,
+            y=y,
+            front=front if len(panels) == 1 else None,
+            baseline=baseline,
+            budget=pbudget,
+            directions=directions if len(panels) == 1 else None,
+            chosen=chosen,
+            measured=(measured or {}).get(px),
+        )
+        if len(panels) == 1:
+            ax.set_title(title or f"{_display(y).name} against {_display(px).name}")
+    if len(panels) > 1:
+        figure.suptitle(title or _display(y).name)
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=150)
+    return path
+
+
+def _draw_panel(
+    ax: Any,
+    records: list[Mapping[str, Any]],
+    *,
+    x: str,
+    y: str,
+    front: Front | None,
+    baseline: Mapping[str, Any] | None,
+    budget: float | None,
+    directions: Sequence[str] | None,
+    chosen: Mapping[str, Any] | None,
+    measured: str | None,
+) -> None:
+    """One Pareto panel of `plot_pareto` on `ax`."""
     x_shown, y_shown = _display(x), _display(y)
     x_scale, y_scale = x_shown.scale, y_shown.scale
 
-    records = list(records)
     values = _values(records, (x, y))
     done = ~np.isnan(values).any(axis=1)
     infeasible = np.array([r.get("feasible", True) is False for r in records], dtype=bool).reshape(-1)
@@ -486,6 +552,7 @@ def plot_pareto(
                 raise ValueError(f"no default direction for {unknown}: pass directions=[...] or front=")
             directions = (OBJECTIVES[x].direction, OBJECTIVES[y].direction)
         front = Front.from_records(records, (x, y), directions)
+    points = np.empty((0, 2))
     if len(front):
         points = (
             _values(list(front.records), (x, y))
@@ -503,10 +570,26 @@ def plot_pareto(
             label=f"Pareto front ({len(points)})",
             zorder=3,
         )
+        if measured is not None and front.records:
+            m = np.array([[_number(r.get(measured)), _number(r.get(y))] for r in front.records]).reshape(-1, 2)
+            m = m[~np.isnan(m).any(axis=1)]
+            if len(m):
+                ax.scatter(
+                    m[:, 0] * x_scale,
+                    m[:, 1] * y_scale,
+                    s=34,
+                    facecolors="none",
+                    edgecolors="tab:blue",
+                    linewidths=1.0,
+                    label=f"front, measured end to end ({len(m)})",
+                    zorder=3,
+                )
 
+    marks = []
     if baseline is not None:
         bx, by = _number(baseline.get(x)), _number(baseline.get(y))
         if not (math.isnan(bx) or math.isnan(by)):
+            marks.append(by)
             ax.scatter(
                 [bx * x_scale],
                 [by * y_scale],
@@ -518,6 +601,21 @@ def plot_pareto(
                 label="original model",
                 zorder=4,
             )
+    if chosen is not None:
+        cx, cy = _number(chosen.get(x)), _number(chosen.get(y))
+        if not (math.isnan(cx) or math.isnan(cy)):
+            marks.append(cy)
+            ax.scatter(
+                [cx * x_scale],
+                [cy * y_scale],
+                marker="D",
+                s=90,
+                color="tab:green",
+                edgecolors="black",
+                linewidths=0.6,
+                label=f"chosen ({_plan_text(chosen)})",
+                zorder=5,
+            )
     if budget is not None:
         ax.axvline(
             float(budget) * x_scale,
@@ -528,11 +626,24 @@ def plot_pareto(
             zorder=1,
         )
 
+    shown_y = values[done][:, 1]
+    limits = clipped_range(points[:, 1], [*shown_y, *marks])
+    if limits is not None:
+        low, high = limits[0] * y_scale, limits[1] * y_scale
+        under = values[done & (values[:, 1] * y_scale < low)]
+        ax.set_ylim(low, high)
+        ax.scatter(
+            under[:, 0] * x_scale,
+            np.full(len(under), low),
+            marker="v",
+            s=30,
+            color="0.35",
+            clip_on=False,
+            label=f"{len(under)} below the axis (lowest {y_shown.fmt.format(under[:, 1].min() * y_scale)}), clipped",
+            zorder=4,
+        )
+
     ax.set_xlabel(x_shown.axis)
     ax.set_ylabel(y_shown.axis)
-    ax.set_title(title or f"{y_shown.name} against {x_shown.name}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    path = Path(path)
-    figure.savefig(path, format="png", dpi=150)
-    return path

@@ -10,7 +10,7 @@ original); `--dry-run` prints it; `analyze` captures from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -18,8 +18,10 @@ from toast.objectives import get_objectives
 from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, translator_class
 
+from ._latency import measure_latency_table
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import SearchSettings
+from ._study import resolve_budgets
 from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
 from .data import LabeledSplit, default_splits, load_split
 from .models import LoadedModel, load_model, measure_cost_table, resolve_model
@@ -101,10 +103,29 @@ def space_kinds(settings: SearchSettings, width: int) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
+def _latency_table(settings: SearchSettings, loaded: LoadedModel, space: PlanSpace, notes: list[str]):
+    """The run's latency table (space kinds and those of `plans`), from the cache or measured now (said in a note)."""
+    kinds = [*space.kinds, *(s.kind for t in settings.plans for s in Plan.parse(t, loaded.num_blocks).spans)]
+    table, measured = measure_latency_table(
+        loaded,
+        kinds=kinds,
+        batch_size=settings.latency_batch_size,
+        seq_len=settings.latency_seq_len,
+        cache_dir=ActivationCache(settings.cache_dir).root,
+    )
+    notes.append(
+        f"latency table {'measured' if measured else 'from the cache'}: {table.describe()}, "
+        f"original estimated {table.original_ms:.4g} ms per batch"
+    )
+    return table
+
+
 def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool = True) -> Prepared:
     """Check, load and measure what a run needs, cheapest first: paths (`preflight`), the device, the splits,
     the dataset's modality against the model's config, the sample counts, the model, the space, the cost
-    table and the calibration's cache key. Nothing is captured and nothing is written.
+    table (with the latency table when latency is an objective or budgeted: measured once, cached under
+    `cache_dir`), the budgets against the cheapest plan, and the calibration's cache key. Nothing is captured;
+    nothing is written but a newly measured latency table.
 
     `search` False: a capture only (`analyze`): the train split (`split_train`), the model and the cache key;
     no test split, space or cost table, and `out` checked as a plain output directory. `check_paths` False: no
@@ -145,6 +166,9 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
                     raise PlanError("; ".join(refusals))
             except PlanError as e:
                 raise PlanError(f"`plans` {text!r}: {e}") from None
+        if settings.needs_latency:  # timed once per machine and cached; budgets checked before any capture
+            costs = replace(costs, latency=_latency_table(settings, loaded, space, notes))
+        resolve_budgets(settings, costs, space)
     # MLP-branch statistics cost about a third more capture time and memory: gathered only when a kind needs them
     kinds = set(space.kinds if space is not None else ()) | {
         s.kind for t in settings.plans for s in Plan.parse(t, 10**6).spans

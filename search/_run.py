@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from toast.objectives import OBJECTIVES, Role, SimilarityReport, get_objectives, list_objectives, plot_cka
+from toast.objectives._latency import MEASURED_FIELD
 from toast.spaces import Plan, PlanSpace
 
 from ._context import SearchContext
 from ._front import Front, choose, format_front_table, pareto_axes, plot_pareto
+from ._latency import latency_inputs, measure_end_to_end
 from ._settings import SearchSettings
 from ._study import Search, scored_records, undefined_key, write_trials_csv
+from .models._plain import describe_checkpoint
 
 
 @dataclass
@@ -127,7 +130,11 @@ def _progress(search: Search, total: int, enabled: bool):
 
 
 def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objectives) -> RunResult:
-    """trials.csv, front.json (front re-scored with the chosen probe), pareto.png, similarity.png, chosen/."""
+    """trials.csv, front.json (front re-scored with the chosen probe), pareto.png, similarity.png, chosen/.
+
+    With a latency table (latency an objective or budgeted), the original, every front plan and the chosen one are
+    measured end to end (`latency_ms`, beside the estimate `latency_ms_estimated`), and the chosen plan meets a
+    latency budget as measured."""
     out = settings.out
     records = search.records()
     write_trials_csv(records, out / "trials.csv")
@@ -145,10 +152,22 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
             for r in front
         ]
     budgets = search.budgets.as_dict()
+    meter = _LatencyMeter(settings, ctx) if ctx.costs.latency is not None else None
+    if meter is not None:  # the front and the original measured end to end, beside their estimates
+        baseline = {**baseline, MEASURED_FIELD: meter(baseline)}
+        front = [{**r, MEASURED_FIELD: meter(r)} for r in front]
     chosen = None
     if budgets and any(o.role is Role.ACCURACY for o in objectives):  # `choose` maximises the accuracy objective
-        pool = front + [r for r in scored if r not in front]
+        on_front = {json.dumps(r.get("spans")) for r in front}
+        pool = front + [r for r in scored if json.dumps(r.get("spans")) not in on_front]
         chosen = choose(pool, budgets=budgets)
+        if meter is not None and "latency" in budgets:
+            chosen = _meets_measured_latency(pool, budgets, meter)
+    if meter is not None:
+        if chosen is not None:
+            chosen = {**chosen, MEASURED_FIELD: meter(chosen)}
+        records = [{**r, MEASURED_FIELD: meter.known(r)} if meter.known(r) is not None else r for r in records]
+        write_trials_csv(records, out / "trials.csv")  # again, with the measured latency of the front plans
     if chosen is not None:
         plan = Plan.of(chosen["spans"], ctx.loaded.num_blocks)
         ctx.model_for(plan).save_pretrained(
@@ -169,35 +188,104 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     }
     (out / "front.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
     x, y = pareto_axes(names)
-    if (x, y) == pareto_axes():  # accuracy against the primary cost: with its budget line
+    title = f"{settings.model} on {settings.dataset}"
+    measured = {"latency": MEASURED_FIELD}
+    if meter is not None:  # the front plans' measured latency, drawn beside their estimates
+        scored = [{**r, MEASURED_FIELD: meter.known(r)} if meter.known(r) is not None else r for r in scored]
+    if (x, y) == pareto_axes():  # accuracy against the primary cost: with its budget line (and latency beside it)
+        panels = [(x, budgets.get(x))] + ([("latency", budgets.get("latency"))] if meter is not None else [])
+        plot_pareto(
+            scored,
+            out / "pareto.png",
+            y=y,
+            baseline=baseline,
+            chosen=chosen,
+            panels=panels,
+            measured=measured,
+            title=title,
+        )
+    elif len(names) >= 2:
         plot_pareto(
             scored,
             out / "pareto.png",
             x=x,
             y=y,
-            front=None,
             baseline=baseline,
             budget=budgets.get(x),
-            title=f"{settings.model} on {settings.dataset}",
-        )
-    elif len(names) >= 2:
-        plot_pareto(
-            scored, out / "pareto.png", x=x, y=y, baseline=baseline, title=f"{settings.model} on {settings.dataset}"
+            chosen=chosen,
+            measured=measured,
+            title=title,
         )
     plot_cka(
         SimilarityReport.from_stats(ctx.captured.stats).cka,
         out / "similarity.png",
         title=f"linear CKA, {settings.model}",
     )
-    print(format_front_table(front, baseline, names))
+    print(format_front_table(front, baseline, [*names, *(("latency", MEASURED_FIELD) if meter is not None else ())]))
     if chosen is not None:
         print(
             f"chosen within budget ({', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}): {chosen['plan']} -> {out / 'chosen'}"
         )
+        print(f"chosen/ is {describe_checkpoint(out / 'chosen')}")
     elif budgets:
         print("no scored plan fits the budget yet: run more trials")
     print(f"wrote {out}/trials.csv, front.json, pareto.png, similarity.png" + (", chosen/" if chosen else ""))
     return RunResult(out, records, front, baseline, chosen)
+
+
+class _LatencyMeter:
+    """End-to-end milliseconds of a record's plan (median of repeats) on the run's device, dtype and latency batch
+    (the inputs the latency table was timed on); each plan measured once."""
+
+    def __init__(self, settings: SearchSettings, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        self.inputs = latency_inputs(
+            ctx.loaded, batch_size=settings.latency_batch_size, seq_len=settings.latency_seq_len
+        )
+        self.done: dict[str, float] = {}
+
+    @staticmethod
+    def _key(record: dict[str, Any]) -> str:
+        return json.dumps(record.get("spans") or [])
+
+    def known(self, record: dict[str, Any]) -> float | None:
+        return self.done.get(self._key(record))
+
+    def __call__(self, record: dict[str, Any]) -> float:
+        key = self._key(record)
+        if key not in self.done:
+            plan = Plan.of(record.get("spans") or [], self.ctx.loaded.num_blocks)
+            self.done[key] = measure_end_to_end(self.ctx.model_for(plan), self.inputs)
+        return self.done[key]
+
+
+def _meets_measured_latency(
+    pool: list[dict[str, Any]], budgets: dict[str, float], meter: _LatencyMeter
+) -> dict[str, Any] | None:
+    """The budget choice among `pool` whose measured latency meets the latency budget: the best by estimate, else
+    the next best that meets it as measured (said in one line)."""
+    limit, missed = budgets["latency"], []
+    candidates = list(pool)
+    while True:
+        chosen = choose(candidates, budgets=budgets)
+        if chosen is None or meter(chosen) <= limit:
+            break
+        missed.append(chosen)
+        candidates = [r for r in candidates if r is not chosen]
+    if missed:
+        first = missed[0]
+        then = (
+            f"took {chosen['plan']} (measured {meter(chosen):.4g} ms), the next best that meets it"
+            if chosen is not None
+            else "no scored plan meets it as measured"
+        )
+        print(
+            f"latency: {first['plan']} is estimated {first.get('latency', math.nan):.4g} ms but measured "
+            f"{meter(first):.4g} ms, over the {limit:.4g} ms budget"
+            + (f" ({len(missed) - 1} more like it)" if len(missed) > 1 else "")
+            + f": {then}"
+        )
+    return chosen
 
 
 def _rescore(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:

@@ -39,6 +39,8 @@ IDENTITY_KEYS = (
     "dtype",
     "activation_dtype",
     "refit",
+    "latency_batch_size",  # with latency an objective, these two define its values: a study mixing two would be wrong
+    "latency_seq_len",
 )
 
 
@@ -70,6 +72,9 @@ class SearchSettings:
     budget_gflops: float | None = None
     budget_params: float | None = None  # millions
     budget_fraction: float | None = None
+    budget_latency_ms: float | None = None  # estimated from the latency table in the search, measured for chosen/
+    latency_batch_size: int = 1  # inputs per batch the latency table and the end-of-run measurements time
+    latency_seq_len: int = 128  # text encoders: tokens per input the latency is timed at (images: the processor's crop)
     plans: tuple[str, ...] = ()
     device: str = "auto"
     dtype: str = "float32"
@@ -106,12 +111,20 @@ class SearchSettings:
             problems.append(f"`head` must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(f"`dtype` must be float32, bfloat16 or float16, got {self.dtype!r}")
-        for name in ("probe_samples", "eval_samples", "calib_samples", "trials", "batch_size"):
+        for name in (
+            "probe_samples",
+            "eval_samples",
+            "calib_samples",
+            "trials",
+            "batch_size",
+            "latency_batch_size",
+            "latency_seq_len",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.calib_samples < 2:
             problems.append(f"`calib_samples` must be at least 2, got {self.calib_samples}")
-        for name in ("budget_gflops", "budget_params", "budget_fraction", "timeout"):
+        for name in ("budget_gflops", "budget_params", "budget_fraction", "budget_latency_ms", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 problems.append(f"`{name}` must be positive, got {value}")
@@ -160,7 +173,15 @@ class SearchSettings:
 
     @property
     def budgeted(self) -> bool:
-        return any(v is not None for v in (self.budget_gflops, self.budget_params, self.budget_fraction))
+        return any(
+            v is not None
+            for v in (self.budget_gflops, self.budget_params, self.budget_fraction, self.budget_latency_ms)
+        )
+
+    @property
+    def needs_latency(self) -> bool:
+        """Whether the run measures a latency table: latency is an objective or has a budget."""
+        return self.budget_latency_ms is not None or "latency" in self.objectives
 
     def identity(self) -> dict:
         """What a run directory is bound to: every setting that changes what a trial computes (resuming with

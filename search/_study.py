@@ -17,6 +17,7 @@ import numpy as np
 
 from toast.objectives import OBJECTIVES, Role, get_objective, get_objectives, list_objectives, undefined_field
 from toast.objectives._cost import CostTable
+from toast.objectives._latency import ESTIMATED_FIELD
 from toast.runners import trial_id
 from toast.spaces import Plan, PlanSpace, rank_spans, seed_plans, translator_class
 
@@ -29,24 +30,29 @@ INTERRUPTED = "interrupted: the process ended while this trial ran"
 
 @dataclass(frozen=True)
 class Budgets:
-    """Cost limits in the objectives' units (GFLOPs, millions of params); None = no limit."""
+    """Cost limits in the objectives' units (GFLOPs, millions of params, estimated ms per batch); None = no limit."""
 
     gflops: float | None = None
     params: float | None = None
+    latency: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return {k: v for k, v in (("gflops", self.gflops), ("params", self.params)) if v is not None}
+        pairs = (("gflops", self.gflops), ("params", self.params), ("latency", self.latency))
+        return {k: v for k, v in pairs if v is not None}
 
 
 def resolve_budgets(settings: SearchSettings, costs: CostTable, space: PlanSpace) -> tuple[Budgets, list[str]]:
-    """Budgets in absolute units, checked against the cheapest plan; notes for the user."""
+    """Budgets in absolute units, checked against the cheapest plan; notes for the user.
+
+    A latency budget is checked against the cheapest plan's estimate from `costs.latency` (the run's latency
+    table), and the error names that plan."""
     original = costs.original
     gflops = settings.budget_gflops
     if settings.budget_fraction is not None:
         gflops = settings.budget_fraction * original.gflops
-    budgets = Budgets(gflops, settings.budget_params)
+    budgets = Budgets(gflops, settings.budget_params, settings.budget_latency_ms)
+    notes = _latency_notes(budgets.latency, costs, space)
     cheapest = cheapest_cost(costs, space)
-    notes = []
     for name, limit, low, full in (
         ("GFLOPs", budgets.gflops, cheapest[0], original.gflops),
         ("M params", budgets.params, cheapest[1], original.mparams),
@@ -61,6 +67,29 @@ def resolve_budgets(settings: SearchSettings, costs: CostTable, space: PlanSpace
         if limit >= full:
             notes.append(f"budget {limit:.4g} {name} is above the original model's {full:.4g}: every plan fits")
     return budgets, notes
+
+
+def _latency_notes(limit: float | None, costs: CostTable, space: PlanSpace) -> list[str]:
+    """A latency budget against the latency table: a `SettingsError` naming the cheapest plan when it is below
+    that plan's estimate, a note when every plan fits."""
+    if limit is None:
+        return []
+    table = costs.latency
+    if table is None:
+        raise SettingsError("a latency budget needs the run's latency table (measured by `prepare`)")
+    from ._latency import cheapest_latency_plan
+
+    plan, low = cheapest_latency_plan(table, space)
+    full = table.original_ms
+    where = f"ms per batch of {table.batch_size} on {table.device}"
+    if limit < low - 1e-12:
+        raise SettingsError(
+            f"budget {limit:.4g} ms is below the cheapest plan in this space ({plan}: estimated {low:.4g} {where}; "
+            f"the original {full:.4g} ms): raise the budget or allow more removed blocks"
+        )
+    if limit >= full:
+        return [f"budget {limit:.4g} ms is above the original model's estimated {full:.4g} {where}: every plan fits"]
+    return []
 
 
 def cheapest_cost(costs: CostTable, space: PlanSpace) -> tuple[float, float]:
@@ -207,6 +236,9 @@ class Search:
         if self.far_over_budget(plan) or self.space.refusals(plan):  # refused: infeasible, nothing to score
             cost = self.costs.cost(plan)  # the cost objectives need no model run
             counted = {name: get_objective(name).of_plan(plan, cost) for name in list_objectives(Role.COST)}
+            counted = {k: v for k, v in counted.items() if not math.isnan(v)}  # latency: only with a latency table
+            if cost.latency_ms is not None:
+                counted[ESTIMATED_FIELD] = cost.latency_ms
             return plan, {**counted, "scored": False, "seconds": 0.0}
         return plan, None
 

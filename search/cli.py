@@ -3,6 +3,7 @@
 toast-search --model dinov2-base --dataset cifar100 --budget-gflops 15     # search
 toast-search --model deit-small --dataset cifar10 --plan "9→11:linear"     # score given plans
 toast-search analyze --model M --dataset D --out DIR                       # similarity only
+toast-search export RUN_DIR --format onnx                                  # chosen/ as model.onnx, checked
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def build_search_parser() -> argparse.ArgumentParser:
         "--refit",
         default="independent",
         choices=["independent", "sequential"],
-        help="fit each span on the original model's states, or (sequential) each closed-form span after a plan's first "
-        "on the states the compressed model produces at its source, its earlier spans fitted first (default: independent)",
+        help="fit each span on the original model's states, or (sequential) each span after a plan's first on the "
+        "states the compressed model produces at its source, its earlier spans fitted first (default: independent)",
     )
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
@@ -166,6 +167,26 @@ def build_search_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help=f"limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none; the demo run, {DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION})",
+    )
+    p.add_argument(
+        "--budget-latency-ms",
+        type=float,
+        default=None,
+        help="latency limit in milliseconds per batch of --latency-batch-size inputs on --device / --dtype: the search "
+        "uses the run's latency table (each block, translator kind, embeddings and head timed once, cached), chosen/ "
+        "must meet it measured end to end (default: none)",
+    )
+    p.add_argument(
+        "--latency-batch-size",
+        type=int,
+        default=1,
+        help="inputs per batch that latency (objective, budget, end-of-run measurement) is timed at (default: 1)",
+    )
+    p.add_argument(
+        "--latency-seq-len",
+        type=int,
+        default=128,
+        help="text encoders: tokens per input that latency is timed at; images use the processor's crop (default: 128)",
     )
     p.add_argument(
         "--plan",
@@ -246,7 +267,9 @@ def settings_from(args: argparse.Namespace):
     if (
         demo
         and not args.plan
-        and all(v is None for v in (args.budget_gflops, args.budget_params, args.budget_fraction))
+        and all(
+            v is None for v in (args.budget_gflops, args.budget_params, args.budget_fraction, args.budget_latency_ms)
+        )
     ):
         args.budget_fraction = DEMO_BUDGET_FRACTION
         print(
@@ -277,6 +300,9 @@ def settings_from(args: argparse.Namespace):
         budget_gflops=args.budget_gflops,
         budget_params=args.budget_params,
         budget_fraction=args.budget_fraction,
+        budget_latency_ms=args.budget_latency_ms,
+        latency_batch_size=args.latency_batch_size,
+        latency_seq_len=args.latency_seq_len,
         plans=tuple(args.plan),
         device=args.device,
         dtype=args.dtype,
@@ -436,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = None
     if argv[:1] == ["analyze"]:
         args, command, flags = build_analyze_parser().parse_args(argv[1:]), cmd_analyze, ANALYZE_FLAGS
+    elif argv[:1] == ["export"]:
+        from ._export_cmd import build_export_parser, cmd_export
+
+        args, command = build_export_parser().parse_args(argv[1:]), cmd_export
     else:
         args, command = build_search_parser().parse_args(argv), cmd_search
     quiet_libraries()

@@ -174,11 +174,14 @@ def reported(names, head="probe"):
     [
         (
             ["accuracy", "gflops"],
-            ["accuracy", "fidelity", "cosine", "gflops", "params"],
-        ),  # features computed: fidelity too
-        (["fidelity", "params"], ["fidelity", "cosine", "gflops", "params"]),  # accuracy only when it is an objective
-        (["gflops", "params"], ["gflops", "params"]),  # no model pass
-        (["params", "latency"], ["gflops", "params", "latency"]),  # latency only when it is an objective
+            ["accuracy", "fidelity", "cosine", "gflops", "params", "latency"],
+        ),  # features computed: fidelity too; latency is counted from the latency table, as GFLOPs from the cost table
+        (
+            ["fidelity", "params"],
+            ["fidelity", "cosine", "gflops", "params", "latency"],
+        ),  # accuracy only when it is an objective
+        (["gflops", "params"], ["gflops", "params", "latency"]),  # no model pass
+        (["params", "latency"], ["gflops", "params", "latency"]),
         (["latency", "accuracy", "gflops"], ["accuracy", "fidelity", "cosine", "gflops", "params", "latency"]),
     ],
 )
@@ -191,7 +194,7 @@ def test_a_trial_reports_its_objectives_and_those_already_computable(names, keys
 
 def test_the_original_head_takes_features_and_logits_from_one_pass():
     trial, values = reported(["accuracy", "gflops"], head="original")
-    assert list(values) == ["accuracy", "fidelity", "cosine", "gflops", "params"]
+    assert list(values) == ["accuracy", "fidelity", "cosine", "gflops", "params", "latency"]
     assert trial.passes == {"eval_features": 1, "eval_logits": 1} and "probe" not in trial.seconds
     expected = float((trial.eval_logits.argmax(1) == trial.eval_labels).mean() * 100)
     assert values["accuracy"] == expected

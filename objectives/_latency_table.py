@@ -1,0 +1,104 @@
+"""A latency model of the target device: per-component milliseconds, summed along a plan, as the cost table sums FLOPs.
+
+A `LatencyTable` holds what was timed once per run, in isolation (warm-up, median of repeats) on one device, dtype,
+batch size and input size: the embeddings (with the block attention mask they build), each block (blocks of one
+shape share one measurement), one span of each translator kind at the model's width, and the tail (final norm,
+pooling and head). `estimate(plan)` is the sum of the parts the compressed model runs: instant, no model built.
+The table is measured and cached by `toast.search` (`measure_latency_table`); here it is data only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from toast.spaces import Plan
+
+__all__ = ["LatencyTable"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyTable:
+    """Median milliseconds of each component of a model on one device, per batch of `batch_size` inputs.
+
+    `translators` maps a kind string to the milliseconds of one span of that kind (every span of a kind maps the
+    same tensor, so they cost the same). `device` names the hardware (CPU model or GPU name), `threads` is the CPU
+    thread count the parts were timed with, `input_description` the batch's shapes.
+    """
+
+    embed_ms: float
+    blocks_ms: tuple[float, ...]
+    tail_ms: float
+    translators_ms: Mapping[str, float] = field(default_factory=dict)
+    device: str = ""
+    dtype: str = "float32"
+    batch_size: int = 1
+    seq_len: int | None = None  # text encoders: tokens per input; None for images
+    threads: int = 1
+    torch_version: str = ""
+    input_description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks_ms", tuple(float(b) for b in self.blocks_ms))
+        object.__setattr__(self, "translators_ms", {str(k): float(v) for k, v in self.translators_ms.items()})
+        bad = [
+            name
+            for name, v in (
+                ("embed_ms", self.embed_ms),
+                ("tail_ms", self.tail_ms),
+                *(("blocks_ms", b) for b in self.blocks_ms),
+            )
+            if not v >= 0
+        ]
+        bad += [f"translators_ms[{k!r}]" for k, v in self.translators_ms.items() if not v >= 0]
+        if bad or not self.blocks_ms:
+            raise ValueError(
+                f"a latency table needs blocks and non-negative times; bad: {', '.join(bad) or 'no blocks'}"
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks_ms)
+
+    def translator(self, kind: str) -> float:
+        """Milliseconds of one span of kind string `kind`; a `ValueError` naming the kinds timed when it was not."""
+        try:
+            return self.translators_ms[kind]
+        except KeyError:
+            raise ValueError(
+                f"no latency measured for translator kind {kind!r} (measured: {', '.join(self.translators_ms) or 'none'})"
+            ) from None
+
+    def estimate(self, plan: Plan) -> float:
+        """Estimated milliseconds per batch of the compressed model for `plan`: embeddings + tail + kept blocks +
+        one translator per span (a sum: no model is built or run)."""
+        if plan.num_blocks != self.num_blocks:
+            raise ValueError(f"plan is for {plan.num_blocks} blocks, the latency table for {self.num_blocks}")
+        return (
+            self.embed_ms
+            + self.tail_ms
+            + sum(self.blocks_ms[b] for b in plan.kept)
+            + sum(self.translator(span.kind) for span in plan.spans)
+        )
+
+    @property
+    def original_ms(self) -> float:
+        """The estimate for the original model (every block kept)."""
+        return self.estimate(Plan((), self.num_blocks))
+
+    def describe(self) -> str:
+        """One line: where and how it was measured."""
+        threads = f", {self.threads} CPU threads" if self.device.startswith("cpu") else ""
+        return f"{self.device}, {self.dtype}, batch {self.batch_size} ({self.input_description}){threads}"
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["blocks_ms"] = list(self.blocks_ms)
+        doc["translators_ms"] = dict(self.translators_ms)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> LatencyTable:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: (tuple(v) if k == "blocks_ms" else v) for k, v in doc.items() if k in known})

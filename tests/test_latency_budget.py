@@ -1,0 +1,181 @@
+"""`--budget-latency-ms` and `--objectives accuracy,latency` on demo-vit: the budget is an Optuna constraint from the
+latency table, the run measures its front and chosen plan end to end, chosen/ meets the budget as measured, and a
+budget below the cheapest plan is one line, before any capture. No timed assertions: the budget is set between the
+table's own estimates, and measured values are only checked for being positive and within the budget."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+
+from toast.search import cheapest_latency_plan, load_model, measure_latency_table
+from toast.search._run import _meets_measured_latency
+from toast.search.cli import main
+from toast.spaces import Plan, PlanSpace
+
+TINY = [
+    "--model",
+    "demo-vit",
+    "--dataset",
+    "digits",
+    "--calib-samples",
+    "64",
+    "--probe-samples",
+    "200",
+    "--eval-samples",
+    "100",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--max-removed",
+    "4",
+]
+KINDS = ("identity", "linear")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The latency table is keyed by the thread count: the test and the runs it starts use one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def table(cache):
+    """The latency table the runs will read from the cache (the same key: model, device, threads, batch, kinds)."""
+    loaded = load_model("demo-vit")
+    table, _ = measure_latency_table(loaded, kinds=KINDS, cache_dir=cache)
+    return table
+
+
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory, cache, table):
+    space = PlanSpace(num_blocks=table.num_blocks, kinds=KINDS, max_removed=4)
+    _, cheapest = cheapest_latency_plan(table, space)
+    budget = (cheapest + table.original_ms) / 2
+    out = tmp_path_factory.mktemp("run") / "run"
+    args = [
+        *TINY,
+        "--trials",
+        "12",
+        "--budget-latency-ms",
+        f"{budget:.6f}",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+    ]
+    code, stdout, stderr = run_main(args)
+    assert code == 0, stderr
+    return out, budget, stdout
+
+
+def test_the_budget_is_a_constraint_from_the_table(budget_run, table):
+    out, budget, stdout = budget_run
+    assert "latency table from the cache" in stdout  # the run measured no part again
+    doc = json.loads((out / "front.json").read_text())
+    assert doc["budgets"] == {"latency": pytest.approx(budget, rel=1e-6)}
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert rows
+    for row in rows:
+        plan = Plan.of(json.loads(row["spans"]), table.num_blocks)
+        estimate = float(row["latency_ms_estimated"])  # every row: the table's estimate
+        assert estimate == pytest.approx(table.estimate(plan), rel=1e-5)
+        assert float(row["latency"]) == pytest.approx(estimate, rel=1e-5)
+        if estimate > budget + 1e-9:
+            assert row["feasible"] == "False"
+        if estimate > 1.25 * budget:
+            assert row["scored"] == "False" and row["accuracy"] == ""  # far over budget: not scored
+
+
+def test_front_and_chosen_carry_measured_and_estimated_latency(budget_run):
+    out, budget, _ = budget_run
+    doc = json.loads((out / "front.json").read_text())
+    assert doc["front"]
+    for record in [doc["baseline"], *doc["front"]]:
+        assert record["latency_ms"] > 0 and record["latency_ms_estimated"] > 0
+    chosen = doc["chosen"]
+    assert chosen is not None and chosen["latency_ms"] <= budget  # measured end to end
+    assert chosen["latency_ms_estimated"] <= budget
+    assert (out / "chosen").is_dir()
+    measured = {json.dumps(json.loads(r["spans"])) for r in csv.DictReader(open(out / "trials.csv")) if r["latency_ms"]}
+    front = {json.dumps(r["spans"]) for r in doc["front"]}
+    assert front | {json.dumps(chosen["spans"])} <= measured  # trials.csv: measured for the front plans and chosen
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_budget_below_the_cheapest_plan_is_one_line_before_any_capture(tmp_path, cache, table):
+    fresh = tmp_path / "cache"
+    code, stdout, stderr = run_main(
+        [*TINY, "--budget-latency-ms", "1e-6", "--out", str(tmp_path / "run"), "--cache-dir", str(fresh)]
+    )
+    assert code == 2
+    (line,) = stderr.strip().splitlines()
+    space = PlanSpace(num_blocks=table.num_blocks, kinds=KINDS, max_removed=4)
+    cheapest, _ = cheapest_latency_plan(table, space)
+    assert "below the cheapest plan in this space" in line and f"({cheapest}: estimated" in line
+    assert not (fresh / "activations").exists()  # nothing captured
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
+def test_latency_objective_is_the_tables_estimate(tmp_path, cache, table):
+    out = tmp_path / "run"
+    args = [
+        *TINY,
+        "--objectives",
+        "accuracy,latency",
+        "--plan",
+        "1→3:linear",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+    ]
+    code, stdout, stderr = run_main(args)
+    assert code == 0, stderr
+    doc = json.loads((out / "front.json").read_text())
+    (record,) = [r for r in doc["front"] if r["plan"] == "1→3:linear"]
+    assert record["latency"] == pytest.approx(table.estimate(Plan.parse("1→3:linear", table.num_blocks)))
+    assert record["latency_ms"] > 0
+
+
+def test_the_next_best_plan_is_taken_when_the_best_misses_the_budget_as_measured(capsys):
+    pool = [
+        {"plan": "a", "spans": [[0, 1, "identity"]], "accuracy": 90.0, "latency": 0.9, "gflops": 1.0},
+        {"plan": "b", "spans": [[0, 2, "identity"]], "accuracy": 80.0, "latency": 0.8, "gflops": 0.8},
+        {"plan": "c", "spans": [[0, 3, "identity"]], "accuracy": 70.0, "latency": 0.7, "gflops": 0.6},
+    ]
+    measured = {"a": 1.2, "b": 0.95, "c": 0.6}
+
+    def meter(record):
+        return measured[record["plan"]]
+
+    chosen = _meets_measured_latency(pool, {"latency": 1.0}, meter)
+    assert chosen["plan"] == "b"
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("latency: a is estimated 0.9 ms but measured 1.2 ms") and "took b" in line
+    measured["b"] = 1.1
+    assert _meets_measured_latency(pool, {"latency": 1.0}, meter)["plan"] == "c"
+    measured["c"] = math.inf
+    assert _meets_measured_latency(pool, {"latency": 1.0}, meter) is None
