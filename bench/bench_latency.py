@@ -11,7 +11,8 @@ every plan once in turn, median per plan: a shared machine's changing load shift
 measured speedup, GFLOPs ratio (the cost table's, per input), their quotient, and the latency table's estimate
 (`toast.search` measures it as a run does). The estimate error, median and max of |estimated - measured| /
 measured, is over `--random-plans` random plans of the space (identity and linear spans anywhere), plus the table's
-plans and the original. Runtimes other than PyTorch add rows through `runtime_rows` (the onnxruntime hook).
+plans and the original. The same plans in onnxruntime (CPU; exported through `toast-search export`'s path) are timed
+the same way (`--no-onnx`: skipped), their speedup over onnxruntime's original beside PyTorch's.
 """
 
 from __future__ import annotations
@@ -125,12 +126,61 @@ def pytorch_times(loaded, batch: int, plans: list, *, warmup: int, repeats: int)
 
 
 def runtime_rows(name: str, loaded, batch: int, plans: list, costs, *, warmup: int, repeats: int) -> list[Row]:
-    """Rows for another runtime (the hook for onnxruntime on CPU): none yet.
+    """onnxruntime (CPU) rows of model `name`: each plan's compressed model (and the original) exported once per model through
+    toast's ONNX export path (dynamic batch axis, so one file serves every batch size), timed end to end on the
+    same inputs in interleaved rounds; no estimate (the latency table models PyTorch). None without the extra."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("  onnxruntime rows skipped: pip install 'toast-search[onnx]'", file=sys.stderr)
+        return []
+    import torch
 
-    To add one, export each `CompressedModel.from_model(loaded, plan, random_translators(...))` (and the original),
-    time it on `latency_inputs(loaded, batch_size=batch)` with `measure_latency`, and return one `Row` per plan with
-    `runtime=<name>` and `estimated_ms=None` (the latency table models PyTorch); `bench` prints them beside these."""
-    return []
+    from toast.search import CompressedModel, interleaved_medians, latency_inputs
+    from toast.search._onnx import _export
+    from toast.spaces import Plan
+
+    original = Plan((), loaded.num_blocks)
+    files = _ONNX_FILES.setdefault(id(loaded), {})
+    example = latency_inputs(loaded, batch_size=2)
+    for plan in [original, *plans]:
+        if plan not in files:
+            model = CompressedModel.from_model(loaded, plan, random_translators(plan, loaded.hidden_size, seed=0))
+            path = Path(tempfile.mkdtemp(prefix="toast-bench-onnx-")) / "model.onnx"
+            _export(model.float().eval(), example, path, None)
+            files[plan] = path
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    inputs = {k: v.numpy() for k, v in latency_inputs(loaded, batch_size=batch).items()}
+    calls = {}
+    for plan in [original, *plans]:
+        session = ort.InferenceSession(str(files[plan]), options, providers=["CPUExecutionProvider"])
+        feed = {i.name: inputs[i.name] for i in session.get_inputs()}
+        calls[plan] = lambda s=session, f=feed: s.run(None, f)
+    measured = interleaved_medians(calls, warmup=warmup, repeats=repeats, device=None)
+    base = measured[original]
+    _ORT_ORIGINAL[name, batch] = base
+    return [
+        Row(
+            model=name,
+            runtime=f"onnxruntime {ort.__version__}",
+            batch=batch,
+            plan=str(plan),
+            removed=len(plan.removed),
+            kind=plan.spans[0].kind,
+            measured_ms=measured[plan],
+            estimated_ms=None,
+            speedup=base / measured[plan],
+            gflops_ratio=costs.original.flops / costs.cost(plan).flops,
+        )
+        for plan in plans
+    ]
+
+
+_ONNX_FILES: dict[int, dict] = {}  # exported models, per loaded model and plan (one file serves every batch)
+_ORT_ORIGINAL: dict[tuple[str, int], float] = {}  # onnxruntime's original ms, per (model, batch)
 
 
 def bench_model(name: str, loaded, batches, args) -> tuple[list[Row], dict]:
@@ -175,7 +225,15 @@ def bench_model(name: str, loaded, batches, args) -> tuple[list[Row], dict]:
             )
         rel = np.array([abs(table.estimate(p) - ms) / ms for p, ms in measured.items()])
         errors[batch] = (float(np.median(rel)), float(rel.max()), len(rel), len(randoms), base, table.original_ms)
-        rows += runtime_rows("onnxruntime", loaded, batch, structured, costs, warmup=args.warmup, repeats=args.repeats)
+        if args.onnx:
+            ort_warmup, ort_repeats = (1, max(args.big_repeats, 1)) if big else (args.warmup, args.repeats)
+            rows += runtime_rows(name, loaded, batch, structured, costs, warmup=ort_warmup, repeats=ort_repeats)
+            if (name, batch) in _ORT_ORIGINAL:
+                print(
+                    f"  {name} batch {batch}: original {base:.2f} ms in PyTorch, {_ORT_ORIGINAL[name, batch]:.2f} ms "
+                    "in onnxruntime",
+                    file=sys.stderr,
+                )
         print(f"  {name} batch {batch}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return rows, errors
 
@@ -214,6 +272,7 @@ def main() -> int:
     p.add_argument("--big-repeats", type=int, default=1, help="rounds for DINOv2-base at batch > 1 (default: 1)")
     p.add_argument("--random-plans", type=int, default=20)
     p.add_argument("--models", default="dinov2-base,demo-vit")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="no onnxruntime rows")
     args = p.parse_args()
 
     import torch

@@ -14,6 +14,7 @@ from ._latency import (
     measure_end_to_end,
     measure_latency_table,
 )
+from ._onnx import OnnxExportError, OnnxReport, export_onnx
 from ._prepare import Prepared, preflight, prepare, samples_used
 from ._quiet import quiet_libraries
 from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers, worker_trial
@@ -120,4 +121,7 @@ __all__ = [
     "write_artifact",
     "worker_trial",
     "write_trials_csv",
+    "OnnxExportError",
+    "OnnxReport",
+    "export_onnx",
 ]
