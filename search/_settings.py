@@ -65,7 +65,7 @@ class SearchSettings:
     probe_samples: int = 5000
     eval_samples: int = 2000
     calib_samples: int = 500
-    sampler: str = "nsga2"
+    sampler: str = "tpe"  # multivariate TPE, seeded from the statistics: chosen by bench/bench_front.py
     seed: int = 0
     trials: int = 100
     timeout: float | None = None

@@ -19,7 +19,7 @@ from toast.objectives import OBJECTIVES, Role, get_objective, get_objectives, li
 from toast.objectives._cost import CostTable
 from toast.objectives._latency import ESTIMATED_FIELD
 from toast.runners import trial_id
-from toast.spaces import Plan, PlanSpace, rank_spans, seed_plans, translator_class
+from toast.spaces import Plan, PlanSpace, front_seed_plans, rank_spans, seed_plans, translator_class
 
 from ._settings import SearchSettings, SettingsError
 
@@ -288,22 +288,28 @@ class Search:
         complete = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
         return max(0, self.settings.trials - complete)
 
+    #: how a new study is seeded from the statistics: "front" (`front_seed_plans`: the predicted-best plan at each
+    #: cost level, exact under the additive residual model) or "greedy" (`seed_plans`: best single spans, grown);
+    #: chosen by `bench/bench_front.py`
+    seeding: str = "front"
+
     def prepare(self) -> None:
-        """Seed a new study (exhaustive: every plan; otherwise the similarity analysis's best plans)."""
+        """Seed a new study (exhaustive: every plan; otherwise the plans the statistics predict best)."""
         if self.settings.sampler == "exhaustive":
             self.enqueue(list(self.space.enumerate()))
         elif self.new and self.stats is not None and self.settings.seeds_per_study > 0:
-            # the similarity analysis ranks the kinds fitted from the statistics; a trained kind is not trained for it
-            kinds = [k for k in self.space.kinds if not translator_class(k).needs_activations]
-            plans = seed_plans(
-                self.stats,
-                self.space,
-                lambda p: self.costs.cost(p).gflops,
-                self.budgets.gflops,
-                k=self.settings.seeds_per_study,
-                ranked=rank_spans(self.stats, kinds=kinds, max_len=self.space.removal_limit),
-            )
-            self.enqueue(plans[: max(1, self.settings.trials // 2)])
+            self.enqueue(self.seeds()[: max(1, self.settings.trials // 2)])
+
+    def seeds(self) -> list[Plan]:
+        """The plans the similarity analysis predicts best (`seeding`), from the capture alone: no forward pass."""
+        # the analysis ranks the kinds fitted from the statistics; a trained kind is not trained for it
+        kinds = [k for k in self.space.kinds if not translator_class(k).needs_activations]
+        ranked = rank_spans(self.stats, kinds=kinds, max_len=self.space.removal_limit)
+        gflops = lambda p: self.costs.cost(p).gflops  # noqa: E731
+        k, budget = self.settings.seeds_per_study, self.budgets.gflops
+        if self.seeding == "greedy":
+            return seed_plans(self.stats, self.space, gflops, budget, k=k, ranked=ranked)
+        return front_seed_plans(ranked, self.space, gflops, k=k, budget=budget)
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per trial: number, state, spans, plan, objectives and metrics, seconds, failure."""
