@@ -2,6 +2,8 @@
 
     python bench/bench_latency.py                       # DINOv2-base config (random weights) and demo-vit, CPU
     python bench/bench_latency.py --threads 1 --random-plans 30
+    python bench/bench_latency.py --device cuda --dtype bfloat16 --batches 256 --models dinov2-base \
+        --plans "0→4:linear" --no-onnx --random-plans 0       # the GPU check of issue 11 (TOAST: 1.39x on an H100)
 
 All measured side by side in one process on this machine (PyTorch eager, float32): a model with DINOv2-base's
 config at 224x224 (the hub's config and processor, random weights) and demo-vit. For each model and batch size
@@ -194,14 +196,19 @@ def bench_model(name: str, loaded, batches, args) -> tuple[list[Row], dict]:
     original = Plan((), loaded.num_blocks)
     rows, errors = [], {}
     for batch in batches:
-        big = batch > 1 and loaded.hidden_size >= 512  # DINOv2 at batch 32: seconds a block on two cores
-        large = loaded.hidden_size >= 512
+        on_cpu = loaded.device.type == "cpu"
+        big = on_cpu and batch > 1 and loaded.hidden_size >= 512  # DINOv2 at batch 32: seconds a block on two cores
+        large = on_cpu and loaded.hidden_size >= 512
         warmup, repeats = (0, args.big_repeats) if big else (1, 3) if large else (args.warmup, args.repeats)
         start = time.perf_counter()
         table, _ = measure_latency_table(
             loaded, kinds=KINDS, batch_size=batch, warmup=1 if large else 3, repeats=3 if big else 9 if large else 15
         )
-        structured = table_plans(loaded.num_blocks)
+        structured = (
+            [Plan.parse(t, loaded.num_blocks) for t in args.plans.split(";")]
+            if args.plans
+            else table_plans(loaded.num_blocks)
+        )
         randoms = [] if big else random_plans(loaded.num_blocks, args.random_plans, seed=batch)
         plans = list(dict.fromkeys([original, *structured, *randoms]))
         measured = pytorch_times(loaded, batch, plans, warmup=warmup, repeats=repeats)
@@ -240,13 +247,14 @@ def bench_model(name: str, loaded, batches, args) -> tuple[list[Row], dict]:
 
 def print_tables(rows: list[Row], errors: dict[str, dict]) -> None:
     print(
-        "| model | runtime | batch | plan | removed | translator | measured ms | estimated ms | speedup | GFLOPs ratio | speedup / GFLOPs ratio |"
+        "| model | runtime | batch | plan | removed | translator | measured ms | inputs/s | estimated ms | speedup | GFLOPs ratio | speedup / GFLOPs ratio |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         est = "–" if r.estimated_ms is None else f"{r.estimated_ms:.2f}"
         print(
-            f"| {r.model} | {r.runtime} | {r.batch} | `{r.plan}` | {r.removed} | {r.kind} | {r.measured_ms:.2f} | {est} | "
+            f"| {r.model} | {r.runtime} | {r.batch} | `{r.plan}` | {r.removed} | {r.kind} | {r.measured_ms:.2f} | "
+            f"{1000 * r.batch / r.measured_ms:.0f} | {est} | "
             f"{r.speedup:.3f}x | {r.gflops_ratio:.3f}x | **{r.quotient:.3f}** |"
         )
     print()
@@ -273,6 +281,11 @@ def main() -> int:
     p.add_argument("--random-plans", type=int, default=20)
     p.add_argument("--models", default="dinov2-base,demo-vit")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="no onnxruntime rows")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
+    p.add_argument(
+        "--plans", default="", help='plans separated by ";" in place of the 1-to-6-removed table, e.g. "0→4:linear"'
+    )
     args = p.parse_args()
 
     import torch
@@ -286,7 +299,11 @@ def main() -> int:
     rows, errors = [], {}
     start = time.perf_counter()
     for name in args.models.split(","):
-        loaded = load_model(str(dinov2_base_folder(work)) if name == "dinov2-base" else name)
+        loaded = load_model(
+            str(dinov2_base_folder(work)) if name == "dinov2-base" else name,
+            device=args.device,
+            dtype=getattr(torch, args.dtype),
+        )
         model_rows, errors[name] = bench_model(name, loaded, batches, args)
         rows += model_rows
     print(
