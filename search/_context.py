@@ -138,8 +138,8 @@ class SearchContext:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Pooled features of every input (and, with `logits`, the head's outputs from the same pass)."""
         device = self.loaded.device
-        feats, outs = [], []
-        for _, batch in inputs:
+        feats, outs, positions = [], [], []
+        for rows, batch in inputs.length_batches():  # texts by length: little padding
             batch = {k: v.to(device) for k, v in batch.items()}
             if logits:
                 f, y = model.features_and_outputs(batch)
@@ -147,7 +147,11 @@ class SearchContext:
             else:
                 f = model.features(batch)
             feats.append(f.float().cpu().numpy())
-        return (np.concatenate(feats), np.concatenate(outs)) if logits else np.concatenate(feats)
+            positions.append(rows)
+        order = np.argsort(np.concatenate(positions), kind="stable")  # back to the inputs' stored order
+        if logits:
+            return np.concatenate(feats)[order], np.concatenate(outs)[order]
+        return np.concatenate(feats)[order]
 
     def evaluate(self, plan: Plan, *, probe: str | None = None) -> dict[str, Any]:
         """Score `plan` on every objective; timings split into fit, forward, probe and overhead."""

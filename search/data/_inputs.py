@@ -255,6 +255,28 @@ class PreprocessedInputs:
     def __iter__(self) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         return self.batches()
 
+    def length_batches(self, batch_size: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """`(row positions, inputs)` batches of `batch_size` for a forward pass: texts grouped by length, longest
+        first (as sentence-transformers batches them: a batch pads only to its own longest, so a random order
+        pads ~2x the real tokens), images in the stored order. Positions index the stored order (`ids`)."""
+        size = batch_size or self.batch_size
+        n = len(self)
+        if "attention_mask" not in self.shapes:
+            for start in range(0, n, size):
+                stop = min(start + size, n)
+                yield np.arange(start, stop), {name: self._rows(name, start, stop) for name in self.shapes}
+            return
+        lengths = self._rows("attention_mask", 0, n).sum(1).numpy()
+        order = np.argsort(-lengths, kind="stable")
+        table = self._open_table()
+        for start in range(0, n, size):
+            rows = order[start : start + size]
+            inputs = {}
+            for name in self.shapes:
+                taken = table.column(name).take(pa.array(rows)).combine_chunks().flatten().to_numpy()
+                inputs[name] = torch.from_numpy(np.array(taken).reshape(len(rows), *self.shapes[name]))
+            yield rows, _trim_padding(inputs)
+
     def as_tensors(self) -> dict[str, torch.Tensor]:
         """Every sample's inputs at once, in the order of `ids` (texts padded to the set's longest)."""
         return {name: self._rows(name, 0, len(self)) for name in self.shapes}
