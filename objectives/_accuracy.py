@@ -11,23 +11,27 @@ from ._registry import register_objective
 if TYPE_CHECKING:
     from ._trial import TrialOutputs
 
-__all__ = ["ACCURACY", "Accuracy"]
+__all__ = ["ACCURACY", "LOGIT_HEADS", "Accuracy"]
+
+#: The heads whose `eval_logits` score accuracy (the model's own classifier, CLIP's zero-shot classes); else a probe.
+LOGIT_HEADS = ("original", "zero-shot")
 
 
 class Accuracy(Objective):
     """Accuracy in percent: a probe (`trial.probe`) fitted on the probe features, tested on the evaluation
-    features; with `head="original"`, the argmax of the model's logits. `accuracy_std` when the probe runs
-    over several seeds (Adam)."""
+    features; with `head="original"`, the argmax of the model's logits (with `head="zero-shot"`, of the cosine
+    similarities of a CLIP vision tower's projected output with the class-name embeddings). `accuracy_std`
+    when the probe runs over several seeds (Adam)."""
 
     def inputs(self, *, head: str = "probe") -> frozenset[str]:
         """The logits and labels with the original head; else both feature sets, the labels and the probe protocol."""
-        if head == "original":
+        if head in LOGIT_HEADS:
             return frozenset({"labels", "eval_logits"})
         return frozenset({"labels", "eval_features", "probe_features", "probe"})
 
     def compute(self, trial: TrialOutputs) -> dict[str, Any]:
         """`{"accuracy": %}`, plus `accuracy_std` over the probe's seeds when there are several."""
-        if trial.head == "original":
+        if trial.head in LOGIT_HEADS:
             logits = trial.eval_logits
             return {self.name: float((logits.argmax(1) == trial.eval_labels).mean() * 100)}
         test, train = trial.eval_features, trial.probe_features

@@ -29,7 +29,7 @@ from ._trial import TrialOutputs
 
 __all__ = ["HEADS", "ArrayTrial", "check_objective", "random_trial"]
 
-HEADS = ("probe", "original")
+HEADS = ("probe", "original", "zero-shot")  # the heads of `SearchSettings.head`
 _LABELS = {"eval_labels": "labels", "probe_labels": "labels"}
 
 

@@ -23,6 +23,7 @@ from toast.spaces import Plan, PlanSpace
 from ._bank import TranslatorBank
 from ._prepare import prepare
 from ._settings import SearchSettings, SettingsError
+from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zero_shot_note
 from .capture import ActivationCache, CapturedActivations, calibrate
 from .capture._calibration import capture_spec
 from .data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
@@ -48,6 +49,9 @@ class SearchContext:
     original_eval_features: np.ndarray = field(repr=False, default=None)
     baseline: dict[str, Any] = field(default_factory=dict)
     samples_used: dict[str, int] = field(default_factory=dict)
+    calib: LabeledSplit | None = None  # the split the translators were fitted on (`calib_dataset`, else `train`)
+    zero_shot: ZeroShotHead | None = None  # `head` zero-shot: CLIP's class embeddings and visual projection
+    zero_shot_cost: dict[str, float] | None = None  # the text tower's, paid once per run (not in the plans' costs)
 
     @classmethod
     def build(cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True) -> SearchContext:
@@ -58,7 +62,8 @@ class SearchContext:
         for note in prepared.notes:
             print(note)
         loaded, train, test, cache = prepared.loaded, prepared.train, prepared.test, prepared.cache
-        captured = calibrate(loaded, train, prepared.calibration, cache, progress=progress)
+        calib = prepared.calibration_split
+        captured = calibrate(loaded, calib, prepared.calibration, cache, progress=progress)
         needs_labels = _needs_labels(settings)
         probe_ids = sample_ids(len(train), settings.probe_samples, settings.seed + 1)
         eval_ids = sample_ids(len(test), settings.eval_samples, settings.seed + 2)
@@ -89,13 +94,18 @@ class SearchContext:
                 cache_root=cache.root,
                 refit=settings.refit,
                 prefix_states=_prefix_states(
-                    loaded, train, capture_spec(loaded, train, prepared.calibration).sample_ids, settings.batch_size
+                    loaded, calib, capture_spec(loaded, calib, prepared.calibration).sample_ids, settings.batch_size
                 )
                 if settings.refit == "sequential"
                 else None,
             ),
         )
         ctx.samples_used = prepared.samples_used
+        ctx.calib = calib
+        if settings.head == "zero-shot":  # the class embeddings, once per run (cached)
+            ctx.zero_shot = build_zero_shot_head(loaded, prepared.zero_shot, cache.root)
+            ctx.zero_shot_cost = text_tower_cost(loaded, prepared.zero_shot)
+            print(zero_shot_note(ctx.zero_shot, ctx.zero_shot_cost))
         if settings.head == "original" and needs_labels:  # the head scores only what reads the labels
             ctx._check_original_head()
         ctx.baseline = ctx.evaluate(Plan((), loaded.num_blocks))
@@ -143,6 +153,8 @@ class SearchContext:
             batch = {k: v.to(device) for k, v in batch.items()}
             if logits:
                 f, y = model.features_and_outputs(batch)
+                if self.zero_shot is not None:  # CLIP's zero-shot classes in place of the tower's own output
+                    y = self.zero_shot.logits(f)
                 outs.append(y.float().cpu().numpy())
             else:
                 f = model.features(batch)

@@ -18,10 +18,12 @@ from toast.objectives import get_objectives
 from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, translator_class
 
+from ._calib_data import load_calibration_split
 from ._latency import measure_latency_table
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import SearchSettings
 from ._study import resolve_budgets
+from ._zero_shot import ZeroShotSpec, resolve_zero_shot
 from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
 from .data import LabeledSplit, default_splits, load_split
 from .models import LoadedModel, load_model, measure_cost_table, resolve_model
@@ -47,6 +49,13 @@ class Prepared:
     spec: CaptureSpec  # the calibration capture's cache key
     samples_used: dict[str, int]  # the sample counts really used (a split may hold fewer than asked)
     notes: tuple[str, ...]  # one line per count cut short, for the caller to print
+    calib: LabeledSplit | None = None  # the split the translators are fitted on, when not `train` (`calib_dataset`)
+    zero_shot: ZeroShotSpec | None = None  # `head` zero-shot: the class names and templates
+
+    @property
+    def calibration_split(self) -> LabeledSplit:
+        """The split the calibration samples are drawn from: `calib`, else `train`."""
+        return self.calib or self.train
 
     @property
     def cache(self) -> ActivationCache:
@@ -74,11 +83,11 @@ def preflight(settings: SearchSettings, *, run: bool = True) -> None:
 
 
 def samples_used(
-    settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None
+    settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None, calib: LabeledSplit | None = None
 ) -> tuple[dict[str, int], list[str]]:
     """The calibration, probe and evaluation sample counts a run really uses (a split may hold fewer than
     asked), and one note per count cut short. `test` None (a capture only): the calibration count alone."""
-    asked = {"calib_samples": (settings.calib_samples, train)}
+    asked = {"calib_samples": (settings.calib_samples, calib or train)}
     if test is not None:
         asked.update(probe_samples=(settings.probe_samples, train), eval_samples=(settings.eval_samples, test))
     used, notes = {}, []
@@ -138,9 +147,12 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     default_train, default_test = default_splits(settings.dataset)
     train = load_split(settings.dataset, settings.split_train or default_train, **columns)
     test = load_split(settings.dataset, settings.split_test or default_test, **columns) if search else None
-    check_modality(resolve_model(settings.model).family, train, settings.model)  # from the config, before the weights
-    used, notes = samples_used(settings, train, test)
-    loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype])
+    source = resolve_model(settings.model)
+    check_modality(source.family, train, settings.model)  # from the config, before the weights
+    calib = load_calibration_split(settings, train, source.family)
+    zero_shot = resolve_zero_shot(settings, source, test)
+    used, notes = samples_used(settings, train, test, calib)
+    loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype], text_tower=zero_shot is not None)
     space = costs = None
     if search:
         kinds = []
@@ -188,7 +200,9 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         space=space,
         costs=costs,
         calibration=calibration,
-        spec=capture_spec(loaded, train, calibration),
+        spec=capture_spec(loaded, calib, calibration),
         samples_used=used,
         notes=tuple(notes),
+        calib=calib if calib is not train else None,
+        zero_shot=zero_shot,
     )

@@ -14,11 +14,13 @@ from toast.objectives import OBJECTIVES, Role, SimilarityReport, get_objectives,
 from toast.objectives._latency import MEASURED_FIELD
 from toast.spaces import Plan, PlanSpace
 
+from ._calib_data import calibration_record
 from ._context import SearchContext
 from ._front import Front, choose, format_front_table, pareto_axes, plot_pareto
 from ._latency import latency_inputs, measure_end_to_end
 from ._settings import SearchSettings
 from ._study import Search, scored_records, undefined_key, write_trials_csv
+from ._zero_shot import zero_shot_record
 from .models._plain import describe_checkpoint
 
 
@@ -180,7 +182,9 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
         "dataset": settings.dataset,
         "objectives": [{"name": o.name, "direction": o.direction, "unit": o.unit} for o in objectives],
         "budgets": budgets,
-        "probe": settings.probe if settings.head == "probe" else "original-head",
+        "probe": settings.probe if settings.head == "probe" else f"{settings.head}-head",
+        "calibration": calibration_record(ctx.calib, ctx.train, ctx.samples_used.get("calib_samples")),
+        **({"zero_shot": zero_shot_record(ctx.zero_shot, ctx.zero_shot_cost)} if ctx.zero_shot else {}),
         "baseline": _clean({"spans": [], "plan": "original", **baseline}),
         "front": [_clean(r) for r in front],
         "chosen": _clean(chosen) if chosen else None,

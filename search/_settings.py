@@ -13,7 +13,8 @@ from toast.spaces._errors import SettingsError
 
 SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
 PROBES = ("ridge", "adam")
-HEADS = ("probe", "original")
+HEADS = ("probe", "original", "zero-shot")
+PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
 REFITS = ("independent", "sequential")
 DEFAULT_RANKS = ("d/16", "d/8", "d/4")
 #: A rank: an integer, `d` (the model's width) or `d/k` (the width over k, rounded down, at least 1).
@@ -41,6 +42,10 @@ IDENTITY_KEYS = (
     "refit",
     "latency_batch_size",  # with latency an objective, these two define its values: a study mixing two would be wrong
     "latency_seq_len",
+    "class_names",
+    "prompts",
+    "calib_dataset",
+    "calib_split",
 )
 
 
@@ -62,6 +67,10 @@ class SearchSettings:
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     probe: str = "ridge"
     head: str = "probe"
+    class_names: Path | None = None  # head zero-shot: one class name per line (default: the labels' ClassLabel names)
+    prompts: str = "full"  # head zero-shot: the prompt templates
+    calib_dataset: str | None = None  # the translators fitted on this dataset (default: `dataset`)
+    calib_split: str | None = None  # its split the calibration samples come from (default: its train split)
     probe_samples: int = 5000
     eval_samples: int = 2000
     calib_samples: int = 500
@@ -109,6 +118,10 @@ class SearchSettings:
             problems.append(f"`refit` must be one of {', '.join(REFITS)}, got {self.refit!r}")
         if self.head not in HEADS:
             problems.append(f"`head` must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.prompts not in PROMPTS:
+            problems.append(f"`prompts` must be one of {', '.join(PROMPTS)}, got {self.prompts!r}")
+        if self.class_names is not None and self.head != "zero-shot":
+            problems.append("`class_names` needs `head` zero-shot")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(f"`dtype` must be float32, bfloat16 or float16, got {self.dtype!r}")
         for name in (

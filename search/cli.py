@@ -138,8 +138,33 @@ def build_search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--head",
         default="probe",
-        choices=["probe", "original"],
-        help="score with a linear probe or with the model's own classification head (default: probe)",
+        choices=["probe", "original", "zero-shot"],
+        help="score with a linear probe, with the model's own classification head, or (a whole CLIP model) zero-shot: "
+        "the class names in prompt templates embedded by the text tower (default: probe)",
+    )
+    p.add_argument(
+        "--class-names",
+        type=Path,
+        default=None,
+        help="--head zero-shot: a text file, one class name per line, label i on line i (default: the dataset's "
+        "ClassLabel names)",
+    )
+    p.add_argument(
+        "--prompts",
+        default="full",
+        choices=["full", "short"],
+        help="--head zero-shot: the 80 ImageNet prompt templates of CLIP, or 7 of them (default: full)",
+    )
+    p.add_argument(
+        "--calib-dataset",
+        default=None,
+        help="fit the translators on this dataset's samples, the probe and evaluation still on --dataset "
+        "(default: --dataset)",
+    )
+    p.add_argument(
+        "--calib-split",
+        default=None,
+        help="split the calibration samples come from (default: the calibration dataset's train split)",
     )
     p.add_argument(
         "--probe-samples", type=int, default=5000, help="train samples the probe is fitted on (default: 5000)"
@@ -291,6 +316,10 @@ def settings_from(args: argparse.Namespace):
         objectives=args.objectives,
         probe=args.probe,
         head=args.head,
+        class_names=args.class_names,
+        prompts=args.prompts,
+        calib_dataset=args.calib_dataset,
+        calib_split=args.calib_split,
         probe_samples=args.probe_samples,
         eval_samples=args.eval_samples,
         calib_samples=args.calib_samples,
@@ -359,6 +388,10 @@ def dry_run(settings) -> int:
     print(
         f"calibration cache {'hit' if prepared.cache_hit else 'miss'}: {settings.calib_samples} samples -> {prepared.cache.path(prepared.spec)}"
     )
+    if prepared.calib is not None:  # --calib-dataset / --calib-split
+        print(f"calibration from {prepared.calib.name} (split {prepared.calib.split!r}), not the probe's data")
+    if prepared.zero_shot is not None:
+        print(f"zero-shot  {prepared.zero_shot.describe()}")
     for note in [*prepared.notes, *notes]:
         print(note)
     what = (

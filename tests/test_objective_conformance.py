@@ -96,3 +96,10 @@ def test_the_check_names_the_broken_rule(objective, rule):
 
 def test_a_nondeterministic_objective_may_say_so():
     check_objective(declare(_Drifting, worst=None, deterministic=False))
+
+
+def test_the_suite_checks_every_head_the_search_has():
+    from toast.objectives.testing import HEADS as CHECKED
+    from toast.search._settings import HEADS
+
+    assert set(CHECKED) == set(HEADS)

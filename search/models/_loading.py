@@ -45,6 +45,7 @@ class LoadedModel:
     model_id: str
     revision: str
     processor: Any | None
+    text: tuple[Any, Any] | None = None  # (the whole CLIPModel, its tokenizer): `head` zero-shot only
 
     @property
     def parts(self) -> Parts:
@@ -156,8 +157,12 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = None,
     revision: str | None = None,
+    text_tower: bool = False,
 ) -> LoadedModel:
-    """Load `name` (alias, hub id or local directory) in eval mode, with its processor if it has one."""
+    """Load `name` (alias, hub id or local directory) in eval mode, with its processor if it has one.
+
+    `text_tower` (a whole CLIP checkpoint, for `head` zero-shot): the whole CLIPModel is loaded; the loaded model is
+    still its vision tower alone (sharing the modules), the CLIPModel and its tokenizer ride along as `text`."""
     from safetensors import SafetensorError
 
     src = resolve_model(name, revision=revision)
@@ -166,8 +171,12 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    text = None
     try:
-        model = cls.from_pretrained(where, revision=revision, **kwargs)
+        if text_tower:
+            model, clip = _whole_clip(where, revision, kwargs)
+        else:
+            model = cls.from_pretrained(where, revision=revision, **kwargs)
     except SafetensorError as exc:
         raise UnsupportedModelError(
             f"the weights of {name!r} are truncated or corrupt ({str(exc).splitlines()[0]}): "
@@ -183,7 +192,25 @@ def load_model(
     else:
         rev = getattr(src.config, "_commit_hash", None) or revision or "unknown"
         model_id = where
-    return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family))
+    if text_tower:
+        import transformers
+
+        clip.to(device).eval()
+        text = (clip, transformers.AutoTokenizer.from_pretrained(where))
+    return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family), text)
+
+
+def _whole_clip(where: str, revision: str | None, kwargs: dict[str, Any]):
+    """A whole CLIPModel and the CLIPVisionModel of its vision tower (the same modules, not a copy)."""
+    import transformers
+
+    clip = transformers.CLIPModel.from_pretrained(where, revision=revision, **kwargs)
+    if isinstance(clip.vision_model, transformers.CLIPVisionModel):  # transformers 5: the tower is one
+        return clip.vision_model, clip
+    with torch.device("meta"):  # transformers 4: a CLIPVisionTransformer, wrapped without allocating weights
+        vision = transformers.CLIPVisionModel(clip.config.vision_config)
+    vision.vision_model = clip.vision_model
+    return vision, clip
 
 
 def load_processor(where: str, family: Family) -> Any | None:
