@@ -199,13 +199,16 @@ class SearchSettings:
     def identity(self) -> dict:
         """What a run directory is bound to: every setting that changes what a trial computes (resuming with
         other values is refused); the others (trials, timeout, sampler, budgets, runner resources …) may differ."""
-        return {k: _plain(getattr(self, k)) for k in IDENTITY_KEYS}
+        out = {k: _plain(getattr(self, k)) for k in IDENTITY_KEYS}
+        out[CLASS_NAMES_DIGEST] = _file_digest(self.class_names)  # the file's content, not only its path
+        return out
 
     @classmethod
     def identity_defaults(cls) -> dict:
         """The identity fields' defaults: what a `settings.json` written before a field existed meant."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        return {k: _plain(fields[k].default) for k in IDENTITY_KEYS if fields[k].default is not dataclasses.MISSING}
+        out = {k: _plain(fields[k].default) for k in IDENTITY_KEYS if fields[k].default is not dataclasses.MISSING}
+        return {**out, CLASS_NAMES_DIGEST: None}
 
     def to_json(self) -> dict:
         return {k: _plain(v) for k, v in asdict(self).items()}
@@ -213,10 +216,25 @@ class SearchSettings:
     def save(self, path: Path, *, used: dict | None = None) -> None:
         """`settings.json`; `used` records what the run really used where it differs from what was asked
         (e.g. `{"calib_samples": 48}` when the split holds 48 samples)."""
-        doc = self.to_json()
+        doc = {**self.to_json(), CLASS_NAMES_DIGEST: _file_digest(self.class_names)}
         if used:
             doc["used"] = used
         path.write_text(json.dumps(doc, indent=2))
+
+
+CLASS_NAMES_DIGEST = "class_names_sha256"  # in `identity()` and settings.json: editing the file is another run
+
+
+def _file_digest(path: Path | None) -> str | None:
+    """The sha256 of a settings file's content (None: no file, or one that cannot be read: its own check says so)."""
+    import hashlib
+
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _plain(value):

@@ -288,3 +288,20 @@ def test_bad_zero_shot_inputs_are_one_line_exit_2(
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_is_bound_to_the_class_names_files_content(clip_dir, image_dataset_dir, cache_dir, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("red\ngreen\nblue\n")
+    out = tmp_path / "named"
+    args = ["--model", str(clip_dir), "--dataset", str(image_dataset_dir), "--out", str(out), "--class-names"]
+    args += [str(names), "--cache-dir", str(cache_dir), "--head", "zero-shot", "--prompts", "short", *SMALL_RUN]
+    code, _, err = run_main([*args, "--plan", "0->2:linear"])
+    assert code == 0, err
+    code, _, err = run_main([*args, "--plan", "0->2:linear"])  # the same file: the same run
+    assert code == 0, err
+    names.write_text("scarlet\nemerald\nnavy\n")  # the same path, other names: another run
+    before = (out / "study.db").read_bytes()
+    code, _, err = run_main([*args, "--plan", "0->2:linear"])
+    assert code == 2 and "belongs to another run" in err and "class_names_sha256" in err
+    assert (out / "study.db").read_bytes() == before
