@@ -251,6 +251,16 @@ def cases(w: dict) -> dict[str, Case]:
         "unknown sampler": Case(run(new("t"), "--sampler", "annealing"), "--sampler", in_process=True),
         "rank above the width": Case(run(new("ag"), "--translators", "identity,lowrank", "--ranks", "4,64"), "--ranks"),
         "unknown refit": Case(run(new("ah"), "--refit", "greedy"), "--refit", in_process=True),
+        "latency batch of zero": Case(
+            run(new("ai"), "--latency-batch-size", "0"), "--latency-batch-size", in_process=True
+        ),
+        "negative latency seq len": Case(
+            run(new("aj"), "--latency-seq-len", "-1"), "--latency-seq-len", in_process=True
+        ),
+        "negative latency budget": Case(
+            run(new("ak"), "--budget-latency-ms", "-3"), "--budget-latency-ms", in_process=True
+        ),
+        "unknown prompt set": Case(run(new("al"), "--prompts", "long"), "--prompts", in_process=True),
         "not a number": Case(run(new("u"), "--trials", "many"), "--trials", in_process=True),
         "backward span": Case(run(new("v"), "--plan", "3→2:linear"), "3→2", in_process=True),
         "unknown translator": Case(run(new("w"), "--plan", "0→1:bogus"), "bogus", in_process=True),
