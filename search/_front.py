@@ -586,36 +586,17 @@ def _draw_panel(
                 )
 
     marks = []
-    if baseline is not None:
-        bx, by = _number(baseline.get(x)), _number(baseline.get(y))
-        if not (math.isnan(bx) or math.isnan(by)):
-            marks.append(by)
-            ax.scatter(
-                [bx * x_scale],
-                [by * y_scale],
-                marker="*",
-                s=220,
-                color="tab:red",
-                edgecolors="black",
-                linewidths=0.6,
-                label="original model",
-                zorder=4,
-            )
-    if chosen is not None:
-        cx, cy = _number(chosen.get(x)), _number(chosen.get(y))
-        if not (math.isnan(cx) or math.isnan(cy)):
-            marks.append(cy)
-            ax.scatter(
-                [cx * x_scale],
-                [cy * y_scale],
-                marker="D",
-                s=90,
-                color="tab:green",
-                edgecolors="black",
-                linewidths=0.6,
-                label=f"chosen ({_plan_text(chosen)})",
-                zorder=5,
-            )
+    for record, style in (
+        (baseline, {"marker": "*", "s": 220, "color": "tab:red", "label": "original model", "zorder": 4}),
+        (chosen, {"marker": "D", "s": 90, "color": "tab:green", "zorder": 5}),
+    ):
+        if record is None:
+            continue
+        px, py = _number(record.get(x)), _number(record.get(y))
+        if not (math.isnan(px) or math.isnan(py)):
+            marks.append(py)
+            label = style.pop("label", None) or f"chosen ({_plan_text(record)})"
+            ax.scatter([px * x_scale], [py * y_scale], edgecolors="black", linewidths=0.6, label=label, **style)
     if budget is not None:
         ax.axvline(
             float(budget) * x_scale,
