@@ -15,6 +15,13 @@
    (samples × blocks, distinct scored plans only) and the wall time such a study would take (the sampler's
    own time plus the table's seconds of the plans it scored).
 
+4. With `--live`: runs the default study (TPE, DP seeds) for real, each trial through the trial function, in
+   the variants of `LIVE` (every plan on the full sets or multi-fidelity; prefix reuse on or off), and prints
+   the same hypervolumes (from the fully scored trials only: what the front holds), the forward work per trial
+   (block forwards run over the probe and evaluation samples, as a share of one full forward of the original
+   model over them, averaged over the trials), the share of block forwards the stored prefixes saved, the
+   share of trials stopped at the subset, and how many of those would have been on the exhaustive front.
+
 The hypervolume is the area dominated in (accuracy above the floor) × (1 − GFLOPs / original GFLOPs).
 """
 
@@ -61,6 +68,25 @@ CONFIGS = (
 )
 
 
+@dataclass(frozen=True)
+class Live:
+    """One variant of the real study (`--live`)."""
+
+    name: str
+    fidelity_fraction: float  # 0: every plan on the full sets
+    prefix_cache_gb: float  # 0: no prefix reuse
+    fidelity_z: float = 2.0
+
+
+LIVE = (
+    Live("full sets, no prefix reuse (before)", 0.0, 0.0),
+    Live("full sets, prefix reuse", 0.0, 4.0),
+    Live("subset 0.25 (z 2), prefix reuse (default)", 0.25, 4.0),
+    Live("subset 0.25 (z 1), prefix reuse", 0.25, 4.0, 1.0),
+    Live("subset 0.5 (z 2), prefix reuse", 0.5, 4.0),
+)
+
+
 def area(points: list[tuple[float, float]], floor: float) -> float:
     """Hypervolume of `(accuracy, cost fraction)` points (accuracy maximised, cost minimised) above the accuracy
     `floor` and below cost 1 (the original's): `toast.search.hypervolume`."""
@@ -90,14 +116,14 @@ def main() -> int:
     p.add_argument("--configs", default="", help="comma-separated indices into the configuration list (default: all)")
     p.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default: a fresh temporary one)")
     p.add_argument("--table", type=Path, default=None, help="JSON of the exhaustive scores: reused if it exists")
+    p.add_argument("--live", default="", help="comma-separated indices into LIVE: real studies (default: none)")
+    p.add_argument("--skip-lookup", action="store_true", help="no lookup studies (part 2)")
     args = p.parse_args()
 
     import optuna
 
-    from toast.runners import run_local
-    from toast.search import Search, SearchContext, SearchSettings, quiet_libraries
+    from toast.search import SearchContext, SearchSettings, quiet_libraries
     from toast.search._study import plan_key
-    from toast.spaces import Plan
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -128,12 +154,14 @@ def main() -> int:
         table = json.loads(args.table.read_text())
     plans = list(ctx.space.enumerate())
     t = time.perf_counter()
+    ran = reused = 0
     for i, plan in enumerate(plans):
         key = plan_key(plan)
         if args.table and i % 50 == 0:  # an interrupted bench resumes from the table
             args.table.write_text(json.dumps(table))
         if key not in table:
             r = ctx.evaluate(plan)
+            ran, reused = ran + r["forward_blocks"], reused + r["forward_blocks_reused"]
             table[key] = {
                 "plan": str(plan),
                 "accuracy": r["accuracy"],
@@ -155,7 +183,30 @@ def main() -> int:
         f"{base['accuracy']:.2f} %, useful region: accuracy >= {floor:.2f} %"
     )
     useful = sorted((r for r in table.values() if r["accuracy"] >= floor), key=lambda r: r["gflops"])
-    print(f"exhaustive front in the useful region: {', '.join(_front_text(useful, original))}\n")
+    print(f"exhaustive front in the useful region: {', '.join(_front_text(useful, original))}")
+    if ran + reused:
+        print(f"exhaustive scoring: prefix reuse saved {reused / (ran + reused):.1%} of the kept-block forwards")
+    print()
+    configs = [CONFIGS[int(i)] for i in args.configs.split(",")] if args.configs else list(CONFIGS)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.skip_lookup:
+        _lookup_studies(ctx, settings, table, configs, seeds, original, floor, hv_all, hv_useful, work)
+        print(
+            f"| exhaustive ({len(plans)} plans) | 1 | 1 | 1 | 1 | 1 | 1 | {exhaustive_forwards / 1e6:.2f} | "
+            f"{exhaustive_s:.0f} | – |"
+        )
+    if args.live:
+        variants = [LIVE[int(i)] for i in args.live.split(",")]
+        _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_useful, work)
+    return 0
+
+
+def _lookup_studies(ctx, settings, table, configs, seeds, original, floor, hv_all, hv_useful, work) -> None:
+    """Part 2: each sampler configuration's real study, each plan's scores looked up in the exhaustive table."""
+    from toast.runners import run_local
+    from toast.search import Search
+    from toast.search._study import plan_key
+    from toast.spaces import Plan
 
     # 2. the studies, scores looked up
     class LookupSearch(Search):
@@ -173,8 +224,6 @@ def main() -> int:
     def lookup(plan):
         return dict(table[plan_key(plan)])
 
-    configs = [CONFIGS[int(i)] for i in args.configs.split(",")] if args.configs else list(CONFIGS)
-    seeds = [int(s) for s in args.seeds.split(",")]
     print(
         "| sampler | HV@25 | HV@50 | HV@100 | useful HV@25 | useful HV@50 | useful HV@100 | "
         "forwards@100 (M) | wall@100 s | sampler s |"
@@ -191,6 +240,7 @@ def main() -> int:
                 sampler="random" if config.sampler == "gp" else config.sampler,
                 seed=seed,
                 seeds_per_study=config.seeds,
+                fidelity_fraction=0.0,  # a looked-up plan is scored on the full sets
                 out=work / f"study-{config.sampler}-{config.population}-{config.seeds}-{config.seeding}-{seed}",
             )
             search = LookupSearch(s, space=ctx.space, costs=ctx.costs, evaluate=lookup, stats=ctx.captured.stats)
@@ -217,16 +267,81 @@ def main() -> int:
             f"| {config.name} | {' | '.join(cells)} | {statistics.median(forwards) / 1e6:.2f} | "
             f"{statistics.median(walls):.0f} | {statistics.median(own):.1f} |"
         )
+
+
+def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_useful, work) -> None:
+    """Part 4: the default study run for real in each variant (its own context: the stages and the prefix store
+    are the context's), scored from its fully scored trials."""
+    import numpy as np
+
+    from toast.runners import run_local
+    from toast.search import Search, SearchContext, non_dominated
+
+    front_keys = set()  # the plans on the exhaustive front (accuracy up, GFLOPs down)
+    keys = list(table)
+    values = np.array([[table[k]["accuracy"], table[k]["gflops"]] for k in keys])
+    for i in np.flatnonzero(non_dominated(values, ["maximize", "minimize"])):
+        front_keys.add(keys[i])
     print(
-        f"| exhaustive ({len(plans)} plans) | 1 | 1 | 1 | 1 | 1 | 1 | {exhaustive_forwards / 1e6:.2f} | "
-        f"{exhaustive_s:.0f} | – |"
+        "\n| study (TPE, DP seeds) | HV@25 | HV@50 | HV@100 | useful HV@25 | useful HV@50 | useful HV@100 | "
+        "forward / trial | saved by prefixes | stopped at subset | stopped but on the exhaustive front | wall@100 s |"
     )
-    return 0
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for v in variants:
+        fractions: dict[tuple[str, int], list[float]] = {}
+        work_share, saved, stopped, missed, walls = [], [], [], [], []
+        for seed in seeds:
+            s = replace(
+                settings,
+                seed=seed,
+                fidelity_fraction=v.fidelity_fraction,
+                fidelity_z=v.fidelity_z,
+                prefix_cache_gb=v.prefix_cache_gb,
+                out=work / f"live-{v.fidelity_fraction}-{v.fidelity_z}-{v.prefix_cache_gb}-{seed}",
+            )
+            ctx = SearchContext.build(s, progress=False)
+            if ctx.prefix_store is not None:  # every variant and seed starts from the original's states only
+                for name in [n for n in ctx.prefix_store.sizes if n.endswith("-c")]:
+                    ctx.prefix_store.drop(name)
+            samples = len(ctx.probe_labels) + len(ctx.eval_labels)
+            full_forward = samples * ctx.loaded.num_blocks
+            search = Search(s, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate, stats=ctx.captured.stats)
+            search.prepare()
+            t = time.perf_counter()
+            run_local(search.study, search.objective, n_trials=search.trials_to_run())
+            walls.append(time.perf_counter() - t)
+            records = sorted(search.records(), key=lambda r: r["number"])[: CHECKPOINTS[-1]]
+            for n in CHECKPOINTS:
+                full = [
+                    r
+                    for r in records[:n]
+                    if r["state"] == "COMPLETE" and r.get("scored_on") == "full" and r.get("accuracy") is not None
+                ]
+                pts = [(r["accuracy"], r["gflops"] / original) for r in full]
+                fractions.setdefault(("all", n), []).append(area(pts, 0.0) / hv_all)
+                fractions.setdefault(("useful", n), []).append(area(pts, floor) / hv_useful)
+            ran = [r.get("forward_blocks", 0) for r in records if "duplicate_of" not in r]
+            kept = [r.get("forward_blocks", 0) + r.get("forward_blocks_reused", 0) for r in records]
+            work_share.append(sum(ran) / len(records) / full_forward)
+            saved.append(1 - sum(ran) / max(sum(kept), 1))
+            scored = [r for r in records if r.get("scored_on") and "duplicate_of" not in r]
+            subset = [r for r in scored if r["scored_on"] == "subset"]
+            stopped.append(len(subset) / max(len(scored), 1))
+            missed.append(sum(plan_key_of(r) in front_keys for r in subset))
+        cells = [_cell(fractions[part, n]) for part in ("all", "useful") for n in CHECKPOINTS]
+        print(
+            f"| {v.name} | {' | '.join(cells)} | {_cell(work_share, '.1%')} | {_cell(saved, '.1%')} | "
+            f"{_cell(stopped, '.0%')} | {sum(missed)} | {statistics.median(walls):.0f} |"
+        )
 
 
-def _cell(values: list[float]) -> str:
+def plan_key_of(record: dict) -> str:
+    return json.dumps(record["spans"])
+
+
+def _cell(values: list[float], fmt: str = ".3f") -> str:
     med = statistics.median(values)
-    return f"{med:.3f} ({min(values):.3f}–{max(values):.3f})" if len(values) > 1 else f"{med:.3f}"
+    return f"{med:{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else f"{med:{fmt}}"
 
 
 def _front_text(rows: list[dict], original: float) -> list[str]:

@@ -106,8 +106,8 @@ def main() -> int:
     ridge, adam, t_ridge, t_adam = [], [], [], []
     for plan in plans:
         model = ctx.model_for(plan)
-        train = ctx._outputs(model, ctx.probe_inputs)
-        test = ctx._outputs(model, ctx.eval_inputs)
+        train = ctx.outputs(model, "probe")
+        test = ctx.outputs(model, "eval")
         t = time.perf_counter()
         ridge.append(probe_accuracy(train, ctx.probe_labels, test, ctx.eval_labels, probe="ridge").mean)
         t_ridge.append(time.perf_counter() - t)

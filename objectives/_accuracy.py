@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ._objectives import Display, Objective, Role
@@ -28,6 +29,15 @@ class Accuracy(Objective):
         if head in LOGIT_HEADS:
             return frozenset({"labels", "eval_logits"})
         return frozenset({"labels", "eval_features", "probe_features", "probe"})
+
+    def standard_error(self, value: float, samples: int) -> float | None:
+        """The binomial standard error of a percentage over `samples` test samples, the rate shrunk by one right and
+        one wrong answer (so that 100% on a subset is not certain)."""
+        if samples < 1:
+            return None
+        right = min(max(value / 100, 0.0), 1.0) * samples
+        rate = (right + 1) / (samples + 2)
+        return 100 * math.sqrt(rate * (1 - rate) / samples)
 
     def compute(self, trial: TrialOutputs) -> dict[str, Any]:
         """`{"accuracy": %}`, plus `accuracy_std` over the probe's seeds when there are several."""

@@ -145,6 +145,11 @@ class Objective:
         """The `TrialOutputs` members `compute` reads when the accuracy head is `head` (`"probe"` or `"original"`)."""
         return self.needs
 
+    def standard_error(self, value: float, samples: int) -> float | None:
+        """The standard error of `value` measured on `samples` evaluation samples, or None when it has none (then a
+        multi-fidelity search scores every plan on the full sets: it cannot stop one early with confidence)."""
+        return None
+
     def compute(self, trial: TrialOutputs) -> dict[str, Any]:
         """This objective's fields for the trial's plan: `{name: value, ...}`, a field of `fields` at most once each."""
         raise NotImplementedError(f"objective {self.name!r} does not say how it is computed: implement compute(trial)")

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "exact_hypervolume",
+    "journal_storage",
     "local_ray_address",
     "optuna_search_told",
     "optuna_search_trials",
@@ -56,17 +57,54 @@ def rdb_storage(storage: Any) -> Any | None:
     return backend if isinstance(backend, RDBStorage) else None
 
 
+def journal_storage(storage: Any) -> Any | None:
+    """`storage` where it is Optuna's `JournalStorage`, else None."""
+    from optuna.storages.journal import JournalStorage
+
+    return storage if isinstance(storage, JournalStorage) else None
+
+
+def _journal_user_attrs_at_once(storage: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
+    """Every attr of a trial appended to a `JournalStorage` in one `append_logs` call (one lock, one write, one
+    fsync), one log line per attr as `JournalStorage.set_trial_user_attr` writes it (its replay takes one attr
+    per line). Uses `JournalStorage._thread_lock`, `._backend`, `._replay_result.worker_id`,
+    `._sync_with_backend` and `optuna.storages.journal._storage.JournalOperation.SET_TRIAL_USER_ATTR`."""
+    try:
+        from optuna.storages.journal._storage import JournalOperation
+    except ImportError:
+        return False
+    op = getattr(JournalOperation, "SET_TRIAL_USER_ATTR", None)
+    needed = ("_thread_lock", "_backend", "_replay_result", "_sync_with_backend")
+    if op is None or not all(hasattr(storage, n) for n in needed):
+        return False
+    with storage._thread_lock:
+        worker_id = storage._replay_result.worker_id
+        storage._backend.append_logs(
+            [
+                {"op_code": op, "worker_id": worker_id, "trial_id": trial_id, "user_attr": {k: v}}
+                for k, v in attrs.items()
+            ]
+        )
+        storage._sync_with_backend()
+    return True
+
+
 def set_user_attrs_at_once(storage: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
     """Write every attr of a trial in one transaction (one commit, and one fsync) where `storage` is, or wraps,
-    an `RDBStorage`: True when written. False, with nothing written, for another storage (or an Optuna without
-    these internals): the caller writes them through the public API.
+    an `RDBStorage`, or in one append where it is a `JournalStorage`: True when written. False, with nothing
+    written, for another storage (or an Optuna without these internals): the caller writes them through the
+    public API.
 
     Uses `optuna.storages._rdb.storage._create_scoped_session`, `RDBStorage.scoped_session`,
     `RDBStorage._set_trial_attr_without_commit` and `optuna.storages._rdb.models.TrialUserAttributeModel`,
     as `RDBStorage.set_trial_user_attr` does for one attr.
     """
+    if not attrs:
+        return False
+    if journal_storage(storage) is not None:
+        return _journal_user_attrs_at_once(storage, trial_id, attrs)
     backend = rdb_storage(storage)
-    if backend is None or not attrs:
+    if backend is None:
         return False
     try:
         from optuna.storages._rdb import models

@@ -20,6 +20,7 @@ from ._quiet import quiet_libraries
 from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers, worker_trial
 from ._run import RunResult, run_search
 from ._settings import SearchSettings
+from ._storage import STORAGE_FILES, load_run_study, open_storage, study_file
 from ._study import STUDY_NAME, Budgets, Search, plan_key, resolve_budgets, scored_records, write_trials_csv
 from .capture import (
     ActivationCache,
@@ -56,6 +57,7 @@ __all__ = [
     "DATASET_ALIASES",
     "FAMILIES",
     "MODEL_ALIASES",
+    "STORAGE_FILES",
     "STUDY_NAME",
     "ActivationCache",
     "ArtifactWriter",
@@ -100,12 +102,14 @@ __all__ = [
     "iter_batches",
     "latency_inputs",
     "load_model",
+    "load_run_study",
     "load_split",
     "measure_cost_table",
     "measure_end_to_end",
     "measure_latency_table",
     "non_dominated",
     "non_dominated_sort",
+    "open_storage",
     "plan_key",
     "plot_pareto",
     "preflight",
@@ -118,6 +122,7 @@ __all__ = [
     "samples_used",
     "scored_records",
     "settings_for_workers",
+    "study_file",
     "write_artifact",
     "worker_trial",
     "write_trials_csv",

@@ -8,8 +8,10 @@ extracts features and scores every objective. Local and Ray runners call the sam
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,13 +23,18 @@ from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanSpace
 
 from ._bank import TranslatorBank
+from ._forward import ForwardCount, plan_forward
+from ._prefix import PrefixStore
 from ._prepare import prepare
 from ._settings import SearchSettings, SettingsError
+from ._stages import FULL, MIN_SUBSET, SCORED_ON, SUBSET, fidelity_rows, subset_fields
 from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zero_shot_note
 from .capture import ActivationCache, CapturedActivations, calibrate
 from .capture._calibration import capture_spec
 from .data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
 from .models import CompressedModel, LoadedModel
+
+PREFIX_FORMAT = 1  # the prefix store's layout (`toast.search._prefix`)
 
 
 @dataclass
@@ -52,6 +59,8 @@ class SearchContext:
     calib: LabeledSplit | None = None  # the split the translators were fitted on (`calib_dataset`, else `train`)
     zero_shot: ZeroShotHead | None = None  # `head` zero-shot: CLIP's class embeddings and visual projection
     zero_shot_cost: dict[str, float] | None = None  # the text tower's, paid once per run (not in the plans' costs)
+    groups: dict[str, tuple[tuple[str, np.ndarray], ...]] = field(default_factory=dict)  # the fidelity stages' rows
+    prefix_store: PrefixStore | None = None  # the states of shared prefixes (None: every trial runs all its blocks)
 
     @classmethod
     def build(cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True) -> SearchContext:
@@ -102,6 +111,14 @@ class SearchContext:
         )
         ctx.samples_used = prepared.samples_used
         ctx.calib = calib
+        ctx.groups = {
+            "probe": _groups("probe", len(probe_ids), settings.fidelity_fraction, settings.seed + 3),
+            "eval": _groups("eval", len(eval_ids), settings.fidelity_fraction, settings.seed + 4),
+        }
+        if settings.prefix_cache_gb > 0:
+            ctx.prefix_store = PrefixStore(
+                cache.root / "prefix" / ctx._prefix_key(), int(settings.prefix_cache_gb * 1024**3)
+            )
         if settings.head == "zero-shot":  # the class embeddings, once per run (cached)
             ctx.zero_shot = build_zero_shot_head(loaded, prepared.zero_shot, cache.root)
             ctx.zero_shot_cost = text_tower_cost(loaded, prepared.zero_shot)
@@ -124,6 +141,27 @@ class SearchContext:
                 f"`head` original: the model's head has {n_model} labels but the dataset has {n_data}; use `head` probe"
             )
 
+    def _prefix_key(self) -> str:
+        """Names the prefix store's folder: everything a stored state depends on (the model, the inputs and
+        their batches, the translators' fits)."""
+        s = self.settings
+        doc = {
+            "identity": s.identity(),
+            "capture": self.captured.directory.name,
+            "probe": self.probe_inputs.path.parent.name,
+            "eval": self.eval_inputs.path.parent.name,
+            "batch_size": s.batch_size,
+            "device": str(self.loaded.device),
+            "version": PREFIX_FORMAT,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def staged(self) -> bool:
+        """Whether trials are scored on a subset first (the evaluation subset large enough to tell plans apart)."""
+        first = self.groups.get("eval", ())
+        return len(first) > 1 and len(first[0][1]) >= MIN_SUBSET
+
     def full_evaluation(self) -> SearchContext:
         """This context with the whole test split as evaluation set (itself when it already is)."""
         ids = tuple(range(len(self.test)))
@@ -134,7 +172,16 @@ class SearchContext:
             ActivationCache(s.cache_dir).root, self.test, ids, self.loaded.processor, s.batch_size, progress=s.progress
         )
         labels = self.test.labels if _needs_labels(s) else np.zeros(len(ids), dtype=int)
-        full = replace(self, eval_inputs=inputs, eval_labels=labels, original_eval_features=None, baseline={})
+        groups = {**self.groups, "eval": (("eval-all", np.arange(len(ids))),)}  # every test sample, one stage
+        full = replace(
+            self,
+            eval_inputs=inputs,
+            eval_labels=labels,
+            original_eval_features=None,
+            baseline={},
+            groups=groups,
+            prefix_store=None,
+        )
         full.baseline = full.evaluate(Plan((), self.loaded.num_blocks))
         return full
 
@@ -144,38 +191,85 @@ class SearchContext:
 
     @torch.inference_mode()
     def _outputs(
-        self, model: CompressedModel, inputs: PreprocessedInputs, logits: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Pooled features of every input (and, with `logits`, the head's outputs from the same pass)."""
-        device = self.loaded.device
-        feats, outs, positions = [], [], []
-        for rows, batch in inputs.length_batches():  # texts by length: little padding
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if logits:
-                f, y = model.features_and_outputs(batch)
-                if self.zero_shot is not None:  # CLIP's zero-shot classes in place of the tower's own output
-                    y = self.zero_shot.logits(f)
-                outs.append(y.float().cpu().numpy())
-            else:
-                f = model.features(batch)
-            feats.append(f.float().cpu().numpy())
-            positions.append(rows)
-        order = np.argsort(np.concatenate(positions), kind="stable")  # back to the inputs' stored order
-        if logits:
-            return np.concatenate(feats)[order], np.concatenate(outs)[order]
-        return np.concatenate(feats)[order]
+        self, model: CompressedModel, which: str, group: tuple[str, np.ndarray], logits: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ForwardCount]:
+        """The pooled features of one input group (`which` probe or eval; and, with `logits`, the head's outputs
+        from the same pass), their row positions, and the block forwards spent."""
+        inputs = self.probe_inputs if which == "probe" else self.eval_inputs
 
-    def evaluate(self, plan: Plan, *, probe: str | None = None) -> dict[str, Any]:
-        """Score `plan` on every objective; timings split into fit, forward, probe and overhead."""
+        def outputs(h: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+            f = model.pooled(h, mask)
+            if not logits:
+                return (f,)
+            y = self.zero_shot.logits(f) if self.zero_shot is not None else model.tail(h, mask)
+            return f, y  # CLIP's zero-shot classes in place of the tower's own output
+
+        name, rows = group
+        positions, results, count = plan_forward(
+            model, inputs, rows, name, self.prefix_store, device=self.loaded.device, outputs=outputs
+        )
+        feats = np.concatenate([r[0] for r in results])
+        outs = np.concatenate([r[1] for r in results]) if logits else None
+        return positions, feats, outs, count
+
+    def outputs(
+        self, model: CompressedModel, which: str = "eval", *, logits: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The pooled features of every probe or evaluation input (`which`), in the stored order, and with `logits`
+        the head's outputs from the same pass."""
+        n = len(self.probe_labels if which == "probe" else self.eval_labels)
+        positions, feats, outs, _ = self._outputs(model, which, (f"{which}-all", np.arange(n)), logits=logits)
+        order = np.argsort(positions, kind="stable")
+        return (feats[order], outs[order]) if logits else feats[order]
+
+    def evaluate(
+        self,
+        plan: Plan,
+        *,
+        probe: str | None = None,
+        promote: Callable[[dict, int], Any] | None = None,
+        subset_scores: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Score `plan` on every objective; timings split into fit, forward, probe and overhead.
+
+        With `promote` (and a subset stage): scored on the subset first; `promote(subset scores, evaluation
+        samples)` returns what stops it there (a dominating trial's number), else None, and the plan is scored on
+        the full sets reusing the subset's forward. Without it: on the full sets. `subset_scores`: the subset stage's
+        scores from before (an interrupted trial's), not computed again: the plan goes on to the full sets."""
         start = time.perf_counter()
         t = time.perf_counter()
         model = self.model_for(plan)
         fit_s = time.perf_counter() - t
-        outputs = PlanOutputs(self, plan, model, probe=probe or "ridge")
-        result = compute_objectives(outputs, get_objectives(self.settings.objectives))
-        forward_s, probe_s = outputs.seconds.get("forward", 0.0), outputs.seconds.get("probe", 0.0)
+        objectives = get_objectives(self.settings.objectives)
+        done: dict[str, Any] = {}  # one trial's group outputs, shared by its stages
+        stages = []
+        result: dict[str, Any] = {}
+        if subset_scores is not None and self.staged:
+            result.update(subset_scores)
+        elif promote is not None and self.staged:
+            subset = PlanOutputs(self, plan, model, probe=probe or "ridge", stage=SUBSET, done=done)
+            sub = compute_objectives(subset, objectives)
+            stages.append(subset)
+            n_sub = len(self.groups["eval"][0][1])
+            result.update(subset_fields(sub, objectives, n_sub))
+            stopped = promote(sub, n_sub)
+            if stopped is not None:
+                result.update(sub, dominated_by=stopped)
+                result[SCORED_ON] = SUBSET
+        if SCORED_ON not in result:
+            full = PlanOutputs(self, plan, model, probe=probe or "ridge", stage=FULL, done=done)
+            result.update(compute_objectives(full, objectives))
+            result[SCORED_ON] = FULL
+            stages.append(full)
+        count = ForwardCount()
+        for stage in stages:
+            count.add(stage.count)
+        forward_s = sum(o.seconds.get("forward", 0.0) for o in stages)
+        probe_s = sum(o.seconds.get("probe", 0.0) for o in stages)
         total = time.perf_counter() - start
         result.update(
+            forward_blocks=count.run,
+            forward_blocks_reused=count.reused,
             seconds=total,
             seconds_fit=fit_s,
             seconds_forward=forward_s,
@@ -215,21 +309,42 @@ def _needs_labels(settings: SearchSettings) -> bool:
 
 
 class PlanOutputs(TrialOutputs):
-    """One plan's outputs on the context's inputs, for the objectives: each model pass run on first use, the
-    evaluation features and logits in one pass when both are expected."""
+    """One plan's outputs on the context's inputs at one fidelity (`stage` subset: the first group of rows; full:
+    all), for the objectives: each model pass run on first use, the evaluation features and logits in one pass
+    when both are expected; a group's outputs kept in `done` for the trial's next stage."""
 
-    def __init__(self, ctx: SearchContext, plan: Plan, model: CompressedModel, *, probe: str) -> None:
+    def __init__(
+        self, ctx: SearchContext, plan: Plan, model: CompressedModel, *, probe: str, stage: str = FULL, done=None
+    ) -> None:
         super().__init__(plan=plan, cost=ctx.costs.cost(plan), head=ctx.settings.head, probe=probe)
         self._ctx = ctx
         self._model = model
+        self._stage = stage
+        self._done = {} if done is None else done
+        self.count = ForwardCount()
+
+    def _groups(self, which: str) -> tuple[tuple[str, np.ndarray], ...]:
+        groups = self._ctx.groups.get(which) or ((which, np.arange(len(self._all_labels(which)))),)
+        return groups[:1] if self._stage == SUBSET else groups
+
+    def _all_labels(self, which: str) -> np.ndarray:
+        return self._ctx.probe_labels if which == "probe" else self._ctx.eval_labels
+
+    def _rows(self, which: str) -> np.ndarray | None:
+        """The positions this stage scores (None: all, in the stored order)."""
+        return self._groups(which)[0][1] if self._stage == SUBSET else None
+
+    def _labels(self, which: str) -> np.ndarray:
+        rows, labels = self._rows(which), self._all_labels(which)
+        return labels if rows is None else labels[rows]
 
     @property
     def eval_labels(self) -> np.ndarray:
-        return self._ctx.eval_labels
+        return self._labels("eval")
 
     @property
     def probe_labels(self) -> np.ndarray:
-        return self._ctx.probe_labels
+        return self._labels("probe")
 
     @property
     def has_labels(self) -> bool:
@@ -240,18 +355,36 @@ class PlanOutputs(TrialOutputs):
         """The original model's evaluation features: the empty plan's own, for the baseline evaluated first."""
         if self._ctx.original_eval_features is None and not self.plan.spans:
             return self.eval_features
-        return self._ctx.original_eval_features
+        rows = self._rows("eval")
+        original = self._ctx.original_eval_features
+        return original if rows is None or original is None else original[rows]
+
+    def _gather(self, which: str, logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """This stage's outputs of `which` (probe or eval), in row order: each group run once per trial."""
+        ctx = self._ctx
+        positions, feats, outs = [], [], []
+        for group in self._groups(which):
+            got = self._done.get(group[0])
+            if got is None or (logits and got[2] is None):
+                pos, f, y, count = ctx._outputs(self._model, which, group, logits=logits)
+                got = self._done[group[0]] = (pos, f, y)
+                self.count.add(count)
+            positions.append(got[0])
+            feats.append(got[1])
+            outs.append(got[2])
+        order = np.argsort(np.concatenate(positions), kind="stable")  # back to the inputs' stored order
+        return np.concatenate(feats)[order], np.concatenate(outs)[order] if logits else None
 
     def _compute(self, name: str) -> Mapping[str, np.ndarray]:
         ctx = self._ctx
         if name == "probe_features":
-            return {name: ctx._outputs(self._model, ctx.probe_inputs)}
+            return {name: self._gather("probe", False)[0]}
         if name == "eval_logits" or "eval_logits" in self.expected:
-            features, logits = ctx._outputs(self._model, ctx.eval_inputs, logits=True)
+            features, logits = self._gather("eval", True)
             out = {"eval_features": features, "eval_logits": logits}
         else:
-            out = {"eval_features": ctx._outputs(self._model, ctx.eval_inputs)}
-        if ctx.original_eval_features is None and not self.plan.spans:
+            out = {"eval_features": self._gather("eval", False)[0]}
+        if ctx.original_eval_features is None and not self.plan.spans and self._stage == FULL:
             ctx.original_eval_features = out["eval_features"]
         return out
 
@@ -261,3 +394,11 @@ class PlanOutputs(TrialOutputs):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.inference_mode():
             return measure_latency(lambda: self._model(**batch), warmup=warmup, repeats=repeats, device=device)
+
+
+def _groups(which: str, n: int, fraction: float, seed: int) -> tuple[tuple[str, np.ndarray], ...]:
+    """The rows of each fidelity stage of `n` inputs: the subset and the rest, or all of them in one group."""
+    split = fidelity_rows(n, fraction, seed)
+    if split is None:
+        return ((f"{which}-all", np.arange(n)),)
+    return (f"{which}-subset", split[0]), (f"{which}-rest", split[1])

@@ -1,7 +1,7 @@
 """Checks of a run's paths and stored state, made before any model is loaded or anything is written.
 
-A bad `--out` or `--cache-dir`, a `study.db` that is not a study, or a run directory made with other
-settings is found here, in a second, and nothing on disk is touched.
+A bad `--out` or `--cache-dir`, a `study.journal` or `study.db` that is not a study, or a run directory made
+with other settings is found here, in a second, and nothing on disk is touched.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._errors import CacheError
 from ._settings import SearchSettings, SettingsError
+from ._storage import study_file
 
 __all__ = ["check_cache_dir", "check_run_directory", "check_writable_dir"]
 
@@ -46,8 +47,11 @@ def check_cache_dir(root: Path) -> None:
 
 
 def check_study(path: Path) -> None:
-    """`study.db`, when present, is an Optuna study (opened read-only: a damaged file is left as it is)."""
+    """`study.db` or `study.journal`, when present, is an Optuna study (read only: a damaged file is left as it is)."""
     if not path.is_file() or path.stat().st_size == 0:
+        return
+    if path.suffix == ".journal":
+        check_journal(path)
         return
     problem = None
     try:
@@ -64,11 +68,37 @@ def check_study(path: Path) -> None:
         )
 
 
+def check_journal(path: Path) -> None:
+    """`study.journal` is an Optuna journal holding a study: every line a complete journal entry, replayed as
+    Optuna would on resume (reading only: Optuna's file backend writes nothing to an existing file until asked)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    problem = None
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        if f.read(1) != b"\n":
+            problem = "its last line is cut short (a write that did not finish)"
+    if problem is None:
+        try:
+            if not JournalStorage(JournalFileBackend(str(path))).get_all_studies():
+                problem = "it holds no Optuna study"
+        except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:  # bad JSON, a missing field
+            why = " ".join(str(exc).split())[:200]
+            problem = f"a line unreadable as an Optuna journal entry: {type(exc).__name__}: {why}"
+    if problem:
+        raise SettingsError(
+            f"{path} is not an Optuna study journal ({problem}); nothing was changed: use another `out`, or move "
+            "the file away"
+        )
+
+
 def check_run_directory(settings: SearchSettings) -> None:
     """`--out` can hold a run, and resuming it would not mix runs: refuse a run directory made with settings
     that change what a trial computes (model, data, space, samples, seed, dtypes …)."""
     check_writable_dir(settings.out, "run directory (`out`)")
-    check_study(settings.out / "study.db")
+    found = study_file(settings.out)
+    if found is not None:
+        check_study(found)
     path = settings.out / "settings.json"
     if not path.is_file():
         return

@@ -20,7 +20,7 @@ from ._context import SearchContext
 from ._errors import CacheError
 from ._quiet import quiet_libraries
 from ._settings import SearchSettings
-from ._study import Search
+from ._study import Search, promote_rule
 
 __all__ = ["SearchTrialFactory", "define_for_ray", "settings_for_workers", "worker_trial"]
 
@@ -28,7 +28,8 @@ __all__ = ["SearchTrialFactory", "define_for_ray", "settings_for_workers", "work
 def define_for_ray(search: Search, trial) -> dict[str, Any]:
     """The driver side of a Ray trial: the plan (and any scores known without scoring it) for the worker."""
     plan, known = search.define(trial)
-    return {"spans": json.dumps(plan.to_json()), "known": "" if known is None else json.dumps(known)}
+    front = json.dumps(search.front()) if search.staged and known is None else ""  # what the subset stage is held to
+    return {"spans": json.dumps(plan.to_json()), "known": "" if known is None else json.dumps(known), "front": front}
 
 
 def settings_for_workers(settings: SearchSettings) -> SearchSettings:
@@ -81,7 +82,12 @@ class SearchTrialFactory:
             if config["known"]:
                 metrics = json.loads(config["known"])
             else:
-                metrics = dict(ctx.evaluate(Plan.of(json.loads(config["spans"]), ctx.loaded.num_blocks)), scored=True)
+                plan = Plan.of(json.loads(config["spans"]), ctx.loaded.num_blocks)
+                front = config.get("front")
+                options = (
+                    {"promote": promote_rule(json.loads(front), objectives, self.settings.fidelity_z)} if front else {}
+                )
+                metrics = dict(ctx.evaluate(plan, **options), scored=True)
             return {o.name: Search._value(o, metrics) for o in objectives}, {
                 **metrics,
                 "ray_worker_cache_hit": cache_hit,

@@ -46,6 +46,8 @@ IDENTITY_KEYS = (
     "prompts",
     "calib_dataset",
     "calib_split",
+    "fidelity_fraction",  # which plans reach the full sets: a study mixing two rules would not be one search
+    "fidelity_z",
 )
 
 
@@ -99,6 +101,9 @@ class SearchSettings:
     max_failures: int | None = None  # retries of a trial whose Ray worker died; None: 2
     progress: bool = True
     seeds_per_study: int = 10
+    fidelity_fraction: float = 0.25  # each plan scored first on this share of the probe and evaluation samples
+    fidelity_z: float = 2.0  # ... and stopped there when a fully scored plan beats it by this many standard errors
+    prefix_cache_gb: float = 4.0  # disk for the states of shared prefixes (0: every trial runs its whole forward)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,6 +146,14 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 problems.append(f"`{name}` must be positive, got {value}")
+        if not 0 <= self.fidelity_fraction <= 1:
+            problems.append(
+                f"`fidelity_fraction` must be in [0, 1] (0 or 1: no subset stage), got {self.fidelity_fraction}"
+            )
+        if self.fidelity_z < 0:
+            problems.append(f"`fidelity_z` must be >= 0, got {self.fidelity_z}")
+        if self.prefix_cache_gb < 0:
+            problems.append(f"`prefix_cache_gb` must be >= 0 (0: no prefix reuse), got {self.prefix_cache_gb}")
         if self.budget_fraction is not None and self.budget_gflops is not None:
             problems.append("give `budget_gflops` or `budget_fraction`, not both")
         if self.max_removed is not None and self.max_removed < 0:
@@ -208,7 +221,7 @@ class SearchSettings:
         """The identity fields' defaults: what a `settings.json` written before a field existed meant."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         out = {k: _plain(fields[k].default) for k in IDENTITY_KEYS if fields[k].default is not dataclasses.MISSING}
-        return {**out, CLASS_NAMES_DIGEST: None}
+        return {**out, **BEFORE_FIELDS, CLASS_NAMES_DIGEST: None}
 
     def to_json(self) -> dict:
         return {k: _plain(v) for k, v in asdict(self).items()}
@@ -222,6 +235,8 @@ class SearchSettings:
         path.write_text(json.dumps(doc, indent=2))
 
 
+#: What a run made before an identity field existed did, where that differs from the field's default.
+BEFORE_FIELDS = {"fidelity_fraction": 0.0}  # every plan scored on the full sets
 CLASS_NAMES_DIGEST = "class_names_sha256"  # in `identity()` and settings.json: editing the file is another run
 
 

@@ -22,6 +22,7 @@ from toast.runners import trial_id
 from toast.spaces import Plan, PlanSpace, front_seed_plans, rank_spans, seed_plans, translator_class
 
 from ._settings import SearchSettings, SettingsError
+from ._stages import FULL, SCORED_ON, SUBSET_SAMPLES, dominating_trial, front_snapshot, subset_fields
 
 STUDY_NAME = "toast-search"
 FAR_OVER_BUDGET = 1.25  # plans costing more than this × a budget are not scored
@@ -113,10 +114,16 @@ def plan_key(plan: Plan) -> str:
 
 
 class Search:
-    """An Optuna study whose trials are plans scored by `evaluate(plan) -> dict`."""
+    """An Optuna study whose trials are plans scored by `evaluate(plan) -> dict`.
 
-    def __init__(self, settings: SearchSettings, *, space: PlanSpace, costs: CostTable, evaluate, stats=None) -> None:
+    `storage`: the Optuna storage to keep the study in (default: the run directory's, `open_storage(settings.out)`)."""
+
+    def __init__(
+        self, settings: SearchSettings, *, space: PlanSpace, costs: CostTable, evaluate, stats=None, storage=None
+    ) -> None:
         import optuna
+
+        from ._storage import open_storage
 
         self.settings = settings
         self.space = space
@@ -126,7 +133,7 @@ class Search:
         self.objectives = get_objectives(settings.objectives)
         self.budgets, self.notes = resolve_budgets(settings, costs, space)
         settings.out.mkdir(parents=True, exist_ok=True)
-        self.storage = optuna.storages.RDBStorage(f"sqlite:///{(settings.out / 'study.db').resolve()}")
+        self.storage = storage if storage is not None else open_storage(settings.out)
         self.study = optuna.create_study(
             study_name=STUDY_NAME,
             storage=self.storage,
@@ -140,6 +147,14 @@ class Search:
         self._done: dict[str, Any] = {}
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             self._done.setdefault(json.dumps(t.user_attrs.get("spans")), t)
+        self._front: list[dict[str, Any]] = front_snapshot(
+            (dict(t.user_attrs, number=t.number) for t in self._done.values()), self.objectives
+        )  # the fully scored trials a plan's subset scores are compared with (`toast.search._stages`)
+        self._partial: dict[str, dict[str, Any]] = {}  # subset scores of trials interrupted before the full sets
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if SUBSET_SAMPLES in t.user_attrs and SCORED_ON not in t.user_attrs:
+                fields = {k: v for k, v in t.user_attrs.items() if k.startswith("subset_")}
+                self._partial.setdefault(json.dumps(t.user_attrs.get("spans")), fields)
 
     def _name_metrics(self) -> None:
         """Name the study's values after the objectives (trials.csv's names), so optuna-dashboard and
@@ -204,14 +219,40 @@ class Search:
 
     def _objective(self, trial) -> list[float]:
         plan, metrics = self.define(trial)
-        if metrics is None:
-            metrics = dict(self.evaluate(plan), scored=True)
         from toast.runners import set_user_attrs
 
+        if metrics is None:
+            options = self.stage_options(self.front())
+            if options:
+                rule, tid = options["promote"], trial_id(trial)
+
+                def promote(scores: dict[str, Any], samples: int) -> Any:
+                    # kept with the trial: a resumed study does not score this plan on the subset again
+                    set_user_attrs(self.storage, tid, subset_fields(scores, self.objectives, samples))
+                    return rule(scores, samples)
+
+                options["promote"] = promote
+                if plan_key(plan) in self._partial:  # interrupted after its subset stage: that stage is not rerun
+                    options["subset_scores"] = self._partial[plan_key(plan)]
+            metrics = dict(self.evaluate(plan, **options), scored=True)
+
         set_user_attrs(self.storage, trial_id(trial), metrics)  # one commit, not one per metric
-        if "duplicate_of" not in metrics and metrics.get("scored", True):
-            self._done[plan_key(plan)] = self.storage.get_trial(trial_id(trial))
+        self.remember(self.study, self.storage.get_trial(trial_id(trial)))
         return self.values(metrics)
+
+    # ---- multi-fidelity ------------------------------------------------------------------------
+    @property
+    def staged(self) -> bool:
+        """Whether plans are scored on a subset of the samples first (`fidelity_fraction` strictly inside 0…1)."""
+        return 0 < self.settings.fidelity_fraction < 1
+
+    def front(self) -> list[dict[str, Any]]:
+        """The fully scored trials so far, as the multi-fidelity rule reads them (sent to a Ray worker as is)."""
+        return list(self._front)
+
+    def stage_options(self, front: list[dict[str, Any]]) -> dict[str, Any]:
+        """`evaluate`'s keyword arguments: the rule that stops a plan at the subset (none without a subset stage)."""
+        return {"promote": promote_rule(front, self.objectives, self.settings.fidelity_z)} if self.staged else {}
 
     def define(self, trial) -> tuple[Plan, dict[str, Any] | None]:
         """The ask side of a trial (shared by the local and Ray runners): decode the plan, set its
@@ -247,13 +288,17 @@ class Search:
         return [self._value(o, metrics) for o in self.objectives]
 
     def remember(self, study, trial) -> None:
-        """After a trial scored elsewhere (a Ray worker) finishes: identical plans reuse its scores from now on."""
+        """After a trial finishes (here or on a Ray worker): identical plans reuse its scores from now on, and a
+        fully scored one joins the trials the multi-fidelity rule compares with."""
         if (
-            trial.state.name == "COMPLETE"
+            trial.state.name in ("COMPLETE", "RUNNING")  # RUNNING: this process's trial, before Optuna closes it
             and trial.user_attrs.get("scored", True)
             and "duplicate_of" not in trial.user_attrs
         ):
-            self._done.setdefault(json.dumps(trial.user_attrs.get("spans")), trial)
+            key = json.dumps(trial.user_attrs.get("spans"))
+            if key not in self._done:
+                self._done[key] = trial
+                self._front.extend(front_snapshot([dict(trial.user_attrs, number=trial.number)], self.objectives))
 
     @staticmethod
     def _value(objective, metrics: dict) -> float:
@@ -323,8 +368,16 @@ class Search:
                 r["failure"] = t.system_attrs.get("fail_reason", "failed")
             if not r.get("scored", True):
                 r["state"] = "COMPLETE"
+            elif t.state.name == "COMPLETE":
+                r.setdefault(SCORED_ON, FULL)  # a trial from before multi-fidelity: scored on the full sets
             out.append(r)
         return out
+
+
+def promote_rule(front: list[dict[str, Any]], objectives, z: float):
+    """`evaluate`'s `promote`: the number of a fully scored trial in `front` that dominates a plan's subset scores
+    with confidence (the plan stops there), else None (it goes on to the full sets)."""
+    return lambda metrics, samples: dominating_trial(metrics, samples, front, objectives, z)
 
 
 def trial_columns() -> list[str]:
@@ -337,7 +390,11 @@ def trial_columns() -> list[str]:
         *(c for o in OBJECTIVES.values() for c in o.columns),
         "feasible",
         "scored",
+        "scored_on",
+        "dominated_by",
         "duplicate_of",
+        "forward_blocks",
+        "forward_blocks_reused",
         "seconds",
         "seconds_fit",
         "seconds_forward",
@@ -372,6 +429,8 @@ def scored_records(records: list[dict[str, Any]], objectives) -> list[dict[str, 
     seen, out = set(), []
     for r in records:
         if r["state"] != "COMPLETE" or not r.get("scored", True) or "duplicate_of" in r:
+            continue
+        if r.get(SCORED_ON, FULL) != FULL:  # scored on the subset only: never on the front
             continue
         # an objective that is undefined for this plan (the reason is in the record) ranks as the worst value
         r = {**r, **{o.name: o.worst_value for o in objectives if r.get(undefined_key(o.name))}}

@@ -121,6 +121,27 @@ def build_search_parser() -> argparse.ArgumentParser:
         help="fit each span on the original model's states, or (sequential) each span after a plan's first on the "
         "states the compressed model produces at its source, its earlier spans fitted first (default: independent)",
     )
+    p.add_argument(
+        "--fidelity-fraction",
+        type=float,
+        default=0.25,
+        help="score each plan first on this share of the probe and evaluation samples, and on all of them only when "
+        "no fully scored plan beats it there with confidence; 0 or 1: every plan on all samples (default: 0.25)",
+    )
+    p.add_argument(
+        "--fidelity-z",
+        type=float,
+        default=2.0,
+        help="how many standard errors of the difference a fully scored plan must beat a plan's subset score by to "
+        "stop it at the subset (default: 2.0)",
+    )
+    p.add_argument(
+        "--prefix-cache-gb",
+        type=float,
+        default=4.0,
+        help="disk (GB, in the cache dir) for the hidden states of prefixes plans share, so a trial starts at its "
+        "first span; 0: every trial runs all its blocks (default: 4.0)",
+    )
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
     p.add_argument(
@@ -338,6 +359,9 @@ def settings_from(args: argparse.Namespace):
         dtype=args.dtype,
         activation_dtype=args.activation_dtype,
         refit=args.refit,
+        fidelity_fraction=args.fidelity_fraction,
+        fidelity_z=args.fidelity_z,
+        prefix_cache_gb=args.prefix_cache_gb,
         cache_dir=args.cache_dir,
         batch_size=args.batch_size,
         runner=args.runner,
@@ -366,6 +390,7 @@ def dry_run(settings) -> int:
     from toast.runners import check_runner
 
     from ._prepare import prepare
+    from ._storage import study_file
     from ._study import resolve_budgets
 
     check_runner(settings.runner, settings.ray_address)
@@ -373,7 +398,7 @@ def dry_run(settings) -> int:
     objectives = get_objectives(settings.objectives)
     loaded, train, space, costs = prepared.loaded, prepared.train, prepared.space, prepared.costs
     _, notes = resolve_budgets(settings, costs, space)
-    resumed = (settings.out / "study.db").exists()
+    resumed = study_file(settings.out) is not None
     print(
         f"model      {loaded.model_id} ({loaded.family.name}, {loaded.num_blocks} blocks, width {loaded.hidden_size})"
     )

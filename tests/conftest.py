@@ -89,3 +89,27 @@ def image_dataset_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "colours"
     datasets.DatasetDict({"train": make(40), "test": make(20)}).save_to_disk(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def graded_dataset_dir(tmp_path_factory) -> Path:
+    """Three classes told apart by a faint dominant colour in strong noise: the original model scores
+    about 90 % and compressed plans spread between chance and that, so fronts are not degenerate."""
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> datasets.Dataset:
+        labels = rng.integers(0, 3, n)
+        images = []
+        for y in labels:
+            arr = rng.integers(0, 200, (16, 16, 3)).astype(np.int32)
+            arr[:, :, y] += 10
+            images.append(Image.fromarray(arr.astype(np.uint8)))
+        feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
+        return datasets.Dataset.from_dict({"img": images, "label": labels.tolist()}, features=feats)
+
+    path = tmp_path_factory.mktemp("graded") / "colours"
+    datasets.DatasetDict({"train": make(60), "test": make(40)}).save_to_disk(str(path))
+    return path

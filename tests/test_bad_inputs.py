@@ -169,6 +169,15 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
     with sqlite3.connect(other_db / "study.db") as db:
         db.execute("CREATE TABLE notes (text TEXT)")
     db.close()
+    corrupt_journal = root / "corrupt-journal"
+    corrupt_journal.mkdir()
+    (corrupt_journal / "study.journal").write_bytes(b"this is not a journal\n" * 100)
+    other_journal = root / "other-journal"
+    other_journal.mkdir()
+    (other_journal / "study.journal").write_text('{"note": "JSON lines, but not an Optuna journal"}\n')
+    cut_journal = root / "cut-journal"  # the good run's journal, its last write cut short
+    cut_journal.mkdir()
+    (cut_journal / "study.journal").write_bytes((good_run / "study.journal").read_bytes()[:-7])
     other_family = root / "gpt2"
     transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(other_family)
     bad_settings = root / "bad-settings"
@@ -182,6 +191,9 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
         "a_file": a_file,
         "corrupt_study": corrupt_study,
         "other_db": other_db,
+        "corrupt_journal": corrupt_journal,
+        "other_journal": other_journal,
+        "cut_journal": cut_journal,
         "other_family": other_family,
         "bad_settings": bad_settings,
         "broken": _broken_copies(tiny_dirs["vit"], root),
@@ -284,6 +296,15 @@ def cases(w: dict) -> dict[str, Case]:
         ),
         "study.db of something else": Case(
             run(w["other_db"]), "not an Optuna study", in_process=True, untouched=(w["other_db"],)
+        ),
+        "corrupt study.journal": Case(
+            run(w["corrupt_journal"]), "not an Optuna study journal", in_process=True, untouched=(w["corrupt_journal"],)
+        ),
+        "study.journal of something else": Case(
+            run(w["other_journal"]), "not an Optuna study journal", in_process=True, untouched=(w["other_journal"],)
+        ),
+        "study.journal cut short": Case(
+            run(w["cut_journal"]), "cut short", in_process=True, untouched=(w["cut_journal"],)
         ),
         "unreadable settings.json": Case(
             run(w["bad_settings"]), "unreadable", in_process=True, untouched=(w["bad_settings"],)

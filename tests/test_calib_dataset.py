@@ -126,11 +126,11 @@ def test_search_records_both_datasets_and_refuses_another_on_resume(
     assert front["calibration"]["split"] == "train" and front["calibration"]["samples"] == 16
     assert front["calibration"]["same_as_probe_data"] is False
     # resuming with the translators fitted on other data would mix two runs
-    before = (out / "study.db").read_bytes()
+    before = (out / "study.journal").read_bytes()
     code, _, err = run_main([*args, "--trials", "6"])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "calib_dataset" in err and "belongs to another run" in err
-    assert (out / "study.db").read_bytes() == before
+    assert (out / "study.journal").read_bytes() == before
     code, _, err = run_main([*args, "--trials", "6", "--calib-dataset", str(inverted_dir)])  # the same: resumed
     assert code == 0, err
 

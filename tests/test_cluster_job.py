@@ -198,7 +198,9 @@ def test_readme_cluster_job_front_equals_local_front(tiny_dirs, image_dataset_di
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{job_out / 'study.db'}"
+    from toast.search import open_storage
+
+    storage = open_storage(job_out)  # the run's study file (a journal), written by the driver on the cluster
     (name,) = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).trials
     assert trials and all(t.state.name == "COMPLETE" and "ray_node" in t.user_attrs for t in trials)

@@ -95,6 +95,34 @@ def test_user_attrs_in_one_transaction(study, unwrapped):
     assert got[0] == {**attrs, "accuracy": 92.0} and got[1] == attrs
 
 
+def test_journal_user_attrs_in_one_append(tmp_path, monkeypatch):
+    """`JournalStorage._backend.append_logs`, `._replay_result.worker_id`, `._thread_lock`, `._sync_with_backend` and
+    `JournalOperation.SET_TRIAL_USER_ATTR`: every attr in one append (one lock, one fsync), read back as the public
+    API writes them, by this process and by a fresh storage on the file."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = str(tmp_path / "s.journal")
+    storage = JournalStorage(JournalFileBackend(path))
+    assert (
+        compat.journal_storage(storage) is storage and compat.journal_storage(optuna.storages.InMemoryStorage()) is None
+    )
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
+    assert compat.study_storage(study) is storage  # not wrapped in a cache, as an RDB storage is
+    a, b = study.ask(), study.ask()
+    attrs = {"accuracy": 91.5, "spans": [[0, 2, "linear"]], "feasible": True, "seconds": 0.25}
+    appends = []
+    real = storage._backend.append_logs
+    monkeypatch.setattr(storage._backend, "append_logs", lambda logs: (appends.append(len(logs)), real(logs)))
+    assert compat.set_user_attrs_at_once(storage, compat.trial_id(a), attrs) is True
+    assert appends == [len(attrs)]
+    for k, v in attrs.items():
+        b.set_user_attr(k, v)
+    compat.set_user_attrs_at_once(storage, compat.trial_id(a), {"accuracy": 92.0})  # overwrites, like set_user_attr
+    for reader in (storage, JournalStorage(JournalFileBackend(path))):
+        got = {t.number: t.user_attrs for t in optuna.load_study(study_name="s", storage=reader).trials}
+        assert got[0] == {**attrs, "accuracy": 92.0} and got[1] == attrs
+
+
 def test_user_attrs_at_once_declines_other_storages():
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage)

@@ -54,3 +54,22 @@ def test_images_keep_the_stored_order(tiny_dirs, image_dataset_dir, tmp_path):
     inputs = PreprocessedInputs.get_or_build(tmp_path, split, list(range(10)), loaded.processor, 4)
     rows = [r.tolist() for r, _ in inputs.length_batches()]
     assert rows == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_subset_of_rows_reads_those_rows_only(tiny_dirs, image_dataset_dir, tmp_path):
+    from toast.search import load_split
+
+    subset = np.array([7, 1, 4, 9, 2])
+    for name, split in (("bert", text_split()), ("vit", load_split(str(image_dataset_dir), "train"))):
+        loaded = load_model(str(tiny_dirs[name]))
+        inputs = PreprocessedInputs.get_or_build(tmp_path / name, split, list(range(12)), loaded.processor, 2)
+        stored = inputs.as_tensors()
+        got = list(inputs.length_batches(rows=subset))
+        assert sorted(np.concatenate([r for r, _ in got]).tolist()) == sorted(subset.tolist())
+        for r, batch in got:
+            for key, value in batch.items():
+                width = value.shape[1] if name == "bert" else None
+                want = stored[key][torch.from_numpy(r)]
+                assert torch.equal(value, want[:, :width] if width else want), (name, key)
+        masks = list(inputs.length_batches(rows=subset, names=("attention_mask",)))
+        assert all(set(b) == ({"attention_mask"} if name == "bert" else set()) for _, b in masks)

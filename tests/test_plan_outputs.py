@@ -8,6 +8,8 @@ import numpy as np
 
 from toast.objectives import Cost, CostTable, compute_objectives, get_objectives
 from toast.search import PlanOutputs
+from toast.search._forward import ForwardCount
+from toast.search._stages import FULL, SUBSET
 from toast.spaces import Plan
 
 L = 4
@@ -30,11 +32,13 @@ class FakeContext:
         self.eval_inputs, self.probe_inputs = "eval", "probe"
         self.original_eval_features = None
         self.passes: list[tuple[str, bool]] = []
+        self.groups: dict = {}  # one stage: every row
 
-    def _outputs(self, model, inputs, logits=False):
-        self.passes.append((inputs, logits))
-        features = self.features[inputs]
-        return (features, features[:, :3]) if logits else features
+    def _outputs(self, model, which, group, logits=False):
+        name, rows = group
+        self.passes.append((which, logits) if name == which else (name, logits))
+        features = self.features[which][rows]
+        return rows, features, features[:, :3] if logits else None, ForwardCount(run=len(rows))
 
 
 def score(ctx: FakeContext, plan: Plan) -> dict:
@@ -55,10 +59,11 @@ def test_a_probe_reads_both_feature_sets_once_and_the_baseline_keeps_its_feature
     ctx = FakeContext(("accuracy", "gflops"))
     score(ctx, Plan((), L))
     assert ctx.passes == [("eval", False), ("probe", False)]
-    assert ctx.original_eval_features is ctx.features["eval"]
+    assert np.array_equal(ctx.original_eval_features, ctx.features["eval"])
     ctx.passes.clear()
     values = score(ctx, Plan.parse("0→2:linear", L))
-    assert ctx.passes == [("eval", False), ("probe", False)] and ctx.original_eval_features is ctx.features["eval"]
+    assert ctx.passes == [("eval", False), ("probe", False)]
+    assert np.array_equal(ctx.original_eval_features, ctx.features["eval"])
     assert values["gflops"] == ctx.costs.cost(Plan.parse("0→2:linear", L)).gflops
 
 
@@ -75,3 +80,28 @@ def test_costs_alone_run_no_pass_and_labels_are_read_only_when_needed():
         not outputs.has_labels
         and PlanOutputs(FakeContext(("accuracy", "params")), Plan((), L), model=None, probe="ridge").has_labels
     )
+
+
+def test_the_subset_stage_reads_its_rows_and_the_full_stage_only_the_rest():
+    ctx = FakeContext(("accuracy", "gflops"))
+    score(ctx, Plan((), L))  # the original's features, on every row
+    sub_e, sub_p = np.array([1, 4, 7, 20]), np.arange(0, 60, 4)
+    rest = lambda n, sub: np.setdiff1d(np.arange(n), sub)  # noqa: E731
+    ctx.groups = {
+        "eval": (("eval-subset", sub_e), ("eval-rest", rest(30, sub_e))),
+        "probe": (("probe-subset", sub_p), ("probe-rest", rest(60, sub_p))),
+    }
+    ctx.passes.clear()
+    plan, done = Plan.parse("0→2:linear", L), {}
+    objectives = get_objectives(ctx.settings.objectives)
+    subset = PlanOutputs(ctx, plan, model=None, probe="ridge", stage=SUBSET, done=done)
+    compute_objectives(subset, objectives)
+    assert ctx.passes == [("eval-subset", False), ("probe-subset", False)]
+    assert np.array_equal(subset.eval_labels, ctx.eval_labels[sub_e]) and len(subset.probe_labels) == len(sub_p)
+    assert np.array_equal(subset.original_features, ctx.features["eval"][sub_e])
+    full = PlanOutputs(ctx, plan, model=None, probe="ridge", stage=FULL, done=done)
+    compute_objectives(full, objectives)
+    assert ctx.passes[2:] == [("eval-rest", False), ("probe-rest", False)]  # the subset's rows are not run again
+    assert np.array_equal(full.eval_features, ctx.features["eval"])  # every row, back in the stored order
+    assert np.array_equal(full.probe_features, ctx.features["probe"])
+    assert subset.count.run + full.count.run == 90

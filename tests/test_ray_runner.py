@@ -51,7 +51,9 @@ def _study(out: Path):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name="toast-search", storage=f"sqlite:///{out / 'study.db'}")
+    from toast.search import load_run_study
+
+    return load_run_study(out)
 
 
 def _front(out: Path) -> dict[str, tuple[float, float]]:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from toast.search import STUDY_NAME, SearchContext, hypervolume, non_dominated, plan_key
+from toast.search import STUDY_NAME, SearchContext, hypervolume, load_run_study, non_dominated, plan_key
 from toast.search.cli import build_search_parser, main, settings_from
 from toast.spaces import Plan, PlanSpace
 
@@ -65,30 +65,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def graded_dataset_dir(tmp_path_factory) -> Path:
-    """Three classes told apart by a faint dominant colour in strong noise: the original model scores
-    about 90 % and compressed plans spread between chance and that, so fronts are not degenerate."""
-    import datasets
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-
-    def make(n: int) -> datasets.Dataset:
-        labels = rng.integers(0, 3, n)
-        images = []
-        for y in labels:
-            arr = rng.integers(0, 200, (16, 16, 3)).astype(np.int32)
-            arr[:, :, y] += 10
-            images.append(Image.fromarray(arr.astype(np.uint8)))
-        feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
-        return datasets.Dataset.from_dict({"img": images, "label": labels.tolist()}, features=feats)
-
-    path = tmp_path_factory.mktemp("graded") / "colours"
-    datasets.DatasetDict({"train": make(60), "test": make(40)}).save_to_disk(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +110,8 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
 
 
 def load_study(out: Path):
-    import optuna
-
-    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}")
+    """The run's study, from whichever study file it holds (`study.journal`, or an older run's `study.db`)."""
+    return load_run_study(out)
 
 
 def read_csv(out: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -235,7 +210,7 @@ def test_full_search_writes_every_output_with_its_schema(full_run):
 
     out = full_run["out"]
     assert {p.name for p in out.iterdir()} >= {
-        "study.db",
+        "study.journal",
         "trials.csv",
         "front.json",
         "pareto.png",
@@ -244,7 +219,7 @@ def test_full_search_writes_every_output_with_its_schema(full_run):
         "settings.json",
     }
 
-    # study.db: the named study, accuracy maximised and GFLOPs minimised, 12 finished trials
+    # study.journal (new runs; not SQLite): the named study, accuracy maximised and GFLOPs minimised, 12 finished trials
     study = load_study(out)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     trials = study.get_trials(deepcopy=False)
@@ -470,6 +445,48 @@ def test_resume_after_an_interruption_neither_loses_nor_repeats_a_trial(
     assert not trial_evaluations(third), "a repeated plan is reused, not scored again"
     _, rows = read_csv(out)
     assert next(r for r in rows if int(r["number"]) == orphan.number)["failure"].startswith("interrupted")
+
+
+def test_a_run_made_with_sqlite_resumes_from_its_study_db(tiny_dirs, graded_dataset_dir, cache_dir, runs, monkeypatch):
+    """A run directory from before the journal (`study.db`) resumes from its SQLite study: no journal is started
+    beside it, nothing finished is lost or scored again."""
+    from toast.search import _storage
+
+    out = runs / "resume-sqlite"
+    base = argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, "--seed", "5", "--sampler", "random")
+    monkeypatch.setattr(_storage, "DEFAULT_KIND", "sqlite")  # the default before the journal
+    first = count_evaluations(monkeypatch)
+    code, _, err = run_main([*base, "--trials", "3"])
+    assert code == 0, err
+    assert (out / "study.db").is_file() and not (out / "study.journal").exists()
+    before = {t.number: t for t in load_study(out).get_trials(deepcopy=False)}
+
+    monkeypatch.setattr(_storage, "DEFAULT_KIND", "journal")  # today's default: an old run keeps its study.db
+    second = count_evaluations(monkeypatch)
+    code, _, err = run_main([*base, "--trials", "6"])
+    assert code == 0, err
+    assert not (out / "study.journal").exists()
+    after = load_study(out).get_trials(deepcopy=False)
+    assert sum(t.state.name == "COMPLETE" for t in after) == 6
+    by_number = {t.number: t for t in after}
+    for number, t in before.items():
+        assert by_number[number].values == t.values and by_number[number].user_attrs == t.user_attrs
+    assert_each_plan_scored_once(after, trial_evaluations(first) + trial_evaluations(second))
+
+
+def test_the_journal_is_read_by_optuna_as_a_plain_journal_file(full_run):
+    """`study.journal` is a plain Optuna journal: `optuna.load_study` on a `JournalFileBackend` of the path (what
+    optuna-dashboard does with a file path) reads the same trials and objective names."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = str(full_run["out"] / "study.journal")
+    study = optuna.load_study(study_name=STUDY_NAME, storage=JournalStorage(JournalFileBackend(path)))
+    ours = load_study(full_run["out"])
+    assert [(t.number, t.state, t.values, t.user_attrs) for t in study.trials] == [
+        (t.number, t.state, t.values, t.user_attrs) for t in ours.trials
+    ]
+    assert study.metric_names == ["accuracy", "gflops"]
 
 
 # ---------------------------------------------------------------- 5. --plan

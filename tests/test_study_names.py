@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from toast.objectives import Cost, CostTable, get_objectives
-from toast.search import STUDY_NAME, Search, SearchSettings
+from toast.search import Search, SearchSettings, load_run_study
 from toast.spaces import PlanSpace
 
 L = 4
@@ -28,7 +28,7 @@ def make_search(out, objectives) -> Search:
 
 
 def stored_names(out) -> list[str] | None:
-    return optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}").metric_names
+    return load_run_study(out).metric_names
 
 
 @pytest.mark.parametrize("objectives", [("accuracy", "gflops"), ("accuracy", "fidelity", "gflops", "params")])
@@ -39,7 +39,7 @@ def test_a_created_study_names_its_values_after_the_objectives(tmp_path, objecti
     names = [o.name for o in get_objectives(objectives)]
     assert names == list(objectives)
     assert search.study.metric_names == names
-    assert stored_names(tmp_path / "run") == names  # in study.db, where optuna-dashboard reads it
+    assert stored_names(tmp_path / "run") == names  # in the study file, where optuna-dashboard reads it
 
 
 def test_a_resumed_study_keeps_its_names(tmp_path):
@@ -48,7 +48,7 @@ def test_a_resumed_study_keeps_its_names(tmp_path):
     assert make_search(out, ("accuracy", "gflops")).study.metric_names == ["accuracy", "gflops"]
 
     # a study named before (by hand, or by an older version) is left as it is
-    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}")
+    study = load_run_study(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["top-1", "cost"])

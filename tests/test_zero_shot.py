@@ -196,7 +196,7 @@ def _context_logits(ctx) -> np.ndarray:
     from toast.spaces import Plan
 
     model = ctx.model_for(Plan((), ctx.loaded.num_blocks))
-    _, logits = ctx._outputs(model, ctx.eval_inputs, logits=True)
+    _, logits = ctx.outputs(model, "eval", logits=True)
     return logits
 
 
@@ -301,7 +301,7 @@ def test_a_resume_is_bound_to_the_class_names_files_content(clip_dir, image_data
     code, _, err = run_main([*args, "--plan", "0->2:linear"])  # the same file: the same run
     assert code == 0, err
     names.write_text("scarlet\nemerald\nnavy\n")  # the same path, other names: another run
-    before = (out / "study.db").read_bytes()
+    before = (out / "study.journal").read_bytes()
     code, _, err = run_main([*args, "--plan", "0->2:linear"])
     assert code == 2 and "belongs to another run" in err and "class_names_sha256" in err
-    assert (out / "study.db").read_bytes() == before
+    assert (out / "study.journal").read_bytes() == before

@@ -3,7 +3,10 @@
 One folder per key (dataset fingerprint, split, input column, sample ids, preprocessing, maximum
 text length), `CACHE_ROOT/inputs/<key>/`, holding `inputs.arrow` (an Arrow IPC file: a `sample`
 column, then one fixed-size-list column per model input, `pixel_values`, `input_ids`, …, with each
-sample's shape and dtype in the schema's metadata) and `manifest.json`. Texts are padded to the
+sample's shape, dtype and storage in the schema's metadata) and `manifest.json`. Pixels are stored compactly
+(`_pixels.py`): as the uint8 crop with a table of its 256 levels per channel where that reproduces the
+processor's float32 output (checked on every batch), else float16 where that is close enough, else float32;
+readers decode them back to what the processor gives. Texts are padded to the
 longest sequence of the whole set; batches read back are trimmed to their own longest, so they equal
 `iter_batches`' exactly. The folder is written and read with `write_artifact` / `read_artifact`:
 built under a temporary name and renamed into place, verified on read against the size and sha256
@@ -28,8 +31,9 @@ import torch
 from .._artifacts import MANIFEST, default_cache_dir, read_artifact, spec_key, write_artifact
 from .._errors import CacheError, DatasetError
 from ._datasets import LabeledSplit, iter_batches, preprocessing_fingerprint
+from ._pixels import NotRepresentable, Storage, choose
 
-FORMAT_VERSION = 2  # 2: a folder per key (inputs.arrow + manifest.json)
+FORMAT_VERSION = 3  # 2: a folder per key (inputs.arrow + manifest.json); 3: pixels stored compactly
 FILE = "inputs.arrow"
 
 
@@ -79,12 +83,18 @@ def _write_arrow(
     total: int,
     *,
     progress: bool,
+    processor: Any,
+    forms: tuple[str, ...],
 ) -> dict[str, dict]:
-    """Write the batches to the Arrow file `path`; return each input's per-sample shape and dtype."""
+    """Write the batches to the Arrow file `path`, each input in the storage its first batch allows (`forms`: the
+    compact ones to try); return each input's per-sample shape, dtype, storage and largest storage error.
+    `NotRepresentable` when a later batch does not fit the storage chosen on the first."""
     from tqdm.auto import tqdm
 
     writer = sink = None
     shapes: dict[str, dict] = {}
+    storages: dict[str, Storage] = {}
+    errors: dict[str, float] = {}
     try:
         bar = tqdm(total=total, desc="preprocess", unit="sample", disable=not progress)
         for chunk, inputs in batches:
@@ -97,14 +107,19 @@ def _write_arrow(
                         f"the processor gives {name} of varying shape or dtype ({shapes[name]} then {info}): "
                         "preprocessed inputs need a fixed size (set the processor's size)"
                     )
+                if name not in storages:
+                    storages[name] = choose(name, a, processor, forms=forms)
+                stored, err = storages[name].encode(a)
+                errors[name] = max(errors.get(name, 0.0), err)
                 arrays.append(
-                    pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), max(int(np.prod(a.shape[1:])), 1))
+                    pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), max(int(np.prod(a.shape[1:])), 1))
                 )
             if writer is None:
                 fields = [pa.field("sample", pa.int64())] + [
                     pa.field(n, arr.type) for n, arr in zip(inputs, arrays[1:])
                 ]
-                meta = {"toast.key": key, "toast.modality": modality, "toast.inputs": json.dumps(shapes)}
+                described = {n: {**info, **storages[n].to_json()} for n, info in shapes.items()}
+                meta = {"toast.key": key, "toast.modality": modality, "toast.inputs": json.dumps(described)}
                 schema = pa.schema(fields, metadata=meta)
                 sink = pa.OSFile(str(path), "wb")
                 writer = pa.ipc.new_file(sink, schema)
@@ -118,7 +133,7 @@ def _write_arrow(
             writer.close()
         if sink is not None:
             sink.close()
-    return shapes
+    return {n: {**info, **storages[n].to_json(), "max_error": errors[n]} for n, info in shapes.items()}
 
 
 class PreprocessedInputs:
@@ -135,6 +150,7 @@ class PreprocessedInputs:
         self.manifest = manifest
         self.batch_size = batch_size
         self._table: pa.Table | None = None
+        self._storage = {name: Storage.from_json(info) for name, info in manifest["inputs"].items()}
 
     # -- building and opening ----------------------------------------------------------------
 
@@ -193,14 +209,35 @@ class PreprocessedInputs:
         *,
         progress: bool = False,
     ) -> None:
-        """Run the processor over the samples and write the entry folder `directory` atomically."""
+        """Run the processor over the samples and write the entry folder `directory` atomically.
+
+        Pixels are stored in the most compact form the first batch allows; should a later batch not fit it
+        (rare: a crop that is integer-valued for some images only), the entry is written again in float32."""
         start = time.perf_counter()
         ids = list(spec.sample_ids)
         # texts: one call over the whole set pads to its longest sequence (cheap: no decoding)
         step = max(len(ids), 1) if split.modality == "text" else batch_size
-        batches = iter_batches(split, ids, processor, step, max_length=spec.max_length)
+        forms: tuple[str, ...] = ("uint8", "float16")
         with write_artifact(directory, spec.key, f"preprocessed inputs {directory}") as out:
-            shapes = _write_arrow(out.directory / FILE, spec.key, split.modality, batches, len(ids), progress=progress)
+            while True:
+                batches = iter_batches(split, ids, processor, step, max_length=spec.max_length)
+                try:
+                    shapes = _write_arrow(
+                        out.directory / FILE,
+                        spec.key,
+                        split.modality,
+                        batches,
+                        len(ids),
+                        progress=progress,
+                        processor=processor,
+                        forms=forms,
+                    )
+                    break
+                except NotRepresentable as exc:
+                    if not forms:
+                        raise
+                    warnings.warn(f"preprocessed inputs: {exc} on a later batch; storing float32", stacklevel=2)
+                    forms = ()
             out.manifest.update(
                 {
                     "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
@@ -234,12 +271,16 @@ class PreprocessedInputs:
     def ids(self) -> list[int]:
         return self._open_table().column("sample").to_numpy().tolist()
 
+    def _decoded(self, name: str, stored: np.ndarray) -> torch.Tensor:
+        """Stored rows of `name` (flat, writable) as the processor gave them: shape and dtype restored."""
+        rows = stored.reshape(-1, *self.shapes[name])
+        return torch.from_numpy(self._storage[name].decode(rows, self.manifest["inputs"][name]["dtype"]))
+
     def _rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         column = self._open_table().column(name).slice(start, stop - start)
-        shape = self.shapes[name]
         parts = [chunk.flatten().to_numpy(zero_copy_only=True) for chunk in column.chunks if len(chunk)]
-        flat = np.concatenate(parts) if parts else np.empty(0, dtype=self.manifest["inputs"][name]["dtype"])
-        return torch.from_numpy(flat.reshape(stop - start, *shape))  # concatenate copied: writable
+        flat = np.concatenate(parts) if parts else np.empty(0, dtype=column.type.value_type.to_pandas_dtype())
+        return self._decoded(name, flat)  # concatenate copied: writable
 
     def batches(
         self, batch_size: int | None = None, *, trim: bool = True
@@ -255,27 +296,39 @@ class PreprocessedInputs:
     def __iter__(self) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         return self.batches()
 
-    def length_batches(self, batch_size: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    def length_batches(
+        self, batch_size: int | None = None, *, rows: np.ndarray | None = None, names: Sequence[str] | None = None
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """`(row positions, inputs)` batches of `batch_size` for a forward pass: texts grouped by length, longest
         first (as sentence-transformers batches them: a batch pads only to its own longest, so a random order
-        pads ~2x the real tokens), images in the stored order. Positions index the stored order (`ids`)."""
+        pads ~2x the real tokens), images in the stored order. Positions index the stored order (`ids`); `rows`
+        (positions, default all) restricts the pass to those samples, `names` the inputs read (default all)."""
         size = batch_size or self.batch_size
         n = len(self)
-        if "attention_mask" not in self.shapes:
+        names = list(self.shapes) if names is None else [k for k in names if k in self.shapes]
+        text = "attention_mask" in self.shapes
+        if rows is None and not text:  # every image, in contiguous slices
             for start in range(0, n, size):
                 stop = min(start + size, n)
-                yield np.arange(start, stop), {name: self._rows(name, start, stop) for name in self.shapes}
+                yield np.arange(start, stop), {name: self._rows(name, start, stop) for name in names}
             return
-        lengths = self._rows("attention_mask", 0, n).sum(1).numpy()
-        order = np.argsort(-lengths, kind="stable")
+        if text:
+            lengths = self._rows("attention_mask", 0, n).sum(1).numpy()
+            order = np.argsort(-lengths, kind="stable")
+            if rows is not None:
+                keep = np.zeros(n, dtype=bool)
+                keep[np.asarray(rows, dtype=np.int64)] = True
+                order = order[keep[order]]
+        else:  # a subset of images, in the stored order
+            order = np.sort(np.asarray(rows, dtype=np.int64))
         table = self._open_table()
-        for start in range(0, n, size):
-            rows = order[start : start + size]
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
             inputs = {}
-            for name in self.shapes:
-                taken = table.column(name).take(pa.array(rows)).combine_chunks().flatten().to_numpy()
-                inputs[name] = torch.from_numpy(np.array(taken).reshape(len(rows), *self.shapes[name]))
-            yield rows, _trim_padding(inputs)
+            for name in names:
+                taken = table.column(name).take(pa.array(chunk)).combine_chunks().flatten().to_numpy()
+                inputs[name] = self._decoded(name, np.array(taken))
+            yield chunk, _trim_padding(inputs) if text else inputs
 
     def as_tensors(self) -> dict[str, torch.Tensor]:
         """Every sample's inputs at once, in the order of `ids` (texts padded to the set's longest)."""

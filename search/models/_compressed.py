@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,27 +134,53 @@ class CompressedModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """Last hidden state (before the final norm), token mask, and every intermediate state if asked."""
         h, mask = self.family.embed(self.embeddings, dict(inputs))
-        block_mask = self.family.block_mask(self.config, h, mask)
         states = [h] if keep_states else []
-        for kind, key in self._steps:
+        h = self.run_steps(h, mask, on_state=(lambda _i, state: states.append(state)) if keep_states else None)
+        return h, mask, states
+
+    @property
+    def steps(self) -> list[tuple[str, str]]:
+        """The plan's steps in order: `("block", "3")` or `("span", "h3_h5")` (a translator)."""
+        return list(self._steps)
+
+    def run_steps(
+        self,
+        h: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        start: int = 0,
+        on_state: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Steps `start …` of the plan from `h`, the state before step `start` (`h_0` for 0): the last hidden
+        state. `on_state(i, state)` sees the state after each step `i` (a prefix cache records from it)."""
+        block_mask = self.family.block_mask(self.config, h, mask)
+        for i in range(start, len(self._steps)):
+            kind, key = self._steps[i]
             if kind == "block":
                 h = self.family.run_block(self.blocks[key], h, block_mask)
             else:
                 h = self.translators[key](h)
-            if keep_states:
-                states.append(h)
-        return h, mask, states
+            if on_state is not None:
+                on_state(i, h)
+        return h
+
+    def token_mask(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The token mask `run` gives for `inputs`, without running the embeddings (None for images)."""
+        return self.family.token_mask(dict(inputs), next(self.embeddings.parameters()).device)
 
     def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Pooled features: [CLS] after the final norm (mean over real tokens for text encoders)."""
         h, mask, _ = self.run(inputs)
-        return self.family.pool(self.final_norm, self.family.normalize(self.final_norm, h), mask, self.config)
+        return self.pooled(h, mask)
+
+    def pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The pooled features of a last hidden state (`features` from `run`'s output)."""
+        return self.family.pool(self.final_norm, self.family.normalize(self.final_norm, hidden), mask, self.config)
 
     def features_and_outputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled features and the forward's output (head logits or pooler), from one pass."""
         h, mask, _ = self.run(inputs)
-        features = self.family.pool(self.final_norm, self.family.normalize(self.final_norm, h), mask, self.config)
-        return features, self.tail(h, mask)
+        return self.pooled(h, mask), self.tail(h, mask)
 
     def hidden_states(self, inputs: Mapping[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """`h_0` and the output of every step (for an empty plan: `h_0 … h_L`), and the token mask."""

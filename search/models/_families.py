@@ -94,6 +94,10 @@ class Family:
         """The attention-mask argument blocks take (None for images)."""
         return None
 
+    def token_mask(self, inputs: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
+        """The token mask `embed` returns with its output, without running the embeddings (None for images)."""
+        return None
+
     def run_block(self, block: nn.Module, hidden: torch.Tensor, block_mask: Any) -> torch.Tensor:
         out = block(hidden, block_mask)
         return out[0] if isinstance(out, tuple) else out
@@ -255,12 +259,16 @@ class BertFamily(Family):
         ids = inputs["input_ids"]
         device = next(embeddings.parameters()).device
         ids = ids.to(device)
-        mask = inputs.get("attention_mask")
-        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
+        mask = self.token_mask(inputs, device)
         kwargs = {}
         if inputs.get("token_type_ids") is not None:
             kwargs["token_type_ids"] = inputs["token_type_ids"].to(device)
         return embeddings(input_ids=ids, **kwargs), mask
+
+    def token_mask(self, inputs, device):
+        mask = inputs.get("attention_mask")
+        ids = inputs["input_ids"]
+        return torch.ones(ids.shape, dtype=torch.bool, device=device) if mask is None else mask.to(device).bool()
 
     def block_mask(self, config, hidden, mask):
         from transformers.masking_utils import create_bidirectional_mask
