@@ -19,7 +19,8 @@
    the variants of `LIVE` (every plan on the full sets or multi-fidelity; prefix reuse on or off), and prints
    the same hypervolumes (from the fully scored trials only: what the front holds), the forward work per trial
    (block forwards run over the probe and evaluation samples, as a share of one full forward of the original
-   model over them, averaged over the trials), the share of block forwards the stored prefixes saved, the
+   model over them, averaged over the 100 trials, and over the distinct plans scored), the share of the scored
+   plans' kept-block forwards the stored prefixes saved, the
    share of trials stopped at the subset, and how many of those would have been on the exhaustive front.
 
 The hypervolume is the area dominated in (accuracy above the floor) × (1 − GFLOPs / original GFLOPs).
@@ -284,12 +285,13 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
         front_keys.add(keys[i])
     print(
         "\n| study (TPE, DP seeds) | HV@25 | HV@50 | HV@100 | useful HV@25 | useful HV@50 | useful HV@100 | "
-        "forward / trial | saved by prefixes | stopped at subset | stopped but on the exhaustive front | wall@100 s |"
+        "forward / trial | forward / scored plan | saved by prefixes | stopped at subset | "
+        "stopped but on the exhaustive front | wall@100 s |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for v in variants:
         fractions: dict[tuple[str, int], list[float]] = {}
-        work_share, saved, stopped, missed, walls = [], [], [], [], []
+        work_share, work_scored, saved, stopped, missed, walls = [], [], [], [], [], []
         for seed in seeds:
             s = replace(
                 settings,
@@ -320,17 +322,19 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
                 pts = [(r["accuracy"], r["gflops"] / original) for r in full]
                 fractions.setdefault(("all", n), []).append(area(pts, 0.0) / hv_all)
                 fractions.setdefault(("useful", n), []).append(area(pts, floor) / hv_useful)
-            ran = [r.get("forward_blocks", 0) for r in records if "duplicate_of" not in r]
-            kept = [r.get("forward_blocks", 0) + r.get("forward_blocks_reused", 0) for r in records]
-            work_share.append(sum(ran) / len(records) / full_forward)
-            saved.append(1 - sum(ran) / max(sum(kept), 1))
-            scored = [r for r in records if r.get("scored_on") and "duplicate_of" not in r]
+            scored = [r for r in records if r.get("scored_on") and "duplicate_of" not in r]  # distinct, scored
+            ran = sum(r.get("forward_blocks", 0) for r in scored)
+            reused = sum(r.get("forward_blocks_reused", 0) for r in scored)
+            work_share.append(ran / len(records) / full_forward)  # duplicates and unscored plans: no forward
+            work_scored.append(ran / max(len(scored), 1) / full_forward)
+            saved.append(reused / max(ran + reused, 1))
             subset = [r for r in scored if r["scored_on"] == "subset"]
             stopped.append(len(subset) / max(len(scored), 1))
             missed.append(sum(plan_key_of(r) in front_keys for r in subset))
         cells = [_cell(fractions[part, n]) for part in ("all", "useful") for n in CHECKPOINTS]
         print(
-            f"| {v.name} | {' | '.join(cells)} | {_cell(work_share, '.1%')} | {_cell(saved, '.1%')} | "
+            f"| {v.name} | {' | '.join(cells)} | {_cell(work_share, '.1%')} | {_cell(work_scored, '.1%')} | "
+            f"{_cell(saved, '.1%')} | "
             f"{_cell(stopped, '.0%')} | {sum(missed)} | {statistics.median(walls):.0f} |"
         )
 

@@ -34,7 +34,7 @@ from .capture._calibration import capture_spec
 from .data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
 from .models import CompressedModel, LoadedModel
 
-PREFIX_FORMAT = 1  # the prefix store's layout (`toast.search._prefix`)
+PREFIX_FORMAT = 2  # the prefix store's layout (`toast.search._prefix`); 2: a translator's kind in its step's name
 
 
 @dataclass

@@ -34,6 +34,15 @@ class ForwardCount:
         self.reused += other.reused
 
 
+def step_names(model: CompressedModel) -> list[tuple[str, str]]:
+    """The plan's steps as the prefix store names them: a kept block by its index, a translator by its span and
+    kind (two kinds on one span are different states after it)."""
+    return [
+        ("block", str(x)) if kind == "block" else ("span", f"{x.start}->{x.end}:{x.kind}")
+        for kind, x in model.plan.steps()
+    ]
+
+
 def _points(steps: Sequence[tuple[str, str]]) -> list[int]:
     """Where a stored state can stand in for a prefix: before each translator; for the empty plan (the original
     model), before every block but the first (each a span's source)."""
@@ -55,7 +64,7 @@ def plan_forward(
     """Run `model` over the samples at positions `rows` of `inputs`: the positions in pass order, and per
     batch the arrays `outputs(last hidden state, token mask)` returns. `group` names the rows (the store keys
     states by it: the same rows, in the same batches, every time)."""
-    steps = model.steps
+    steps = step_names(model)
     blocks_after = np.cumsum([0] + [kind == "block" for kind, _ in steps][::-1])[::-1]  # blocks in steps[i:]
     points = _points(steps) if store is not None and store.enabled else []
     width = int(model.config.hidden_size)

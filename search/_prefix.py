@@ -32,7 +32,7 @@ SUFFIX = ".arrow"
 
 
 def point_key(steps: Sequence[tuple[str, str]], point: int) -> str:
-    """The name of the state before step `point` of a plan with `steps` (`CompressedModel.steps`): the steps
+    """The name of the state before step `point` of a plan with `steps` (`toast.search._forward.step_names`): the steps
     before it, so two plans with the same first steps name the same state."""
     return hashlib.sha256(json.dumps([list(s) for s in steps[:point]]).encode()).hexdigest()[:24]
 

@@ -88,6 +88,21 @@ def test_a_later_plan_starts_at_an_earlier_trials_compressed_prefix(contexts):
     assert b["forward_blocks"] == 0 and b["forward_blocks_reused"] == 2 * samples  # blocks 0 and 2 not run again
 
 
+def test_another_kind_on_the_same_span_is_another_prefix(contexts):
+    whole, reusing = contexts
+    for text in (
+        "0→1:linear,2→3:linear",
+        "0→1:identity,2→3:linear",
+        "0→2:linear,2→3:linear",
+        "0→2:identity,2→3:linear",
+    ):
+        plan = Plan.parse(text, L)  # the state before 2→3 differs with the first span's kind
+        a, b = whole.evaluate(plan), reusing.evaluate(plan)
+        assert {k: a[k] for k in SCORES} == {k: b[k] for k in SCORES}, text
+        model = reusing.model_for(plan)
+        np.testing.assert_array_equal(whole.outputs(whole.model_for(plan)), reusing.outputs(model))
+
+
 def test_the_cap_bounds_the_store_and_a_damaged_state_is_recomputed(contexts, tmp_path):
     whole, reusing = contexts
     store = reusing.prefix_store

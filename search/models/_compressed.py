@@ -138,11 +138,6 @@ class CompressedModel(nn.Module):
         h = self.run_steps(h, mask, on_state=(lambda _i, state: states.append(state)) if keep_states else None)
         return h, mask, states
 
-    @property
-    def steps(self) -> list[tuple[str, str]]:
-        """The plan's steps in order: `("block", "3")` or `("span", "h3_h5")` (a translator)."""
-        return list(self._steps)
-
     def run_steps(
         self,
         h: torch.Tensor,
