@@ -301,7 +301,8 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
                 prefix_cache_gb=v.prefix_cache_gb,
                 out=work / f"live-{v.fidelity_fraction}-{v.fidelity_z}-{v.prefix_cache_gb}-{seed}",
             )
-            ctx = SearchContext.build(s, progress=False)
+            # the data and the translators are the table's (settings.seed); only the sampler's seed varies
+            ctx = SearchContext.build(replace(s, seed=settings.seed), progress=False)
             if ctx.prefix_store is not None:  # every variant and seed starts from the original's states only
                 for name in [n for n in ctx.prefix_store.sizes if n.endswith("-c")]:
                     ctx.prefix_store.drop(name)
