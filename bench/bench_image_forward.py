@@ -14,61 +14,21 @@ cache: bytes per image and the time to read every batch back, compact (uint8 lev
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-DINOV2_BASE = {  # facebook/dinov2-base config.json, as published
-    "architectures": ["Dinov2Model"],
-    "attention_probs_dropout_prob": 0.0,
-    "drop_path_rate": 0.0,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.0,
-    "hidden_size": 768,
-    "image_size": 518,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-06,
-    "layerscale_value": 1.0,
-    "mlp_ratio": 4,
-    "model_type": "dinov2",
-    "num_attention_heads": 12,
-    "num_channels": 3,
-    "num_hidden_layers": 12,
-    "patch_size": 14,
-    "qkv_bias": True,
-    "torch_dtype": "float32",
-    "use_swiglu_ffn": False,
-}
-DINOV2_PROCESSOR = {  # facebook/dinov2-base preprocessor_config.json
-    "crop_size": {"height": 224, "width": 224},
-    "do_center_crop": True,
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_processor_type": "BitImageProcessor",
-    "image_std": [0.229, 0.224, 0.225],
-    "resample": 3,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"shortest_edge": 256},
-}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _folder(root: Path) -> Path:
-    import torch
-    import transformers as T
+    """DINOV2-base's hub config and processor with random weights (`tests/test_hub_layouts.py`'s copies)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_hub_layouts import save_hub_layout
 
-    folder = root / "dinov2-base"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(DINOV2_BASE))
-    torch.manual_seed(0)
-    T.Dinov2Model(T.AutoConfig.from_pretrained(folder)).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(DINOV2_PROCESSOR))
-    return folder
+    return save_hub_layout("facebook/dinov2-base", root / "dinov2-base")
 
 
 def _split(n: int):

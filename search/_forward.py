@@ -90,7 +90,7 @@ def plan_forward(
     count = ForwardCount()
     positions, results = [], []
     try:
-        names = ("attention_mask", "input_ids") if stored is not None else None  # a stored state: the mask only
+        names = ("attention_mask",) if stored is not None else None  # from a stored state: the token mask only
         for b, (pos, batch) in enumerate(inputs.length_batches(rows=rows, names=names)):
             batch = {k: v.to(device) for k, v in batch.items()}
             if stored is not None:

@@ -273,6 +273,11 @@ def cases(w: dict) -> dict[str, Case]:
             run(new("ak"), "--budget-latency-ms", "-3"), "--budget-latency-ms", in_process=True
         ),
         "unknown prompt set": Case(run(new("al"), "--prompts", "long"), "--prompts", in_process=True),
+        "subset share above one": Case(
+            run(new("ba"), "--fidelity-fraction", "2"), "--fidelity-fraction", in_process=True
+        ),
+        "negative fidelity z": Case(run(new("bb"), "--fidelity-z", "-1"), "--fidelity-z", in_process=True),
+        "negative prefix cache": Case(run(new("bc"), "--prefix-cache-gb", "-1"), "--prefix-cache-gb", in_process=True),
         "not a number": Case(run(new("u"), "--trials", "many"), "--trials", in_process=True),
         "backward span": Case(run(new("v"), "--plan", "3→2:linear"), "3→2", in_process=True),
         "unknown translator": Case(run(new("w"), "--plan", "0→1:bogus"), "bogus", in_process=True),

@@ -14,25 +14,13 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
+from test_hub_layouts import HUB
 
 from toast.search import InputsSpec, LabeledSplit, PreprocessedInputs, iter_batches, load_model, load_split
 from toast.search.data import _inputs, _pixels, sample_ids
 from toast.search.models import LOCAL_ALIASES
 
-DINOV2_PROCESSOR = {  # facebook/dinov2-base preprocessor_config.json, as published
-    "crop_size": {"height": 224, "width": 224},
-    "do_center_crop": True,
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_processor_type": "BitImageProcessor",
-    "image_std": [0.229, 0.224, 0.225],
-    "resample": 3,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"shortest_edge": 256},
-}
+DINOV2_PROCESSOR = HUB["facebook/dinov2-base"][1]  # its preprocessor_config.json, as published
 BACKENDS = {"slow": False, "fast": True}  # use_fast; without torchvision transformers 5 gives the PIL one for both
 
 

@@ -267,8 +267,9 @@ class BertFamily(Family):
 
     def token_mask(self, inputs, device):
         mask = inputs.get("attention_mask")
-        ids = inputs["input_ids"]
-        return torch.ones(ids.shape, dtype=torch.bool, device=device) if mask is None else mask.to(device).bool()
+        if mask is None:  # every token real
+            return torch.ones(inputs["input_ids"].shape, dtype=torch.bool, device=device)
+        return mask.to(device).bool()
 
     def block_mask(self, config, hidden, mask):
         from transformers.masking_utils import create_bidirectional_mask
