@@ -15,7 +15,7 @@
    (samples × blocks, distinct scored plans only) and the wall time such a study would take (the sampler's
    own time plus the table's seconds of the plans it scored).
 
-4. With `--live`: runs the default study (TPE, DP seeds) for real, each trial through the trial function, in
+4. With `--live`: runs the default study (`tpe-local`, DP seeds) for real, each trial through the trial function, in
    the variants of `LIVE` (every plan on the full sets or multi-fidelity; prefix reuse on or off), and prints
    the same hypervolumes (from the fully scored trials only: what the front holds), the forward work per trial
    (block forwards run over the probe and evaluation samples, as a share of one full forward of the original
@@ -66,6 +66,7 @@ CONFIGS = (
     Config("GP, seeded", "gp", None, 10),
     Config("random, seeded", "random", None, 10),
     Config("random, no seeds", "random", None, 0),
+    Config("TPE + local steps from the front, no repeats, DP front seeds", "tpe-local", None, 10, "front"),
 )
 
 
@@ -284,7 +285,7 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
     for i in np.flatnonzero(non_dominated(values, ["maximize", "minimize"])):
         front_keys.add(keys[i])
     print(
-        "\n| study (TPE, DP seeds) | HV@25 | HV@50 | HV@100 | useful HV@25 | useful HV@50 | useful HV@100 | "
+        "\n| study (default: tpe-local, DP seeds) | HV@25 | HV@50 | HV@100 | useful HV@25 | useful HV@50 | useful HV@100 | "
         "forward / trial | forward / scored plan | saved by prefixes | stopped at subset | "
         "stopped but on the exhaustive front | wall@100 s |"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from toast.objectives import DEFAULT_OBJECTIVES
 from toast.spaces._errors import SettingsError
 
-SAMPLERS = ("nsga2", "tpe", "random", "exhaustive")
+SAMPLERS = ("tpe-local", "tpe", "nsga2", "random", "exhaustive")
 PROBES = ("ridge", "adam")
 HEADS = ("probe", "original", "zero-shot")
 PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
@@ -76,7 +76,7 @@ class SearchSettings:
     probe_samples: int = 5000
     eval_samples: int = 2000
     calib_samples: int = 500
-    sampler: str = "tpe"  # multivariate TPE, seeded from the statistics: chosen by bench/bench_front.py
+    sampler: str = "tpe-local"  # multivariate TPE with local steps from the front, seeded by the DP: bench_front.py
     seed: int = 0
     trials: int = 100
     timeout: float | None = None

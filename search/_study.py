@@ -176,6 +176,15 @@ class Search:
             return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(8, s.trials // 4)))
         if s.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+        if s.sampler == "tpe-local":
+            from ._sampler import LocalFrontSampler
+
+            return LocalFrontSampler(
+                space=self.space,
+                inner=optuna.samplers.TPESampler(seed=s.seed, multivariate=True),
+                feasible=lambda plan: all(v <= 0 for v in self.constraints(plan).values()),  # budgets and the space's
+                seed=s.seed,
+            )
         return optuna.samplers.RandomSampler(seed=s.seed)
 
     def _mark_interrupted(self) -> None:

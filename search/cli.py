@@ -18,6 +18,7 @@ from pathlib import Path
 from toast.spaces import ToastError
 
 from ._quiet import quiet_libraries
+from ._settings import SAMPLERS
 
 DEFAULT_MODEL = "demo-vit"
 DEFAULT_DATASET = "digits"
@@ -198,10 +199,12 @@ def build_search_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sampler",
-        default="tpe",
-        choices=["nsga2", "tpe", "random", "exhaustive"],
-        help="Optuna sampler (multivariate TPE by default: it reached the exhaustive front fastest in "
-        "bench/bench_front.py); exhaustive scores every plan of a small space (default: tpe)",
+        default="tpe-local",
+        choices=list(SAMPLERS),
+        help="Optuna sampler. tpe-local (the default): multivariate TPE, every other trial an untried one-gene "
+        "neighbour of a front plan, a repeated plan replaced by an untried one near it (it reached the exhaustive "
+        "front fastest in bench/bench_front.py); tpe: multivariate TPE alone; exhaustive scores every plan of a "
+        "small space (default: tpe-local)",
     )
     p.add_argument("--trials", type=int, default=100, help="trials in the study, counting finished ones (default: 100)")
     p.add_argument(

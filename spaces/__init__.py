@@ -11,7 +11,7 @@ from ._mlp import MLPTranslator
 from ._plan import Plan, Span
 from ._resmlp import ResMLPTranslator
 from ._ridge import RidgeTranslator
-from ._space import PlanSpace, canonical, front_seed_plans, rank_spans, seed_plans
+from ._space import PlanSpace, canonical, front_seed_plans, predicted_front, rank_spans, seed_plans
 from ._span_data import ArraySpanData, SpanData
 from ._stats import ActivationStats, PairStats, StatsAccumulator
 from ._trained import TrainedTranslator
@@ -32,6 +32,7 @@ __all__ = [
     "SpaceError",
     "canonical",
     "front_seed_plans",
+    "predicted_front",
     "rank_spans",
     "seed_plans",
     "ActivationStats",

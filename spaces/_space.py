@@ -413,35 +413,29 @@ def _grow(plan: Plan, ranked: Sequence[tuple[Span, float]], space: PlanSpace) ->
     return None
 
 
-def front_seed_plans(
-    ranked: Sequence[tuple[Span, float]],
-    space: PlanSpace,
-    cost: Callable[[Plan], float],
-    k: int = 10,
-    budget: float | None = None,
-) -> list[Plan]:
-    """The predicted-best plan at each of `k` cost levels, exactly, under an additive model of a plan's loss.
+def predicted_front(
+    scores: Mapping[Span, float], space: PlanSpace, cost: Callable[[Plan], float]
+) -> list[tuple[float, float, Plan]]:
+    """Every plan of `space` that no other beats on both predicted loss and cost, as `(loss, cost, plan)`.
 
-    A plan's predicted loss is the sum of its spans' scores (`rank_spans`: relative fit residuals, from the
-    statistics alone, no forward pass) and its cost is `cost`, additive over spans (a span's cost is
-    `cost(plan with that span) - cost(empty plan)`). A dynamic programme over block positions keeps, per
-    (state reached, last step, blocks removed), the partial plans no other beats on both predicted loss and
-    cost, so it finds the minimum predicted loss at every cost exactly. Levels run evenly from the cheapest
-    feasible plan's cost to the original's (exclusive), plus `budget` when given; every plan is in `space`,
-    feasible, without duplicates, cheapest level first.
+    A plan's predicted loss is the sum of its spans' `scores` (spans without a finite score are never used) and its
+    cost is `cost`, taken as additive over spans (a span's cost is `cost(plan with that span) - cost(empty plan)`).
+    A dynamic programme over block positions keeps, per (state reached, last step, blocks removed), the partial
+    plans no other beats on both, so the front is exact under that model. Only plans with spans, feasible and
+    encodable in `space`, are returned, cheapest first.
     """
     L = space.num_blocks
     scores = {
         span: score
-        for span, score in ranked
+        for span, score in scores.items()
         if span.kind in space.kinds and span.end < L and math.isfinite(score) and not _span_refused(span)
     }
-    if not scores or k <= 0:
+    if not scores:
         return []
     base = cost(Plan((), L))
     delta = {span: cost(Plan((span,), L)) - base for span in scores}
     starting: dict[int, list[Span]] = {}
-    for span in scores:
+    for span in sorted(scores, key=lambda s: (s.start, s.end, s.kind)):
         starting.setdefault(span.start, []).append(span)
     # partial plans reaching state h_{p+1} (after block p; p = -1: the embeddings), keyed by
     # (p, last step: KEEP or the last span's kind, blocks removed): (predicted loss, cost delta, spans)
@@ -458,6 +452,8 @@ def front_seed_plans(
                     if translator_class(span.kind).needs_source_block and last != KEEP:
                         continue  # its source block is removed by the span before it
                     n = removed + span.end - span.start
+                    if n > space.removal_limit:
+                        continue
                     _push(fronts, (span.end, span.kind, n), (loss + scores[span], d + delta[span], spans + (span,)))
     candidates = []
     for (p, _, _), items in fronts.items():
@@ -467,8 +463,39 @@ def front_seed_plans(
             plan = Plan(spans, L)
             if spans and space.feasible(plan) and space.contains(plan):
                 candidates.append((loss, cost(plan), plan))
+    return _pareto_plans(candidates)
+
+
+def _pareto_plans(items: list[tuple[float, float, Plan]]) -> list[tuple[float, float, Plan]]:
+    """The `(loss, cost, plan)` items no other beats on both loss and cost, cheapest first (ties: plan order)."""
+    out, best = [], math.inf
+    for item in sorted(items, key=lambda it: (it[1], it[0], str(it[2]))):
+        if item[0] < best:
+            out.append(item)
+            best = item[0]
+    return out
+
+
+def front_seed_plans(
+    ranked: Sequence[tuple[Span, float]],
+    space: PlanSpace,
+    cost: Callable[[Plan], float],
+    k: int = 10,
+    budget: float | None = None,
+) -> list[Plan]:
+    """The predicted-best plan at each of `k` cost levels, exactly, under an additive model of a plan's loss.
+
+    A plan's predicted loss is the sum of its spans' scores (`rank_spans`: relative fit residuals, from the
+    statistics alone, no forward pass): `predicted_front` finds the minimum predicted loss at every cost exactly.
+    Levels run evenly from the cheapest feasible plan's cost to the original's (exclusive), plus `budget` when
+    given; every plan is in `space`, feasible, without duplicates, cheapest level first.
+    """
+    if k <= 0:
+        return []
+    candidates = predicted_front(dict(ranked), space, cost)
     if not candidates:
         return []
+    base = cost(Plan((), space.num_blocks))
     cheapest = min(c for _, c, _ in candidates)
     levels = [cheapest + (base - cheapest) * i / k for i in range(k)]
     if budget is not None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from toast.spaces import Plan, PlanSpace, Span, front_seed_plans, translator_class
+from toast.spaces import Plan, PlanSpace, Span, front_seed_plans, predicted_front, translator_class
 
 KINDS_COST = {"identity": 0.0, "linear": 0.3, "folded": 0.0}
 
@@ -71,3 +71,28 @@ def test_no_ranked_span_gives_no_seeds():
     space = PlanSpace(num_blocks=4, kinds=("identity",))
     assert front_seed_plans([], space, lambda p: 1.0) == []
     assert front_seed_plans([(Span(0, 1, "identity"), math.inf)], space, lambda p: 1.0) == []
+
+
+@pytest.mark.parametrize(
+    ("L", "kinds", "max_removed", "seed"),
+    [(5, ("identity", "linear"), None, 5), (6, ("identity", "linear"), 3, 6), (5, ("linear", "folded"), None, 7)],
+)
+def test_predicted_front_is_the_brute_force_pareto_set(L, kinds, max_removed, seed):
+    """Every (loss, cost) pair no plan beats on both, found by the DP, and only those (ties aside)."""
+    ranked, cost = setting(L, kinds, seed)
+    space = PlanSpace(num_blocks=L, kinds=kinds, max_removed=max_removed)
+    score = dict(ranked)
+    points = []
+    for plan in space.enumerate():
+        if plan.spans and all(s in score for s in plan.spans) and space.contains(plan):
+            points.append((sum(score[s] for s in plan.spans), cost(plan)))
+    expected = {
+        (round(loss, 9), round(c, 9))
+        for loss, c in points
+        if not any(l2 <= loss and c2 <= c and (l2 < loss or c2 < c) for l2, c2 in points)
+    }
+    front = predicted_front(score, space, cost)
+    assert {(round(loss, 9), round(c, 9)) for loss, c, _ in front} == expected
+    for loss, c, plan in front:  # each item is its plan's own predicted loss and cost, the cheapest first
+        assert loss == pytest.approx(sum(score[s] for s in plan.spans)) and c == pytest.approx(cost(plan))
+    assert [c for _, c, _ in front] == sorted(c for _, c, _ in front)

@@ -139,6 +139,22 @@ def test_two_node_cluster_spreads_trials_and_captures_once(tiny_dirs, image_data
 
 
 @slow
+def test_the_default_sampler_steps_from_the_front_on_ray(tiny_dirs, image_dataset_dir, tmp_path, local_ray):
+    """`tpe-local` asks on the driver through Ray Tune's searcher: its local steps and untried-plan replacements are
+    the trials' plans, and no plan is scored twice."""
+    from toast.search._sampler import PROPOSED_BY
+
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    args = _args(tiny_dirs, image_dataset_dir, cache, out, "--trials", "16", "--runner", "ray", "--max-concurrent", "1")
+    assert main(args) == 0
+    trials = _study(out).trials
+    assert len(trials) == 16 and all(t.state.name == "COMPLETE" for t in trials)
+    steps = [t for t in trials if t.system_attrs.get(PROPOSED_BY) == "front-neighbour"]
+    assert steps and all(t.number % 2 == 0 for t in steps)
+    assert not any("duplicate_of" in t.user_attrs for t in trials)
+
+
+@slow
 def test_killed_worker_keeps_the_study_and_resume_completes(
     tiny_dirs, image_dataset_dir, tmp_path, monkeypatch, local_ray
 ):
