@@ -22,7 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import PlanError, SpaceError
 from ._plan import Plan, Span
@@ -463,17 +463,7 @@ def predicted_front(
             plan = Plan(spans, L)
             if spans and space.feasible(plan) and space.contains(plan):
                 candidates.append((loss, cost(plan), plan))
-    return _pareto_plans(candidates)
-
-
-def _pareto_plans(items: list[tuple[float, float, Plan]]) -> list[tuple[float, float, Plan]]:
-    """The `(loss, cost, plan)` items no other beats on both loss and cost, cheapest first (ties: plan order)."""
-    out, best = [], math.inf
-    for item in sorted(items, key=lambda it: (it[1], it[0], str(it[2]))):
-        if item[0] < best:
-            out.append(item)
-            best = item[0]
-    return out
+    return _pareto(candidates)
 
 
 def front_seed_plans(
@@ -519,8 +509,9 @@ def _push(fronts: dict, key: tuple, item: tuple) -> None:
     fronts.setdefault(key, []).append(item)
 
 
-def _pareto(items: list[tuple[float, float, tuple[Span, ...]]]) -> list[tuple[float, float, tuple[Span, ...]]]:
-    """The items no other beats on both predicted loss and cost delta (ties: the first in plan order)."""
+def _pareto(items: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
+    """The `(loss, cost, spans or plan)` items no other beats on both, cheapest first (ties: the first in plan
+    order)."""
     out, best = [], math.inf
     for item in sorted(items, key=lambda it: (it[1], it[0], str(it[2]))):
         if item[0] < best:
