@@ -8,7 +8,8 @@ front are mostly one gene away from plans it found: a span one block longer or s
 - every `local_every`-th trial (after `startup` fully scored plans) is an untried neighbour of a plan on the
   current front (one gene changed: a block kept or removed, or a span's kind swapped), the front plan drawn at
   random;
-- a plan TPE proposes that was already tried is replaced by an untried plan at the fewest changed genes from it.
+- a plan TPE proposes that was already tried is replaced by an untried plan at the fewest changed genes from it
+  (from TPE's multivariate stage on; its first, independent draws, which the DP seeds mostly stand in for, are kept).
 
 Neighbours must satisfy the study's constraints (`feasible`). Chosen by `bench/bench_front.py` (lookup studies over
 10 seeds on demo-vit and all-MiniLM-L6-v2, RESULTS.md).
