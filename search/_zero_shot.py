@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._errors import DatasetError, SettingsError, UnsupportedModelError
+from ._artifacts import read_artifact, write_artifact
+from ._errors import CacheError, DatasetError, SettingsError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from ._settings import SearchSettings
@@ -249,24 +251,49 @@ def embeddings_key(model_id: str, revision: str, spec: ZeroShotSpec, dtype: str)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
+EMBEDDINGS_FILE = "embeddings.npy"
+
+
+def _read_embeddings(directory: Path, key: str, shape: tuple[int, int]) -> np.ndarray:
+    """The cached class embeddings at `directory`, verified: the manifest's checksum (rows permuted or bits flipped
+    in a valid file), a `(n_classes, projection_dim)` float32 array of finite values; else `CacheError`."""
+    what = f"zero-shot class embeddings {directory}"
+    read_artifact(directory, key, what)
+    try:
+        emb = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{what} is unreadable ({str(exc).splitlines()[0]})") from None
+    if emb.shape != shape or emb.dtype != np.float32 or not np.isfinite(emb).all():
+        raise CacheError(f"{what} holds a {emb.dtype} array of shape {emb.shape}, not finite float32 {shape}")
+    return emb
+
+
 def class_embeddings(
     loaded: LoadedModel, spec: ZeroShotSpec, cache_root: Path | None, *, batch_size: int = 256
 ) -> tuple[np.ndarray, bool]:
-    """`(n_classes, projection_dim)` normalised class embeddings, and whether they came from the cache."""
+    """`(n_classes, projection_dim)` normalised class embeddings, and whether they came from the cache.
+
+    The cache entry is a verified artifact (`write_artifact`: written beside and renamed, sha256 per file): an entry
+    that is not what it should be (truncated, changed, mis-shaped, another key) is said in one line and recomputed."""
     clip, tokenizer = loaded.text
     dtype = str(next(clip.parameters()).dtype).removeprefix("torch.")
-    path = None
-    if cache_root is not None:
-        path = Path(cache_root) / "zero_shot" / f"{embeddings_key(loaded.model_id, loaded.revision, spec, dtype)}.npy"
-        if path.is_file():
-            return np.load(path), True
+    key = embeddings_key(loaded.model_id, loaded.revision, spec, dtype)
+    shape = (len(spec.class_names), int(clip.config.projection_dim))
+    directory = Path(cache_root) / "zero_shot" / key if cache_root is not None else None
+    if directory is not None and directory.exists():
+        try:
+            return _read_embeddings(directory, key, shape), True
+        except CacheError as exc:
+            warnings.warn(f"{exc}; recomputing", stacklevel=2)
+            if directory.is_dir():
+                shutil.rmtree(directory, ignore_errors=True)
+            else:  # a file where the entry's folder should be
+                directory.unlink()
     emb = _embed(clip, tokenizer, spec, batch_size)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, emb)
-        os.replace(tmp, path)  # never a half-written entry
+    if directory is not None:
+        with write_artifact(directory, key, "zero-shot class embeddings") as writer:
+            np.save(writer.directory / EMBEDDINGS_FILE, emb, allow_pickle=False)
+            writer.manifest["shape"] = list(emb.shape)
     return emb, False
 
 

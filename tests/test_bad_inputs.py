@@ -175,9 +175,6 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
     other_journal = root / "other-journal"
     other_journal.mkdir()
     (other_journal / "study.journal").write_text('{"note": "JSON lines, but not an Optuna journal"}\n')
-    cut_journal = root / "cut-journal"  # the good run's journal, its last write cut short
-    cut_journal.mkdir()
-    (cut_journal / "study.journal").write_bytes((good_run / "study.journal").read_bytes()[:-7])
     other_family = root / "gpt2"
     transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(other_family)
     bad_settings = root / "bad-settings"
@@ -193,7 +190,6 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
         "other_db": other_db,
         "corrupt_journal": corrupt_journal,
         "other_journal": other_journal,
-        "cut_journal": cut_journal,
         "other_family": other_family,
         "bad_settings": bad_settings,
         "broken": _broken_copies(tiny_dirs["vit"], root),
@@ -307,9 +303,6 @@ def cases(w: dict) -> dict[str, Case]:
         ),
         "study.journal of something else": Case(
             run(w["other_journal"]), "not an Optuna study journal", in_process=True, untouched=(w["other_journal"],)
-        ),
-        "study.journal cut short": Case(
-            run(w["cut_journal"]), "cut short", in_process=True, untouched=(w["cut_journal"],)
         ),
         "unreadable settings.json": Case(
             run(w["bad_settings"]), "unreadable", in_process=True, untouched=(w["bad_settings"],)

@@ -216,7 +216,43 @@ def test_class_embeddings_are_cached_by_model_names_and_templates(clip_dir, imag
     assert not other.zero_shot.cached  # other names: another entry
     spec = first.zero_shot.spec
     assert embeddings_key("m", "r", spec, "float32") != embeddings_key("m", "r2", spec, "float32")
-    assert len(list((cache_dir / "zero_shot").glob("*.npy"))) == 2
+    assert len([p for p in (cache_dir / "zero_shot").iterdir() if (p / "embeddings.npy").is_file()]) == 2
+
+
+@pytest.mark.parametrize("damage", ["permuted rows", "flipped bits", "truncated", "mis-shaped", "a file"])
+def test_a_damaged_class_embedding_entry_is_said_and_recomputed(
+    damage, clip_dir, image_dataset_dir, cache_dir, tmp_path, recwarn
+):
+    """The cache entry is verified (checksum, shape, finite float32): a valid .npy with its rows permuted would
+    silently change every zero-shot score; each damage is said in one line and the embeddings are computed again."""
+    from toast.search import SearchContext
+
+    first = SearchContext.build(settings(clip_dir, image_dataset_dir, tmp_path / "a", cache_dir, prompts="short"))
+    (entry,) = (cache_dir / "zero_shot").iterdir()
+    path = entry / "embeddings.npy"
+    good = np.load(path)
+    if damage == "permuted rows":
+        np.save(path, good[::-1].copy())
+    elif damage == "flipped bits":
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x40
+        path.write_bytes(bytes(raw))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "mis-shaped":
+        np.save(path, good[:2])
+    else:
+        import shutil
+
+        shutil.rmtree(entry)
+        entry.write_text("not a folder")
+    again = SearchContext.build(settings(clip_dir, image_dataset_dir, tmp_path / "b", cache_dir, prompts="short"))
+    assert not again.zero_shot.cached
+    np.testing.assert_array_equal(first.zero_shot.embeddings.numpy(), again.zero_shot.embeddings.numpy())
+    said = [str(w.message) for w in recwarn if "zero-shot class embeddings" in str(w.message)]
+    assert len(said) == 1 and "recomputing" in said[0] and "\n" not in said[0]
+    third = SearchContext.build(settings(clip_dir, image_dataset_dir, tmp_path / "c", cache_dir, prompts="short"))
+    assert third.zero_shot.cached  # the recomputed entry is whole again
 
 
 def test_search_runs_end_to_end_with_the_zero_shot_head(clip_dir, image_dataset_dir, cache_dir, tmp_path):
