@@ -283,7 +283,7 @@ class Search:
             }
             metrics.update(duplicate_of=previous.number, seconds=0.0)
             return plan, metrics
-        if self.far_over_budget(plan) or self.space.refusals(plan):  # refused: infeasible, nothing to score
+        if self.far_over_budget(plan) or not self.space.feasible(plan):  # outside the space's limits: not scored
             cost = self.costs.cost(plan)  # the cost objectives need no model run
             counted = {name: get_objective(name).of_plan(plan, cost) for name in list_objectives(Role.COST)}
             counted = {k: v for k, v in counted.items() if not math.isnan(v)}  # latency: only with a latency table
@@ -433,11 +433,23 @@ def write_trials_csv(records: list[dict[str, Any]], path: Path) -> None:
             w.writerow(row)
 
 
-def scored_records(records: list[dict[str, Any]], objectives) -> list[dict[str, Any]]:
-    """Complete, scored trials with every objective, one per distinct plan."""
+def _within(space: PlanSpace, spans: Any) -> bool:
+    """Whether the plan of a record's `spans` is a plan of `space` within its limits."""
+    try:
+        return space.feasible(Plan.of(spans or [], space.num_blocks))
+    except (ValueError, TypeError):  # a plan of another space (PlanError is a ValueError)
+        return False
+
+
+def scored_records(records: list[dict[str, Any]], objectives, space: PlanSpace | None = None) -> list[dict[str, Any]]:
+    """Complete, scored trials with every objective, one per distinct plan; with `space`, only the plans within its
+    limits (`max_removed`, `min_kept`, the kinds' refusals): a resumed study may hold trials scored before a limit
+    was set, and those are never on the front nor chosen."""
     seen, out = set(), []
     for r in records:
         if r["state"] != "COMPLETE" or not r.get("scored", True) or "duplicate_of" in r:
+            continue
+        if space is not None and not _within(space, r.get("spans")):
             continue
         if r.get(SCORED_ON, FULL) != FULL:  # scored on the subset only: never on the front
             continue

@@ -679,3 +679,23 @@ def test_a_search_with_folded_spans_runs_end_to_end(family, tiny_dirs, graded_da
     for row in done.values():  # every scored plan: no folded span from the embeddings or after its source's removal
         if row["accuracy"]:
             assert not space.refusals(Plan.of(json.loads(row["spans"]), L)), row
+
+
+@pytest.mark.parametrize("limit", [("--max-removed", "1"), ("--min-kept", "3")], ids=["max-removed", "min-kept"])
+def test_the_space_limits_hold_on_the_front_and_the_chosen_plan(limit, tiny_dirs, graded_dataset_dir, cache_dir, runs):
+    """A plan outside `--max-removed` / `--min-kept` is never scored (the sampler may still propose one: Optuna's
+    constraints steer it away), so it is neither on the front nor chosen, nor among the seeds."""
+    out = runs / f"limits-{limit[0].strip('-')}"
+    code, _, err = run_main(
+        argv(tiny_dirs["vit"], graded_dataset_dir, cache_dir, out, *limit, "--trials", "12", "--sampler", "random")
+        + ["--budget-fraction", "1.0"]
+    )
+    assert code == 0, err
+    doc = read_front(out)
+    removed = [len(Plan.of(r["spans"], L).removed) for r in doc["front"]]
+    assert removed and max(removed) <= 1
+    assert doc["chosen"] is not None and len(Plan.of(doc["chosen"]["spans"], L).removed) <= 1
+    _, rows = read_csv(out)
+    for row in rows:
+        if len(Plan.of(json.loads(row["spans"]), L).removed) > 1:
+            assert row["feasible"] == "False" and row["accuracy"] == ""
