@@ -18,6 +18,7 @@ from ._calib_data import calibration_record
 from ._context import SearchContext
 from ._front import Front, choose, format_front_table, pareto_axes, plot_pareto
 from ._latency import latency_inputs, measure_end_to_end
+from ._lock import run_directory_lock
 from ._settings import SearchSettings
 from ._study import Search, scored_records, undefined_key, write_trials_csv
 from ._zero_shot import zero_shot_record
@@ -44,12 +45,18 @@ def manual_space(settings: SearchSettings, space: PlanSpace) -> tuple[PlanSpace,
 
 
 def run_search(settings: SearchSettings) -> RunResult:
-    """Run (or resume) the search described by `settings` and write every output file."""
+    """Run (or resume) the search described by `settings` and write every output file; one process at a time in a
+    run directory (a second one is refused at once, naming the first)."""
     from toast.runners import check_runner
 
     check_runner(
         settings.runner, settings.ray_address
     )  # an unreachable --ray-address fails here, before the run directory
+    with run_directory_lock(settings.out):
+        return _run_search(settings)
+
+
+def _run_search(settings: SearchSettings) -> RunResult:
     ctx = SearchContext.build(settings, progress=settings.progress)  # `preflight` first: nothing loaded for a bad path
     objectives = get_objectives(settings.objectives)
     plans: list[Plan] = []
@@ -141,7 +148,7 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     records = search.records()
     write_trials_csv(records, out / "trials.csv")
     names = [o.name for o in objectives]
-    scored = scored_records(records, objectives)
+    scored = scored_records(records, objectives, space=ctx.space)
     front = list(Front.from_records(scored, names, [o.direction for o in objectives]).records) if scored else []
     baseline = dict(ctx.baseline)
     full = ctx.full_evaluation()
