@@ -12,17 +12,24 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._errors import CacheError
 
+T = TypeVar("T")
+
 MANIFEST = "manifest.json"
-_RESERVED = ("key", "files")  # manifest fields the helper writes itself
+#: the layout of an artifact folder and its manifest; an entry of another version is recomputed, never read
+ARTIFACT_FORMAT = 1
+_RESERVED = ("key", "files", "artifact_format")  # manifest fields the helper writes itself
+_TMP = ".tmp-"  # `.<name>.tmp-<host>-<pid>-<hex>`: a folder being written, by this host's process <pid>
 
 
 def default_cache_dir() -> Path:
@@ -65,7 +72,72 @@ def read_manifest(path: Path, key: str, what: str) -> dict:
         raise CacheError(f"{what} has an unreadable {path.name}")
     if manifest.get("key") != key:
         raise CacheError(f"{what} belongs to another key")
+    version = manifest.get("artifact_format", ARTIFACT_FORMAT)  # entries written before the field: version 1
+    if version != ARTIFACT_FORMAT:
+        raise CacheError(
+            f"{what} was written by another format version ({version!r}, this one reads {ARTIFACT_FORMAT})"
+        )
     return manifest
+
+
+def remove_entry(path: Path) -> None:
+    """Remove a cache entry found unusable, whatever it is: its folder, or a file (or link) where the folder should
+    be. A folder that cannot be removed whole is a `CacheError` (a new entry could not be installed there)."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    if path.exists() or path.is_symlink():
+        raise CacheError(
+            f"cannot remove the unusable cache entry {path}: remove it by hand, or use another `cache_dir`"
+        )
+
+
+#: what reading an entry that is not what its reader expects may raise, besides `CacheError` (a field missing from a
+#: manifest of another version, a file where a folder should be, an Arrow or JSON file cut short)
+UNUSABLE = (CacheError, ValueError, TypeError, KeyError, IndexError, OSError)
+
+
+def read_or_discard(directory: Path, read: Callable[[Path], T], *, redo: str) -> T | None:
+    """`read(directory)` (which verifies the entry) when the entry exists; None when it does not, or when it is not
+    what its reader expects: then it is said in one line ("<what is wrong>; <redo>") and removed, so the caller
+    computes it again."""
+    directory = Path(directory)
+    if not (directory.exists() or directory.is_symlink()):
+        return None
+    try:
+        return read(directory)
+    except UNUSABLE as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        warnings.warn(f"{message}; {redo}", stacklevel=3)
+        remove_entry(directory)
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphans(parent: Path, name: str) -> list[Path]:
+    """Remove the temporary folders of `name` under `parent` whose writer on this host has died (a killed capture:
+    an `except` never ran); the folders removed. A temporary folder of a live process, or of another host sharing
+    the cache folder, is left alone."""
+    host = socket.gethostname()
+    removed = []
+    for tmp in Path(parent).glob(f".{name}{_TMP}*"):
+        parts = tmp.name[len(f".{name}{_TMP}") :].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
 
 
 def verify_file(path: Path, record: dict[str, Any], what: str) -> None:
@@ -105,7 +177,8 @@ def write_artifact(final_dir: Path, key: str, what: str) -> Iterator[ArtifactWri
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final_dir.parent / f".{final_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_orphans(final_dir.parent, final_dir.name)
+    tmp = final_dir.parent / f".{final_dir.name}{_TMP}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     writer = ArtifactWriter(tmp, final_dir)
     try:
@@ -118,12 +191,12 @@ def write_artifact(final_dir: Path, key: str, what: str) -> Iterator[ArtifactWri
             for p in sorted(tmp.rglob("*"))
             if p.is_file() and p.name != MANIFEST
         }
-        manifest = {"key": key, **writer.manifest, "files": files}
+        manifest = {"key": key, "artifact_format": ARTIFACT_FORMAT, **writer.manifest, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
             os.rename(tmp, final_dir)
         except OSError as exc:
-            if not final_dir.exists():
+            if not final_dir.is_dir():  # not another writer's entry (a file in its place, a full disk)
                 raise CacheError(f"cannot install {what} ({exc.strerror or exc})") from None
             shutil.rmtree(tmp, ignore_errors=True)  # another writer finished first: keep theirs
         else:

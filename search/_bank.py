@@ -22,7 +22,6 @@ import json
 import shutil
 import tempfile
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -44,7 +43,7 @@ from toast.spaces import (
 )
 from toast.spaces._span_data import HOLDOUT_FRACTION
 
-from ._artifacts import read_artifact, spec_key, write_artifact
+from ._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
 from ._errors import CacheError
 from .capture import CapturedActivations, CapturedSpanData
 from .capture._cache import decode_state
@@ -266,13 +265,14 @@ class TranslatorBank:
             return translator.fit_span(data())
         directory, spec = self.path(span, translator, prefix)
         what = f"fitted translator {directory}"
-        if directory.exists():
-            try:
-                read_artifact(directory, spec.key, what)
-                return load_translator(directory)
-            except (CacheError, ValueError, OSError) as exc:
-                warnings.warn(f"{exc}; refitting", stacklevel=3)
-                shutil.rmtree(directory, ignore_errors=True)
+
+        def verified(d: Path) -> Translator:
+            read_artifact(d, spec.key, what)
+            return load_translator(d)
+
+        found = read_or_discard(directory, verified, redo="refitting")
+        if found is not None:
+            return found
         start = time.perf_counter()
         self.fits += 1
         translator.fit_span(data())

@@ -16,8 +16,6 @@ import dataclasses
 import json
 import math
 import platform
-import shutil
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +26,7 @@ import torch
 from toast.objectives import LatencyTable, measure_latency
 from toast.spaces import Plan, PlanSpace, Span, translator_class
 
-from ._artifacts import read_artifact, spec_key, write_artifact
-from ._errors import CacheError
+from ._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
 from .models import CompressedModel, LoadedModel, example_inputs
 
 __all__ = [
@@ -200,6 +197,12 @@ def _time_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: Late
     )
 
 
+def _read_table(directory: Path, key: str) -> LatencyTable:
+    """The verified latency table cached at `directory`."""
+    read_artifact(directory, key, f"latency table {directory}")
+    return LatencyTable.from_json(json.loads((directory / TABLE_FILE).read_text()))
+
+
 def measure_latency_table(
     loaded: LoadedModel,
     *,
@@ -218,13 +221,13 @@ def measure_latency_table(
         latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len), warmup=warmup, repeats=repeats
     )
     directory = Path(cache_dir) / "latency" / spec.key if cache_dir is not None else None
-    if directory is not None and directory.exists():
-        try:
-            read_artifact(directory, spec.key, f"latency table {directory}")
-            return LatencyTable.from_json(json.loads((directory / TABLE_FILE).read_text())), False
-        except (CacheError, ValueError, TypeError) as exc:
-            warnings.warn(f"{exc}; measuring the latency table again", stacklevel=2)
-            shutil.rmtree(directory, ignore_errors=True)
+    found = (
+        read_or_discard(directory, lambda d: _read_table(d, spec.key), redo="measuring the latency table again")
+        if directory is not None
+        else None
+    )
+    if found is not None:
+        return found, False
     table = _time_parts(loaded, inputs, spec)
     if directory is not None:
         with write_artifact(directory, spec.key, f"latency table {directory}") as writer:

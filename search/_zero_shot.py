@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._artifacts import read_artifact, write_artifact
+from ._artifacts import read_artifact, read_or_discard, write_artifact
 from ._errors import CacheError, DatasetError, SettingsError, UnsupportedModelError
 
 if TYPE_CHECKING:
@@ -280,15 +278,11 @@ def class_embeddings(
     key = embeddings_key(loaded.model_id, loaded.revision, spec, dtype)
     shape = (len(spec.class_names), int(clip.config.projection_dim))
     directory = Path(cache_root) / "zero_shot" / key if cache_root is not None else None
-    if directory is not None and directory.exists():
-        try:
-            return _read_embeddings(directory, key, shape), True
-        except CacheError as exc:
-            warnings.warn(f"{exc}; recomputing", stacklevel=2)
-            if directory.is_dir():
-                shutil.rmtree(directory, ignore_errors=True)
-            else:  # a file where the entry's folder should be
-                directory.unlink()
+    found = (
+        read_or_discard(directory, lambda d: _read_embeddings(d, key, shape), redo="recomputing") if directory else None
+    )
+    if found is not None:
+        return found, True
     emb = _embed(clip, tokenizer, spec, batch_size)
     if directory is not None:
         with write_artifact(directory, key, "zero-shot class embeddings") as writer:

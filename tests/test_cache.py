@@ -82,7 +82,7 @@ def test_second_capture_runs_no_forward_pass(setup):
     assert other.directory != first.directory
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "stats"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "stats", "file for folder", "other format"])
 def test_corrupt_entry_is_detected_and_recaptured(setup, damage):
     loaded, split, cache = setup
     settings = CalibrationSettings(samples=10, batch_size=4)
@@ -90,18 +90,22 @@ def test_corrupt_entry_is_detected_and_recaptured(setup, damage):
     good = captured.state(2).copy()
     target = captured.files[0] if damage != "stats" else captured.directory / "gram.npy"
     data = bytearray(target.read_bytes())
-    if damage in ("flip", "stats"):
+    manifest = json.loads((captured.directory / "manifest.json").read_text())
+    if damage == "file for folder":  # a file where the entry's folder should be
+        import shutil
+
+        shutil.rmtree(captured.directory)
+        captured.directory.write_text("not a cache entry")
+    elif damage == "other format":  # an entry a later (or earlier) version of the cache layout wrote
+        (captured.directory / "manifest.json").write_text(json.dumps({**manifest, "artifact_format": 99}))
+    elif damage in ("flip", "stats"):
         data[len(data) // 2] ^= 0xFF
         target.write_bytes(bytes(data))
     elif damage == "truncate":
         target.write_bytes(bytes(data[: len(data) // 3]))
     else:
         target.unlink()
-    spec_dir = captured.directory
-    from toast.search import CaptureSpec  # noqa: F401  (the key is the directory name)
-
-    manifest = json.loads((spec_dir / "manifest.json").read_text())
-    with pytest.raises(CacheError, match="truncated|corrupted|missing"):
+    with pytest.raises(CacheError, match="truncated|corrupted|missing|incomplete|format version"):
         cache.load(_spec_of(loaded, split, settings))
     calls, handle = _count_forwards(loaded)
     try:
@@ -176,3 +180,27 @@ def test_text_capture_respects_padding(tiny_dirs, tmp_path):
     )
     lengths = [len(t.split()) + 2 for t in texts]  # [CLS] … [SEP]
     assert captured.stats.n == sum(lengths) == len(captured.sample_index())
+
+
+def test_a_killed_captures_temporary_folder_is_removed_and_a_live_ones_kept(setup):
+    """A kill -9 during a capture leaves `.<key>.tmp-<host>-<pid>-<hex>` (no `except` ran): the next write of that
+    entry removes it when its process is gone, and leaves the folder of a process still writing."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    loaded, split, cache = setup
+    settings = CalibrationSettings(samples=10, batch_size=4)
+    spec = _spec_of(loaded, split, settings)
+    parent = cache.path(spec).parent
+    parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    orphan = parent / f".{spec.key}.tmp-{host}-{int(dead.stdout)}-0badc0de"
+    live = parent / f".{spec.key}.tmp-{host}-{os.getpid()}-0000beef"
+    for folder in (orphan, live):
+        folder.mkdir()
+        (folder / "shard-00000.arrow").write_bytes(b"\0" * 1000)
+    calibrate(loaded, split, settings, cache, progress=False)
+    assert not orphan.exists() and live.is_dir()

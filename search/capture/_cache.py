@@ -8,9 +8,7 @@ manifest; a corrupt entry is reported, removed and recaptured, never used.
 
 from __future__ import annotations
 
-import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,7 +20,7 @@ import torch
 
 from toast.spaces import ActivationStats, StatsAccumulator
 
-from .._artifacts import MANIFEST, default_cache_dir, read_artifact, spec_key, write_artifact
+from .._artifacts import MANIFEST, default_cache_dir, read_artifact, read_or_discard, spec_key, write_artifact
 from .._errors import CacheError, ModelOutputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -223,13 +221,8 @@ class ActivationCache:
         progress: bool = True,
     ) -> CapturedActivations:
         """The verified entry for `spec`; captured first (one forward pass) when missing or corrupt."""
-        if self.path(spec).exists():
-            try:
-                return self.load(spec)
-            except CacheError as exc:
-                warnings.warn(f"{exc}; recapturing", stacklevel=2)
-                shutil.rmtree(self.path(spec), ignore_errors=True)
-        return self.capture(spec, model, batches(), progress=progress)
+        found = read_or_discard(self.path(spec), lambda _: self.load(spec), redo="recapturing")
+        return found if found is not None else self.capture(spec, model, batches(), progress=progress)
 
     @torch.inference_mode()
     def capture(

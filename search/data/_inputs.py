@@ -16,7 +16,6 @@ in its manifest; a corrupt entry is reported with a warning and rebuilt, never u
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .._artifacts import MANIFEST, default_cache_dir, read_artifact, spec_key, write_artifact
+from .._artifacts import MANIFEST, default_cache_dir, read_artifact, read_or_discard, spec_key, write_artifact
 from .._errors import CacheError, DatasetError
 from ._datasets import LabeledSplit, iter_batches, preprocessing_fingerprint
 from ._pixels import NotRepresentable, Storage, choose
@@ -189,12 +188,9 @@ class PreprocessedInputs:
         """The verified entry for these samples; built first (one processor pass) when missing or corrupt."""
         spec = InputsSpec.of(split, ids, processor, max_length=max_length)
         directory = cls.entry_path(cache_root, spec)
-        if directory.exists():
-            try:
-                return cls.open(cache_root, spec, batch_size)
-            except CacheError as exc:
-                warnings.warn(f"{exc}; rebuilding", stacklevel=2)
-                shutil.rmtree(directory, ignore_errors=True)
+        found = read_or_discard(directory, lambda _: cls.open(cache_root, spec, batch_size), redo="rebuilding")
+        if found is not None:
+            return found
         cls.build(directory, spec, split, processor, batch_size, progress=progress)
         return cls.open(cache_root, spec, batch_size)
 
