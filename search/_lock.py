@@ -41,7 +41,9 @@ def _holder(path: Path) -> str:
 @contextmanager
 def run_directory_lock(out: Path, what: str = "a search") -> Iterator[None]:
     """Hold run directory `out` for the `with` block; `RunDirectoryBusyError` (one line, naming the holder) when
-    another process holds it. Where `flock` does not exist (Windows), nothing is locked."""
+    another process holds it. The lock is taken on the directory itself; `RUN/.lock` says who holds it and is
+    removed on release, so a finished run's directory holds no trace of it. Where `flock` does not exist (Windows),
+    nothing is locked."""
     try:
         import fcntl
     except ImportError:  # no advisory locks: run unlocked
@@ -52,8 +54,8 @@ def run_directory_lock(out: Path, what: str = "a search") -> Iterator[None]:
     made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # not a directory one can write to: the run's own checks say so in one line
+        fd = os.open(out, os.O_RDONLY)
+    except OSError:  # not a directory one can open: the run's own checks say so in one line
         yield
         return
     try:
@@ -65,14 +67,15 @@ def run_directory_lock(out: Path, what: str = "a search") -> Iterator[None]:
                 f"{what}"
             ) from None
         doc = {"pid": os.getpid(), "argv": ["toast-search", *sys.argv[1:]], "since": time.strftime("%H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(doc).encode())
+        try:
+            path.write_text(json.dumps(doc))
+        except OSError:  # who holds it is only said, not needed
+            pass
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
-            if made and [p.name for p in out.iterdir()] == [LOCK_FILE]:  # nothing written (e.g. a bad input)
-                path.unlink()
+            path.unlink(missing_ok=True)
+            if made and not any(out.iterdir()):  # nothing written (e.g. a bad input): leave no directory
                 out.rmdir()
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

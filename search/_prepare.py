@@ -10,7 +10,7 @@ original); `--dry-run` prints it; `analyze` captures from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -25,7 +25,7 @@ from ._settings import SearchSettings
 from ._study import resolve_budgets
 from ._zero_shot import ZeroShotSpec, resolve_zero_shot
 from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
-from .data import LabeledSplit, default_splits, load_split
+from .data import LabeledSplit, check_inputs_fit, check_split, default_splits, load_split
 from .models import LoadedModel, load_model, measure_cost_table, resolve_model
 from .models._compressed import refused_spans
 
@@ -86,14 +86,17 @@ def samples_used(
     settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None, calib: LabeledSplit | None = None
 ) -> tuple[dict[str, int], list[str]]:
     """The calibration, probe and evaluation sample counts a run really uses (a split may hold fewer than
-    asked), and one note per count cut short. `test` None (a capture only): the calibration count alone."""
+    asked), and one note per count cut short. A default count is an upper bound: a split holding fewer is used
+    whole without a note (the demo's 1,347 train samples are not news); a count set to another value is noted.
+    `test` None (a capture only): the calibration count alone."""
     asked = {"calib_samples": (settings.calib_samples, calib or train)}
     if test is not None:
         asked.update(probe_samples=(settings.probe_samples, train), eval_samples=(settings.eval_samples, test))
+    defaults = {f.name: f.default for f in fields(SearchSettings)}
     used, notes = {}, []
     for name, (n, split) in asked.items():
         used[name] = min(n, len(split))
-        if n > len(split):
+        if n > len(split) and n != defaults[name]:
             notes.append(
                 f"note: --{name.replace('_', '-')} {n} but split {split.split!r} of {split.name!r} holds {len(split)} samples: using {len(split)}"
             )
@@ -129,6 +132,20 @@ def _latency_table(settings: SearchSettings, loaded: LoadedModel, space: PlanSpa
     return table
 
 
+def _check_splits(
+    settings: SearchSettings, train: LabeledSplit, test: LabeledSplit | None, calib: LabeledSplit
+) -> None:
+    """The splits' defects (`check_split`), before any weight is loaded: labels where an accuracy is measured, two
+    classes where a probe is fitted."""
+    labels = test is not None and "accuracy" in settings.objectives
+    probe = labels and settings.head == "probe"
+    check_split(train, flag="split_train", labels=probe, min_classes=2 if probe else 1)
+    if test is not None:
+        check_split(test, flag="split_test", labels=labels)
+    if calib is not train:
+        check_split(calib, flag="calib_split", labels=False)
+
+
 def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool = True) -> Prepared:
     """Check, load and measure what a run needs, cheapest first: paths (`preflight`), the device, the splits,
     the dataset's modality against the model's config, the sample counts, the model, the space, the cost
@@ -143,16 +160,22 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     if check_paths:
         preflight(settings, run=search)
     device = resolve_device(settings.device)
-    columns = {"input_column": settings.input_column, "label_column": settings.label_column}
+    columns = {
+        "input_column": settings.input_column,
+        "label_column": settings.label_column,
+        "cache_dir": ActivationCache(settings.cache_dir).root,
+    }
     default_train, default_test = default_splits(settings.dataset)
     train = load_split(settings.dataset, settings.split_train or default_train, **columns)
     test = load_split(settings.dataset, settings.split_test or default_test, **columns) if search else None
     source = resolve_model(settings.model)
     check_modality(source.family, train, settings.model)  # from the config, before the weights
     calib = load_calibration_split(settings, train, source.family)
+    _check_splits(settings, train, test, calib)
     zero_shot = resolve_zero_shot(settings, source, test)
     used, notes = samples_used(settings, train, test, calib)
     loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype], text_tower=zero_shot is not None)
+    check_inputs_fit(loaded, calib)  # one sample through the processor and the embeddings
     space = costs = None
     if search:
         kinds = []

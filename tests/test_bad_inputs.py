@@ -199,7 +199,98 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
         "vit_cls": tiny_dirs["vit-cls"],
         "images": image_dataset_dir,
         "texts": text_dataset_dir,
+        "defects": _defective_datasets(root / "defects", tiny_dirs["vit"]),
     }
+
+
+def _defective_datasets(root: Path, vit: Path) -> dict[str, Path]:
+    """One dataset (or model folder) per defect a run must refuse before its capture."""
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = ["r", "g", "b"]
+
+    def images(n: int) -> list:
+        return [Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)) for _ in range(n)]
+
+    def saved(name: str, train: dict, test: dict, features: dict) -> Path:
+        feats = datasets.Features(features)
+        path = root / name
+        datasets.DatasetDict(
+            {
+                "train": datasets.Dataset.from_dict(train, features=feats),
+                "test": datasets.Dataset.from_dict(test, features=feats),
+            }
+        ).save_to_disk(str(path))
+        return path
+
+    image_label = {"img": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+    out = {
+        "empty test": saved(
+            "empty-test", {"img": images(20), "label": [0, 1] * 10}, {"img": [], "label": []}, image_label
+        ),
+        "empty train": saved(
+            "empty-train", {"img": [], "label": []}, {"img": images(8), "label": [0, 1] * 4}, image_label
+        ),
+        "one class": saved(
+            "one-class", {"img": images(20), "label": [1] * 20}, {"img": images(8), "label": [1] * 8}, image_label
+        ),
+        "string labels": saved(
+            "string-labels",
+            {"img": images(20), "label": ["cat", "dog"] * 10},
+            {"img": images(8), "label": ["cat", "dog"] * 4},
+            {"img": datasets.Image(), "label": datasets.Value("string")},
+        ),
+        "nan labels": saved(
+            "nan-labels",
+            {"img": images(20), "label": [0.0, 1.0] * 9 + [float("nan"), 1.0]},
+            {"img": images(8), "label": [0.0, 1.0] * 4},
+            {"img": datasets.Image(), "label": datasets.Value("float64")},
+        ),
+        "no labels": saved("no-labels", {"img": images(20)}, {"img": images(8)}, {"img": datasets.Image()}),
+        "none texts": saved(
+            "none-texts",
+            {"text": ["w5 w7", None] + ["w6 w8"] * 18, "label": [0, 1] * 10},
+            {"text": ["w5 w7"] * 8, "label": [0, 1] * 4},
+            {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b"])},
+        ),
+    }
+    # undecodable image bytes, in a parquet folder and in an image folder
+    parquet = root / "corrupt-parquet"
+    parquet.mkdir()
+    for split, n in (("train", 20), ("test", 8)):
+        rows = []
+        for i, im in enumerate(images(n)):
+            import io as _io
+
+            buffer = _io.BytesIO()
+            im.save(buffer, format="PNG")
+            rows.append({"bytes": b"\x89PNG not an image" if i == 3 else buffer.getvalue(), "path": None})
+        ds = datasets.Dataset.from_dict(
+            {"img": rows, "label": [i % 2 for i in range(n)]},
+            features=datasets.Features(image_label),
+        )
+        ds.to_parquet(str(parquet / f"{split}.parquet"))
+    out["corrupt parquet image"] = parquet
+    folder = root / "corrupt-folder"
+    for split, n in (("train", 12), ("test", 6)):
+        for i, im in enumerate(images(n)):
+            target = folder / split / names[i % 2] / f"{i}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if i == 1:
+                target.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+            else:
+                im.save(target)
+    out["corrupt folder image"] = folder
+    # a model whose saved processor makes images of another size than its config takes
+    mismatched = root / "vit-processor-mismatch"
+    shutil.copytree(vit, mismatched)
+    config = json.loads((mismatched / "preprocessor_config.json").read_text())
+    config["size"] = {"height": 48, "width": 48}
+    (mismatched / "preprocessor_config.json").write_text(json.dumps(config))
+    out["processor mismatch"] = mismatched
+    return out
 
 
 def cases(w: dict) -> dict[str, Case]:
@@ -315,6 +406,24 @@ def cases(w: dict) -> dict[str, Case]:
         "resume with other calibration samples": Case(
             run(good, "--calib-samples", "20"), "calib_samples", in_process=True
         ),
+        # dataset defects: found before any capture (a fresh cache each, so no capture can have run)
+        "empty test split": Case(run(new("da"), dataset=w["defects"]["empty test"]), "empty"),
+        "empty calibration split": Case(run(new("db"), "--calib-dataset", str(w["defects"]["empty train"])), "empty"),
+        "a single class": Case(run(new("dc"), dataset=w["defects"]["one class"]), "single class"),
+        "string labels": Case(run(new("dd"), dataset=w["defects"]["string labels"]), "are strings"),
+        "NaN labels": Case(run(new("de"), dataset=w["defects"]["nan labels"]), "not integer class labels"),
+        "no label column": Case(run(new("df"), dataset=w["defects"]["no labels"]), "no label column"),
+        "input column of labels": Case(run(new("dg"), "--input-column", "label"), "not images or text"),
+        "corrupt image in parquet": Case(
+            run(new("dh"), dataset=w["defects"]["corrupt parquet image"]), "cannot be decoded"
+        ),
+        "corrupt image in a folder": Case(
+            run(new("di"), dataset=w["defects"]["corrupt folder image"]), "cannot be decoded"
+        ),
+        "None texts": Case(run(new("dj"), model=w["bert"], dataset=w["defects"]["none texts"]), "without text"),
+        "processor the model cannot take": Case(
+            run(new("dk"), model=w["defects"]["processor mismatch"]), "cannot take what its processor"
+        ),
         # a cluster that is not there: fails fast, before the run directory exists
         "unreachable Ray cluster": Case(
             run(new("af"), "--runner", "ray", "--ray-address", "127.0.0.1:1"), "127.0.0.1:1", seconds=30
@@ -324,7 +433,8 @@ def cases(w: dict) -> dict[str, Case]:
 
 def _placeholders() -> collections.defaultdict:
     """A stand-in for `world` (any path will do) to list the case names at collection time."""
-    return collections.defaultdict(lambda: Path("/"), broken=collections.defaultdict(lambda: Path("/")))
+    paths = collections.defaultdict(lambda: Path("/"))
+    return collections.defaultdict(lambda: Path("/"), broken=paths, defects=paths)
 
 
 CASE_NAMES = list(cases(_placeholders()))

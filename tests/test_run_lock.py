@@ -45,6 +45,7 @@ def test_a_second_process_is_refused_naming_the_first_and_a_killed_one_leaves_no
         proc.wait()
     with run_directory_lock(out):  # the kernel dropped the dead holder's lock
         assert (out / LOCK_FILE).is_file()
+    assert not (out / LOCK_FILE).exists()  # released: no trace left
 
 
 def test_a_run_that_wrote_nothing_leaves_no_directory(tmp_path):
@@ -77,3 +78,4 @@ def test_the_cli_refuses_a_second_search_on_the_same_out_in_one_line(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_FILE} == before
+    assert (out / LOCK_FILE).is_file()  # the killed holder's note stays until the next run takes the directory

@@ -1,5 +1,6 @@
 """Data: datasets by alias / hub id / local path, the offline docstrings corpus, and preprocessed inputs."""
 
+from ._checks import check_inputs_fit, check_split
 from ._datasets import (
     DATASET_ALIASES,
     DIGITS,
@@ -30,6 +31,8 @@ __all__ = [
     "LabeledSplit",
     "PreprocessedInputs",
     "build_docstring_dataset",
+    "check_inputs_fit",
+    "check_split",
     "collect_docstrings",
     "default_splits",
     "digits_split_indices",

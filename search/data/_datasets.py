@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .._errors import DatasetError
+from .._hub import hub_access
 
 LABEL_COLUMNS = ("label", "labels", "fine_label", "y", "target")
 TEXT_COLUMNS = ("text", "sentence", "content", "document")
@@ -119,7 +120,15 @@ def _pick_columns(
             )
     elif input_column not in feats:
         raise DatasetError(f"dataset {name!r} has no column {input_column!r} (columns: {', '.join(feats)})")
-    modality = "image" if isinstance(feats[input_column], datasets.Image) else "text"
+    feature = feats[input_column]
+    if isinstance(feature, datasets.ClassLabel) or (
+        isinstance(feature, datasets.Value) and feature.dtype not in ("string", "large_string")
+    ):
+        raise DatasetError(
+            f"column {input_column!r} of dataset {name!r} holds {getattr(feature, 'dtype', 'label')} values, not "
+            f"images or text: pass `input_column` naming the column of images or texts"
+        )
+    modality = "image" if isinstance(feature, datasets.Image) else "text"
     if label_column is None:
         label_column = next((c for c in LABEL_COLUMNS if c in feats), None)
         if label_column is None:
@@ -155,9 +164,18 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load_split(
-    name: str, split: str, *, input_column: str | None = None, label_column: str | None = None
+    name: str,
+    split: str,
+    *,
+    input_column: str | None = None,
+    label_column: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> LabeledSplit:
-    """A split of an alias, `digits`, a local path or a Hugging Face dataset id (see the module's doc)."""
+    """A split of an alias, `digits`, a local path or a Hugging Face dataset id (see the module's doc).
+
+    What this builds is kept under `cache_dir` (the run's cache root; None: `default_cache_dir()`), in `datasets/`:
+    the `docstrings` corpus, and the Arrow tables `datasets` converts a local parquet file or image folder into. A
+    Hub dataset is downloaded into Hugging Face's own cache (`$HF_HOME`), shared with the user's other tools."""
     alias = DATASET_ALIASES.get(name)
     if alias is not None:
         data = _load_hub(alias.hub_id, split, shown=name)
@@ -165,14 +183,14 @@ def load_split(
             data, alias.hub_id, split, input_column or alias.input_column, label_column or alias.label_column
         )
     if name == DOCSTRINGS:
-        name = str(_docstrings_folder())
+        name = str(_docstrings_folder(cache_dir))
     if name == DIGITS:
         data = _digits_split(split)
         columns = _pick_columns(data, name, input_column, label_column)
         return LabeledSplit(data, DIGITS, split, *columns, source_fingerprint=DIGITS_FINGERPRINT)
     path = Path(name).expanduser()
     if path.exists():
-        data = _load_local(path, name, split)
+        data = _load_local(path, name, split, cache_dir)
         return _labeled(data, str(path.resolve()), split, input_column, label_column)
     if _looks_like_path(name):
         raise DatasetError(
@@ -185,12 +203,18 @@ def load_split(
 DOCSTRINGS = "docstrings"
 
 
-def _docstrings_folder() -> Path:
-    """`docstrings`: real text with real labels (which package a docstring comes from), built once into the cache."""
+def datasets_cache(cache_dir: str | Path | None) -> Path:
+    """Where the datasets this package builds are kept: `<cache_dir>/datasets` (None: under `default_cache_dir()`)."""
     from .._artifacts import default_cache_dir
+
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "datasets"
+
+
+def _docstrings_folder(cache_dir: str | Path | None = None) -> Path:
+    """`docstrings`: real text with real labels (which package a docstring comes from), built once into the cache."""
     from ._textdata import build_docstring_dataset
 
-    return Path(build_docstring_dataset(default_cache_dir() / "datasets" / "docstrings", overwrite=True))
+    return Path(build_docstring_dataset(datasets_cache(cache_dir) / "docstrings", overwrite=True))
 
 
 def _labeled(data: Any, name: str, split: str, input_column: str | None, label_column: str | None) -> LabeledSplit:
@@ -201,7 +225,7 @@ def _labeled(data: Any, name: str, split: str, input_column: str | None, label_c
 # --- local paths ------------------------------------------------------------------------------
 
 
-def _load_local(path: Path, name: str, split: str) -> Any:
+def _load_local(path: Path, name: str, split: str, cache_dir: str | Path | None = None) -> Any:
     import datasets
 
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
@@ -209,6 +233,11 @@ def _load_local(path: Path, name: str, split: str) -> Any:
             data = datasets.load_from_disk(str(path))
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise DatasetError(f"cannot read dataset folder {name!r}: {_first_line(exc)}") from None
+        except IndexError:  # `datasets` cannot concatenate the zero tables of a split saved without rows
+            raise DatasetError(
+                f"a split of dataset folder {name!r} is empty (saved without rows): give it samples, or save the "
+                "dataset without it and pass `split_train` / `split_test` naming splits that hold samples"
+            ) from None
         return _select_split(data, name, split)
     if path.is_file():
         if path.suffix != ".parquet":
@@ -219,8 +248,8 @@ def _load_local(path: Path, name: str, split: str) -> Any:
         if builder is None:
             raise DatasetError(f"folder {name!r} holds no dataset: expected {LOCAL_FORMATS}")
         kwargs = {"data_dir": str(path)}
-    try:
-        data = datasets.load_dataset(builder, **kwargs)
+    try:  # the Arrow conversion under our cache root, not datasets' default (~/.cache/huggingface)
+        data = datasets.load_dataset(builder, cache_dir=str(datasets_cache(cache_dir) / "arrow"), **kwargs)
     except (FileNotFoundError, ValueError, OSError, datasets.exceptions.DatasetsError) as exc:
         raise DatasetError(f"cannot read {builder} data at {name!r}: {_first_line(exc)}") from None
     return _select_split(data, name, split)
@@ -248,9 +277,10 @@ def _load_hub(hub_id: str, split: str, *, shown: str) -> Any:
 
     label = shown if shown == hub_id else f"{shown} ({hub_id})"
     try:
-        return datasets.load_dataset(hub_id, split=split)
+        with hub_access() as unreachable:  # no answer from the Hub: offline at once, not five retries
+            return datasets.load_dataset(hub_id, split=split)
     except _network_errors() as exc:  # offline mode, no network, hub down
-        why = "offline mode is on" if "OfflineModeIsEnabled" in str(exc) else "no connection"
+        why = unreachable or ("offline mode is on" if "OfflineModeIsEnabled" in str(exc) else "no connection")
         raise DatasetError(
             f"dataset {label!r}: the Hugging Face Hub is unreachable ({why}); {LOCAL_COPY_HINT}"
         ) from None
@@ -370,6 +400,27 @@ def preprocessing_fingerprint(processor: Any) -> str:
     return repr(processor)
 
 
+def _decoded_images(split: LabeledSplit, rows: list[int]) -> list[Any]:
+    """The images of `rows`, decoded and in RGB; an image that cannot be decoded is a one-line `DatasetError` naming
+    its row (decoded one by one only then, to find it)."""
+    try:
+        return [im.convert("RGB") for im in split.dataset[rows][split.input_column]]
+    except Exception:  # PIL's UnidentifiedImageError, OSError on truncated bytes, ValueError from datasets
+        pass
+    for row in rows:
+        try:
+            split.dataset[row][split.input_column].convert("RGB")
+        except Exception as exc:
+            why = " ".join(str(exc).split())[:160]
+            raise DatasetError(
+                f"row {row} of split {split.split!r} of dataset {split.name!r} holds an image that cannot be decoded "
+                f"({type(exc).__name__}: {why}): remove or replace it"
+            ) from None
+    raise DatasetError(
+        f"the images of rows {rows[0]}…{rows[-1]} of split {split.split!r} of {split.name!r} cannot be decoded"
+    )
+
+
 def iter_batches(
     split: LabeledSplit, ids: Sequence[int], processor: Any, batch_size: int, *, max_length: int = 256
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
@@ -378,11 +429,11 @@ def iter_batches(
         raise DatasetError("the model has no saved image processor or tokenizer: save one next to the weights")
     for start in range(0, len(ids), batch_size):
         chunk = list(ids[start : start + batch_size])
-        rows = split.dataset[chunk][split.input_column]
         if split.modality == "image":
-            inputs = processor(images=[im.convert("RGB") for im in rows], return_tensors="pt")
+            inputs = processor(images=_decoded_images(split, chunk), return_tensors="pt")
             yield chunk, {"pixel_values": inputs["pixel_values"]}
         else:
+            rows = split.dataset[chunk][split.input_column]
             enc = processor(list(rows), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             yield chunk, {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
