@@ -69,6 +69,11 @@ ACCURACY = register_objective(
             delta="Δ pts",
         ),
         fields=("accuracy_std",),
+        field_descriptions={
+            "accuracy_std": "standard deviation of accuracy over the probe's seeds (--probe adam: 3 seeds) (%)",
+            "accuracy_search": "accuracy as the search measured it (its evaluation samples) before the front was "
+            "re-scored on the whole test split (%)",
+        },
         role=Role.ACCURACY,
         worst=0.0,  # no sample right
         rescored=True,

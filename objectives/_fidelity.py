@@ -91,6 +91,11 @@ FIDELITY = register_objective(
         description="linear CKA between the compressed and the original model's final features; no labels",
         display=Display(title="fidelity", axis="fidelity (linear CKA to the original)", name="fidelity", fmt="{:.4f}"),
         fields=(undefined_field("fidelity"), "cosine"),
+        field_descriptions={
+            undefined_field("fidelity"): "why fidelity has no value for this plan (it then ranks as the worst)",
+            "cosine": "mean cosine similarity, sample by sample, between the compressed and the original model's "
+            "final features (1: the same directions); no labels",
+        },
         worst=0.0,  # no agreement
         rescored=True,
         needs=frozenset({"eval_features", "original_features"}),

@@ -126,5 +126,10 @@ LATENCY = register_objective(
             title="latency ms", axis="latency (ms per batch, estimated)", name="latency", unit="ms", fmt="{:.2f}"
         ),
         fields=(MEASURED_FIELD, ESTIMATED_FIELD),
+        field_descriptions={
+            MEASURED_FIELD: "milliseconds per batch measured end to end at the end of the run (median of repeats; "
+            "the original, the front plans and the chosen one) on the run's device and dtype",
+            ESTIMATED_FIELD: "the latency table's estimate of latency, beside the measured value (ms)",
+        },
     )
 )

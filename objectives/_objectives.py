@@ -8,8 +8,10 @@ the plan and its cost table alone (budgets are stated in these). Objectives are 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from toast.spaces._errors import ObjectiveError
@@ -82,6 +84,8 @@ class Objective:
     """One measurable objective. `direction` is Optuna's (`"maximize"` or `"minimize"`).
 
     `fields` are the other record fields `compute` may report, in column order (e.g. `accuracy_std`);
+    `field_descriptions` says in a line what each of them (and `search_field`) is, as `description` says of the
+    value (front.json's glossary reads both);
     `worst` is what a plan whose value is undefined ranks as (default: the infinitely bad value);
     `rescored`: measured again on the whole test split (with the final probe) once the search ends, its
     search-time value kept under `search_field` when that is set; `deterministic`: equal outputs give equal values.
@@ -100,6 +104,7 @@ class Objective:
     search_field: str | None = None
     deterministic: bool = True
     needs: frozenset[str] = field(default=frozenset())
+    field_descriptions: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,17 +118,29 @@ class Objective:
             problems.append(f"worst must be a number (not NaN), got {self.worst!r}")
         if self.name in self.fields or len(set(self.fields)) != len(self.fields):
             problems.append(f"fields must be distinct and differ from the name, got {self.fields!r}")
+        unknown = sorted(
+            set(self.field_descriptions) - {*self.fields, *((self.search_field,) if self.search_field else ())}
+        )
+        if unknown:
+            problems.append(f"field_descriptions name fields it does not report: {unknown}")
         if problems:
             raise ObjectiveError(f"objective {self.name!r}: " + "; ".join(problems))
         if self.display is None:
             axis = f"{self.name} ({self.unit})" if self.unit else self.name
             object.__setattr__(self, "display", Display(title=self.name, axis=axis, name=self.name, unit=self.unit))
         object.__setattr__(self, "needs", frozenset(self.needs))
+        object.__setattr__(self, "field_descriptions", MappingProxyType(dict(self.field_descriptions)))
 
     @property
     def maximize(self) -> bool:
         """True when larger values are better."""
         return self.direction == "maximize"
+
+    def describe(self, column: str) -> str | None:
+        """What record field `column` of this objective is (its value: `description`, with the unit), or None."""
+        if column == self.name:
+            return f"{self.description} ({self.unit})" if self.unit else self.description
+        return self.field_descriptions.get(column)
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -40,6 +40,22 @@ def default_cache_dir() -> Path:
     return Path(base) / "toast-search"
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a temporary file beside it, flushed to the disk, then renamed over
+    it (a kill or a full disk leaves the previous content). The file's mode is an ordinary file's (0666 less the
+    umask)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 16 MiB chunks."""
     h = hashlib.sha256()

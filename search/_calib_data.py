@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._errors import DatasetError
-from .capture import check_modality
+from .capture import ActivationCache, check_modality
 from .data import default_splits, load_split
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def load_calibration_split(settings: SearchSettings, train: LabeledSplit, family
     # the columns given for `dataset` hold for its own splits; another dataset's are found by their types
     columns = {"input_column": settings.input_column, "label_column": settings.label_column} if same else {}
     try:
-        calib = load_split(name, split, **columns)
+        calib = load_split(name, split, cache_dir=ActivationCache(settings.cache_dir).root, **columns)
         check_modality(family, calib, settings.model)
     except DatasetError as exc:
         raise DatasetError(f"`calib_dataset` {name!r}, split {split!r}: {_without_split_hint(str(exc))}") from None

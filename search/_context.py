@@ -24,8 +24,9 @@ from toast.spaces import Plan, PlanSpace
 
 from ._bank import TranslatorBank
 from ._forward import ForwardCount, plan_forward
-from ._prefix import PrefixStore
+from ._prefix import PrefixStore, default_cap_bytes
 from ._prepare import prepare
+from ._quiet import note
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL, MIN_SUBSET, SCORED_ON, SUBSET, fidelity_rows, subset_fields
 from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zero_shot_note
@@ -34,7 +35,9 @@ from .capture._calibration import capture_spec
 from .data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
 from .models import CompressedModel, LoadedModel
 
-PREFIX_FORMAT = 2  # the prefix store's layout (`toast.search._prefix`); 2: a translator's kind in its step's name
+PREFIX_FORMAT = (
+    3  # the prefix store's layout (`toast.search._prefix`); 2: a translator's kind in its step's name; 3: row checksums
+)
 
 
 @dataclass
@@ -63,13 +66,16 @@ class SearchContext:
     prefix_store: PrefixStore | None = None  # the states of shared prefixes (None: every trial runs all its blocks)
 
     @classmethod
-    def build(cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True) -> SearchContext:
+    def build(
+        cls, settings: SearchSettings, *, progress: bool = True, check_paths: bool = True, notes: bool = True
+    ) -> SearchContext:
         """`prepare` (checks, data, model, space, cost table), then calibrate (cached), preprocess the probe and
         evaluation inputs (cached) and score the original model: the work done once per run. `check_paths` False:
-        no `preflight` (a Ray worker: its driver made it)."""
+        no `preflight` (a Ray worker: its driver made it). `notes` False: the preparation's notes are not said (a Ray
+        worker: its driver said them)."""
         prepared = prepare(settings, check_paths=check_paths)
-        for note in prepared.notes:
-            print(note)
+        for line in prepared.notes if notes else ():
+            note(line)
         loaded, train, test, cache = prepared.loaded, prepared.train, prepared.test, prepared.cache
         calib = prepared.calibration_split
         captured = calibrate(loaded, calib, prepared.calibration, cache, progress=progress)
@@ -115,14 +121,15 @@ class SearchContext:
             "probe": _groups("probe", len(probe_ids), settings.fidelity_fraction, settings.seed + 3),
             "eval": _groups("eval", len(eval_ids), settings.fidelity_fraction, settings.seed + 4),
         }
-        if settings.prefix_cache_gb > 0:
-            ctx.prefix_store = PrefixStore(
-                cache.root / "prefix" / ctx._prefix_key(), int(settings.prefix_cache_gb * 1024**3)
-            )
+        if settings.prefix_cache_gb != 0:  # one cap over every run's stores under prefix/
+            root = cache.root / "prefix"
+            cap = default_cap_bytes(root) if settings.prefix_cache_gb is None else settings.prefix_cache_gb * 1024**3
+            ctx.prefix_store = PrefixStore(root / ctx._prefix_key(), int(cap))
         if settings.head == "zero-shot":  # the class embeddings, once per run (cached)
             ctx.zero_shot = build_zero_shot_head(loaded, prepared.zero_shot, cache.root)
             ctx.zero_shot_cost = text_tower_cost(loaded, prepared.zero_shot)
-            print(zero_shot_note(ctx.zero_shot, ctx.zero_shot_cost))
+            if notes:
+                note(zero_shot_note(ctx.zero_shot, ctx.zero_shot_cost))
         if settings.head == "original" and needs_labels:  # the head scores only what reads the labels
             ctx._check_original_head()
         ctx.baseline = ctx.evaluate(Plan((), loaded.num_blocks))
@@ -169,7 +176,12 @@ class SearchContext:
             return self
         s = self.settings
         inputs = PreprocessedInputs.get_or_build(
-            ActivationCache(s.cache_dir).root, self.test, ids, self.loaded.processor, s.batch_size, progress=s.progress
+            ActivationCache(s.cache_dir).root,
+            self.test,
+            ids,
+            self.loaded.processor,
+            s.batch_size,
+            progress=s.show_progress,
         )
         labels = self.test.labels if _needs_labels(s) else np.zeros(len(ids), dtype=int)
         groups = {**self.groups, "eval": (("eval-all", np.arange(len(ids))),)}  # every test sample, one stage

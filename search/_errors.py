@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from toast.spaces._errors import (
     CacheError,
     DatasetError,
@@ -11,4 +13,16 @@ from toast.spaces._errors import (
     UnsupportedModelError,
 )
 
-__all__ = ["CacheError", "DatasetError", "ModelOutputError", "SettingsError", "ToastError", "UnsupportedModelError"]
+#: the errors of a disk that cannot take a write (full, over quota, read-only, failing): said in one line, and a
+#: search stops at the first (every later write would fail the same way)
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+__all__ = [
+    "DISK_ERRORS",
+    "CacheError",
+    "DatasetError",
+    "ModelOutputError",
+    "SettingsError",
+    "ToastError",
+    "UnsupportedModelError",
+]

@@ -34,10 +34,13 @@ __all__ = [
     "Front",
     "choose",
     "clipped_range",
+    "field_glossary",
     "format_front_table",
+    "front_caption",
     "hypervolume",
     "non_dominated",
     "non_dominated_sort",
+    "pareto_figure",
     "plot_pareto",
 ]
 
@@ -424,6 +427,58 @@ def format_front_table(
     return "\n".join(lines)
 
 
+#: What the record fields that no objective reports are (an objective's own fields say it: `Objective.describe`).
+RUN_FIELDS: dict[str, str] = {
+    "number": "the Optuna trial number (the row of trials.csv)",
+    "spans": "the plan as [s, e, kind] spans: blocks s+1 … e replaced by a translator of `kind` that maps block s's "
+    "output to block e's (s = -1: the embeddings' output)",
+    "plan": "the plan in s→e:kind notation ('original': every block kept)",
+    "feasible": "whether the plan meets every budget",
+    "seconds": "wall-clock seconds the trial took",
+    "on_front": "whether the trial is on the Pareto front of the study's objectives (front.json's front)",
+}
+
+
+def field_glossary(names: Sequence[str]) -> dict[str, str]:
+    """`{field: what it is}` for the record fields `names` that anything describes: the registered objectives'
+    values and fields (`Objective.describe`), then the run's own (`RUN_FIELDS`), in the order given."""
+    out: dict[str, str] = {}
+    for name in names:
+        described = RUN_FIELDS.get(name) or next(
+            (text for o in OBJECTIVES.values() if (text := o.describe(name)) is not None), None
+        )
+        if described is not None and name not in out:
+            out[name] = described
+    return out
+
+
+def _on_plane(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Which of the front's `(n, 2)` points are non-dominated on the plotted plane (its other objectives ignored)."""
+    return non_dominated(points, directions) if len(points) else np.zeros(0, dtype=bool)
+
+
+def _plane_directions(front: Front, x: str, y: str) -> tuple[str, str]:
+    """The directions of `x` and `y`: the front's own, else the registered objectives'."""
+    known = dict(zip(front.objectives, front.directions))
+    return tuple(known.get(k) or OBJECTIVES[k].direction for k in (x, y))  # type: ignore[return-value]
+
+
+def front_caption(front: Front, x: str, y: str) -> str:
+    """What the front table and the Pareto plot count, in one line: the front's plans on all the study's objectives,
+    and how many of them are also on the plotted `(x, y)` plane (the plot draws the others apart).
+
+    A front on more objectives than the plot's two holds plans that look dominated on the plane: a plan with equal
+    accuracy and GFLOPs but better fidelity is on the front, one point of the plot."""
+    shown = [_display(k).name for k in front.objectives]
+    names = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+    n = len(front)
+    head = f"Pareto front on {names}: {n} plan{'s' if n != 1 else ''}"
+    if set(front.objectives) <= {x, y} or not front.records:
+        return head
+    k = int(_on_plane(_values(list(front.records), (x, y)), _plane_directions(front, x, y)).sum())
+    return f"{head}, {k} of them best on the plot's plane ({_display(y).name} against {_display(x).name})"
+
+
 CLIP_SPREAD = 4.0  # the y axis shows down to this many times the front's upper half below its best value
 
 
@@ -467,11 +522,47 @@ def plot_pareto(
     line with markers, the original model (`baseline`) a star, the `chosen` record a green diamond, and
     `budget` (in `x`'s units) a dashed vertical line. `front` defaults to the front of `records` on `(x, y)`,
     with `directions` defaulting to each registered objective's (accuracy maximised, costs minimised).
-    `panels`: one subplot per `(x, budget)` side by side, sharing `y` (e.g. GFLOPs and latency), each with its
-    own front. `measured` maps an `x` to a record field measured for the front plans (`latency` to `latency_ms`):
+    `front` may be on more objectives than the plane's two (accuracy, fidelity, GFLOPs): its plans best on the plane
+    are joined by the line, the others (on the front by an objective the plane does not show) are hollow squares, and
+    the legend counts both, "Pareto front (10 plans; 7 on this plane)", as `front_caption` does for the table.
+    `panels`: one subplot per `(x, budget)` side by side, sharing `y` (e.g. GFLOPs and latency), each showing `front`,
+    or without it its own front on its axes. `measured` maps an `x` to a record field measured for the front plans (`latency` to `latency_ms`):
     drawn as hollow markers beside the estimates. When a chance-level plan would stretch the `y` axis, the axis
     is clipped to the front's useful part (`clipped_range`) and the clipped points are drawn on its lower edge.
     """
+    figure = pareto_figure(
+        records,
+        x=x,
+        y=y,
+        front=front,
+        baseline=baseline,
+        budget=budget,
+        title=title,
+        directions=directions,
+        chosen=chosen,
+        panels=panels,
+        measured=measured,
+    )
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=150)
+    return path
+
+
+def pareto_figure(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    front: Front | None = None,
+    baseline: Mapping[str, Any] | None = None,
+    budget: float | None = None,
+    title: str | None = None,
+    directions: Sequence[str] | None = None,
+    chosen: Mapping[str, Any] | None = None,
+    panels: Sequence[tuple[str, float | None]] | None = None,
+    measured: Mapping[str, str] | None = None,
+) -> Any:
+    """The matplotlib `Figure` that `plot_pareto` writes (same arguments, no path): for tests and notebooks."""
     default_x, default_y = pareto_axes()
     y = y or default_y
     panels = list(panels) if panels else [(x or default_x, budget)]
@@ -484,7 +575,7 @@ def plot_pareto(
             records,
             x=px,
             y=y,
-            front=front if len(panels) == 1 else None,
+            front=front,
             baseline=baseline,
             budget=pbudget,
             directions=directions if len(panels) == 1 else None,
@@ -495,9 +586,7 @@ def plot_pareto(
             ax.set_title(title or f"{_display(y).name} against {_display(px).name}")
     if len(panels) > 1:
         figure.suptitle(title or _display(y).name)
-    path = Path(path)
-    figure.savefig(path, format="png", dpi=150)
-    return path
+    return figure
 
 
 def _draw_panel(
@@ -554,12 +643,15 @@ def _draw_panel(
         front = Front.from_records(records, (x, y), directions)
     points = np.empty((0, 2))
     if len(front):
-        points = (
+        every = (
             _values(list(front.records), (x, y))
             if front.records
             else front.values[:, [front.objectives.index(x), front.objectives.index(y)]]
         )
+        best = _on_plane(every, _plane_directions(front, x, y))
+        points = every[best]
         points = points[np.argsort(points[:, 0], kind="stable")]
+        n, others = len(every), [k for k in front.objectives if k not in (x, y)]
         ax.plot(
             points[:, 0] * x_scale,
             points[:, 1] * y_scale,
@@ -567,9 +659,25 @@ def _draw_panel(
             color="tab:blue",
             markersize=5,
             linewidth=1.5,
-            label=f"Pareto front ({len(points)})",
+            label=f"Pareto front ({n} plan{'s' if n != 1 else ''}; {len(points)} on this plane)"
+            if n != len(points) or others
+            else f"Pareto front ({n} plan{'s' if n != 1 else ''})",
             zorder=3,
         )
+        if n != len(points):  # on the front by an objective this plane does not show
+            off = every[~best]
+            ax.scatter(
+                off[:, 0] * x_scale,
+                off[:, 1] * y_scale,
+                s=26,
+                marker="s",
+                facecolors="white",
+                edgecolors="tab:blue",
+                linewidths=1.2,
+                label=f"on the front by {', '.join(_display(k).name for k in others) or 'ties'} ({len(off)})",
+                zorder=3,
+            )
+        points = every
         if measured is not None and front.records:
             m = np.array([[_number(r.get(measured)), _number(r.get(y))] for r in front.records]).reshape(-1, 2)
             m = m[~np.isnan(m).any(axis=1)]

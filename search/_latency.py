@@ -27,6 +27,7 @@ from toast.objectives import LatencyTable, measure_latency
 from toast.spaces import Plan, PlanSpace, Span, translator_class
 
 from ._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
+from ._faults import fault_point
 from .models import CompressedModel, LoadedModel, example_inputs
 
 __all__ = [
@@ -229,6 +230,7 @@ def measure_latency_table(
     if found is not None:
         return found, False
     table = _time_parts(loaded, inputs, spec)
+    fault_point("latency")
     if directory is not None:
         with write_artifact(directory, spec.key, f"latency table {directory}") as writer:
             (writer.directory / TABLE_FILE).write_text(json.dumps(table.to_json(), indent=2))

@@ -8,13 +8,23 @@ from the run's own test split (its `settings.json`) through the processor saved 
 model folder is checked on synthetic inputs run through that processor. A difference above `tolerance`
 is an error, and the file is removed.
 
+What the graph outputs: for an image model, what `CompressedModel.forward` returns (the head's logits or
+pooler output, else the pooled features). For a text encoder, what optimum's `ORTModelForFeatureExtraction`
+and sentence-transformers' ONNX backend read, named as they expect: `last_hidden_state` (the token
+embeddings) and `sentence_embedding`, the features the search scored (`CompressedModel.pooled`: the source's
+sentence-transformers pooling and normalisation, else the mean over real tokens), never BERT's tanh pooler.
+
 onnx, onnxruntime and onnxscript are imported only here, and only when an export is asked for.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +35,8 @@ import numpy as np
 import torch
 
 from toast.spaces._errors import DatasetError, MissingDependencyError, ToastError, UnsupportedModelError
+
+from ._faults import fault_point
 
 __all__ = ["ONNX_EXTRA_HINT", "OnnxExportError", "OnnxReport", "export_onnx", "model_folder"]
 
@@ -57,14 +69,15 @@ class OnnxReport:
     batch_sizes: tuple[int, ...]  # the batch sizes onnxruntime ran
     inputs: str  # where the checked inputs came from
     input_names: tuple[str, ...]
-    output_name: str
+    output_names: tuple[str, ...]  # ("logits",) …; ("last_hidden_state", "sentence_embedding") for text
     dynamic_axes: tuple[str, ...]  # ("batch",) for images, ("batch", "sequence") for text
     opset: int
     providers: tuple[str, ...]
 
     def summary(self) -> str:
         return (
-            f"wrote {self.path} (opset {self.opset}, inputs {', '.join(self.input_names)}, dynamic "
+            f"wrote {self.path} (opset {self.opset}, inputs {', '.join(self.input_names)}, outputs "
+            f"{', '.join(self.output_names)}, dynamic "
             f"{' and '.join(self.dynamic_axes)}); "
             f"onnxruntime vs PyTorch on {self.inputs}, batches {'/'.join(map(str, self.batch_sizes))}: "
             f"max abs difference {self.max_abs_diff:.3g}"
@@ -147,7 +160,11 @@ def _run_batches(settings: dict, processor: Any, sizes: Sequence[int]) -> tuple[
     dataset = settings["dataset"]
     split_name = settings.get("split_test") or default_splits(dataset)[1]
     split = load_split(
-        dataset, split_name, input_column=settings.get("input_column"), label_column=settings.get("label_column")
+        dataset,
+        split_name,
+        input_column=settings.get("input_column"),
+        label_column=settings.get("label_column"),
+        cache_dir=settings.get("cache_dir"),
     )
     needed = sum(sizes)
     if len(split) < needed:
@@ -200,10 +217,36 @@ def check_inputs(model: Any, folder: Path, settings: dict | None, sizes: Sequenc
 
 
 # ---- export and check --------------------------------------------------------------------------
-def _output_name(model: Any) -> str:
+TEXT_OUTPUTS = ("last_hidden_state", "sentence_embedding")  # optimum's and sentence-transformers' names
+
+
+class TextEncoder(torch.nn.Module):
+    """A compressed text encoder as the graph exports it: token embeddings and the sentence embedding the search
+    scored, from one pass (its head, BERT's tanh pooler, is not what any text-encoder runtime reads)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        hidden, mask, _ = self.model.run({k: v for k, v in inputs.items() if v is not None})
+        return self.model.family.normalize(self.model.final_norm, hidden), self.model.pooled(hidden, mask)
+
+
+def graph_module(model: Any) -> torch.nn.Module:
+    """What is exported for `model`: a `TextEncoder` around a text encoder, the model itself otherwise."""
+    return TextEncoder(model) if model.family.modality == "text" else model
+
+
+def _output_names(model: Any) -> tuple[str, ...]:
+    if model.family.modality == "text":
+        return TEXT_OUTPUTS
+    if getattr(model, "classifier", None) is not None:  # an exported probe's logits (`_head.with_head`)
+        return ("logits",)
     if model.head is None:
-        return "features"
-    return "pooler_output" if model.head_kind == "pooler" else "logits"
+        return ("features",)
+    return ("pooler_output",) if model.head_kind == "pooler" else ("logits",)
 
 
 def _dynamic_shapes(inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, Any]]:
@@ -223,12 +266,12 @@ def _export(model: Any, example: dict[str, torch.Tensor], path: Path, opset: int
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model,
+                graph_module(model),
                 (),
                 str(path),
                 kwargs=example,
                 input_names=list(example),
-                output_names=[_output_name(model)],
+                output_names=list(_output_names(model)),
                 opset_version=opset,
                 dynamo=True,
                 dynamic_shapes=_dynamic_shapes(example),
@@ -259,29 +302,44 @@ def compare(path: Path, model: Any, batches: Sequence[dict[str, torch.Tensor]]) 
     ort = require_onnx()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=list(PROVIDERS))
+    try:
+        session = ort.InferenceSession(str(path), options, providers=list(PROVIDERS))
+    except Exception as exc:  # onnxruntime's own errors (an opset it does not implement, an invalid graph)
+        raise OnnxExportError(f"onnxruntime cannot load the exported graph: {_first_line(exc)}") from None
     names = [i.name for i in session.get_inputs()]
+    module = graph_module(model)
     worst = 0.0
     for batch in batches:
         with torch.no_grad():
-            expected = model(**batch).float().numpy()
-        got = session.run(None, {n: batch[n].numpy() for n in names})[0]
-        if got.shape != expected.shape:
-            raise OnnxExportError(f"{path}: onnxruntime gave shape {got.shape}, PyTorch {expected.shape}")
-        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - expected))))
+            expected = _outputs(module(**batch))
+        got = session.run(None, {n: batch[n].numpy() for n in names})
+        if len(got) != len(expected):
+            raise OnnxExportError(f"{path}: onnxruntime gave {len(got)} outputs, PyTorch {len(expected)}")
+        for g, e in zip(got, expected):
+            if g.shape != e.shape:
+                raise OnnxExportError(f"{path}: onnxruntime gave shape {g.shape}, PyTorch {e.shape}")
+            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - e))))
     return worst
+
+
+def _outputs(out: torch.Tensor | tuple[torch.Tensor, ...], dtype: torch.dtype = torch.float32) -> list[np.ndarray]:
+    """The graph module's output(s) as arrays, in the graph's output order."""
+    return [t.to(dtype).numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
 def float64_gap(model: Any, batches: Sequence[dict[str, torch.Tensor]]) -> float:
     """The largest |float32 − float64| of the PyTorch model's outputs on `batches`: its own rounding error."""
     import copy
 
-    wide = copy.deepcopy(model).double()
+    module = graph_module(model)
+    wide = copy.deepcopy(module).double()
     worst = 0.0
     with torch.no_grad():
         for batch in batches:
-            exact = wide(**{k: v.double() if v.is_floating_point() else v for k, v in batch.items()})
-            worst = max(worst, float((model(**batch).double() - exact).abs().max()))
+            wide_batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+            exact = _outputs(wide(**wide_batch), torch.float64)
+            for got, e in zip(_outputs(module(**batch), torch.float64), exact):
+                worst = max(worst, float(np.max(np.abs(got - e))))
     return worst
 
 
@@ -300,38 +358,95 @@ def export_onnx(
     sizes = tuple(int(b) for b in batch_sizes)
     if len(set(sizes)) < 2 or min(sizes) < 1:
         raise ValueError(f"batch_sizes must hold two or more distinct sizes >= 1, got {batch_sizes}")
-    if opset is not None and opset < 18:
-        raise OnnxExportError(f"opset {opset} is too old: the torch.export-based exporter writes opset 18 or later")
+    _check_opset(opset)
     folder, settings = model_folder(source)
+    path = output_path(folder, out)
     model = load_compressed(folder)
     model.float().eval()
     batches, described = check_inputs(model, folder, settings, sizes)
-    path = Path(out) if out is not None else folder / "model.onnx"
-    if path.is_dir():
-        path = path / "model.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = _example(batches)
-    _export(model, example, path, opset)
-    diff = compare(path, model, batches)
-    if not diff <= tolerance:  # NaN fails too
-        for leftover in (path, path.with_name(path.name + ".data")):
-            leftover.unlink(missing_ok=True)
-        raise OnnxExportError(
-            f"the ONNX model of {folder} differs from PyTorch by {diff:.3g} (> {tolerance:g}) on {described}: "
-            f"not written (PyTorch float32 vs float64 on the same inputs: {float64_gap(model, batches):.3g}; "
-            "a gap as large means the model itself amplifies rounding, e.g. a translator with very large weights)"
-        )
+    # written in a temporary folder beside the target (under the target's own name, which an external data file is
+    # referenced by), checked there, then renamed into place: a failed export or check leaves the old file as it was
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        staged = tmp / path.name
+        _on_full_disk(lambda: _export(model, example, staged, opset), path)
+        diff = compare(staged, model, batches)
+        if not diff <= tolerance:  # NaN fails too
+            raise OnnxExportError(
+                f"the ONNX model of {folder} differs from PyTorch by {diff:.3g} (> {tolerance:g}) on {described}: "
+                f"not written (PyTorch float32 vs float64 on the same inputs: {float64_gap(model, batches):.3g}; "
+                "a gap as large means the model itself amplifies rounding, e.g. a translator with very large weights)"
+            )
+        written_opset = _opset(staged)
+        fault_point("export")
+        for part in sorted(tmp.iterdir(), key=lambda p: p.name != path.name):  # the graph last, after its data
+            os.replace(part, path.parent / part.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return OnnxReport(
         path=path,
         max_abs_diff=diff,
         batch_sizes=sizes,
         inputs=described,
         input_names=tuple(example),
-        output_name=_output_name(model),
+        output_names=_output_names(model),
         dynamic_axes=("batch",) if "pixel_values" in example else ("batch", "sequence"),
-        opset=_opset(path),
+        opset=written_opset,
         providers=PROVIDERS,
     )
+
+
+def _check_opset(opset: int | None) -> None:
+    """An opset the exporter can write and this onnx release knows, in one line before any work."""
+    if opset is None:
+        return
+    import onnx
+
+    newest = int(onnx.defs.onnx_opset_version())
+    if not 18 <= opset <= newest:
+        raise OnnxExportError(
+            f"opset {opset} is not one the exporter writes: give --opset between 18 and {newest} (the newest this "
+            f"onnx {onnx.__version__} knows), or leave it out"
+        )
+
+
+def output_path(folder: Path, out: str | Path | None) -> Path:
+    """Where the ONNX file goes: `out` (a folder gets `model.onnx` in it) or `<folder>/model.onnx`. Only a `.onnx`
+    file is ever replaced, so no run file (the study, the settings) can be written over; the folder must be
+    writable. One-line errors, before any work."""
+    path = Path(out).expanduser() if out is not None else folder / "model.onnx"
+    if path.is_dir():
+        path = path / "model.onnx"
+    if path.suffix != ".onnx":
+        raise OnnxExportError(f"--out {path} is not an .onnx file: name the file to write model.onnx or another *.onnx")
+    if path.exists() and not path.is_file():
+        raise OnnxExportError(f"--out {path} exists and is not a file: give another path")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OnnxExportError(
+            f"cannot make the folder {parent} for --out ({exc.strerror or exc}): give another path"
+        ) from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OnnxExportError(f"the folder {parent} of --out is not writable: give a path you can write to")
+    return path
+
+
+def _on_full_disk(write: Any, path: Path) -> None:
+    """Run `write()`; a full disk anywhere in its error's chain is said in one line naming `path`."""
+    try:
+        write()
+    except (OnnxExportError, OSError) as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OnnxExportError(
+            f"no space left writing {path} ({cause.strerror}): free some space and export again (nothing was replaced)"
+        ) from None
 
 
 def _example(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

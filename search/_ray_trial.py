@@ -74,7 +74,7 @@ class SearchTrialFactory:
                 "`cache_dir` must be a path every node sees (a shared filesystem)"
             )
         before = manifest.stat().st_mtime_ns
-        ctx = SearchContext.build(self.settings, progress=False, check_paths=False)
+        ctx = SearchContext.build(self.settings, progress=False, check_paths=False, notes=False)  # the driver's
         cache_hit = ctx.captured.directory.resolve() == Path(self.capture) and manifest.stat().st_mtime_ns == before
         objectives = get_objectives(self.settings.objectives)
 

@@ -14,15 +14,19 @@ from toast.objectives import OBJECTIVES, Role, SimilarityReport, get_objectives,
 from toast.objectives._latency import MEASURED_FIELD
 from toast.spaces import Plan, PlanSpace
 
+from ._artifacts import atomic_write_text
 from ._calib_data import calibration_record
 from ._context import SearchContext
-from ._front import Front, choose, format_front_table, pareto_axes, plot_pareto
+from ._export import describe_head, export_hint, export_plan, head_record
+from ._faults import fault_point
+from ._front import Front, choose, field_glossary, format_front_table, front_caption, pareto_axes, plot_pareto
 from ._latency import latency_inputs, measure_end_to_end
 from ._lock import run_directory_lock
+from ._quiet import note, run_console
 from ._settings import SearchSettings
 from ._study import Search, scored_records, undefined_key, write_trials_csv
 from ._zero_shot import zero_shot_record
-from .models._plain import describe_checkpoint
+from .models._plain import checkpoint_layout, describe_checkpoint
 
 
 @dataclass
@@ -52,19 +56,20 @@ def run_search(settings: SearchSettings) -> RunResult:
     check_runner(
         settings.runner, settings.ray_address
     )  # an unreachable --ray-address fails here, before the run directory
-    with run_directory_lock(settings.out):
+    with run_console(), run_directory_lock(settings.out):  # Optuna's INFO line per trial off, warnings one line
         return _run_search(settings)
 
 
 def _run_search(settings: SearchSettings) -> RunResult:
-    ctx = SearchContext.build(settings, progress=settings.progress)  # `preflight` first: nothing loaded for a bad path
+    # `preflight` first: nothing loaded for a bad path
+    ctx = SearchContext.build(settings, progress=settings.show_progress)
     objectives = get_objectives(settings.objectives)
     plans: list[Plan] = []
     if settings.plans:
         ctx.space, plans = manual_space(settings, ctx.space)
     search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate, stats=ctx.captured.stats)
-    for note in search.notes:
-        print(note)
+    for line in search.notes:
+        note(line)
     settings.out.mkdir(parents=True, exist_ok=True)
     settings.save(settings.out / "settings.json", used=ctx.samples_used)
     if plans:
@@ -77,6 +82,8 @@ def _run_search(settings: SearchSettings) -> RunResult:
         _run_trials(settings, ctx, search, n)
     except KeyboardInterrupt as exc:
         interrupted = exc
+    if search.disk_error is not None:  # a full disk stopped the trials: the run's files stay as they were
+        raise search.disk_error
     result = finalize(settings, ctx, search, objectives)
     if interrupted is not None:
         raise interrupted
@@ -85,7 +92,7 @@ def _run_search(settings: SearchSettings) -> RunResult:
 
 def _run_trials(settings: SearchSettings, ctx: SearchContext, search: Search, n: int) -> None:
     """The trials, in this process or on Ray: the same `Search.define` and `SearchContext.evaluate` either way."""
-    progress = _progress(search, n, settings.progress)
+    progress = _progress(search, n, settings.show_progress)
     if settings.runner != "ray":
         from toast.runners import run_local
 
@@ -146,10 +153,12 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
     latency budget as measured."""
     out = settings.out
     records = search.records()
-    write_trials_csv(records, out / "trials.csv")
     names = [o.name for o in objectives]
     scored = scored_records(records, objectives, space=ctx.space)
-    front = list(Front.from_records(scored, names, [o.direction for o in objectives]).records) if scored else []
+    study_front = Front.from_records(scored, names, [o.direction for o in objectives])
+    front = list(study_front.records)
+    front_numbers = {r.get("number") for r in front}  # trials.csv's `on_front`: front.json's front
+    write_trials_csv(records, out / "trials.csv", front=front_numbers)
     baseline = dict(ctx.baseline)
     full = ctx.full_evaluation()
     probed = any("probe" in o.inputs(head=settings.head) for o in objectives)  # an objective fits the probe protocol
@@ -176,28 +185,35 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
         if chosen is not None:
             chosen = {**chosen, MEASURED_FIELD: meter(chosen)}
         records = [{**r, MEASURED_FIELD: meter.known(r)} if meter.known(r) is not None else r for r in records]
-        write_trials_csv(records, out / "trials.csv")  # again, with the measured latency of the front plans
-    if chosen is not None:
+        write_trials_csv(records, out / "trials.csv", front=front_numbers)  # again, with the front's measured latency
+    exported = None
+    if chosen is not None:  # with the head the front was scored with; its accuracy the exported model's own
         plan = Plan.of(chosen["spans"], ctx.loaded.num_blocks)
-        ctx.model_for(plan).save_pretrained(
-            out / "chosen",
-            processor=ctx.loaded.processor,
-            extra={"source_model": ctx.loaded.model_id, "scores": _clean(chosen), "budgets": budgets},
+        exported = export_plan(
+            full, plan, out / "chosen", record=chosen, budgets=budgets, replace_existing=True, baseline=baseline
         )
+        chosen = exported.record
     doc = {
         "model": settings.model,
         "dataset": settings.dataset,
         "objectives": [{"name": o.name, "direction": o.direction, "unit": o.unit} for o in objectives],
         "budgets": budgets,
         "probe": settings.probe if settings.head == "probe" else f"{settings.head}-head",
+        "head": exported.head if exported is not None else head_record(settings, full, exported=False),
         "calibration": calibration_record(ctx.calib, ctx.train, ctx.samples_used.get("calib_samples")),
         **({"zero_shot": zero_shot_record(ctx.zero_shot, ctx.zero_shot_cost)} if ctx.zero_shot else {}),
         "baseline": _clean({"spans": [], "plan": "original", **baseline}),
         "front": [_clean(r) for r in front],
         "chosen": _clean(chosen) if chosen else None,
+        "chosen_dir": "chosen" if chosen else None,  # relative to this file's folder
+        "chosen_format": _chosen_format(out / "chosen") if chosen else None,
         "trials": len(records),
     }
-    (out / "front.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    doc["glossary"] = field_glossary(
+        list(dict.fromkeys(k for r in (doc["baseline"], *doc["front"], doc["chosen"] or {}) for k in r))
+    )
+    fault_point("finalize")
+    atomic_write_text(out / "front.json", json.dumps(doc, indent=2, ensure_ascii=False))
     x, y = pareto_axes(names)
     title = f"{settings.model} on {settings.dataset}"
     measured = {"latency": MEASURED_FIELD}
@@ -209,6 +225,7 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
             scored,
             out / "pareto.png",
             y=y,
+            front=study_front,
             baseline=baseline,
             chosen=chosen,
             panels=panels,
@@ -221,6 +238,7 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
             out / "pareto.png",
             x=x,
             y=y,
+            front=study_front,
             baseline=baseline,
             budget=budgets.get(x),
             chosen=chosen,
@@ -232,14 +250,24 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
         out / "similarity.png",
         title=f"linear CKA, {settings.model}",
     )
+    print(front_caption(study_front, x, y))
     print(format_front_table(front, baseline, [*names, *(("latency", MEASURED_FIELD) if meter is not None else ())]))
     if chosen is not None:
         print(
             f"chosen within budget ({', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}): {chosen['plan']} -> {out / 'chosen'}"
         )
         print(f"chosen/ is {describe_checkpoint(out / 'chosen')}")
-    elif budgets:
-        print("no scored plan fits the budget yet: run more trials")
+        for line in exported.lines():
+            print(line)
+    else:
+        line = describe_head(head_record(settings, full, exported=False))
+        if line:
+            print(line)
+        if budgets:
+            hint = export_hint(out, front)
+            print(f"no scored plan fits the budget yet: run more trials, or export a front plan with {hint}")
+        else:
+            print(f"no budget given, so nothing was exported: export any front plan with {export_hint(out, front)}")
     print(f"wrote {out}/trials.csv, front.json, pareto.png, similarity.png" + (", chosen/" if chosen else ""))
     return RunResult(out, records, front, baseline, chosen)
 
@@ -297,6 +325,14 @@ def _meets_measured_latency(
             + f": {then}"
         )
     return chosen
+
+
+def _chosen_format(directory: Path) -> str:
+    """front.json's `chosen_format`: what loads `chosen/`: `plain` (Transformers), `toast`
+    (`CompressedModel.from_pretrained`) or `sentence-transformers`."""
+    if (directory / "modules.json").is_file():
+        return "sentence-transformers"
+    return checkpoint_layout(directory)
 
 
 def _rescore(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -57,7 +58,7 @@ class SearchSettings:
 
     model: str
     dataset: str
-    out: Path
+    out: Path | None = None  # None: `default_run_dir(self)`, runs/<model>-<dataset>-<run_key()>: the same run resumes
     split_train: str | None = None
     split_test: str | None = None
     input_column: str | None = None
@@ -99,11 +100,13 @@ class SearchSettings:
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs and --device is not cpu, else 0
     max_concurrent: int | None = None  # None: as many trials as the cluster's resources hold
     max_failures: int | None = None  # retries of a trial whose Ray worker died; None: 2
-    progress: bool = True
+    progress: bool | None = None  # progress bars on stderr; None: only when stderr is a terminal (`show_progress`)
     seeds_per_study: int = 10
     fidelity_fraction: float = 0.25  # each plan scored first on this share of the probe and evaluation samples
     fidelity_z: float = 2.0  # ... and stopped there when a fully scored plan beats it by this many standard errors
-    prefix_cache_gb: float = 4.0  # disk for the states of shared prefixes (0: every trial runs its whole forward)
+    # disk for the states of shared prefixes, over every run's (`<cache_dir>/prefix/`); None: the smaller of 2 GB and
+    # a tenth of the free disk (`toast.search._prefix.default_cap_bytes`); 0: every trial runs its whole forward
+    prefix_cache_gb: float | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -152,7 +155,7 @@ class SearchSettings:
             )
         if self.fidelity_z < 0:
             problems.append(f"`fidelity_z` must be >= 0, got {self.fidelity_z}")
-        if self.prefix_cache_gb < 0:
+        if self.prefix_cache_gb is not None and self.prefix_cache_gb < 0:
             problems.append(f"`prefix_cache_gb` must be >= 0 (0: no prefix reuse), got {self.prefix_cache_gb}")
         if self.budget_fraction is not None and self.budget_gflops is not None:
             problems.append("give `budget_gflops` or `budget_fraction`, not both")
@@ -181,6 +184,7 @@ class SearchSettings:
             problems.append("`cpus_per_trial` 0 needs `gpus_per_trial` above 0: a trial must ask for some resource")
         if problems:
             raise SettingsError("; ".join(problems))
+        object.__setattr__(self, "out", default_run_dir(self) if self.out is None else Path(self.out))
 
     def resolved_ranks(self, width: int) -> tuple[int, ...]:
         """`ranks` at a model's `width`, ascending, each once (`d/16` at 768 is 48); a rank outside 1 … width is refused."""
@@ -196,6 +200,20 @@ class SearchSettings:
                 )
             out.append(int(text))
         return tuple(sorted(set(out)))
+
+    @property
+    def show_progress(self) -> bool:
+        """Whether to draw progress bars: `progress` when set, else only when stderr is a terminal (a piped log
+        gets none) and the console is not quiet."""
+        from ._quiet import show_progress
+
+        return show_progress(self.progress)
+
+    def run_key(self) -> str:
+        """8 hex digits naming what this run computes (`identity()`): the default run directory's suffix, so the
+        same command finds its study again and a change to a binding setting gets a directory of its own."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
 
     @property
     def budgeted(self) -> bool:
@@ -232,7 +250,9 @@ class SearchSettings:
         doc = {**self.to_json(), CLASS_NAMES_DIGEST: _file_digest(self.class_names)}
         if used:
             doc["used"] = used
-        path.write_text(json.dumps(doc, indent=2))
+        from ._artifacts import atomic_write_text
+
+        atomic_write_text(path, json.dumps(doc, indent=2))
 
 
 #: What a run made before an identity field existed did, where that differs from the field's default.
@@ -240,10 +260,20 @@ BEFORE_FIELDS = {"fidelity_fraction": 0.0}  # every plan scored on the full sets
 CLASS_NAMES_DIGEST = "class_names_sha256"  # in `identity()` and settings.json: editing the file is another run
 
 
+def slug(text: str) -> str:
+    """A model or dataset name as part of a folder name: its last path part, other characters than letters, digits
+    and `-_.` as `-` (`facebook/dinov2-base` -> `dinov2-base`)."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(text).name or text)
+
+
+def default_run_dir(settings: SearchSettings) -> Path:
+    """`runs/<model>-<dataset>-<run key>`: a function of what identifies the run, so re-running the same command
+    (without `--out`) resumes its study, and changing a setting that binds the run directory starts another."""
+    return Path("runs") / f"{slug(settings.model)}-{slug(settings.dataset)}-{settings.run_key()}"
+
+
 def _file_digest(path: Path | None) -> str | None:
     """The sha256 of a settings file's content (None: no file, or one that cannot be read: its own check says so)."""
-    import hashlib
-
     if path is None:
         return None
     try:

@@ -7,8 +7,10 @@ plans far over budget are recorded with their cost but not scored. Identical pla
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from toast.objectives._latency import ESTIMATED_FIELD
 from toast.runners import trial_id
 from toast.spaces import Plan, PlanSpace, front_seed_plans, rank_spans, seed_plans, translator_class
 
+from ._artifacts import atomic_write_text
+from ._errors import DISK_ERRORS
+from ._faults import fault_point
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL, SCORED_ON, SUBSET_SAMPLES, dominating_trial, front_snapshot, subset_fields
 
@@ -143,6 +148,7 @@ class Search:
         )
         self._name_metrics()
         self.new = not self.study.trials
+        self.disk_error: OSError | None = None  # a trial that met a full disk stops the study (`objective`)
         self._mark_interrupted()
         self._done: dict[str, Any] = {}
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -223,10 +229,14 @@ class Search:
             )
             raise
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # every later trial would fail the same way
+                self.disk_error = exc
+                trial.study.stop()
             self.storage.set_trial_system_attr(trial_id(trial), "fail_reason", f"{type(exc).__name__}: {exc}")
             raise
 
     def _objective(self, trial) -> list[float]:
+        fault_point("trial")
         plan, metrics = self.define(trial)
         from toast.runners import set_user_attrs
 
@@ -398,6 +408,7 @@ def trial_columns() -> list[str]:
         "plan",
         *(c for o in OBJECTIVES.values() for c in o.columns),
         "feasible",
+        "on_front",
         "scored",
         "scored_on",
         "dominated_by",
@@ -413,24 +424,31 @@ def trial_columns() -> list[str]:
     ]
 
 
-def write_trials_csv(records: list[dict[str, Any]], path: Path) -> None:
-    """`trials.csv`: one row per trial, the columns DESIGN.md lists (spans as JSON)."""
+def write_trials_csv(records: list[dict[str, Any]], path: Path, *, front: Collection[int] | None = None) -> None:
+    """`trials.csv`: one row per trial, the columns DESIGN.md lists (spans as JSON).
+
+    `front`: the trial numbers on the Pareto front (front.json's front); `on_front` says for each row whether it is
+    one of them (left empty without `front`), so the CSV alone tells the front from the rest."""
     unscored_drop = [
         c for o in OBJECTIVES.values() if o.role is not Role.COST for c in o.columns
     ]  # a plan not scored has costs only
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=trial_columns(), extrasaction="ignore")
-        w.writeheader()
-        for r in records:
-            row = dict(r)
-            row["spans"] = json.dumps(r.get("spans"))
-            if not r.get("scored", True):
-                for column in unscored_drop:
-                    row.pop(column, None)
-            for k, v in row.items():
-                if isinstance(v, float):
-                    row[k] = "" if math.isnan(v) else f"{v:.6g}"
-            w.writerow(row)
+    f = io.StringIO()
+    # written whole or not at all (a kill or a full disk leaves the previous trials.csv)
+    w = csv.DictWriter(f, fieldnames=trial_columns(), extrasaction="ignore")
+    w.writeheader()
+    for r in records:
+        row = dict(r)
+        row["spans"] = json.dumps(r.get("spans"))
+        if front is not None:
+            row["on_front"] = r.get("number") in front
+        if not r.get("scored", True):
+            for column in unscored_drop:
+                row.pop(column, None)
+        for k, v in row.items():
+            if isinstance(v, float):
+                row[k] = "" if math.isnan(v) else f"{v:.6g}"
+        w.writerow(row)
+    atomic_write_text(path, f.getvalue())
 
 
 def _within(space: PlanSpace, spans: Any) -> bool:

@@ -11,18 +11,28 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from toast.spaces import ToastError
 
-from ._quiet import quiet_libraries
+from ._errors import DISK_ERRORS
+from ._quiet import note, quiet_libraries, run_console, set_verbosity, show_progress, verbosity
 from ._settings import SAMPLERS
 
 DEFAULT_MODEL = "demo-vit"
 DEFAULT_DATASET = "digits"
 DEMO_BUDGET_FRACTION = 0.85  # the demo exports a model: one that removes at least one block
+
+
+def package_version() -> str:
+    """The installed distribution's version (`importlib.metadata`), `unknown` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toast-search")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,7 +71,8 @@ def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
         "--calib-samples",
         type=int,
         default=500,
-        help="calibration samples drawn (seeded) from the train split (default: 500)",
+        help="calibration samples drawn (seeded) from the train split (default: 500, or the whole split when it holds "
+        "fewer)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw and of the sampler (default: 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of every forward pass (default: 32)")
@@ -75,10 +86,30 @@ def _data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="activation and input cache root (default: $TOAST_CACHE_DIR or ~/.cache/toast-search)",
+        help="root of everything toast-search keeps between runs: activations, preprocessed inputs, prefix states, "
+        "trained translators, latency tables, local parquet / image-folder datasets as Arrow and the docstrings "
+        "corpus; downloads from the Hugging Face Hub stay in its own cache ($HF_HOME) "
+        "(default: $TOAST_CACHE_DIR, else $XDG_CACHE_HOME/toast-search or ~/.cache/toast-search)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto = cuda when available)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _console_options(parser)
+
+
+def _console_options(parser: argparse.ArgumentParser) -> None:
+    """How much the command says: progress bars, --quiet, --verbose."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: only when stderr is a terminal, so a piped log gets none)",
+    )
+    said = parser.add_mutually_exclusive_group()
+    said.add_argument(
+        "--quiet", "-q", action="store_true", help="print only the final report and errors: no notes, no progress bars"
+    )
+    said.add_argument(
+        "--verbose", "-v", action="store_true", help="also the libraries' INFO logs (Optuna's line per trial, …)"
+    )
 
 
 def build_search_parser() -> argparse.ArgumentParser:
@@ -90,9 +121,14 @@ def build_search_parser() -> argparse.ArgumentParser:
         prog="toast-search",
         description="Search which spans of transformer blocks to replace with translators (identity, linear, ridge, lowrank, mlp, resmlp, folded), "
         "for the best accuracy at each cost. Writes trials.csv, front.json, pareto.png, similarity.png and chosen/ "
-        "to --out. Re-running the same command resumes the study. Subcommand: 'toast-search analyze --help'.",
+        "to --out. Re-running the same command resumes the study. Subcommands: 'toast-search analyze --help' "
+        "(block similarity only), 'toast-search export --help' (another plan of a run as a checkpoint, or chosen/ "
+        "as ONNX).",
     )
     _data_options(p, defaults=True)
+    p.add_argument(
+        "--version", action="version", version=f"toast-search {package_version()}", help="print the version and exit"
+    )
     p.add_argument(
         "--split-train",
         default=None,
@@ -139,9 +175,10 @@ def build_search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prefix-cache-gb",
         type=float,
-        default=4.0,
-        help="disk (GB, in the cache dir) for the hidden states of prefixes plans share, so a trial starts at its "
-        "first span; 0: every trial runs all its blocks (default: 4.0)",
+        default=None,
+        help="disk (GB) for the hidden states of prefixes plans share, so a trial starts at its first span: one cap over "
+        "every run's states in <cache-dir>/prefix/, the least recently used dropped first; 0: every trial runs all "
+        "its blocks (default: the smaller of 2 and a tenth of the free disk, counting what the store holds)",
     )
     p.add_argument("--max-removed", type=int, default=None, help="at most this many blocks removed (default: no limit)")
     p.add_argument("--min-kept", type=int, default=None, help="at least this many blocks kept (default: no limit)")
@@ -189,13 +226,17 @@ def build_search_parser() -> argparse.ArgumentParser:
         help="split the calibration samples come from (default: the calibration dataset's train split)",
     )
     p.add_argument(
-        "--probe-samples", type=int, default=5000, help="train samples the probe is fitted on (default: 5000)"
+        "--probe-samples",
+        type=int,
+        default=5000,
+        help="train samples the probe is fitted on (default: 5000, or the whole split when it holds fewer)",
     )
     p.add_argument(
         "--eval-samples",
         type=int,
         default=2000,
-        help="test samples accuracy and fidelity are measured on (default: 2000)",
+        help="test samples accuracy and fidelity are measured on (default: 2000, or the whole split when it holds "
+        "fewer)",
     )
     p.add_argument(
         "--sampler",
@@ -244,7 +285,13 @@ def build_search_parser() -> argparse.ArgumentParser:
         default=[],
         help='score this plan instead of searching, e.g. "9→11:linear,3→4:identity" or "-1->0:linear" (ASCII -> works; -1 is the embeddings); repeat for several (default: none, search)',
     )
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<model>-<dataset>-<time>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/<model>-<dataset>-<key>, the key 8 hex digits of the options that bind a "
+        "run, so the same command resumes and changing one of them starts another run)",
+    )
     p.add_argument(
         "--dtype",
         default="float32",
@@ -305,14 +352,9 @@ def build_analyze_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(text).name or text)
-
-
 def settings_from(args: argparse.Namespace):
     from ._settings import SearchSettings
 
-    out = args.out or Path("runs") / f"{_slug(args.model)}-{_slug(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
     demo = (args.model, args.dataset) == (DEFAULT_MODEL, DEFAULT_DATASET)
     if (
         demo
@@ -322,13 +364,13 @@ def settings_from(args: argparse.Namespace):
         )
     ):
         args.budget_fraction = DEMO_BUDGET_FRACTION
-        print(
+        note(
             f"demo: {DEFAULT_MODEL} on {DEFAULT_DATASET}, budget {DEMO_BUDGET_FRACTION:g} × the original's GFLOPs (--budget-fraction)"
         )
     return SearchSettings(
         model=args.model,
         dataset=args.dataset,
-        out=out,
+        out=args.out,  # None: runs/<model>-<dataset>-<key of the binding options>
         split_train=args.split_train,
         split_test=args.split_test,
         input_column=args.input_column,
@@ -368,7 +410,7 @@ def settings_from(args: argparse.Namespace):
         cache_dir=args.cache_dir,
         batch_size=args.batch_size,
         runner=args.runner,
-        progress=not args.no_progress,
+        progress=args.progress,
         ray_address=args.ray_address,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -420,8 +462,8 @@ def dry_run(settings) -> int:
         print(f"calibration from {prepared.calib.name} (split {prepared.calib.split!r}), not the probe's data")
     if prepared.zero_shot is not None:
         print(f"zero-shot  {prepared.zero_shot.describe()}")
-    for note in [*prepared.notes, *notes]:
-        print(note)
+    for line in [*prepared.notes, *notes]:
+        print(line)
     what = (
         f"score {len(settings.plans)} given plan(s)"
         if settings.plans
@@ -448,7 +490,7 @@ def analyze_settings_from(args: argparse.Namespace):
         activation_dtype=args.activation_dtype,
         cache_dir=args.cache_dir,
         device=args.device,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
 
 
@@ -460,7 +502,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     prepared = prepare(analyze_settings_from(args), search=False)
     captured = calibrate(
-        prepared.loaded, prepared.train, prepared.calibration, prepared.cache, progress=not args.no_progress
+        prepared.loaded, prepared.train, prepared.calibration, prepared.cache, progress=show_progress(args.progress)
     )
     report = SimilarityReport.from_stats(captured.stats)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -477,7 +519,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 #: Settings fields whose flag is not `--` + the field's name with dashes.
-FLAG_OF_FIELD = {"plans": "--plan", "progress": "--no-progress", "samples": "--calib-samples", "split": "--split"}
+FLAG_OF_FIELD = {"plans": "--plan", "progress": "--progress", "samples": "--calib-samples", "split": "--split"}
 
 
 #: `toast-search analyze` reads the calibration split from `--split` (its settings' `split_train`).
@@ -530,11 +572,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, command = build_export_parser().parse_args(argv[1:]), cmd_export
     else:
         args, command = build_search_parser().parse_args(argv), cmd_search
-    quiet_libraries()
+    level = "quiet" if getattr(args, "quiet", False) else "verbose" if getattr(args, "verbose", False) else "normal"
+    before = verbosity()
+    set_verbosity(level)
+    quiet_libraries(verbose=level == "verbose")
     try:
-        return command(args)
+        with run_console():
+            return command(args)
     except ToastError as exc:
         print(f"toast-search: error: {as_flags(str(exc), flags)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(
+            f"toast-search: error: {exc.strerror or exc}{where}: free some space (or fix the disk) and re-run the same "
+            "command: finished trials and complete cache entries are kept, and nothing half-written is ever read",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(
@@ -542,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        set_verbosity(before)  # `main` called in a process that goes on (tests, notebooks)
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ def test_a_post_norm_model_leaves_folded_out_of_the_space_with_a_note(
     from toast.search import SearchSettings, _prepare, prepare
 
     monkeypatch.setattr(_prepare, "check_modality", lambda *a, **k: None)  # the space only: no data is read
+    monkeypatch.setattr(_prepare, "check_inputs_fit", lambda *a, **k: None)
     settings = SearchSettings(
         model=str(tiny_dirs["bert"]),
         dataset=str(image_dataset_dir),

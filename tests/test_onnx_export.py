@@ -94,9 +94,13 @@ def test_every_family_and_kind_round_trips(family, tiny_dirs, tmp_path):
         assert report.dynamic_axes == ("batch", "sequence")
     else:
         assert inputs == {"pixel_values": ["batch", 3, 32, 32]} and report.dynamic_axes == ("batch",)
-    assert isinstance(_dims(graph.output[0])[0], str)
-    assert graph.output[0].name == report.output_name
-    assert (report.output_name == "logits") == (family == "vit-cls")
+    assert all(isinstance(_dims(o)[0], str) for o in graph.output)
+    assert tuple(o.name for o in graph.output) == report.output_names
+    if family == "bert":  # what optimum and sentence-transformers read, not BERT's tanh pooler
+        assert report.output_names == ("last_hidden_state", "sentence_embedding")
+        assert [_dims(o) for o in graph.output] == [["batch", "sequence", 32], ["batch", 32]]
+    else:
+        assert (report.output_names == ("logits",)) == (family == "vit-cls")
     print(f"{family} {PLANS[family]}: max abs diff {report.max_abs_diff:.3g}")
 
 
@@ -157,7 +161,7 @@ def test_bad_inputs_are_one_line_errors(tiny_dirs, run_dir, tmp_path, capsys):
     assert "is a file" in _one_line_error(capsys, ["export", str(tmp_path / "file.txt"), "--format", "onnx"])
     assert "--format" in _one_line_error(capsys, ["export", str(run_dir), "--format", "tflite"])
     assert "--format" in _one_line_error(capsys, ["export", str(run_dir)])
-    assert "opset 11 is too old" in _one_line_error(
+    assert "give --opset between 18 and" in _one_line_error(
         capsys, ["export", str(run_dir), "--format", "onnx", "--opset", "11"]
     )
     (tmp_path / "empty").mkdir()
@@ -178,6 +182,59 @@ def test_bad_inputs_are_one_line_errors(tiny_dirs, run_dir, tmp_path, capsys):
     assert not (corrupt / "model.onnx").exists()
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_an_export_never_writes_over_a_run_file_nor_a_good_onnx(run_dir, tmp_path, capsys, monkeypatch):
+    """`--out` naming the run's study or settings is refused before any work; an unsupported opset, an export that
+    fails or a full disk after a good export leave the good model.onnx as it was, and no temporary file."""
+    import errno
+
+    import toast.search._onnx as onnx_export
+
+    for name in ("study.journal", "settings.json"):
+        before = (run_dir / name).read_bytes()
+        err = _one_line_error(capsys, ["export", str(run_dir), "--format", "onnx", "--out", str(run_dir / name)])
+        assert "not an .onnx file" in err and (run_dir / name).read_bytes() == before
+    good = tmp_path / "good"
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(good / "model.onnx")]) == 0
+    capsys.readouterr()
+    kept = _files(good)
+    assert "give --opset between 18 and" in _one_line_error(
+        capsys, ["export", str(run_dir), "--format", "onnx", "--out", str(good / "model.onnx"), "--opset", "999"]
+    )
+    assert _files(good) == kept
+
+    def full_disk(model, example, path, opset):
+        path.write_bytes(b"\x08\x01partial")
+        raise OnnxExportError("torch.onnx.export failed") from OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx_export, "_export", full_disk)
+    err = _one_line_error(capsys, ["export", str(run_dir), "--format", "onnx", "--out", str(good / "model.onnx")])
+    assert "no space left" in err and "nothing was replaced" in err
+    assert _files(good) == kept and sorted(p.name for p in good.iterdir()) == sorted(kept)
+    monkeypatch.setattr(onnx_export, "compare", lambda path, model, batches: float("nan"))
+    monkeypatch.undo()
+    monkeypatch.setattr(onnx_export, "compare", lambda path, model, batches: float("nan"))
+    _one_line_error(capsys, ["export", str(run_dir), "--format", "onnx", "--out", str(good / "model.onnx")])
+    assert _files(good) == kept and sorted(p.name for p in good.iterdir()) == sorted(kept)
+
+
+def test_an_unwritable_out_is_blamed_on_the_folder(run_dir, tmp_path, capsys):
+    if os.geteuid() == 0:  # root writes anywhere: a path under a file stands in for it
+        (tmp_path / "a-file").write_text("x")
+        err = _one_line_error(
+            capsys, ["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "a-file" / "m.onnx")]
+        )
+        assert "cannot make the folder" in err and "torch.onnx" not in err
+        return
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    err = _one_line_error(capsys, ["export", str(run_dir), "--format", "onnx", "--out", str(locked / "m.onnx")])
+    assert "not writable" in err and "torch.onnx" not in err
+
+
 def test_missing_extra_is_a_one_line_install_hint(run_dir):
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
@@ -190,3 +247,161 @@ def test_missing_extra_is_a_one_line_install_hint(run_dir):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"toast-search: error: {ONNX_EXTRA_HINT}\n"
     assert ONNX_EXTRA_HINT == "ONNX export needs the onnx extra: pip install 'toast-search[onnx]'"
+
+
+# ---- text encoders: what sentence-transformers and optimum read, checked in a process without toast ----------
+
+ORT_CHECK = r"""
+import importlib.abc, json, sys
+
+class NoToast(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "toast" or name.startswith("toast."):
+            raise ModuleNotFoundError(f"No module named {name!r} (toast is not importable in this check)")
+        return None
+
+sys.meta_path.insert(0, NoToast())
+import numpy as np, onnxruntime as ort
+
+manifest = json.loads(open(sys.argv[1]).read())
+out = {}
+for case, spec in manifest["cases"].items():
+    session = ort.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
+    inputs = dict(np.load(spec["inputs"]))
+    names = [o.name for o in session.get_outputs()]
+    got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
+    np.savez(spec["onnx"] + ".ort.npz", **dict(zip(names, got)))
+    out[case] = {"inputs": [i.name for i in session.get_inputs()], "outputs": names}
+out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
+print(json.dumps(out))
+"""
+
+# optimum's ORTModelForFeatureExtraction and SentenceTransformer(..., backend="onnx") on the exported file
+OPTIMUM_CHECK = (
+    ORT_CHECK.split("manifest =")[0]
+    + r"""
+import torch
+from optimum.onnxruntime import ORTModelForFeatureExtraction
+from sentence_transformers import SentenceTransformer
+
+manifest = json.loads(open(sys.argv[1]).read())
+out = {}
+for case, spec in manifest["cases"].items():
+    if not spec["plain"]:
+        continue
+    inputs = {k: torch.from_numpy(v) for k, v in np.load(spec["inputs"]).items()}
+    model = ORTModelForFeatureExtraction.from_pretrained(spec["folder"])
+    hidden = model(**inputs).last_hidden_state.numpy()
+    encoded = SentenceTransformer(spec["folder"], backend="onnx", device="cpu").encode(manifest["texts"])
+    np.savez(spec["onnx"] + ".optimum.npz", last_hidden_state=hidden, sentence_embedding=encoded)
+    out[case] = {"class": type(model).__name__}
+out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
+print(json.dumps(out))
+"""
+)
+
+
+def _export_text_cases(cases: dict[str, tuple[CompressedModel, Path]], root: Path) -> dict:
+    """Export each saved text model to `<folder>/model.onnx` and store its test inputs: the manifest."""
+    from test_sentence import TEXTS
+
+    from toast.search.models import load_processor
+
+    manifest = {"texts": TEXTS, "cases": {}}
+    for case, (model, folder) in cases.items():
+        report = export_onnx(folder)
+        assert report.output_names == ("last_hidden_state", "sentence_embedding")
+        assert report.max_abs_diff <= TOLERANCE
+        enc = load_processor(str(folder), model.family)(TEXTS, padding=True, return_tensors="np")
+        np.savez(folder / "inputs.npz", **{k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+        plain = (folder / "modules.json").is_file()
+        manifest["cases"][case] = {
+            "onnx": str(report.path),
+            "inputs": str(folder / "inputs.npz"),
+            "folder": str(folder),
+        }
+        manifest["cases"][case]["plain"] = plain
+    return manifest
+
+
+def _pytorch_outputs(model: CompressedModel, inputs_file: str) -> tuple[np.ndarray, np.ndarray]:
+    batch = {k: torch.from_numpy(v) for k, v in np.load(inputs_file).items()}
+    with torch.no_grad():
+        hidden, mask, _ = model.run(batch)
+        return model.family.normalize(model.final_norm, hidden).numpy(), model.features(batch).numpy()
+
+
+def _check_text_exports(cases: dict, manifest: dict, result: dict) -> None:
+    assert result["toast_modules"] == []
+    for case, (model, _) in cases.items():
+        spec = manifest["cases"][case]
+        assert result[case]["outputs"] == ["last_hidden_state", "sentence_embedding"]
+        assert set(result[case]["inputs"]) >= {"input_ids", "attention_mask"}
+        got = np.load(spec["onnx"] + ".ort.npz")
+        hidden, features = _pytorch_outputs(model, spec["inputs"])
+        assert np.abs(got["last_hidden_state"] - hidden).max() <= TOLERANCE
+        assert np.abs(got["sentence_embedding"] - features).max() <= TOLERANCE
+        emb = got["sentence_embedding"]
+        cos = (emb * features).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(features, axis=1)
+        assert cos.min() >= 0.9999
+        if model.sentence is not None and model.sentence.normalize:  # the source normalises: so does the graph
+            np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def _optimum_python() -> str:
+    """An interpreter with optimum's ONNX Runtime models: TOAST_OPTIMUM_PYTHON, else this one; skip without."""
+    python = os.environ.get("TOAST_OPTIMUM_PYTHON", sys.executable)
+    probe = subprocess.run([python, "-c", "import optimum.onnxruntime, sentence_transformers"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(
+            "optimum's ONNX Runtime models are not installed (optimum-onnx 0.1 needs transformers < 4.58); "
+            "set TOAST_OPTIMUM_PYTHON to an interpreter that has them"
+        )
+    return python
+
+
+@pytest.fixture(scope="module")
+def text_exports(tmp_path_factory):
+    """A tiny sentence-transformers model (MiniLM's config and module files) compressed with an identity plan
+    (plain: a sentence-transformers chosen/) and a linear one (toast format), exported and run by onnxruntime
+    in a process where toast cannot be imported."""
+    from test_sentence import IDENTITY_PLAN, TOAST_PLAN, run_without_toast, save_tiny_st
+
+    root = tmp_path_factory.mktemp("text-onnx")
+    lm = load_model(str(save_tiny_st("minilm", root / "source")))
+    cases = {}
+    for layout, text in (("plain", IDENTITY_PLAN), ("toast", TOAST_PLAN)):
+        plan = Plan.parse(text, lm.num_blocks)
+        model = CompressedModel.from_model(lm, plan, _fitted(lm, plan)).eval()
+        cases[layout] = (model, model.save_pretrained(root / layout, processor=lm.processor))
+    manifest = _export_text_cases(cases, root)
+    return cases, manifest, run_without_toast(ORT_CHECK, manifest, root), root
+
+
+def test_a_text_encoder_exports_the_scored_sentence_embedding(text_exports):
+    cases, manifest, result, _ = text_exports
+    _check_text_exports(cases, manifest, result)
+
+
+def test_optimum_and_the_sentence_transformers_onnx_backend_load_the_export(text_exports):
+    from test_sentence import run_without_toast
+
+    cases, manifest, _, root = text_exports
+    result = run_without_toast(OPTIMUM_CHECK, manifest, root, python=_optimum_python())
+    assert result["toast_modules"] == [] and result["plain"]["class"] == "ORTModelForFeatureExtraction"
+    got = np.load(manifest["cases"]["plain"]["onnx"] + ".optimum.npz")
+    hidden, features = _pytorch_outputs(cases["plain"][0], manifest["cases"]["plain"]["inputs"])
+    assert np.abs(got["last_hidden_state"] - hidden).max() <= TOLERANCE
+    assert np.abs(got["sentence_embedding"] - features).max() <= TOLERANCE  # encode's batches: same texts
+
+
+@pytest.mark.slow
+def test_the_real_minilm_exports_its_sentence_embedding(tmp_path):
+    """all-MiniLM-L6-v2 with two blocks removed: onnxruntime gives the normalised embedding the search scored."""
+    from test_sentence import minilm_dir, run_without_toast
+
+    lm = load_model(str(minilm_dir()))
+    model = CompressedModel.from_model(lm, Plan.parse("-1→0:identity,2→3:identity", lm.num_blocks)).eval()
+    cases = {"minilm": (model, model.save_pretrained(tmp_path / "chosen", processor=lm.processor))}
+    manifest = _export_text_cases(cases, tmp_path)
+    _check_text_exports(cases, manifest, run_without_toast(ORT_CHECK, manifest, tmp_path))

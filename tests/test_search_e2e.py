@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from toast.search import STUDY_NAME, SearchContext, hypervolume, load_run_study, non_dominated, plan_key
+from toast.search._export import build_export
 from toast.search._sampler import PROPOSED_BY
 from toast.search.cli import build_search_parser, main, settings_from
 from toast.spaces import Plan, PlanSpace
@@ -310,7 +311,7 @@ def test_chosen_model_loads_in_a_fresh_process_and_matches(full_run, tmp_path):
     # the same plan built in this process, from the same (cached) calibration statistics
     ctx = SearchContext.build(settings_from(build_search_parser().parse_args(full_run["args"])), progress=False)
     plan = Plan.of(chosen["spans"], L)
-    model = ctx.model_for(plan).eval()
+    model = build_export(ctx.full_evaluation(), plan).model  # with the probe the run scored, as its classifier
     with torch.inference_mode():
         expected_out, expected_features = model(pixel_values=x), model.features({"pixel_values": x})
     assert fresh["kept"] == list(plan.kept)

@@ -22,6 +22,7 @@ from toast.spaces import ActivationStats, StatsAccumulator
 
 from .._artifacts import MANIFEST, default_cache_dir, read_artifact, read_or_discard, spec_key, write_artifact
 from .._errors import CacheError, ModelOutputError
+from .._faults import fault_point
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
@@ -258,6 +259,7 @@ class ActivationCache:
                         )
                     acc.update(states, mask, cls_index, branches=branches.ordered())
                     writer.write(states, mask, list(ids))
+                    fault_point("capture")
                     bar.update(len(ids))
             bar.close()
             stats = acc.result()

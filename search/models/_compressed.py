@@ -17,8 +17,11 @@ from .._errors import UnsupportedModelError
 from ._families import FAMILIES, Family
 from ._loading import LoadedModel
 from ._plain import PLAIN, TOAST, load_plain, plain_model, plain_refusal, save_toast_config, source_config
+from ._sentence import SentencePipeline, saved_sentence_pipeline, write_sentence_transformer
 
 FORMAT_VERSION = 2  # 2: a plain Transformers checkpoint where the plan allows, else config.json refuses Transformers
+#: A plain checkpoint's `classifier` (an exported probe no Transformers class holds), beside its weights.
+CLASSIFIER_FILE = "classifier.safetensors"
 
 
 def _span_key(span: Span) -> str:
@@ -63,8 +66,11 @@ class CompressedModel(nn.Module):
         head: nn.Module | None,
         head_kind: str | None,
         model_class: str,
+        sentence: SentencePipeline | None = None,
+        classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.sentence = sentence  # a sentence-transformers source's pooling and normalisation, which features apply
         self.config = config
         self.family = family
         self.plan = plan
@@ -75,6 +81,9 @@ class CompressedModel(nn.Module):
         self.final_norm = final_norm
         self.head = head
         self.head_kind = head_kind
+        # an exported probe on the pooled features where no Transformers class reads them (`_head.with_head`):
+        # `forward` gives its logits; a plain checkpoint keeps it in CLASSIFIER_FILE, which Transformers leaves out
+        self.classifier = classifier
         self._steps = [(kind, str(x) if kind == "block" else _span_key(x)) for kind, x in plan.steps()]
 
     # ---- construction ------------------------------------------------------------------------
@@ -117,6 +126,7 @@ class CompressedModel(nn.Module):
             head=parts.head,
             head_kind=parts.head_kind,
             model_class=type(loaded.model).__name__,
+            sentence=loaded.sentence,
         )
 
     # ---- running -----------------------------------------------------------------------------
@@ -170,7 +180,13 @@ class CompressedModel(nn.Module):
 
     def pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The pooled features of a last hidden state (`features` from `run`'s output)."""
-        return self.family.pool(self.final_norm, self.family.normalize(self.final_norm, hidden), mask, self.config)
+        return self._pool(self.family.normalize(self.final_norm, hidden), mask)
+
+    def _pool(self, normed: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Pooled features of the final-normed states: the source's sentence-transformers pipeline when it has one."""
+        if self.sentence is not None and self.sentence.active:  # what SentenceTransformer.encode gives
+            return self.sentence.pool(normed, mask)
+        return self.family.pool(self.final_norm, normed, mask, self.config)
 
     def features_and_outputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled features and the forward's output (head logits or pooler), from one pass."""
@@ -189,8 +205,10 @@ class CompressedModel(nn.Module):
     def tail(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Final norm, pooling and head applied to the last hidden state."""
         normed = self.family.normalize(self.final_norm, hidden)
+        if self.classifier is not None:  # an exported probe: on the pooled features it was fitted on
+            return self.classifier(self._pool(normed, mask))
         if self.head is None:
-            return self.family.pool(self.final_norm, normed, mask, self.config)
+            return self._pool(normed, mask)
         return self.family.run_head(self.head, self.head_kind, normed, mask, self.config)
 
     def num_parameters(self) -> int:
@@ -243,6 +261,16 @@ class CompressedModel(nn.Module):
             meta["source_config"] = save_toast_config(self.config, directory)
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        if self.classifier is not None:  # in model.safetensors (toast format), else in its own file
+            c = self.classifier
+            meta["classifier"] = {"in_features": c.in_features, "out_features": c.out_features}
+            if plain is not None:
+                weights = {k: v.detach().contiguous().cpu() for k, v in c.state_dict().items()}
+                save_file(weights, str(directory / CLASSIFIER_FILE), metadata={"format": "pt"})
+                meta["classifier"]["file"] = CLASSIFIER_FILE
+        if self.sentence is not None:  # a sentence-transformers source: its modules beside a plain checkpoint
+            written = write_sentence_transformer(directory, self.sentence, plain=plain is not None)
+            meta["sentence_transformers"] = written
         meta.update({k: v for k, v in (extra or {}).items() if k not in meta})  # scores, source model, budgets
         (directory / "toast.json").write_text(json.dumps(meta, indent=2))
         if processor is not None:
@@ -279,6 +307,13 @@ class CompressedModel(nn.Module):
         config = skeleton.config  # carries the attention implementation the blocks were built with
         config.num_hidden_layers = plan.num_blocks
         translators = {s: translator_class(s.kind).empty_module(int(config.hidden_size)) for s in plan.spans}
+        state = None if plain else load_file(str(directory / "model.safetensors"))
+        classifier = None
+        if meta.get("classifier"):  # an exported probe on the pooled features: in model.safetensors, or beside
+            shape = meta["classifier"]
+            classifier = nn.Linear(shape["in_features"], shape["out_features"])
+            if plain:
+                classifier.load_state_dict(load_file(str(directory / CLASSIFIER_FILE)), strict=True)
         model = cls(
             config=config,
             family=family,
@@ -290,7 +325,9 @@ class CompressedModel(nn.Module):
             head=parts.head,
             head_kind=meta["head_kind"],
             model_class=meta["model_class"],
+            sentence=saved_sentence_pipeline(directory, meta),
+            classifier=classifier,
         )
-        if not plain:
-            model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
+        if state is not None:
+            model.load_state_dict(state, strict=True)
         return model.to(device=device, dtype=dtype).eval()

@@ -57,6 +57,9 @@ class Family:
     backbone_attrs: ClassVar[tuple[str, ...]] = ()
     blocks_paths: ClassVar[tuple[str, ...]] = ("layers", "encoder.layer", "encoder.layers")
     norm_attr: ClassVar[str] = "layernorm"
+    #: Why no Transformers class classifies this family's probe features (an exported probe is then a `classifier` on
+    #: the pooled features, which `CompressedModel.from_pretrained` applies and Transformers' loaders leave out).
+    classifier_missing: ClassVar[str] = "no Transformers class classifies these features"
 
     # ---- finding the parts -------------------------------------------------------------
     def backbone(self, model: nn.Module) -> nn.Module:
@@ -82,6 +85,13 @@ class Family:
 
     def layout(self, config: Any) -> TokenLayout:
         return TokenLayout()
+
+    def image_classifier(self, config: Any) -> tuple[str, str] | None:
+        """The Transformers class that classifies this family's inputs, and what its classifier reads of the last
+        hidden state after the final norm: "cls" (the [CLS] token: the probe's features) or "cls+mean" ([CLS] and
+        the mean of the patch tokens). None where no class reads the probe's features (`classifier_missing`): a
+        fitted probe can be exported as that class's classifier only where it reads what the probe was fitted on."""
+        return None
 
     # ---- running -----------------------------------------------------------------------
     def embed(self, embeddings: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -174,6 +184,9 @@ class ViTFamily(Family):
     model_types = ("vit",)
     backbone_attrs = ("vit",)
 
+    def image_classifier(self, config):
+        return "ViTForImageClassification", "cls"  # classifier(layernorm(h)[:, 0])
+
 
 class DeiTFamily(Family):
     name = "deit"
@@ -182,6 +195,9 @@ class DeiTFamily(Family):
 
     def layout(self, config: Any) -> TokenLayout:
         return TokenLayout(cls_index=0, num_prefix_tokens=2)  # [CLS], [DIST]
+
+    def image_classifier(self, config):
+        return "DeiTForImageClassification", "cls"  # classifier(layernorm(h)[:, 0]); not the distilled two-head class
 
     def find_head(self, model, backbone):
         if model is not backbone and not isinstance(getattr(model, "classifier", None), nn.Module):
@@ -194,11 +210,17 @@ class DeiTFamily(Family):
 class Dinov2Family(Family):
     name = "dinov2"
     model_types = ("dinov2", "dinov2_with_registers")
-    backbone_attrs = ("dinov2",)
+    backbone_attrs = ("dinov2", "dinov2_with_registers")
 
     def layout(self, config: Any) -> TokenLayout:
         r = int(getattr(config, "num_register_tokens", 0) or 0)
         return TokenLayout(cls_index=0, num_prefix_tokens=1 + r, num_registers=r)
+
+    def image_classifier(self, config):
+        # classifier(concat([CLS], mean of the patch tokens)), registers left out of the mean
+        if getattr(config, "model_type", None) == "dinov2_with_registers":
+            return "Dinov2WithRegistersForImageClassification", "cls+mean"
+        return "Dinov2ForImageClassification", "cls+mean"
 
     def find_head(self, model, backbone):
         if model is not backbone and isinstance(getattr(model, "classifier", None), nn.Module):
@@ -221,6 +243,10 @@ class ClipVisionFamily(Family):
     model_types = ("clip", "clip_vision_model")
     backbone_attrs = ("vision_model",)
     norm_attr = "post_layernorm"
+    classifier_missing = (
+        "CLIPForImageClassification classifies the mean of the patch tokens before the final norm, not the "
+        "post-normed [CLS] the probe reads"
+    )
 
     def find_embeddings(self, backbone: nn.Module) -> nn.Module:
         # CLIP normalizes the embeddings before the first block (h_0 is after `pre_layrnorm`)
@@ -242,6 +268,10 @@ class BertFamily(Family):
     model_types = ("bert", "roberta", "xlm-roberta")
     backbone_attrs = ("bert", "roberta")
     norm_attr = ""
+    classifier_missing = (
+        "BertForSequenceClassification classifies the pooler's tanh(dense([CLS])), not the mean of the tokens the "
+        "probe reads"
+    )
 
     def parts(self, model: nn.Module) -> Parts:
         bb = self.backbone(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ import torch
 from torch import nn
 
 from .._errors import UnsupportedModelError
+from .._hub import hub_access, hub_unreachable
 from ._families import Family, Parts, TokenLayout, family_for
+from ._sentence import SentencePipeline, find_sentence_folder, read_sentence_pipeline
 
 #: The papers' models (TOAST Table 5, RBA Table 3) by short name.
 MODEL_ALIASES: dict[str, str] = {
@@ -46,6 +49,7 @@ class LoadedModel:
     revision: str
     processor: Any | None
     text: tuple[Any, Any] | None = None  # (the whole CLIPModel, its tokenizer): `head` zero-shot only
+    sentence: SentencePipeline | None = None  # a sentence-transformers source's pooling and normalisation
 
     @property
     def parts(self) -> Parts:
@@ -127,6 +131,19 @@ class ModelSource:
     family: Family
 
 
+def _hub_call(fn):
+    """Run `fn(name, ...)` in `hub_access`: when `name` is not a local folder and the Hub does not answer, offline at
+    once (a cached copy still loads) instead of five retries."""
+
+    @functools.wraps(fn)
+    def call(name: str, *args, **kwargs):
+        with hub_access(not Path(resolve_model_name(name)).expanduser().is_dir()):
+            return fn(name, *args, **kwargs)
+
+    return call
+
+
+@_hub_call
 def resolve_model(name: str, *, revision: str | None = None) -> ModelSource:
     """Find `name` (alias, hub id or local directory) and read its config: a clear error, no weights loaded."""
     import transformers
@@ -143,13 +160,15 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelSource:
         config = transformers.AutoConfig.from_pretrained(where, revision=revision)
     except (OSError, ValueError) as exc:
         known = ", ".join([*LOCAL_ALIASES, *MODEL_ALIASES])
+        why = f" ({hub_unreachable()})" if hub_unreachable() else ""
         raise UnsupportedModelError(
-            f"cannot load model {name!r}: {str(exc).splitlines()[0]} -- pass a local directory (save_pretrained) "
+            f"cannot load model {name!r}: {str(exc).splitlines()[0]}{why} -- pass a local directory (save_pretrained) "
             f"when offline, or one of the aliases: {known}"
         ) from None
     return ModelSource(name, where, is_local, config, family_for(config))
 
 
+@_hub_call
 def load_model(
     name: str,
     *,
@@ -197,7 +216,11 @@ def load_model(
 
         clip.to(device).eval()
         text = (clip, transformers.AutoTokenizer.from_pretrained(where))
-    return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family), text)
+    sentence = None
+    if family.modality == "text":  # a sentence-transformers model: the search scores what its pipeline computes
+        folder = find_sentence_folder(where, is_local=src.is_local, revision=revision)
+        sentence = read_sentence_pipeline(folder) if folder is not None else None
+    return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family), text, sentence)
 
 
 def _whole_clip(where: str, revision: str | None, kwargs: dict[str, Any]):

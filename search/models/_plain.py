@@ -122,6 +122,9 @@ def checkpoint_layout(directory: str | Path) -> str:
 
 def describe_checkpoint(directory: str | Path) -> str:
     """One line for users: how the folder loads."""
+    sentence = json.loads((Path(directory) / "toast.json").read_text()).get("sentence_transformers")
     if checkpoint_layout(directory) == PLAIN:
-        return "a plain Transformers checkpoint (transformers.AutoModel.from_pretrained loads it)"
-    return "toast format (fitted translators: load it with toast.search.CompressedModel.from_pretrained)"
+        also = "; and sentence_transformers.SentenceTransformer" if sentence and sentence.get("written") else ""
+        return f"a plain Transformers checkpoint (transformers.AutoModel.from_pretrained loads it{also})"
+    also = "; SentenceTransformer needs the plain format" if sentence else ""
+    return f"toast format (fitted translators: load it with toast.search.CompressedModel.from_pretrained{also})"
