@@ -500,21 +500,7 @@ def clipped_range(front_y: Sequence[float], others: Sequence[float]) -> tuple[fl
     return low - margin, top + margin
 
 
-def plot_pareto(
-    records: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike[str],
-    *,
-    x: str | None = None,
-    y: str | None = None,
-    front: Front | None = None,
-    baseline: Mapping[str, Any] | None = None,
-    budget: float | None = None,
-    title: str | None = None,
-    directions: Sequence[str] | None = None,
-    chosen: Mapping[str, Any] | None = None,
-    panels: Sequence[tuple[str, float | None]] | None = None,
-    measured: Mapping[str, str] | None = None,
-) -> Path:
+def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], **options: Any) -> Path:
     """Write `y` against `x` as a PNG to `path` and return the path; by default (`pareto_axes`) the
     accuracy objective against the first cost objective (GFLOPs).
 
@@ -529,20 +515,9 @@ def plot_pareto(
     or without it its own front on its axes. `measured` maps an `x` to a record field measured for the front plans (`latency` to `latency_ms`):
     drawn as hollow markers beside the estimates. When a chance-level plan would stretch the `y` axis, the axis
     is clipped to the front's useful part (`clipped_range`) and the clipped points are drawn on its lower edge.
+    (`options`: `pareto_figure`'s keyword arguments.)
     """
-    figure = pareto_figure(
-        records,
-        x=x,
-        y=y,
-        front=front,
-        baseline=baseline,
-        budget=budget,
-        title=title,
-        directions=directions,
-        chosen=chosen,
-        panels=panels,
-        measured=measured,
-    )
+    figure = pareto_figure(records, **options)
     path = Path(path)
     figure.savefig(path, format="png", dpi=150)
     return path

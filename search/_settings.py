@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,24 @@ IDENTITY_KEYS = (
     "fidelity_fraction",  # which plans reach the full sets: a study mixing two rules would not be one search
     "fidelity_z",
 )
+
+
+#: the float settings, each of which must be a finite number where given (NaN compares false with every bound)
+FLOAT_FIELDS = (
+    "budget_gflops",
+    "budget_params",
+    "budget_fraction",
+    "budget_latency_ms",
+    "timeout",
+    "fidelity_fraction",
+    "fidelity_z",
+    "prefix_cache_gb",
+    "cpus_per_trial",
+    "gpus_per_trial",
+)
+#: upper bounds that catch a typo before minutes of work (a latency batch of 100,000 inputs is timed for minutes)
+UPPER_LIMITS = {"latency_batch_size": 4096, "latency_seq_len": 32768}
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +149,8 @@ class SearchSettings:
             problems.append(f"`prompts` must be one of {', '.join(PROMPTS)}, got {self.prompts!r}")
         if self.class_names is not None and self.head != "zero-shot":
             problems.append("`class_names` needs `head` zero-shot")
+        if self.prompts != "full" and self.head != "zero-shot":
+            problems.append("`prompts` needs `head` zero-shot")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(f"`dtype` must be float32, bfloat16 or float16, got {self.dtype!r}")
         for name in (
@@ -145,6 +166,17 @@ class SearchSettings:
                 problems.append(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.calib_samples < 2:
             problems.append(f"`calib_samples` must be at least 2, got {self.calib_samples}")
+        for name in FLOAT_FIELDS:  # NaN passes every comparison below: refused here, as infinities are
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                problems.append(f"`{name}` must be a finite number, got {value!r}")
+        for name, limit in UPPER_LIMITS.items():
+            if getattr(self, name) > limit:
+                problems.append(f"`{name}` must be at most {limit}, got {getattr(self, name)}")
+        if not 0 <= self.seed <= SEED_MAX:
+            problems.append(f"`seed` must be between 0 and {SEED_MAX} (what NumPy's generators take), got {self.seed}")
+        if not self.translators:
+            problems.append("`translators` must name at least one translator kind (e.g. identity,linear)")
         for name in ("budget_gflops", "budget_params", "budget_fraction", "budget_latency_ms", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -172,6 +172,12 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     names = tuple(line.strip() for line in lines if line.strip())
     if not names:
         raise SettingsError(f"`class_names` {str(path)!r} holds no class name: one class name per line")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SettingsError(
+            f"`class_names` {str(path)!r} names {', '.join(map(repr, repeated[:3]))} more than once: two labels with "
+            "one name could never be told apart"
+        )
     return names
 
 
@@ -209,6 +215,12 @@ def resolve_zero_shot(settings: SearchSettings, source: ModelSource, test: Label
             raise DatasetError(
                 f"`head` zero-shot: label {top} of dataset {settings.dataset!r} has no class name ({len(names)} "
                 f"names {names_from}): pass `class_names` FILE with one name per label"
+            )
+        if settings.class_names is not None and len(names) > top + 1:
+            raise SettingsError(
+                f"`class_names` {str(settings.class_names)!r} has {len(names)} names but the labels of dataset "
+                f"{settings.dataset!r} go up to {top}: one name per label, label i on line i (extra names would be "
+                "classes no sample has, and change every zero-shot score)"
             )
     return ZeroShotSpec(
         class_names=names, prompts=settings.prompts, templates=PROMPT_SETS[settings.prompts], names_from=names_from

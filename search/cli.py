@@ -210,7 +210,7 @@ def build_search_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prompts",
-        default="full",
+        default=None,
         choices=["full", "short"],
         help="--head zero-shot: the 80 ImageNet prompt templates of CLIP, or 7 of them (default: full)",
     )
@@ -353,7 +353,10 @@ def build_analyze_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace):
-    from ._settings import SearchSettings
+    from ._settings import SearchSettings, SettingsError
+
+    if args.prompts is not None and args.head != "zero-shot":  # `--prompts full` would otherwise pass unnoticed
+        raise SettingsError("`prompts` needs `head` zero-shot (the prompt templates of CLIP's class names)")
 
     demo = (args.model, args.dataset) == (DEFAULT_MODEL, DEFAULT_DATASET)
     if (
@@ -383,7 +386,7 @@ def settings_from(args: argparse.Namespace):
         probe=args.probe,
         head=args.head,
         class_names=args.class_names,
-        prompts=args.prompts,
+        prompts=args.prompts or "full",
         calib_dataset=args.calib_dataset,
         calib_split=args.calib_split,
         probe_samples=args.probe_samples,
@@ -498,8 +501,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from toast.objectives import SimilarityReport, plot_similarity
 
     from ._prepare import prepare
+    from ._settings import SettingsError
     from .capture import calibrate
 
+    if (args.out / "settings.json").is_file() or any((args.out / f).is_file() for f in ("study.journal", "study.db")):
+        raise SettingsError(
+            f"`out` {args.out} is a search's run directory: analyze would replace its similarity.png; give another folder"
+        )
     prepared = prepare(analyze_settings_from(args), search=False)
     captured = calibrate(
         prepared.loaded, prepared.train, prepared.calibration, prepared.cache, progress=show_progress(args.progress)
@@ -519,7 +527,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 #: Settings fields whose flag is not `--` + the field's name with dashes.
-FLAG_OF_FIELD = {"plans": "--plan", "progress": "--progress", "samples": "--calib-samples", "split": "--split"}
+FLAG_OF_FIELD = {
+    "plans": "--plan",
+    "progress": "--progress",
+    "samples": "--calib-samples",
+    "split": "--split",
+    "kinds": "--translators",  # a `PlanSpace`'s kinds are the search's translators
+}
 
 
 #: `toast-search analyze` reads the calibration split from `--split` (its settings' `split_train`).

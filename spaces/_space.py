@@ -74,7 +74,7 @@ class PlanSpace:
             L = None
         known = list_translators()
         if not self.kinds:
-            problems.append(f"kinds must name at least one translator kind (known: {', '.join(known)})")
+            problems.append(f"`kinds` must name at least one translator kind (known: {', '.join(known)})")
         for kind in self.kinds:
             if kind == KEEP:
                 problems.append(
@@ -95,10 +95,10 @@ class PlanSpace:
             if value is None:
                 continue
             if not _is_int(value):
-                problems.append(f"{name} must be an integer or None, got {value!r}")
+                problems.append(f"`{name}` must be an integer or None, got {value!r}")
             elif value < 0 or (L is not None and value > L):
                 problems.append(
-                    f"{name} must be between 0 and num_blocks ({L if L is not None else 'num_blocks'}), got {value}"
+                    f"`{name}` must be between 0 and the model's {L if L is not None else 'num_blocks'} blocks, got {value}"
                 )
         if problems:
             raise SpaceError("invalid search space: " + "; ".join(problems))

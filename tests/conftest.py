@@ -10,6 +10,20 @@ import torch
 
 SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
 IMAGE = dict(image_size=32, patch_size=8, num_channels=3)
+#: The top of a script run in a fresh process to check an exported model the way its user loads it: every `import
+#: toast` fails there, as on a machine without toast-search (its editable install notwithstanding).
+NO_TOAST = r"""
+import importlib.abc, json, sys
+
+class NoToast(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "toast" or name.startswith("toast."):
+            raise ModuleNotFoundError(f"No module named {name!r} (toast is not importable in this check)")
+        return None
+
+sys.meta_path.insert(0, NoToast())
+"""
+
 FAMILY_NAMES = ["vit", "vit-cls", "deit", "dinov2", "dinov2-reg", "clip", "bert"]
 
 

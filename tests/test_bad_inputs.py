@@ -406,6 +406,44 @@ def cases(w: dict) -> dict[str, Case]:
         "resume with other calibration samples": Case(
             run(good, "--calib-samples", "20"), "calib_samples", in_process=True
         ),
+        # every numeric option's domain, NaN and infinities included
+        "NaN budget": Case(
+            run(new("na"), "--budget-gflops", "nan"), "--budget-gflops must be a finite", in_process=True
+        ),
+        "infinite latency budget": Case(
+            run(new("nb"), "--budget-latency-ms", "inf"), "--budget-latency-ms must be a finite", in_process=True
+        ),
+        "NaN fidelity z": Case(run(new("nc"), "--fidelity-z", "nan"), "--fidelity-z must be a finite", in_process=True),
+        "NaN prefix cache": Case(
+            run(new("nd"), "--prefix-cache-gb", "nan"), "--prefix-cache-gb must be a finite", in_process=True
+        ),
+        "huge latency batch": Case(
+            run(new("ne"), "--latency-batch-size", "100000"), "--latency-batch-size must be at most", in_process=True
+        ),
+        "seed past numpy": Case(run(new("nf"), "--seed", str(2**32)), "--seed must be between", in_process=True),
+        "negative seed": Case(run(new("ng"), "--seed", "-1"), "--seed must be between", in_process=True),
+        # messages name the flag, and blame the right thing
+        "no translator kinds": Case(run(new("nh"), "--translators", ""), "--translators must name", in_process=True),
+        "max removed above the blocks": Case(run(new("ni"), "--max-removed", "99"), "--max-removed must be between"),
+        "model is a file": Case(run(new("nj"), model=w["a_file"]), "is a file", untouched=(w["a_file"],)),
+        "prompts without zero-shot": Case(
+            run(new("nk"), "--prompts", "short"), "--prompts needs --head zero-shot", in_process=True
+        ),
+        # the analyze entry point
+        "analyze: model is a file": Case(
+            ["analyze", "--model", str(w["a_file"]), "--dataset", str(w["images"]), "--out", new("nl")], "is a file"
+        ),
+        "analyze: empty split": Case(
+            ["analyze", "--model", str(w["vit"]), "--dataset", str(w["defects"]["empty test"]), "--split", "test"]
+            + ["--cache-dir", str(cache), "--out", new("nm")],
+            "empty",
+        ),
+        "analyze: over a run's similarity.png": Case(
+            ["analyze", "--model", str(w["vit"]), "--dataset", str(w["images"]), "--cache-dir", str(cache)]
+            + ["--out", str(w["good_run"])],
+            "run directory",
+            in_process=True,
+        ),
         # dataset defects: found before any capture (a fresh cache each, so no capture can have run)
         "empty test split": Case(run(new("da"), dataset=w["defects"]["empty test"]), "empty"),
         "empty calibration split": Case(run(new("db"), "--calib-dataset", str(w["defects"]["empty train"])), "empty"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import example_inputs
+from conftest import NO_TOAST, example_inputs
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -251,16 +251,9 @@ def test_missing_extra_is_a_one_line_install_hint(run_dir):
 
 # ---- text encoders: what sentence-transformers and optimum read, checked in a process without toast ----------
 
-ORT_CHECK = r"""
-import importlib.abc, json, sys
-
-class NoToast(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "toast" or name.startswith("toast."):
-            raise ModuleNotFoundError(f"No module named {name!r} (toast is not importable in this check)")
-        return None
-
-sys.meta_path.insert(0, NoToast())
+ORT_CHECK = (
+    NO_TOAST
+    + r"""
 import numpy as np, onnxruntime as ort
 
 manifest = json.loads(open(sys.argv[1]).read())
@@ -275,6 +268,7 @@ for case, spec in manifest["cases"].items():
 out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
 print(json.dumps(out))
 """
+)
 
 # optimum's ORTModelForFeatureExtraction and SentenceTransformer(..., backend="onnx") on the exported file
 OPTIMUM_CHECK = (

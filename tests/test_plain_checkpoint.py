@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
+from conftest import NO_TOAST
 from safetensors import safe_open
 from test_hub_layouts import HUB
 
@@ -149,16 +150,9 @@ CASES = [c for c in CASES if c.endswith("identity") or c.split(":")[0] in PRE_NO
 TOAST_CASES = ["vit-cls", "dinov2", "clip", "bert"]
 
 # Loads every folder of the manifest with Transformers alone, in a process where any `import toast` fails.
-CHECK = r"""
-import importlib.abc, json, sys
-
-class NoToast(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "toast" or name.startswith("toast."):
-            raise ModuleNotFoundError(f"No module named {name!r} (toast is not importable in this check)")
-        return None
-
-sys.meta_path.insert(0, NoToast())
+CHECK = (
+    NO_TOAST
+    + r"""
 try:
     import toast.search
     importable = True
@@ -207,6 +201,7 @@ for case, folder in manifest["toast"].items():
 out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
 torch.save(out, manifest["result"])
 """
+)
 
 
 @pytest.fixture(scope="module")

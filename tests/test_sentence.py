@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NO_TOAST
 from test_plain_checkpoint import MINILM_CONFIG, _save_source, _shrunk
 
 from toast.search import CompressedModel, load_model
@@ -189,16 +190,9 @@ def test_a_pipeline_not_reproduced_scores_mean_pooling_and_says_so(sources, tmp_
 
 # ---- chosen/ in a fresh process where toast cannot be imported ------------------------------------------------
 
-CHECK = r"""
-import importlib.abc, json, sys
-
-class NoToast(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "toast" or name.startswith("toast."):
-            raise ModuleNotFoundError(f"No module named {name!r} (toast is not importable in this check)")
-        return None
-
-sys.meta_path.insert(0, NoToast())
+CHECK = (
+    NO_TOAST
+    + r"""
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
@@ -216,6 +210,7 @@ for case, folder in manifest["folders"].items():
 out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
 print(json.dumps(out))
 """
+)
 
 
 def run_without_toast(script: str, manifest: dict, root: Path, python: str | None = None) -> dict:

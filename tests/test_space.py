@@ -65,8 +65,8 @@ def test_every_problem_is_reported_at_once():
         "'no_such_kind'",
         "'linear' more than once",
         "'keep' is the gene of a kept block",
-        "max_removed must be between 0 and num_blocks (4), got 7",
-        "min_kept must be between 0 and num_blocks (4), got -1",
+        "`max_removed` must be between 0 and the model's 4 blocks, got 7",
+        "`min_kept` must be between 0 and the model's 4 blocks, got -1",
     ]:
         assert part in message
     assert isinstance(info.value, ToastError) and isinstance(info.value, ValueError)
@@ -78,9 +78,9 @@ def test_every_problem_is_reported_at_once():
         (dict(num_blocks=0), "num_blocks must be an integer >= 1"),
         (dict(num_blocks=2.0), "num_blocks must be an integer >= 1"),
         (dict(num_blocks=4, kinds=()), "at least one translator kind"),
-        (dict(num_blocks=4, max_removed=1.5), "max_removed must be an integer"),
-        (dict(num_blocks=4, min_kept=True), "min_kept must be an integer"),
-        (dict(num_blocks=4, min_kept=5), "min_kept must be between 0 and num_blocks (4)"),
+        (dict(num_blocks=4, max_removed=1.5), "`max_removed` must be an integer"),
+        (dict(num_blocks=4, min_kept=True), "`min_kept` must be an integer"),
+        (dict(num_blocks=4, min_kept=5), "`min_kept` must be between 0 and the model's 4 blocks"),
     ],
 )
 def test_each_rule(kwargs, rule):

@@ -307,14 +307,18 @@ def test_the_clip_alias_loads_the_whole_model_only_for_the_zero_shot_head(clip_d
         ("clip", ["--class-names", "/nonexistent/names.txt"], "cannot be read"),
         ("clip", ["--class-names", "NAMES2"], "label 2 of dataset"),
         ("probe-head", ["--class-names", "NAMES2"], "--class-names needs --head zero-shot"),
+        ("probe-head", ["--prompts", "full"], "--prompts needs --head zero-shot"),  # the default, said explicitly
+        ("clip", ["--class-names", "NAMES4"], "has 4 names but the labels"),
+        ("clip", ["--class-names", "DUPLICATES"], "more than once"),
     ],
 )
 def test_bad_zero_shot_inputs_are_one_line_exit_2(
     model, extra, message, clip_dir, tiny_dirs, image_dataset_dir, tmp_path
 ):
-    names = tmp_path / "two.txt"
-    names.write_text("r\ng\n")
-    extra = [str(names) if a == "NAMES2" else a for a in extra]
+    files = {"NAMES2": "r\ng\n", "NAMES4": "r\ng\nb\ny\n", "DUPLICATES": "r\ng\nr\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    extra = [str(tmp_path / a) if a in files else a for a in extra]
     where = {"vit": tiny_dirs["vit"], "clip-vision": tiny_dirs["clip"]}.get(model, clip_dir)
     head = [] if model == "probe-head" else ["--head", "zero-shot"]
     args = ["--model", str(where), "--dataset", str(image_dataset_dir), "--out", str(tmp_path / "run")]

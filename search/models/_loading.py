@@ -150,6 +150,11 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelSource:
 
     source = resolve_model_name(name)
     local = Path(source).expanduser()
+    if local.is_file():
+        raise UnsupportedModelError(
+            f"model {name!r} is a file: pass the model's folder (save_pretrained: config.json beside the weights), "
+            "a Hugging Face id or an alias"
+        )
     is_local = local.is_dir()
     if not is_local and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise UnsupportedModelError(
