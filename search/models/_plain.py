@@ -125,6 +125,11 @@ def describe_checkpoint(directory: str | Path) -> str:
     sentence = json.loads((Path(directory) / "toast.json").read_text()).get("sentence_transformers")
     if checkpoint_layout(directory) == PLAIN:
         also = "; and sentence_transformers.SentenceTransformer" if sentence and sentence.get("written") else ""
-        return f"a plain Transformers checkpoint (transformers.AutoModel.from_pretrained loads it{also})"
+        config = json.loads((Path(directory) / "config.json").read_text())
+        if any(a.endswith("ForImageClassification") for a in config.get("architectures") or []):
+            loader = 'transformers.pipeline("image-classification") and AutoModelForImageClassification load it'
+        else:
+            loader = "transformers.AutoModel.from_pretrained loads it"
+        return f"a plain Transformers checkpoint ({loader}{also})"
     also = "; SentenceTransformer needs the plain format" if sentence else ""
     return f"toast format (fitted translators: load it with toast.search.CompressedModel.from_pretrained{also})"
