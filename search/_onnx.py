@@ -359,8 +359,9 @@ def export_onnx(
     if len(set(sizes)) < 2 or min(sizes) < 1:
         raise ValueError(f"batch_sizes must hold two or more distinct sizes >= 1, got {batch_sizes}")
     _check_opset(opset)
+    given = output_path(Path(source), out) if out is not None else None  # a bad --out first: it is the cheapest
     folder, settings = model_folder(source)
-    path = output_path(folder, out)
+    path = given or output_path(folder, None)
     model = load_compressed(folder)
     model.float().eval()
     batches, described = check_inputs(model, folder, settings, sizes)

@@ -190,6 +190,9 @@ class PrefixStore:
         self._used: dict[str, float] = {}
         self._verified: set[str] = set()  # entries whose checksums this process checked
         if self.cap_bytes > 0:
+            if self.directory.is_file() or self.directory.is_symlink():  # a file where the store's folder should be
+                warnings.warn(f"{self.directory} is a file, not a prefix store; replacing it", stacklevel=2)
+                self.directory.unlink()
             self.directory.mkdir(parents=True, exist_ok=True)
             for f in self.directory.glob(f"*{SUFFIX}"):
                 stat = f.stat()

@@ -429,6 +429,24 @@ def cases(w: dict) -> dict[str, Case]:
         "prompts without zero-shot": Case(
             run(new("nk"), "--prompts", "short"), "--prompts needs --head zero-shot", in_process=True
         ),
+        # the export entry point
+        "export: --out over the run's study": Case(
+            ["export", str(good), "--format", "onnx", "--out", str(Path(good) / "study.journal")],
+            "not an .onnx file",
+            in_process=True,
+        ),
+        "export: an opset no exporter writes": Case(
+            ["export", str(good), "--format", "onnx", "--opset", "999", "--out", new("ea") + ".onnx"],
+            "give --opset between 18 and",
+            in_process=True,
+        ),
+        "export: a plan outside the run's space": Case(
+            ["export", str(good), "--plan", "0→2:mlp", "--out", new("eb")], "mlp", in_process=True
+        ),
+        "export: a plan into a non-empty folder": Case(
+            ["export", str(good), "--plan", "0→1:identity", "--out", str(good)], "not empty", in_process=True
+        ),
+        "export: NaN is not a plan": Case(["export", str(good), "--plan", "nan", "--out", new("ec")], "nan"),
         # the analyze entry point
         "analyze: model is a file": Case(
             ["analyze", "--model", str(w["a_file"]), "--dataset", str(w["images"]), "--out", new("nl")], "is a file"
