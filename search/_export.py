@@ -38,6 +38,7 @@ from ._context import PlanOutputs, SearchContext
 from ._faults import fault_point
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL
+from ._study import reported
 from .models import CompressedModel
 from .models._head import LinearHead, head_placement, with_head
 from .models._plain import describe_checkpoint
@@ -229,12 +230,6 @@ def export_hint(run: Path, front: list[dict[str, Any]]) -> str:
     return f"toast-search export {shlex.quote(str(run))} --plan {shlex.quote(str(example))}"
 
 
-def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    from ._run import _clean as clean  # the run's reported fields; imported here: `_run` imports this module
-
-    return clean(record)
-
-
 def export_plan(
     ctx: SearchContext,
     plan: Plan,
@@ -266,7 +261,7 @@ def export_plan(
     head = head_record(settings, ctx, exported=True, model=exported.model)
     if head is not None and probe_accuracy is not None and probe_accuracy != record.get("accuracy"):
         head["probe_accuracy"] = probe_accuracy  # the probe's float64 number, a near-tie broken the other way
-    scores = _clean(record)
+    scores = reported(record)
     extra = {**source_fields(settings, ctx), "scores": scores, "budgets": budgets or {}}
     if head is not None:
         extra["head"] = head

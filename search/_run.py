@@ -24,7 +24,7 @@ from ._latency import latency_inputs, measure_end_to_end
 from ._lock import run_directory_lock
 from ._quiet import note, run_console
 from ._settings import SearchSettings
-from ._study import Search, scored_records, undefined_key, write_trials_csv
+from ._study import Search, reported, scored_records, undefined_key, write_trials_csv
 from ._zero_shot import zero_shot_record
 from .models._plain import checkpoint_layout, describe_checkpoint
 
@@ -202,9 +202,9 @@ def finalize(settings: SearchSettings, ctx: SearchContext, search: Search, objec
         "head": exported.head if exported is not None else head_record(settings, full, exported=False),
         "calibration": calibration_record(ctx.calib, ctx.train, ctx.samples_used.get("calib_samples")),
         **({"zero_shot": zero_shot_record(ctx.zero_shot, ctx.zero_shot_cost)} if ctx.zero_shot else {}),
-        "baseline": _clean({"spans": [], "plan": "original", **baseline}),
-        "front": [_clean(r) for r in front],
-        "chosen": _clean(chosen) if chosen else None,
+        "baseline": reported({"spans": [], "plan": "original", **baseline}),
+        "front": [reported(r) for r in front],
+        "chosen": reported(chosen) if chosen else None,
         "chosen_dir": "chosen" if chosen else None,  # relative to this file's folder
         "chosen_format": _chosen_format(out / "chosen") if chosen else None,
         "trials": len(records),
@@ -349,24 +349,3 @@ def _rescore(ctx: SearchContext, plan: Plan, probe: str) -> dict[str, Any]:
 def _search_values(record: dict[str, Any]) -> dict[str, Any]:
     """A front record's search-time values of the rescored objectives that keep them (`Objective.search_field`)."""
     return {o.search_field: record.get(o.name) for o in OBJECTIVES.values() if o.rescored and o.search_field}
-
-
-def _kept_fields() -> tuple[str, ...]:
-    """The fields of a record that front.json reports: the plan, every registered objective's, the run's."""
-    objective_fields = (
-        k for o in OBJECTIVES.values() for k in (*o.columns, *((o.search_field,) if o.search_field else ()))
-    )
-    return ("number", "spans", "plan", *objective_fields, "feasible", "seconds")
-
-
-def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    """The record's reported fields; NaN / inf (e.g. CKA of constant features) as null, so the JSON is standard."""
-
-    def value(k: str):
-        v = record[k]
-        undefined = bool(
-            record.get(undefined_key(k))
-        )  # ranked as the worst value; reported as missing, with the reason
-        return None if undefined or (isinstance(v, float) and not math.isfinite(v)) else v
-
-    return {k: value(k) for k in _kept_fields() if k in record and not (k.endswith("_undefined") and not record[k])}

@@ -480,3 +480,24 @@ def scored_records(records: list[dict[str, Any]], objectives, space: PlanSpace |
             seen.add(key)
             out.append(r)
     return out
+
+
+def reported_fields() -> tuple[str, ...]:
+    """The fields of a record that front.json reports: the plan, every registered objective's, the run's."""
+    objective_fields = (
+        k for o in OBJECTIVES.values() for k in (*o.columns, *((o.search_field,) if o.search_field else ()))
+    )
+    return ("number", "spans", "plan", *objective_fields, "feasible", "seconds")
+
+
+def reported(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's reported fields; NaN / inf (e.g. CKA of constant features) as null, so the JSON is standard."""
+
+    def value(k: str):
+        v = record[k]
+        undefined = bool(
+            record.get(undefined_key(k))
+        )  # ranked as the worst value; reported as missing, with the reason
+        return None if undefined or (isinstance(v, float) and not math.isfinite(v)) else v
+
+    return {k: value(k) for k in reported_fields() if k in record and not (k.endswith("_undefined") and not record[k])}
