@@ -194,8 +194,13 @@ def command_line(settings: Mapping[str, Any]) -> str:
     """The `toast-search` command that runs with `settings` (settings.json's fields): the model and dataset (always),
     then every option whose value differs from its command-line default, in `--help`'s order. What only changes
     the console (progress bars, `--quiet`, `--verbose`) and `--dry-run` is left out: it changes nothing computed."""
+    import dataclasses
+
+    from ._settings import SearchSettings
     from .cli import build_search_parser
 
+    # an option whose command-line default is None stands for the settings' own default (`--prompts`: full)
+    field_defaults = {f.name: _plain(f.default) for f in dataclasses.fields(SearchSettings)}
     cosmetic = ("progress", "no_progress", "quiet", "verbose", "version", "dry_run", "help")  # change nothing computed
     field_of: dict[str, str | None] = {"plan": "plans", **dict.fromkeys(cosmetic)}
     words = ["toast-search"]
@@ -206,6 +211,8 @@ def command_line(settings: Mapping[str, Any]) -> str:
         if key is None or key not in settings:
             continue
         value, default = _plain(settings[key]), _plain(action.default)
+        if default is None and key in field_defaults and key not in ("model", "dataset"):
+            default = field_defaults[key]
         if (value == default and key not in ("model", "dataset")) or value is None or value == []:
             continue
         longs = [o for o in action.option_strings if o.startswith("--")] or action.option_strings

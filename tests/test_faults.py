@@ -9,11 +9,13 @@ trials a resumed sampler would have proposed: any difference is a fault that los
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +72,32 @@ def _args(tiny_dirs, dataset: Path, root: Path) -> list[str]:
 
 
 def _cli(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
+    """The command in a process of its own: a kill (SIGKILL) must end a process."""
     env = dict(ENV, **({FAULT_ENV: fault} if fault else {}))
     return subprocess.run(
         [sys.executable, "-m", "toast.search.cli", *args], capture_output=True, text=True, env=env, timeout=600
     )
+
+
+def _main(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
+    """The command in this process (`main`, the same code path, without a new interpreter's imports): for a fault that
+    raises (a full disk) and for the runs that follow a fault."""
+    from toast.search import _faults
+    from toast.search.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.environ.pop(FAULT_ENV, None)
+    if fault:
+        os.environ[FAULT_ENV] = fault
+    _faults._reached.clear()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(args)
+    finally:
+        os.environ.pop(FAULT_ENV, None)
+        if before is not None:
+            os.environ[FAULT_ENV] = before
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _outcome(run: Path) -> tuple:
@@ -87,7 +111,7 @@ def _outcome(run: Path) -> tuple:
 @pytest.fixture(scope="module")
 def undisturbed(tiny_dirs, graded_dataset_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("undisturbed")
-    done = _cli(_args(tiny_dirs, graded_dataset_dir, root))
+    done = _main(_args(tiny_dirs, graded_dataset_dir, root))
     assert done.returncode == 0, done.stderr
     return _outcome(root / "run")
 
@@ -102,14 +126,14 @@ def test_a_fault_at_each_stage_then_the_same_command_gives_the_same_front(
     point, action, undisturbed, tiny_dirs, graded_dataset_dir, tmp_path
 ):
     args = _args(tiny_dirs, graded_dataset_dir, tmp_path)
-    faulted = _cli(args, f"{point}:{action}")
+    faulted = (_cli if action == "kill" else _main)(args, f"{point}:{action}")
     if action == "kill":
         assert faulted.returncode == -9, faulted.stderr
     else:  # a full disk: one line, exit 2, no traceback
         lines = [line for line in faulted.stderr.splitlines() if line.strip()]
         assert faulted.returncode == 2 and len(lines) == 1 and "No space left" in lines[0], faulted.stderr
         assert "Traceback" not in faulted.stderr
-    again = _cli(args)
+    again = _main(args)
     assert again.returncode == 0, again.stderr
     assert _outcome(tmp_path / "run") == undisturbed
     chosen = tmp_path / "run" / "chosen"
@@ -121,15 +145,15 @@ def test_a_fault_at_each_stage_then_the_same_command_gives_the_same_front(
 def test_a_fault_during_an_onnx_export_keeps_the_previous_file(action, tiny_dirs, graded_dataset_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     args = _args(tiny_dirs, graded_dataset_dir, tmp_path)
-    assert _cli(args).returncode == 0
+    assert _main(args).returncode == 0
     export = ["export", str(tmp_path / "run"), "--format", "onnx"]
-    assert _cli(export).returncode == 0
+    assert _main(export).returncode == 0
     onnx_file = tmp_path / "run" / "chosen" / "model.onnx"
     good = onnx_file.read_bytes()
-    faulted = _cli(export, f"export:{action}")
+    faulted = (_cli if action == "kill" else _main)(export, f"export:{action}")
     assert faulted.returncode == (-9 if action == "kill" else 2), faulted.stderr
     assert onnx_file.read_bytes() == good
-    again = _cli(export)
+    again = _main(export)
     assert again.returncode == 0, again.stderr
     assert not [p for p in onnx_file.parent.iterdir() if ".tmp-" in p.name] or action == "kill"
 
@@ -157,7 +181,7 @@ def test_corrupted_cache_values_are_found_and_the_front_is_the_same(
     kind, undisturbed, tiny_dirs, graded_dataset_dir, tmp_path
 ):
     args = _args(tiny_dirs, graded_dataset_dir, tmp_path)
-    assert _cli(args).returncode == 0
+    assert _main(args).returncode == 0
     files = [p for p in CACHES[kind](tmp_path / "cache") if p.name != "manifest.json"]
     assert files, f"no {kind} cache files"
     for path in files:
@@ -167,6 +191,6 @@ def test_corrupted_cache_values_are_found_and_the_front_is_the_same(
         else:
             _flip_values(path)
     shutil.rmtree(tmp_path / "run")  # a new run on the damaged cache: every value comes from it
-    again = _cli(args)
+    again = _main(args)
     assert again.returncode == 0, again.stderr
     assert _outcome(tmp_path / "run") == undisturbed
