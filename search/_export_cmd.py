@@ -12,6 +12,7 @@ checked against PyTorch before they are kept.
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 CHECKPOINT = "checkpoint"
@@ -65,9 +66,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if args.opset is not None and args.format != "onnx":
         raise SettingsError("--opset needs --format onnx")
-    if args.plan is not None:
-        return _export_plan(args)
-    return _export_onnx(args.path, args.out, args.opset)
+    from ._lock import run_directory_lock
+
+    run = Path(args.path)
+    run = run.parent if run.name == "chosen" and (run.parent / "settings.json").is_file() else run
+    # a run directory is written by one process at a time: not exported into while its search runs
+    lock = run_directory_lock(run, what="an export") if (run / "settings.json").is_file() else nullcontext()
+    with lock:
+        if args.plan is not None:
+            return _export_plan(args)
+        return _export_onnx(args.path, args.out, args.opset)
 
 
 def _export_plan(args: argparse.Namespace) -> int:

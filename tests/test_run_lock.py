@@ -79,3 +79,21 @@ def test_the_cli_refuses_a_second_search_on_the_same_out_in_one_line(tmp_path):
         proc.wait()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_FILE} == before
     assert (out / LOCK_FILE).is_file()  # the killed holder's note stays until the next run takes the directory
+
+
+def test_an_export_into_a_run_a_search_holds_is_refused(tmp_path, capsys):
+    """`toast-search export RUN …` writes into the run directory (`chosen/model.onnx`, `export/`): refused while
+    another process holds it."""
+    from toast.search.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "settings.json").write_text("{}")
+    proc = _holder(out)
+    try:
+        assert main(["export", str(out), "--plan", "0→1:identity"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "in use by process" in err and "an export" in err
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
