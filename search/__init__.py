@@ -42,7 +42,6 @@ from .data import (
     sample_ids,
 )
 from .models import (
-    FAMILIES,
     MODEL_ALIASES,
     CompressedModel,
     Family,
@@ -55,7 +54,6 @@ from .models import (
 
 __all__ = [
     "DATASET_ALIASES",
-    "FAMILIES",
     "MODEL_ALIASES",
     "STORAGE_FILES",
     "STUDY_NAME",

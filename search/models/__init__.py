@@ -2,7 +2,16 @@
 
 from ._compressed import CompressedModel
 from ._costing import example_inputs, measure_cost_table, model_flops
-from ._families import FAMILIES, Family, Parts, TokenLayout, family_for
+from ._families import (
+    Family,
+    Parts,
+    TokenLayout,
+    families,
+    family_for,
+    get_family,
+    list_families,
+    register_family,
+)
 from ._loading import (
     LOCAL_ALIASES,
     MINILM_ALIAS,
@@ -17,7 +26,6 @@ from ._loading import (
 )
 
 __all__ = [
-    "FAMILIES",
     "LOCAL_ALIASES",
     "MINILM_ALIAS",
     "MODEL_ALIASES",
@@ -28,7 +36,11 @@ __all__ = [
     "Parts",
     "TokenLayout",
     "example_inputs",
+    "families",
     "family_for",
+    "get_family",
+    "list_families",
+    "register_family",
     "load_model",
     "load_processor",
     "measure_cost_table",

@@ -14,7 +14,7 @@ from torch import nn
 from toast.spaces import Plan, PlanError, Span, Translator, translator_class
 
 from .._errors import UnsupportedModelError
-from ._families import FAMILIES, Family
+from ._families import Family, get_family
 from ._loading import LoadedModel
 from ._plain import PLAIN, TOAST, load_plain, plain_model, plain_refusal, save_toast_config, source_config
 from ._sentence import SentencePipeline, saved_sentence_pipeline, write_sentence_transformer
@@ -26,13 +26,6 @@ CLASSIFIER_FILE = "classifier.safetensors"
 
 def _span_key(span: Span) -> str:
     return f"h{span.source}_h{span.target}"
-
-
-def _family_named(name: str) -> Family:
-    for family in FAMILIES:
-        if family.name == name:
-            return family
-    raise UnsupportedModelError(f"unknown model family {name!r}")
 
 
 def refused_spans(plan: Plan, family: Family, block: nn.Module) -> list[str]:
@@ -290,7 +283,7 @@ class CompressedModel(nn.Module):
             raise UnsupportedModelError(f"{directory} is not a saved compressed model (no toast.json)")
         meta = json.loads((directory / "toast.json").read_text())
         plan = Plan.of(meta["plan"]["spans"], meta["plan"]["num_blocks"])
-        family = _family_named(meta["family"])
+        family = get_family(meta["family"])
         plain = meta.get("layout") == PLAIN
         if plain:  # a Transformers checkpoint of the kept layers, in order
             skeleton = load_plain(directory, meta["model_class"])

@@ -179,6 +179,41 @@ class Family:
         return head(cls)
 
 
+_REGISTRY: dict[str, Family] = {}
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    """Register a model family (a `Family` subclass, stateless): `family_for` then finds it by the configs'
+    `model_type`, `get_family` by its `name`, and the conformance suite (`toast.search.models.testing.check_family`)
+    runs over it. A family claims its model types once: two families for one type would make loading ambiguous."""
+    family = cls()
+    taken = {t: f.name for f in _REGISTRY.values() for t in f.model_types if f.name != family.name}
+    clash = [t for t in family.model_types if t in taken]
+    if clash:
+        raise ValueError(f"family {family.name!r}: model types {clash} are already {taken[clash[0]]!r}'s")
+    _REGISTRY[family.name] = family
+    return cls
+
+
+def list_families() -> tuple[str, ...]:
+    """The names of the registered families, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_family(name: str) -> Family:
+    """The registered family called `name`; `UnsupportedModelError` naming the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnsupportedModelError(f"unknown model family {name!r} (known: {', '.join(_REGISTRY)})") from None
+
+
+def families() -> tuple[Family, ...]:
+    """Every registered family."""
+    return tuple(_REGISTRY.values())
+
+
+@register_family
 class ViTFamily(Family):
     name = "vit"
     model_types = ("vit",)
@@ -188,6 +223,7 @@ class ViTFamily(Family):
         return "ViTForImageClassification", "cls"  # classifier(layernorm(h)[:, 0])
 
 
+@register_family
 class DeiTFamily(Family):
     name = "deit"
     model_types = ("deit",)
@@ -207,6 +243,7 @@ class DeiTFamily(Family):
         return super().find_head(model, backbone)
 
 
+@register_family
 class Dinov2Family(Family):
     name = "dinov2"
     model_types = ("dinov2", "dinov2_with_registers")
@@ -238,6 +275,7 @@ class Dinov2Family(Family):
         return block.layer_scale2.lambda1
 
 
+@register_family
 class ClipVisionFamily(Family):
     name = "clip-vision"
     model_types = ("clip", "clip_vision_model")
@@ -262,6 +300,7 @@ class ClipVisionFamily(Family):
         return final_norm(normed[:, 0])
 
 
+@register_family
 class BertFamily(Family):
     name = "bert"
     modality = "text"
@@ -315,14 +354,11 @@ class BertFamily(Family):
         return (normed * m).sum(1) / m.sum(1).clamp_min(1e-9)
 
 
-FAMILIES: tuple[Family, ...] = (ViTFamily(), DeiTFamily(), Dinov2Family(), ClipVisionFamily(), BertFamily())
-
-
 def family_for(config: Any) -> Family:
     """The family that handles a Hugging Face config, or a clear error naming the supported ones."""
     model_type = getattr(config, "model_type", None)
-    for family in FAMILIES:
+    for family in _REGISTRY.values():
         if model_type in family.model_types:
             return family
-    supported = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES)
+    supported = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in _REGISTRY.values())
     raise UnsupportedModelError(f"unsupported architecture {model_type!r}: supported families are {supported}")
