@@ -24,6 +24,19 @@ class NoToast(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoToast())
 """
 
+#: The sample counts of a small end-to-end run on the tiny models and the made-up datasets (seconds on one core).
+SMALL_RUN = [
+    "--calib-samples",
+    "16",
+    "--probe-samples",
+    "30",
+    "--eval-samples",
+    "20",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
 FAMILY_NAMES = ["vit", "vit-cls", "deit", "dinov2", "dinov2-reg", "clip", "bert"]
 
 

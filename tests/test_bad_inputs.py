@@ -29,22 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_RUN
 
 from toast.search.cli import main
 
 pytestmark = pytest.mark.slow
 
-SMALL_RUN = [
-    "--calib-samples",
-    "16",
-    "--probe-samples",
-    "30",
-    "--eval-samples",
-    "20",
-    "--device",
-    "cpu",
-    "--no-progress",
-]
 OFFLINE = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import SMALL_RUN
 from huggingface_hub import ModelCard
 
 from toast.search._card import (
@@ -193,19 +194,11 @@ def run(tiny_dirs, image_dataset_dir, tmp_path_factory) -> Path:
         str(tiny_dirs["vit-cls"]),
         "--dataset",
         str(image_dataset_dir),
-        "--calib-samples",
-        "16",
-        "--probe-samples",
-        "30",
-        "--eval-samples",
-        "20",
+        *SMALL_RUN,
         "--trials",
         "4",
         "--budget-fraction",
         "0.9",
-        "--device",
-        "cpu",
-        "--no-progress",
         "--cache-dir",
         str(out.parent / "cache"),
         "--out",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_RUN
 
 from toast.objectives import OBJECTIVES, SimilarityReport
 from toast.objectives._plots import CKA_LABEL, cka_figure, similarity_figure
@@ -126,19 +127,11 @@ def run(tiny_dirs, image_dataset_dir, tmp_path_factory) -> tuple[Path, str]:
         str(image_dataset_dir),
         "--objectives",
         ",".join(OBJECTIVES3),
-        "--calib-samples",
-        "16",
-        "--probe-samples",
-        "30",
-        "--eval-samples",
-        "20",
+        *SMALL_RUN,
         "--trials",
         "6",
         "--budget-fraction",
         "0.9",
-        "--device",
-        "cpu",
-        "--no-progress",
         "--cache-dir",
         str(out.parent / "cache"),
         "--out",
