@@ -33,7 +33,7 @@ def shifted_digits(kind: str, root: Path) -> Path:
     import datasets
     from PIL import Image, ImageOps
 
-    from toast.search.data import DIGITS, load_split
+    from toast.data import DIGITS, load_split
 
     def shift(image: Image.Image) -> Image.Image:
         if kind == "inverted":

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _folder(root: Path) -> Path:
-    """DINOV2-base's hub config and processor with random weights (`tests/test_hub_layouts.py`'s copies)."""
+    """DINOV2-base's hub config and processor with random weights (`tests/models/test_hub_layouts.py`'s copies)."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_hub_layouts import save_hub_layout
 
@@ -48,8 +48,8 @@ def _split(n: int):
 
 def _float32_entry(root: Path, split, ids, processor, batch_size: int):
     """The entry as format 2 stored it (float32 pixels): the storage choice forced, for the size and read rows."""
+    from toast.data import _inputs, _pixels
     from toast.search import PreprocessedInputs
-    from toast.search.data import _inputs, _pixels
 
     chosen = _inputs.choose
     _inputs.choose = lambda name, first, processor, forms: _pixels.Storage(str(first.dtype))

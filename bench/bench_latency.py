@@ -54,7 +54,7 @@ class Row:
 
 
 def dinov2_base_folder(root: Path) -> Path:
-    """DINOv2-base's hub config and processor (crop 224) with random weights (as tests/test_hub_layouts.py)."""
+    """DINOv2-base's hub config and processor (crop 224) with random weights (as tests/models/test_hub_layouts.py)."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_hub_layouts import save_hub_layout
 

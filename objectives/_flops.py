@@ -7,7 +7,7 @@ recent ``transformers``), so its total depends on ``attn_implementation`` (DeiT-
 "sdpa" 4.25 G; the papers print 4.97 G).
 
 ``PAPER_HANDLES`` reproduces every GFLOPs figure of TOAST tables 1-3 (DeiT-S, DINOv2-B, ViT-L:
-originals and compressed models, identity and linear translators; ``tests/test_flops.py``), with
+originals and compressed models, identity and linear translators; ``tests/objectives/test_flops.py``), with
 the same total for eager and sdpa attention. fvcore's defaults stay (one multiply-add = one flop
 for ``linear``, ``conv``, ``mm``, ``addmm``; ``layer_norm`` 5 flops per element); the handles add:
 
@@ -55,6 +55,8 @@ from typing import Any
 import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
+
+from .._compat import traced_flop_count_analysis
 
 __all__ = ["PAPER_HANDLES", "count_flops", "count_params", "flop_counter"]
 
@@ -185,22 +187,11 @@ def _traceable(module: torch.nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-class _PaperFlopCountAnalysis(FlopCountAnalysis):
-    """``FlopCountAnalysis`` that traces models returning ``ModelOutput``/dicts, in eval mode."""
-
-    def _analyze(self):  # noqa: ANN202 - fvcore's Statistics
-        """Trace (once) with the module's output flattened to tensors."""
-        if self._stats is not None:
-            return self._stats
-        with _traceable(self._model):
-            return super()._analyze()
-
-
 def flop_counter(module: torch.nn.Module, inputs: tuple) -> FlopCountAnalysis:
     """fvcore ``FlopCountAnalysis`` of ``module(*inputs)`` with ``PAPER_HANDLES``, warnings off."""
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
-    counter = _PaperFlopCountAnalysis(module, tuple(inputs))
+    counter = traced_flop_count_analysis(module, tuple(inputs), _traceable)
     counter.set_op_handle(**PAPER_HANDLES)
     counter.unsupported_ops_warnings(False)
     counter.uncalled_modules_warnings(False)

@@ -14,7 +14,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from toast.spaces._errors import ObjectiveError
+from toast.errors import ObjectiveError
 
 if TYPE_CHECKING:
     from toast.spaces import Plan

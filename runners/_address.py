@@ -9,7 +9,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from toast.spaces._errors import RayAddressError
+from toast.errors import RayAddressError
 
 CONNECT_TIMEOUT_S = 3.0  # a running GCS answers in milliseconds; a firewalled host drops the packets
 RAY_CLIENT_PORT = 10001  # `ray://host` without a port
@@ -43,7 +43,7 @@ def _host_port(address: str) -> tuple[str, int]:
 
 def _lookup_local(address: str) -> str:
     """`auto`: the cluster this machine last started with `ray start` (or the one running here), as Ray finds it."""
-    from ._compat import local_ray_address
+    from .._compat import local_ray_address
 
     try:
         return local_ray_address()

@@ -24,8 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .._compat import optuna_search_told, optuna_search_trials, searcher_state, study_storage, trial_id
 from ._address import check_ray_address
-from ._compat import optuna_search_told, optuna_search_trials, searcher_state, study_storage, trial_id
 from ._storage import set_user_attrs
 from ._worker import WorkerTrial
 

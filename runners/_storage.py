@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._compat import set_user_attrs_at_once
+from .._compat import set_user_attrs_at_once
 
 
 def set_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:

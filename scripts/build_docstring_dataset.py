@@ -6,7 +6,7 @@
 
 Writes a `datasets` `save_to_disk` folder (`train` and `test` splits: `text`, `label`, `source`) and
 `docstrings.json` (settings, package versions, class counts, fingerprint). Re-running with the same
-settings and package versions reuses the folder. See `toast.search.data`.
+settings and package versions reuses the folder. See `toast.data`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from toast.search.data import DEFAULT_PACKAGES, build_docstring_dataset, read_info
+from toast.data import DEFAULT_PACKAGES, build_docstring_dataset, read_info
 from toast.spaces import ToastError
 
 

@@ -74,7 +74,14 @@ def _searches(fx: dict[str, Path]) -> dict[str, list[str]]:
         + ["--sampler", "exhaustive", "--max-removed", "2", "--budget-fraction", "0.8"],
         "7-clip-mlp": ["--model", str(fx["clip"]), "--dataset", str(fx["colours"]), *SMALL]
         + ["--translators", "identity,mlp", "--trials", "6", "--budget-fraction", "0.8"],
-        "8-minilm": ["--model", "all-minilm-l6-v2", "--dataset", "docstrings", "--objectives", "accuracy,fidelity,gflops"]
+        "8-minilm": [
+            "--model",
+            "all-minilm-l6-v2",
+            "--dataset",
+            "docstrings",
+            "--objectives",
+            "accuracy,fidelity,gflops",
+        ]
         + ["--trials", "8", "--budget-fraction", "0.7"],
         "9-latency": ["--objectives", "accuracy,gflops,latency", "--trials", "10", "--latency-batch-size", "1"],
     }
@@ -149,22 +156,23 @@ def _masked_stdout(text: str, run: Path) -> str:
     return re.sub(r"\d+(\.\d+)? ?(ms|s)\b", "<time>", text)
 
 
+def _read(record: Path, name: str, label: str) -> str:
+    """One output of one search, what a clock decides masked."""
+    if label == "trials.csv":
+        return _masked_csv((record / name / "trials.csv").read_text())
+    if label == "front.json":
+        front = _masked_json(json.loads((record / name / "front.json").read_text()))
+        return json.dumps(front).replace(str(record), "<record>")
+    return _masked_stdout((record / f"{name}.stdout").read_text(), record / name)
+
+
 def compare(before: Path, after: Path) -> int:
     bad = 0
     fx = _fixtures(before.parent / "fixtures")
     for name in _searches(fx):
-        for label, read in (
-            ("trials.csv", lambda d: _masked_csv((d / name / "trials.csv").read_text())),
-            (
-                "front.json",
-                lambda d: json.dumps(_masked_json(json.loads((d / name / "front.json").read_text()))).replace(
-                    str(d), "<record>"
-                ),
-            ),
-            ("stdout", lambda d: _masked_stdout((d / f"{name}.stdout").read_text(), d / name)),
-        ):
+        for label in ("trials.csv", "front.json", "stdout"):
             try:
-                same = read(before) == read(after)
+                same = _read(before, name, label) == _read(after, name, label)
             except FileNotFoundError as error:
                 same, label = False, f"{label} ({error.filename} missing)"
             bad += not same

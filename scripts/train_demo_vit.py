@@ -1,4 +1,4 @@
-"""Train the offline demo model: a small ViT on scikit-learn's bundled digits, saved to `search/models/demo/`.
+"""Train the offline demo model: a small ViT on scikit-learn's bundled digits, saved to `models/demo/`.
 
     python scripts/train_demo_vit.py                 # reproduces the shipped checkpoint
 
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "search" / "models" / "demo"
+DEFAULT_OUT = REPO / "models" / "demo"
 IMAGE_SIZE = 32
 ARCH = dict(
     image_size=IMAGE_SIZE,
@@ -284,7 +284,7 @@ def _shown(path: Path) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: search/models/demo)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: models/demo)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)

@@ -1,10 +1,39 @@
 """The agent: settings, the trial context, the study, the run, the front and the CLI; models, data and
-capture in their own sub-packages (`toast.search.models`, `.data`, `.capture`)."""
+capture in their own sub-packages (`toast.models`, `.data`, `.capture`)."""
 
-from ._artifacts import ArtifactWriter, default_cache_dir, read_artifact, write_artifact
+from .._artifacts import ArtifactWriter, default_cache_dir, read_artifact, write_artifact
+from ..capture import (
+    ActivationCache,
+    CalibrationSettings,
+    CapturedActivations,
+    CapturedSpanData,
+    CaptureSpec,
+    calibrate,
+)
+from ..data import (
+    DATASET_ALIASES,
+    DatasetAlias,
+    InputsSpec,
+    LabeledSplit,
+    PreprocessedInputs,
+    default_splits,
+    iter_batches,
+    load_split,
+    sample_ids,
+)
+from ..errors import CacheError, DatasetError, ModelOutputError, SettingsError, UnsupportedModelError
+from ..models import (
+    MODEL_ALIASES,
+    CompressedModel,
+    Family,
+    LoadedModel,
+    TokenLayout,
+    family_for,
+    load_model,
+    measure_cost_table,
+)
 from ._bank import TranslatorBank
 from ._context import PlanOutputs, SearchContext
-from ._errors import CacheError, DatasetError, ModelOutputError, SettingsError, UnsupportedModelError
 from ._front import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
 from ._latency import (
     LatencySpec,
@@ -22,35 +51,6 @@ from ._run import RunResult, run_search
 from ._settings import SearchSettings
 from ._storage import STORAGE_FILES, load_run_study, open_storage, study_file
 from ._study import STUDY_NAME, Budgets, Search, plan_key, resolve_budgets, scored_records, write_trials_csv
-from .capture import (
-    ActivationCache,
-    CalibrationSettings,
-    CapturedActivations,
-    CapturedSpanData,
-    CaptureSpec,
-    calibrate,
-)
-from .data import (
-    DATASET_ALIASES,
-    DatasetAlias,
-    InputsSpec,
-    LabeledSplit,
-    PreprocessedInputs,
-    default_splits,
-    iter_batches,
-    load_split,
-    sample_ids,
-)
-from .models import (
-    MODEL_ALIASES,
-    CompressedModel,
-    Family,
-    LoadedModel,
-    TokenLayout,
-    family_for,
-    load_model,
-    measure_cost_table,
-)
 
 __all__ = [
     "DATASET_ALIASES",

@@ -43,10 +43,10 @@ from toast.spaces import (
 )
 from toast.spaces._span_data import HOLDOUT_FRACTION
 
-from ._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
-from ._errors import CacheError
-from .capture import CapturedActivations, CapturedSpanData
-from .capture._cache import decode_state
+from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
+from ..capture import CapturedActivations, CapturedSpanData
+from ..capture._cache import decode_state
+from ..errors import CacheError
 
 FORMAT_VERSION = 1
 REFITS = ("independent", "sequential")

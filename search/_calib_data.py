@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._errors import DatasetError
-from .capture import ActivationCache, check_modality
-from .data import default_splits, load_split
+from ..capture import ActivationCache, check_modality
+from ..data import default_splits, load_split
+from ..errors import DatasetError
 
 if TYPE_CHECKING:
+    from ..data import LabeledSplit
+    from ..models import Family
     from ._settings import SearchSettings
-    from .data import LabeledSplit
-    from .models import Family
 
 __all__ = ["calibration_record", "load_calibration_split"]
 

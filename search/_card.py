@@ -384,7 +384,7 @@ def ordinary_modes(directory: str | os.PathLike[str]) -> None:
 
 def _hub_model_id(name: str, local: bool) -> str | None:
     """The Hub id of the model the user named: an alias's, the name itself when it was read from the Hub."""
-    from .models._loading import MINILM_ALIAS, MINILM_HUB_ID, MODEL_ALIASES
+    from ..models._loading import MINILM_ALIAS, MINILM_HUB_ID, MODEL_ALIASES
 
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]
@@ -395,7 +395,7 @@ def _hub_model_id(name: str, local: bool) -> str | None:
 
 def _hub_dataset_id(name: str) -> str | None:
     """The Hub id of the dataset the user named, or None for a local or built-in one."""
-    from .data._datasets import DATASET_ALIASES, DIGITS, DOCSTRINGS, _looks_like_path
+    from ..data._datasets import DATASET_ALIASES, DIGITS, DOCSTRINGS, _looks_like_path
 
     if name in DATASET_ALIASES:
         return DATASET_ALIASES[name].hub_id

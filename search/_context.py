@@ -22,22 +22,20 @@ from toast.objectives import LatencyResult, TrialOutputs, compute_objectives, ge
 from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanSpace
 
+from ..capture import ActivationCache, CapturedActivations, calibrate
+from ..capture._calibration import capture_spec
+from ..capture._prefix import PrefixStore, default_cap_bytes
+from ..data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
+from ..models import CompressedModel, LoadedModel
 from ._bank import TranslatorBank
 from ._forward import ForwardCount, plan_forward
-from ._prefix import PrefixStore, default_cap_bytes
 from ._prepare import prepare
 from ._quiet import note
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL, MIN_SUBSET, SCORED_ON, SUBSET, fidelity_rows, subset_fields
 from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zero_shot_note
-from .capture import ActivationCache, CapturedActivations, calibrate
-from .capture._calibration import capture_spec
-from .data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
-from .models import CompressedModel, LoadedModel
 
-PREFIX_FORMAT = (
-    3  # the prefix store's layout (`toast.search._prefix`); 2: a translator's kind in its step's name; 3: row checksums
-)
+PREFIX_FORMAT = 3  # the prefix store's layout (`toast.capture._prefix`); 2: a translator's kind in its step's name; 3: row checksums
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Exporting one plan: its compressed model with the head the run scored it with, scored through that very head.
 
 What a run reports is what it ships. With `head` probe, the probe the front was scored with (fitted on the plan's
-own features of the probe samples) is folded into the model's classifier (`toast.search.models._head`): the task's
+own features of the probe samples) is folded into the model's classifier (`toast.models._head`): the task's
 Transformers class where one reads the probe's features (ViT, DeiT, DINOv2; `pipeline("image-classification")`
 and `AutoModelForImageClassification` load it), else a classifier on the pooled features beside the checkpoint
 (CLIP, text encoders: `CompressedModel.from_pretrained` applies it; Transformers loads the encoder alone). With
@@ -33,15 +33,15 @@ from toast.objectives import Role, get_objectives
 from toast.objectives._probes import PROBES, AdamProbe
 from toast.spaces import Plan, PlanError
 
+from .._faults import fault_point
+from ..models import CompressedModel
+from ..models._head import LinearHead, head_placement, with_head
+from ..models._plain import describe_checkpoint
 from ._card import ordinary_modes, source_fields, write_run_card
 from ._context import PlanOutputs, SearchContext
-from ._faults import fault_point
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL
 from ._study import reported
-from .models import CompressedModel
-from .models._head import LinearHead, head_placement, with_head
-from .models._plain import describe_checkpoint
 
 __all__ = [
     "EXPORTED_SEED",

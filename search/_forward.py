@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._prefix import PrefixStore, PrefixWriter
-from .data import PreprocessedInputs
-from .models import CompressedModel
+from ..capture._prefix import PrefixStore, PrefixWriter
+from ..data import PreprocessedInputs
+from ..models import CompressedModel
 
 __all__ = ["ForwardCount", "plan_forward"]
 

@@ -219,7 +219,7 @@ def hypervolume(values: Any, directions: Sequence[Any], reference: Any) -> float
         return 0.0
     if m <= 2:
         return _hypervolume_slicing(losses, ref)
-    from toast.runners._compat import exact_hypervolume  # Optuna's WFG; the exact slicing below where it is gone
+    from toast._compat import exact_hypervolume  # Optuna's WFG; the exact slicing below where it is gone
 
     exact = exact_hypervolume(losses, ref)
     return _hypervolume_slicing(losses, ref) if exact is None else exact

@@ -26,9 +26,9 @@ import torch
 from toast.objectives import LatencyTable, measure_latency
 from toast.spaces import Plan, PlanSpace, Span, translator_class
 
-from ._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
-from ._faults import fault_point
-from .models import CompressedModel, LoadedModel, example_inputs
+from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
+from .._faults import fault_point
+from ..models import CompressedModel, LoadedModel, example_inputs
 
 __all__ = [
     "LatencySpec",

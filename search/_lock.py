@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._errors import SettingsError
+from ..errors import SettingsError
 
 __all__ = ["LOCK_FILE", "RunDirectoryBusyError", "run_directory_lock"]
 

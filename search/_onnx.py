@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from toast.spaces._errors import DatasetError, MissingDependencyError, ToastError, UnsupportedModelError
+from toast.errors import DatasetError, MissingDependencyError, ToastError, UnsupportedModelError
 
-from ._faults import fault_point
+from .._faults import fault_point
 
 __all__ = ["ONNX_EXTRA_HINT", "OnnxExportError", "OnnxReport", "export_onnx", "model_folder"]
 
@@ -126,7 +126,7 @@ def load_compressed(folder: Path):
     """`CompressedModel.from_pretrained(folder)`, with unreadable files as one-line errors."""
     from safetensors import SafetensorError
 
-    from .models import CompressedModel
+    from ..models import CompressedModel
 
     try:
         return CompressedModel.from_pretrained(folder)
@@ -146,7 +146,7 @@ def _first_line(exc: BaseException) -> str:
 
 # ---- inputs ------------------------------------------------------------------------------------
 def _processor(folder: Path, family: Any) -> Any | None:
-    from .models import load_processor
+    from ..models import load_processor
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,7 +155,7 @@ def _processor(folder: Path, family: Any) -> Any | None:
 
 def _run_batches(settings: dict, processor: Any, sizes: Sequence[int]) -> tuple[list[dict], str]:
     """`sizes` batches of distinct samples of the run's test split, preprocessed as the run preprocesses them."""
-    from .data import default_splits, iter_batches, load_split
+    from ..data import default_splits, iter_batches, load_split
 
     dataset = settings["dataset"]
     split_name = settings.get("split_test") or default_splits(dataset)[1]

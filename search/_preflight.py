@@ -11,7 +11,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from ._errors import CacheError
+from ..errors import CacheError
 from ._settings import SearchSettings, SettingsError
 from ._storage import study_file
 

@@ -18,16 +18,16 @@ from toast.objectives import get_objectives
 from toast.objectives._cost import CostTable
 from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, translator_class
 
+from ..capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
+from ..data import LabeledSplit, check_inputs_fit, check_split, default_splits, load_split
+from ..models import LoadedModel, load_model, measure_cost_table, resolve_model
+from ..models._compressed import refused_spans
 from ._calib_data import load_calibration_split
 from ._latency import measure_latency_table
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import SearchSettings
 from ._study import resolve_budgets
 from ._zero_shot import ZeroShotSpec, resolve_zero_shot
-from .capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
-from .data import LabeledSplit, check_inputs_fit, check_split, default_splits, load_split
-from .models import LoadedModel, load_model, measure_cost_table, resolve_model
-from .models._compressed import refused_spans
 
 __all__ = ["DTYPES", "Prepared", "preflight", "prepare", "samples_used", "space_kinds"]
 

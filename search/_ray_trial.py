@@ -16,8 +16,8 @@ from toast.objectives import get_objectives
 from toast.runners import TrialFunction, WorkerTrial
 from toast.spaces import Plan
 
+from ..errors import CacheError
 from ._context import SearchContext
-from ._errors import CacheError
 from ._quiet import quiet_libraries
 from ._settings import SearchSettings
 from ._study import Search, promote_rule
@@ -35,7 +35,7 @@ def define_for_ray(search: Search, trial) -> dict[str, Any]:
 def settings_for_workers(settings: SearchSettings) -> SearchSettings:
     """Settings as a Ray worker needs them: local paths absolute (Tune runs trials in their own folders), the cache
     root explicit (the driver's, which every node must see), no progress bars."""
-    from .capture import ActivationCache
+    from ..capture import ActivationCache
 
     def absolute(name: str) -> str:
         path = Path(name).expanduser()

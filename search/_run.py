@@ -14,11 +14,12 @@ from toast.objectives import OBJECTIVES, Role, SimilarityReport, get_objectives,
 from toast.objectives._latency import MEASURED_FIELD
 from toast.spaces import Plan, PlanSpace
 
-from ._artifacts import atomic_write_text
+from .._artifacts import atomic_write_text
+from .._faults import fault_point
+from ..models._plain import checkpoint_layout, describe_checkpoint
 from ._calib_data import calibration_record
 from ._context import SearchContext
 from ._export import describe_head, export_hint, export_plan, head_record
-from ._faults import fault_point
 from ._front import Front, choose, field_glossary, format_front_table, front_caption, pareto_axes, plot_pareto
 from ._latency import latency_inputs, measure_end_to_end
 from ._lock import run_directory_lock
@@ -26,7 +27,6 @@ from ._quiet import note, run_console
 from ._settings import SearchSettings
 from ._study import Search, reported, scored_records, undefined_key, write_trials_csv
 from ._zero_shot import zero_shot_record
-from .models._plain import checkpoint_layout, describe_checkpoint
 
 
 @dataclass

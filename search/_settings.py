@@ -10,8 +10,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from toast.errors import SettingsError
 from toast.objectives import DEFAULT_OBJECTIVES
-from toast.spaces._errors import SettingsError
 
 SAMPLERS = ("tpe-local", "tpe", "nsga2", "random", "exhaustive")
 PROBES = ("ridge", "adam")
@@ -124,7 +124,7 @@ class SearchSettings:
     fidelity_fraction: float = 0.25  # each plan scored first on this share of the probe and evaluation samples
     fidelity_z: float = 2.0  # ... and stopped there when a fully scored plan beats it by this many standard errors
     # disk for the states of shared prefixes, over every run's (`<cache_dir>/prefix/`); None: the smaller of 2 GB and
-    # a tenth of the free disk (`toast.search._prefix.default_cap_bytes`); 0: every trial runs its whole forward
+    # a tenth of the free disk (`toast.capture._prefix.default_cap_bytes`); 0: every trial runs its whole forward
     prefix_cache_gb: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -282,7 +282,7 @@ class SearchSettings:
         doc = {**self.to_json(), CLASS_NAMES_DIGEST: _file_digest(self.class_names)}
         if used:
             doc["used"] = used
-        from ._artifacts import atomic_write_text
+        from .._artifacts import atomic_write_text
 
         atomic_write_text(path, json.dumps(doc, indent=2))
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from toast.spaces._errors import ToastError
+from toast.errors import ToastError
 
 __all__ = [
     "STORAGE_FILES",

@@ -23,9 +23,9 @@ from toast.objectives._latency import ESTIMATED_FIELD
 from toast.runners import trial_id
 from toast.spaces import Plan, PlanSpace, front_seed_plans, rank_spans, seed_plans, translator_class
 
-from ._artifacts import atomic_write_text
-from ._errors import DISK_ERRORS
-from ._faults import fault_point
+from .._artifacts import atomic_write_text
+from .._faults import fault_point
+from ..errors import DISK_ERRORS
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL, SCORED_ON, SUBSET_SAMPLES, dominating_trial, front_snapshot, subset_fields
 

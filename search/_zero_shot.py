@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._artifacts import read_artifact, read_or_discard, write_artifact
-from ._errors import CacheError, DatasetError, SettingsError, UnsupportedModelError
+from .._artifacts import read_artifact, read_or_discard, write_artifact
+from ..errors import CacheError, DatasetError, SettingsError, UnsupportedModelError
 
 if TYPE_CHECKING:
+    from ..data import LabeledSplit
+    from ..models import LoadedModel
+    from ..models._loading import ModelSource
     from ._settings import SearchSettings
-    from .data import LabeledSplit
-    from .models import LoadedModel
-    from .models._loading import ModelSource
 
 __all__ = [
     "FULL_TEMPLATES",

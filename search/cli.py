@@ -14,25 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import toast
 from toast.spaces import ToastError
 
-from ._errors import DISK_ERRORS
+from ..errors import DISK_ERRORS
 from ._quiet import note, quiet_libraries, run_console, set_verbosity, show_progress, verbosity
 from ._settings import SAMPLERS
 
 DEFAULT_MODEL = "demo-vit"
 DEFAULT_DATASET = "digits"
 DEMO_BUDGET_FRACTION = 0.85  # the demo exports a model: one that removes at least one block
-
-
-def package_version() -> str:
-    """The installed distribution's version (`importlib.metadata`), `unknown` when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("toast-search")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +118,7 @@ def build_search_parser() -> argparse.ArgumentParser:
     )
     _data_options(p, defaults=True)
     p.add_argument(
-        "--version", action="version", version=f"toast-search {package_version()}", help="print the version and exit"
+        "--version", action="version", version=f"toast-search {toast.__version__}", help="print the version and exit"
     )
     p.add_argument(
         "--split-train",
@@ -500,9 +491,9 @@ def analyze_settings_from(args: argparse.Namespace):
 def cmd_analyze(args: argparse.Namespace) -> int:
     from toast.objectives import SimilarityReport, plot_similarity
 
+    from ..capture import calibrate
     from ._prepare import prepare
     from ._settings import SettingsError
-    from .capture import calibrate
 
     if (args.out / "settings.json").is_file() or any((args.out / f).is_file() for f in ("study.journal", "study.db")):
         raise SettingsError(

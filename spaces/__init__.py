@@ -1,6 +1,6 @@
 """Plans, spans and translator kinds: what a compressed model is made of, independent of any model."""
 
-from ._errors import MissingDependencyError, NotFittedError, PlanError, SpaceError, ToastError
+from ..errors import MissingDependencyError, NotFittedError, PlanError, SpaceError, ToastError
 
 # one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
 from ._folded import FoldedTranslator

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ._errors import PlanError
+from ..errors import PlanError
 from ._linear import LinearTranslator
 from ._translators import NoModule, register_translator
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._errors import PlanError
+from ..errors import PlanError
 from ._linear import ILL_CONDITIONED, _solve_spd
 from ._stats import PairStats
 from ._translators import Translator, TranslatorCost, create_translator, register_translator, report_once

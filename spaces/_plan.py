@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._errors import PlanError
+from ..errors import PlanError
 
 ARROWS = ("→", "->")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import PlanError, SpaceError
+from ..errors import PlanError, SpaceError
 from ._plan import Plan, Span
 from ._translators import create_translator, list_translators, translator_class
 

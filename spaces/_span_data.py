@@ -5,7 +5,7 @@
 `(x, y)` token batches of the source and target hidden states, real tokens only (padding is never stored),
 split into a training and a held-out part **by calibration sample**, so no sample's tokens fall on both
 sides. `ArraySpanData` holds the activations in memory (tests, small data); the search streams them from
-the memory-mapped activation cache (`toast.search.capture.CapturedSpanData`).
+the memory-mapped activation cache (`toast.capture.CapturedSpanData`).
 """
 
 from __future__ import annotations

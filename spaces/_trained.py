@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._errors import NotFittedError
+from ..errors import NotFittedError
 from ._span_data import SpanData
 from ._stats import PairStats
 from ._translators import (

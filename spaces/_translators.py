@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._errors import NotFittedError, PlanError
+from ..errors import NotFittedError, PlanError
 from ._stats import PairStats
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Translator:
 
     @classmethod
     def refuse_family(cls, family: Any, block: Any) -> str | None:
-        """Why this kind cannot apply to a model of `family` (a `toast.search.models.Family`, one of its blocks
+        """Why this kind cannot apply to a model of `family` (a `toast.models.Family`, one of its blocks
         given), as one line; None if it can."""
         return None
 

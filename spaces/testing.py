@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import NotFittedError
 from . import _translators
-from ._errors import NotFittedError
 from ._span_data import ArraySpanData, SpanData
 from ._stats import PairStats, StatsAccumulator
 from ._translators import Translator, create_translator, load_translator, translator_class
@@ -192,7 +192,7 @@ def check_module_equals_predict(kind: str) -> None:
 
     A kind that folds into its source block (`needs_source_block`, `folded`) maps the block's MLP branch, not
     the state: its module is the identity step after the folded block (checked here), and the folded block's
-    output is checked against a Transformers model in tests/test_folded.py."""
+    output is checked against a Transformers model in tests/spaces/test_folded.py."""
     _, _, data = _data()
     t = create_translator(kind).fit_span(data)
     module = t.to_module()

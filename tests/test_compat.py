@@ -1,4 +1,4 @@
-"""`toast.runners._compat`: every private Optuna / Ray attribute the code relies on, pinned on the installed versions.
+"""`toast._compat`: every private Optuna / Ray attribute the code relies on, pinned on the installed versions.
 
 Each test names the attribute it pins; an upgrade that moves one fails here, by name, rather than deep inside a
 run (where `set_user_attrs` would quietly fall back to one commit per attr, or a Ray search would crash).
@@ -10,7 +10,7 @@ import pickle
 
 import pytest
 
-from toast.runners import _compat as compat
+from toast import _compat as compat
 
 optuna = pytest.importorskip("optuna")
 

@@ -1,0 +1,326 @@
+"""The compressed model: kept blocks and translators in one `nn.Module` that never runs a removed block."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from toast.spaces import Plan, PlanError, Span, Translator, translator_class
+
+from ..errors import UnsupportedModelError
+from ._families import Family, get_family
+from ._loading import LoadedModel
+from ._plain import PLAIN, TOAST, load_plain, plain_model, plain_refusal, save_toast_config, source_config
+from ._sentence import SentencePipeline, saved_sentence_pipeline, write_sentence_transformer
+
+FORMAT_VERSION = 2  # 2: a plain Transformers checkpoint where the plan allows, else config.json refuses Transformers
+#: A plain checkpoint's `classifier` (an exported probe no Transformers class holds), beside its weights.
+CLASSIFIER_FILE = "classifier.safetensors"
+
+
+def _span_key(span: Span) -> str:
+    return f"h{span.source}_h{span.target}"
+
+
+def refused_spans(plan: Plan, family: Family, block: nn.Module) -> list[str]:
+    """One line per span of `plan` whose kind refuses it, in `plan` or in a model of `family` (`block` one of
+    its blocks); empty when every span applies."""
+    out = []
+    for span in plan.spans:
+        kind = translator_class(span.kind)
+        reason = kind.refuse_span(span, plan) or kind.refuse_family(family, block)
+        if reason:
+            out.append(reason)
+    return out
+
+
+class CompressedModel(nn.Module):
+    """Embeddings → kept blocks and translators in plan order → final norm → pooling / head.
+
+    With an empty plan it computes exactly what the original model computes.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        family: Family,
+        plan: Plan,
+        embeddings: nn.Module,
+        blocks: Mapping[int, nn.Module],
+        translators: Mapping[Span, nn.Module],
+        final_norm: nn.Module,
+        head: nn.Module | None,
+        head_kind: str | None,
+        model_class: str,
+        sentence: SentencePipeline | None = None,
+        classifier: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.sentence = sentence  # a sentence-transformers source's pooling and normalisation, which features apply
+        self.config = config
+        self.family = family
+        self.plan = plan
+        self.model_class = model_class
+        self.embeddings = embeddings
+        self.blocks = nn.ModuleDict({str(b): blocks[b] for b in plan.kept})
+        self.translators = nn.ModuleDict({_span_key(s): translators[s] for s in plan.spans})
+        self.final_norm = final_norm
+        self.head = head
+        self.head_kind = head_kind
+        # an exported probe on the pooled features where no Transformers class reads them (`_head.with_head`):
+        # `forward` gives its logits; a plain checkpoint keeps it in CLASSIFIER_FILE, which Transformers leaves out
+        self.classifier = classifier
+        self._steps = [(kind, str(x) if kind == "block" else _span_key(x)) for kind, x in plan.steps()]
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_model(
+        cls, loaded: LoadedModel, plan: Plan, translators: Mapping[Span, Translator] | None = None
+    ) -> CompressedModel:
+        """Build `plan` over `loaded` (sharing its kept modules, not copying them)."""
+        parts = loaded.parts
+        if plan.num_blocks != len(parts.blocks):
+            raise ValueError(f"plan is for {plan.num_blocks} blocks but the model has {len(parts.blocks)}")
+        translators = translators or {}
+        modules: dict[Span, nn.Module] = {}
+        blocks = dict(enumerate(parts.blocks))
+        ref = next(loaded.model.parameters())
+        refusals = refused_spans(plan, loaded.family, parts.blocks[0])
+        if refusals:
+            raise PlanError("; ".join(refusals))
+        for span in plan.spans:
+            kind = translator_class(span.kind)
+            if not kind.needs_fit:  # a kind fitted to nothing: its module comes from the width alone
+                module = kind.empty_module(loaded.hidden_size)
+            elif span in translators:
+                module = translators[span].to_module()
+                # a kind that folds into its source block replaces it with a copy (the loaded model is not touched)
+                folded = translators[span].fold_into(blocks[span.start], loaded.family) if span.start >= 0 else None
+                if folded is not None:
+                    blocks[span.start] = folded
+            else:
+                raise ValueError(f"no fitted translator for span {span}:{span.kind}")
+            modules[span] = module.to(device=ref.device, dtype=ref.dtype)
+        return cls(
+            config=loaded.config,
+            family=loaded.family,
+            plan=plan,
+            embeddings=parts.embeddings,
+            blocks=blocks,
+            translators=modules,
+            final_norm=parts.final_norm,
+            head=parts.head,
+            head_kind=parts.head_kind,
+            model_class=type(loaded.model).__name__,
+            sentence=loaded.sentence,
+        )
+
+    # ---- running -----------------------------------------------------------------------------
+    def _inputs(self, pixel_values, input_ids, attention_mask, token_type_ids) -> dict[str, torch.Tensor]:
+        inputs = {
+            "pixel_values": pixel_values,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
+        return {k: v for k, v in inputs.items() if v is not None}
+
+    def run(
+        self, inputs: Mapping[str, torch.Tensor], *, keep_states: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """Last hidden state (before the final norm), token mask, and every intermediate state if asked."""
+        h, mask = self.family.embed(self.embeddings, dict(inputs))
+        states = [h] if keep_states else []
+        h = self.run_steps(h, mask, on_state=(lambda _i, state: states.append(state)) if keep_states else None)
+        return h, mask, states
+
+    def run_steps(
+        self,
+        h: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        start: int = 0,
+        on_state: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Steps `start …` of the plan from `h`, the state before step `start` (`h_0` for 0): the last hidden
+        state. `on_state(i, state)` sees the state after each step `i` (a prefix cache records from it)."""
+        block_mask = self.family.block_mask(self.config, h, mask)
+        for i in range(start, len(self._steps)):
+            kind, key = self._steps[i]
+            if kind == "block":
+                h = self.family.run_block(self.blocks[key], h, block_mask)
+            else:
+                h = self.translators[key](h)
+            if on_state is not None:
+                on_state(i, h)
+        return h
+
+    def token_mask(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The token mask `run` gives for `inputs`, without running the embeddings (None for images)."""
+        return self.family.token_mask(dict(inputs), next(self.embeddings.parameters()).device)
+
+    def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features: [CLS] after the final norm (mean over real tokens for text encoders)."""
+        h, mask, _ = self.run(inputs)
+        return self.pooled(h, mask)
+
+    def pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The pooled features of a last hidden state (`features` from `run`'s output)."""
+        return self._pool(self.family.normalize(self.final_norm, hidden), mask)
+
+    def _pool(self, normed: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Pooled features of the final-normed states: the source's sentence-transformers pipeline when it has one."""
+        if self.sentence is not None and self.sentence.active:  # what SentenceTransformer.encode gives
+            return self.sentence.pool(normed, mask)
+        return self.family.pool(self.final_norm, normed, mask, self.config)
+
+    def features_and_outputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features and the forward's output (head logits or pooler), from one pass."""
+        h, mask, _ = self.run(inputs)
+        return self.pooled(h, mask), self.tail(h, mask)
+
+    def hidden_states(self, inputs: Mapping[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """`h_0` and the output of every step (for an empty plan: `h_0 … h_L`), and the token mask."""
+        _, mask, states = self.run(inputs, keep_states=True)
+        return states, mask
+
+    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """The head's output if the model has a head (classifier logits or pooler), else pooled features."""
+        return self.tail(*self.run(self._inputs(pixel_values, input_ids, attention_mask, token_type_ids))[:2])
+
+    def tail(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Final norm, pooling and head applied to the last hidden state."""
+        normed = self.family.normalize(self.final_norm, hidden)
+        if self.classifier is not None:  # an exported probe: on the pooled features it was fitted on
+            return self.classifier(self._pool(normed, mask))
+        if self.head is None:
+            return self._pool(normed, mask)
+        return self.family.run_head(self.head, self.head_kind, normed, mask, self.config)
+
+    def num_parameters(self) -> int:
+        """Exact parameter count: kept blocks, embeddings, norm, head and translators."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- export ------------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        processor: Any | None = None,
+        extra: dict | None = None,
+        layout: str = "auto",
+    ) -> Path:
+        """Write the model, its plan and metadata (toast.json) and the processor to `directory`.
+
+        `layout="auto"`: a plain Transformers checkpoint when every span passes its input on (identity,
+        folded), which `transformers.AutoModel.from_pretrained` loads without toast; else the toast format,
+        which Transformers refuses (load it with `CompressedModel.from_pretrained`, which loads both).
+        """
+        from safetensors.torch import save_file
+
+        if layout not in ("auto", PLAIN, TOAST):
+            raise ValueError(f"layout must be 'auto', 'plain' or 'toast', not {layout!r}")
+        refusal = plain_refusal(self) if layout != TOAST else "layout='toast' asked for"
+        plain = None
+        if refusal is None:
+            try:
+                plain = plain_model(self)  # the source's Transformers class, fewer layers
+            except ValueError as exc:  # a class whose weights the compressed model's parts do not cover
+                refusal = str(exc)
+        if layout == PLAIN and plain is None:
+            raise ValueError(f"cannot save a plain Transformers checkpoint: {refusal}")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "layout": PLAIN if plain is not None else TOAST,
+            "family": self.family.name,
+            "model_class": self.model_class,
+            "head_kind": self.head_kind,
+            "plan": {"num_blocks": self.plan.num_blocks, "spans": self.plan.to_json()},
+        }
+        if plain is not None:
+            plain.save_pretrained(directory)
+            meta["layers"] = list(self.plan.kept)  # layer i of the checkpoint is block layers[i] of the source
+        else:
+            meta["not_plain"] = refusal  # why Transformers cannot load it alone
+            meta["source_config"] = save_toast_config(self.config, directory)
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        if self.classifier is not None:  # in model.safetensors (toast format), else in its own file
+            c = self.classifier
+            meta["classifier"] = {"in_features": c.in_features, "out_features": c.out_features}
+            if plain is not None:
+                weights = {k: v.detach().contiguous().cpu() for k, v in c.state_dict().items()}
+                save_file(weights, str(directory / CLASSIFIER_FILE), metadata={"format": "pt"})
+                meta["classifier"]["file"] = CLASSIFIER_FILE
+        if self.sentence is not None:  # a sentence-transformers source: its modules beside a plain checkpoint
+            written = write_sentence_transformer(directory, self.sentence, plain=plain is not None)
+            meta["sentence_transformers"] = written
+        meta.update({k: v for k, v in (extra or {}).items() if k not in meta})  # scores, source model, budgets
+        (directory / "toast.json").write_text(json.dumps(meta, indent=2))
+        if processor is not None:
+            processor.save_pretrained(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> CompressedModel:
+        """Load a saved compressed model without the original checkpoint."""
+        import transformers
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / "toast.json").is_file():
+            raise UnsupportedModelError(f"{directory} is not a saved compressed model (no toast.json)")
+        meta = json.loads((directory / "toast.json").read_text())
+        plan = Plan.of(meta["plan"]["spans"], meta["plan"]["num_blocks"])
+        family = get_family(meta["family"])
+        plain = meta.get("layout") == PLAIN
+        if plain:  # a Transformers checkpoint of the kept layers, in order
+            skeleton = load_plain(directory, meta["model_class"])
+        else:  # build the architecture with only as many blocks as are kept, then map them back
+            small = copy.deepcopy(source_config(directory, meta))
+            small.num_hidden_layers = len(plan.kept)
+            model_cls = getattr(transformers, meta["model_class"], None) or transformers.AutoModel
+            if model_cls is transformers.AutoModel:
+                skeleton = transformers.AutoModel.from_config(small)
+            else:
+                skeleton = model_cls(small)
+        parts = family.parts(skeleton)
+        blocks = dict(zip(plan.kept, parts.blocks))
+        config = skeleton.config  # carries the attention implementation the blocks were built with
+        config.num_hidden_layers = plan.num_blocks
+        translators = {s: translator_class(s.kind).empty_module(int(config.hidden_size)) for s in plan.spans}
+        state = None if plain else load_file(str(directory / "model.safetensors"))
+        classifier = None
+        if meta.get("classifier"):  # an exported probe on the pooled features: in model.safetensors, or beside
+            shape = meta["classifier"]
+            classifier = nn.Linear(shape["in_features"], shape["out_features"])
+            if plain:
+                classifier.load_state_dict(load_file(str(directory / CLASSIFIER_FILE)), strict=True)
+        model = cls(
+            config=config,
+            family=family,
+            plan=plan,
+            embeddings=parts.embeddings,
+            blocks=blocks,
+            translators=translators,
+            final_norm=parts.final_norm,
+            head=parts.head,
+            head_kind=meta["head_kind"],
+            model_class=meta["model_class"],
+            sentence=saved_sentence_pipeline(directory, meta),
+            classifier=classifier,
+        )
+        if state is not None:
+            model.load_state_dict(state, strict=True)
+        return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,206 @@
+"""The activation cache: content against the model's own hidden states, keying, atomicity, verification."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from toast.search import (
+    ActivationCache,
+    CacheError,
+    CalibrationSettings,
+    CompressedModel,
+    calibrate,
+    load_model,
+    load_split,
+)
+from toast.spaces import PairStats, Plan
+
+
+@pytest.fixture()
+def setup(tiny_dirs, image_dataset_dir, tmp_path):
+    loaded = load_model(str(tiny_dirs["dinov2"]))
+    split = load_split(str(image_dataset_dir), "train")
+    return loaded, split, ActivationCache(tmp_path / "cache")
+
+
+def _count_forwards(loaded):
+    calls = []
+    handle = loaded.parts.embeddings.register_forward_hook(lambda *a: calls.append(1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_shards_hold_every_hidden_state(setup, dtype):
+    loaded, split, cache = setup
+    settings = CalibrationSettings(samples=12, batch_size=5, activation_dtype=dtype)
+    captured = calibrate(loaded, split, settings, cache, progress=False)
+    ids = sorted(set(captured.sample_index().tolist()))
+    assert len(ids) == 12
+    # reference: the original model's hidden states for the same samples, processed the same way
+    from toast.search import iter_batches
+
+    inputs = {
+        "pixel_values": torch.cat([b["pixel_values"] for _, b in iter_batches(split, ids, loaded.processor, 100)])
+    }
+    with torch.no_grad():
+        ref = loaded.model(**inputs, output_hidden_states=True).hidden_states
+    tol = {"float32": 1e-6, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
+    for k in range(loaded.num_blocks + 1):
+        stored = captured.state(k)
+        expected = ref[k].reshape(-1, loaded.hidden_size).numpy()
+        assert stored.shape == expected.shape
+        np.testing.assert_allclose(stored, expected, rtol=tol, atol=tol * np.abs(expected).max())
+    # statistics come from the full-precision activations, whatever the shard dtype
+    x, y = (
+        ref[1].reshape(-1, loaded.hidden_size).double().numpy(),
+        ref[3].reshape(-1, loaded.hidden_size).double().numpy(),
+    )
+    expected = PairStats.from_arrays(x, y)
+    got = captured.stats.pair(1, 3)
+    np.testing.assert_allclose(got.sxy, expected.sxy, rtol=1e-5, atol=1e-5 * np.abs(expected.sxy).max())
+    np.testing.assert_allclose(got.mean_y, expected.mean_y, rtol=1e-6, atol=1e-7)
+
+
+def test_second_capture_runs_no_forward_pass(setup):
+    loaded, split, cache = setup
+    settings = CalibrationSettings(samples=10, batch_size=4)
+    calls, handle = _count_forwards(loaded)
+    try:
+        first = calibrate(loaded, split, settings, cache, progress=False)
+        assert len(calls) == 3
+        second = calibrate(loaded, split, settings, cache, progress=False)
+        assert len(calls) == 3, "a cache hit must not run the model"
+    finally:
+        handle.remove()
+    assert first.directory == second.directory
+    # a different draw is a different key
+    other = calibrate(loaded, split, CalibrationSettings(samples=10, batch_size=4, seed=1), cache, progress=False)
+    assert other.directory != first.directory
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "stats", "file for folder", "other format"])
+def test_corrupt_entry_is_detected_and_recaptured(setup, damage):
+    loaded, split, cache = setup
+    settings = CalibrationSettings(samples=10, batch_size=4)
+    captured = calibrate(loaded, split, settings, cache, progress=False)
+    good = captured.state(2).copy()
+    target = captured.files[0] if damage != "stats" else captured.directory / "gram.npy"
+    data = bytearray(target.read_bytes())
+    manifest = json.loads((captured.directory / "manifest.json").read_text())
+    if damage == "file for folder":  # a file where the entry's folder should be
+        import shutil
+
+        shutil.rmtree(captured.directory)
+        captured.directory.write_text("not a cache entry")
+    elif damage == "other format":  # an entry a later (or earlier) version of the cache layout wrote
+        (captured.directory / "manifest.json").write_text(json.dumps({**manifest, "artifact_format": 99}))
+    elif damage in ("flip", "stats"):
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(bytes(data[: len(data) // 3]))
+    else:
+        target.unlink()
+    with pytest.raises(CacheError, match="truncated|corrupted|missing|incomplete|format version"):
+        cache.load(_spec_of(loaded, split, settings))
+    calls, handle = _count_forwards(loaded)
+    try:
+        with pytest.warns(UserWarning, match="recapturing"):
+            again = calibrate(loaded, split, settings, cache, progress=False)
+    finally:
+        handle.remove()
+    assert len(calls) == 3, "a corrupt entry must be recaptured"
+    np.testing.assert_array_equal(again.state(2), good)
+    assert manifest["key"] == json.loads((again.directory / "manifest.json").read_text())["key"]
+
+
+def _spec_of(loaded, split, settings):
+    from toast.data import preprocessing_fingerprint, sample_ids
+    from toast.search import CaptureSpec
+
+    return CaptureSpec(
+        loaded.model_id,
+        loaded.revision,
+        split.fingerprint,
+        split.split,
+        sample_ids(len(split), settings.samples, settings.seed),
+        preprocessing_fingerprint(loaded.processor),
+        settings.activation_dtype,
+    )
+
+
+def test_interrupted_capture_leaves_no_entry(setup):
+    loaded, split, cache = setup
+    spec = _spec_of(loaded, split, CalibrationSettings(samples=10))
+    original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
+
+    def broken():
+        from toast.search import iter_batches
+
+        for i, batch in enumerate(iter_batches(split, spec.sample_ids, loaded.processor, 4)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_capture(spec, original, broken, progress=False)
+    assert not cache.path(spec).exists()
+    assert not any(p.name.startswith(".") for p in cache.path(spec).parent.iterdir())
+
+
+def test_key_covers_what_determines_the_content(setup):
+    loaded, split, _ = setup
+    base = _spec_of(loaded, split, CalibrationSettings(samples=10))
+    from dataclasses import replace
+
+    variants = [
+        replace(base, revision="other"),
+        replace(base, dataset="x"),
+        replace(base, split="test"),
+        replace(base, sample_ids=base.sample_ids[:-1]),
+        replace(base, preprocessing="{}"),
+        replace(base, dtype="float32"),
+    ]
+    assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
+
+
+def test_text_capture_respects_padding(tiny_dirs, tmp_path):
+    import datasets
+
+    texts = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9 w10 w11", "w12 w13"] * 3
+    datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 0, 1] * 3}).save_to_disk(str(tmp_path / "txt"))
+    loaded = load_model(str(tiny_dirs["bert"]))
+    split = load_split(str(tmp_path / "txt"), "train")
+    captured = calibrate(
+        loaded, split, CalibrationSettings(samples=12, batch_size=5), ActivationCache(tmp_path / "c"), progress=False
+    )
+    lengths = [len(t.split()) + 2 for t in texts]  # [CLS] … [SEP]
+    assert captured.stats.n == sum(lengths) == len(captured.sample_index())
+
+
+def test_a_killed_captures_temporary_folder_is_removed_and_a_live_ones_kept(setup):
+    """A kill -9 during a capture leaves `.<key>.tmp-<host>-<pid>-<hex>` (no `except` ran): the next write of that
+    entry removes it when its process is gone, and leaves the folder of a process still writing."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    loaded, split, cache = setup
+    settings = CalibrationSettings(samples=10, batch_size=4)
+    spec = _spec_of(loaded, split, settings)
+    parent = cache.path(spec).parent
+    parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    orphan = parent / f".{spec.key}.tmp-{host}-{int(dead.stdout)}-0badc0de"
+    live = parent / f".{spec.key}.tmp-{host}-{os.getpid()}-0000beef"
+    for folder in (orphan, live):
+        folder.mkdir()
+        (folder / "shard-00000.arrow").write_bytes(b"\0" * 1000)
+    calibrate(loaded, split, settings, cache, progress=False)
+    assert not orphan.exists() and live.is_dir()
