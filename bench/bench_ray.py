@@ -73,8 +73,8 @@ def main() -> int:
 
     import ray
 
-    from toast.runners import RayOptions, run_local, run_ray
-    from toast.search import Search, SearchContext, SearchSettings, define_for_ray, quiet_libraries, worker_trial
+    from toast.runners import RayOptions, get_runner, run_local
+    from toast.search import Search, SearchContext, SearchSettings, SearchTrials, quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-ray-"))
@@ -151,16 +151,15 @@ def main() -> int:
     try:
         for i, (name, reuse, concurrency) in enumerate(modes):
             search = fresh(f"ray{i}", runner="ray")
-            options = RayOptions(max_concurrent=concurrency, reuse_actors=reuse, storage_path=work / f"ray{i}" / "ray")
             t = time.perf_counter()
-            run_ray(
+            get_runner("ray").run(
                 search.study,
-                metrics=[o.name for o in search.objectives],
-                define=lambda trial, s=search: define_for_ray(s, trial),
-                worker=worker_trial(search.settings, capture=ctx.captured.directory),
+                SearchTrials.of(search.settings, capture=ctx.captured.directory, search=search),
                 n_trials=len(plans),
-                options=options,
+                options=RayOptions(max_concurrent=concurrency),
                 callbacks=[search.remember],
+                directory=work / f"ray{i}",
+                reuse_actors=reuse,
             )
             row(name, search, time.perf_counter() - t)
     finally:

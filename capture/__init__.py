@@ -1,7 +1,8 @@
 """Capture: the calibration pass of the original model, and the verified activation cache it fills."""
 
-from ._cache import ActivationCache, CapturedActivations, CaptureSpec
+from ._cache import ActivationCache, CapturedActivations, CaptureSpec, decode_state
 from ._calibration import CalibrationSettings, calibrate, capture_spec, check_modality, resolve_device
+from ._prefix import PrefixStore, PrefixWriter, default_cap_bytes
 from ._span_data import CapturedSpanData
 
 __all__ = [
@@ -10,8 +11,12 @@ __all__ = [
     "CaptureSpec",
     "CapturedActivations",
     "CapturedSpanData",
+    "PrefixStore",
+    "PrefixWriter",
     "calibrate",
     "capture_spec",
     "check_modality",
+    "decode_state",
+    "default_cap_bytes",
     "resolve_device",
 ]

@@ -28,9 +28,9 @@ def check_modality(family: Family, split: LabeledSplit, model: str) -> None:
     if split.modality == family.modality:
         return
     from ..data import DATASET_ALIASES, DIGITS, DOCSTRINGS
-    from ..models import MINILM_ALIAS, families
+    from ..models import MINILM_ALIAS, registered_families
 
-    text_families = ", ".join(t for f in families() if f.modality == "text" for t in f.model_types)
+    text_families = ", ".join(t for f in registered_families() if f.modality == "text" for t in f.model_types)
     image_data = ", ".join([*DATASET_ALIASES, DIGITS])
     if split.modality == "text":
         what = (

@@ -16,8 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from toast.spaces import PairStats, Span, SpanData
-from toast.spaces._span_data import HOLDOUT_FRACTION, Part, holdout_samples, part_mask
+from toast.spaces import HOLDOUT_FRACTION, PairStats, Part, Span, SpanData, holdout_samples, part_mask
 
 from ._cache import CapturedActivations, decode_state
 

@@ -14,6 +14,7 @@ from ._datasets import (
     iter_batches,
     length_sorted_batches,
     load_split,
+    looks_like_path,
     preprocessing_fingerprint,
     sample_ids,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "iter_batches",
     "length_sorted_batches",
     "load_split",
+    "looks_like_path",
     "package_version",
     "preprocessing_fingerprint",
     "read_info",

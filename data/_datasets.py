@@ -158,7 +158,7 @@ def _select_split(data: Any, name: str, split: str) -> Any:
     return data
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """A name that cannot be a Hub id (`name` or `owner/name`) is meant as a local path."""
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith(".parquet")
 
@@ -192,7 +192,7 @@ def load_split(
     if path.exists():
         data = _load_local(path, name, split, cache_dir)
         return _labeled(data, str(path.resolve()), split, input_column, label_column)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise DatasetError(
             f"dataset {name!r} not found: no such file or folder (aliases: {', '.join(DATASET_ALIASES)}, {DIGITS})"
         )

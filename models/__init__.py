@@ -1,20 +1,24 @@
-"""Models: the supported families, loading by alias / hub id / folder, the compressed model, and its costs."""
+"""Models: the supported families (one module each in `families/`), loading by alias / hub id / folder, the
+compressed model, and its costs."""
 
-from ._compressed import CompressedModel
+from . import families  # registers the built-in families
+from ._compressed import CompressedModel, refused_spans
 from ._costing import example_inputs, measure_cost_table, model_flops
-from ._families import (
+from ._family import (
     Family,
     Parts,
     TokenLayout,
-    families,
     family_for,
     get_family,
     list_families,
     register_family,
+    registered_families,
 )
+from ._head import LinearHead, head_placement, with_head
 from ._loading import (
     LOCAL_ALIASES,
     MINILM_ALIAS,
+    MINILM_HUB_ID,
     MODEL_ALIASES,
     LoadedModel,
     ModelSource,
@@ -24,28 +28,37 @@ from ._loading import (
     resolve_model_name,
     weights_fingerprint,
 )
+from ._plain import checkpoint_layout, describe_checkpoint
 
 __all__ = [
     "LOCAL_ALIASES",
     "MINILM_ALIAS",
+    "MINILM_HUB_ID",
     "MODEL_ALIASES",
     "CompressedModel",
     "Family",
+    "LinearHead",
     "LoadedModel",
     "ModelSource",
     "Parts",
     "TokenLayout",
+    "checkpoint_layout",
+    "describe_checkpoint",
     "example_inputs",
     "families",
     "family_for",
     "get_family",
+    "head_placement",
     "list_families",
-    "register_family",
     "load_model",
     "load_processor",
     "measure_cost_table",
     "model_flops",
+    "refused_spans",
+    "register_family",
+    "registered_families",
     "resolve_model",
     "resolve_model_name",
     "weights_fingerprint",
+    "with_head",
 ]

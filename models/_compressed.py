@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import copy
+import functools
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import nn
 from toast.spaces import Plan, PlanError, Span, Translator, translator_class
 
 from ..errors import UnsupportedModelError
-from ._families import Family, get_family
+from ._family import Family, get_family
 from ._loading import LoadedModel
 from ._plain import PLAIN, TOAST, load_plain, plain_model, plain_refusal, save_toast_config, source_config
 from ._sentence import SentencePipeline, saved_sentence_pipeline, write_sentence_transformer
@@ -123,14 +124,20 @@ class CompressedModel(nn.Module):
         )
 
     # ---- running -----------------------------------------------------------------------------
-    def _inputs(self, pixel_values, input_ids, attention_mask, token_type_ids) -> dict[str, torch.Tensor]:
-        inputs = {
-            "pixel_values": pixel_values,
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-        }
-        return {k: v for k, v in inputs.items() if v is not None}
+    def _inputs(self, args: tuple, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The family's inputs given to `forward` by position (in `family.input_names` order) and by name, less
+        the ones given as None; a `TypeError` names an input the family does not take."""
+        names = self.family.input_names
+        if len(args) > len(names):
+            raise TypeError(f"{self.family.name} models take at most {len(names)} inputs ({', '.join(names)})")
+        given = dict(zip(names, args))
+        twice = sorted(given.keys() & inputs.keys())
+        if twice:
+            raise TypeError(f"input {twice[0]!r} given both by position and by name")
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise TypeError(f"{self.family.name} models take {', '.join(names)}; not {', '.join(unknown)}")
+        return {k: v for k, v in {**given, **inputs}.items() if v is not None}
 
     def run(
         self, inputs: Mapping[str, torch.Tensor], *, keep_states: bool = False
@@ -151,11 +158,11 @@ class CompressedModel(nn.Module):
     ) -> torch.Tensor:
         """Steps `start …` of the plan from `h`, the state before step `start` (`h_0` for 0): the last hidden
         state. `on_state(i, state)` sees the state after each step `i` (a prefix cache records from it)."""
-        block_mask = self.family.block_mask(self.config, h, mask)
+        kwargs = self.family.block_kwargs(self.config, h, mask)
         for i in range(start, len(self._steps)):
             kind, key = self._steps[i]
             if kind == "block":
-                h = self.family.run_block(self.blocks[key], h, block_mask)
+                h = self.family.run_block(self.blocks[key], h, kwargs)
             else:
                 h = self.translators[key](h)
             if on_state is not None:
@@ -191,9 +198,17 @@ class CompressedModel(nn.Module):
         _, mask, states = self.run(inputs, keep_states=True)
         return states, mask
 
-    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """The head's output if the model has a head (classifier logits or pooler), else pooled features."""
-        return self.tail(*self.run(self._inputs(pixel_values, input_ids, attention_mask, token_type_ids))[:2])
+    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        """The head's output if the model has a head (classifier logits or pooler), else pooled features. The
+        inputs are the family's (`family.input_names`: `pixel_values`; `input_ids`, `attention_mask`, …), by name
+        or in that order."""
+        return self.tail(*self.run(self._inputs(args, inputs))[:2])
+
+    def export_module(self) -> nn.Module:
+        """This model as an exporter traces it (`torch.onnx.export`): a module whose forward names the family's
+        inputs one by one, as torch.export needs them, and returns `family.export_forward`'s outputs, named
+        `family.export_outputs(model)`."""
+        return _export_class(self.family.input_names)(self)
 
     def tail(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Final norm, pooling and head applied to the last hidden state."""
@@ -288,8 +303,7 @@ class CompressedModel(nn.Module):
         if plain:  # a Transformers checkpoint of the kept layers, in order
             skeleton = load_plain(directory, meta["model_class"])
         else:  # build the architecture with only as many blocks as are kept, then map them back
-            small = copy.deepcopy(source_config(directory, meta))
-            small.num_hidden_layers = len(plan.kept)
+            small = family.kept_config(source_config(directory, meta), plan.kept)
             model_cls = getattr(transformers, meta["model_class"], None) or transformers.AutoModel
             if model_cls is transformers.AutoModel:
                 skeleton = transformers.AutoModel.from_config(small)
@@ -324,3 +338,31 @@ class CompressedModel(nn.Module):
         if state is not None:
             model.load_state_dict(state, strict=True)
         return model.to(device=device, dtype=dtype).eval()
+
+
+class ExportModule(nn.Module):
+    """A compressed model as an exporter traces it: `forward` takes the family's inputs (by name, or in
+    `family.input_names` order) and returns `family.export_forward`'s outputs. Made per family by `_export_class`,
+    whose forward's signature names the inputs."""
+
+    def __init__(self, model: CompressedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor):
+        family = self.model.family
+        return family.export_forward(self.model, self.model._inputs(args, inputs))
+
+
+@functools.cache
+def _export_class(names: tuple[str, ...]) -> type[ExportModule]:
+    """An `ExportModule` whose forward's signature is `(self, <names>=None, …)`: torch.export reads the inputs'
+    names from the signature (a `**inputs` one it cannot match to `dynamic_shapes`)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("self", kind), *(inspect.Parameter(n, kind, default=None) for n in names)]
+
+    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor):
+        return ExportModule.forward(self, *args, **inputs)
+
+    forward.__signature__ = inspect.Signature(params)
+    return type(f"ExportModule[{', '.join(names)}]", (ExportModule,), {"forward": forward})

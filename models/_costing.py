@@ -3,36 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from toast.objectives._cost import Cost, CostTable
-from toast.objectives._flops import count_flops, count_params
+from toast.objectives import Cost, CostTable, count_flops, count_params
 from toast.spaces import kind_parameter, list_translators, translator_class
 
 from ._loading import LoadedModel
 
 TEXT_TOKENS = 128  # the sequence length text encoders are costed at
-EXAMPLE_IMAGE = (640, 480)  # width, height of the photo run through an image processor to learn its output size
 
 
-def example_inputs(loaded: LoadedModel) -> dict[str, torch.Tensor]:
-    """One input at the model's input size (the papers' convention: batch 1, what its processor outputs)."""
-    device = loaded.device
-    if loaded.family.modality == "text":
-        tokens = min(TEXT_TOKENS, int(getattr(loaded.config, "max_position_embeddings", TEXT_TOKENS)))
-        ids = torch.full((1, tokens), 5, dtype=torch.long, device=device)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+def example_inputs(loaded: LoadedModel, *, batch: int = 1, seq_len: int = TEXT_TOKENS) -> dict[str, torch.Tensor]:
+    """One input at the model's input size (the papers' convention: batch 1, what its processor outputs), made by
+    its family (`Family.example_inputs`), `batch` times, on the model's device and in its dtype."""
+    inputs = loaded.family.example_inputs(loaded.config, batch=batch, seq_len=seq_len, processor=loaded.processor)
     dtype = next(loaded.model.parameters()).dtype
-    if loaded.processor is not None:  # its resize and crop decide the size, not config.image_size (DINOv2: 518)
-        from PIL import Image
+    return {k: v.to(device=loaded.device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
 
-        pixels = loaded.processor(images=Image.new("RGB", EXAMPLE_IMAGE), return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixels.to(device=device, dtype=dtype)}
-    side = int(getattr(loaded.config, "image_size", 224))
-    channels = int(getattr(loaded.config, "num_channels", 3))
-    return {"pixel_values": torch.zeros(1, channels, side, side, device=device, dtype=dtype)}
+
+def _tensor_leaves(kwargs: dict[str, Any]) -> tuple[list, Any, list[int]]:
+    """`kwargs` flattened (tuples and dicts opened), its structure, and where its tensors are among the leaves."""
+    leaves, spec = tree_flatten(kwargs)
+    return leaves, spec, [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
 
 
 class _Call(nn.Module):
@@ -72,27 +68,31 @@ def measure_cost_table(
     with torch.no_grad():
         h, mask, _ = model.run(inputs)
 
-    # The block attention mask is built once per forward, from h_0: it is part of the embeddings' cost.
+    # The blocks' keyword arguments (an attention mask, rotary embeddings) are made once per forward, from h_0:
+    # they are part of the embeddings' cost.
     def embed(m, *t):
         x, mk = family.embed(m, dict(zip(keys, t)))
-        bm = family.block_mask(config, x, mk)
-        return (x, bm) if isinstance(bm, torch.Tensor) else x
+        leaves, _, at = _tensor_leaves(family.block_kwargs(config, x, mk))
+        return (x, *(leaves[i] for i in at)) if at else x
 
     embed_cost = Cost(
         count_flops(_Call(model.embeddings, embed), tuple(inputs.values())), count_params(model.embeddings)
     )
-    block_mask = family.block_mask(config, h, mask)
-    mask_args = (block_mask,) if isinstance(block_mask, torch.Tensor) else ()
+    leaves, spec, at = _tensor_leaves(family.block_kwargs(config, h, mask))
+    kwarg_tensors = tuple(leaves[i] for i in at)
 
-    def run_block(block, x, *bm):
-        return family.run_block(block, x, bm[0] if bm else block_mask)
+    def run_block(block, x, *tensors):  # the kwargs' tensors traced as inputs, the rest (None, flags) as they are
+        values = list(leaves)
+        for i, t in zip(at, tensors):
+            values[i] = t
+        return family.run_block(block, x, tree_unflatten(values, spec))
 
     blocks = []
     measured: dict[tuple, int] = {}
     for block in loaded.parts.blocks:
         shape = tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
         if shape not in measured:  # identical blocks cost the same: trace one of each shape
-            measured[shape] = count_flops(_Call(block, run_block), (h, *mask_args))
+            measured[shape] = count_flops(_Call(block, run_block), (h, *kwarg_tensors))
         blocks.append(Cost(measured[shape], count_params(block)))
 
     tail_modules = nn.ModuleList([m for m in (model.final_norm, model.head) if m is not None])

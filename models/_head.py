@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ._compressed import CompressedModel, _span_key
-from ._families import Family
+from ._family import Family
 
 __all__ = ["FEATURES", "HeadPlacement", "LinearHead", "head_placement", "with_head"]
 
@@ -83,7 +83,7 @@ class HeadPlacement:
 
 def head_placement(family: Family, config: Any, model_class: str) -> HeadPlacement:
     """The placement of a probe for a model of `family` (its `config`, loaded as `model_class`)."""
-    found = family.image_classifier(config) if family.modality == "image" else None
+    found = family.image_classifier(config)
     if found is None:
         return HeadPlacement(model_class, FEATURES, family.classifier_missing)
     return HeadPlacement(*found)

@@ -13,7 +13,7 @@ from torch import nn
 
 from .._hub import hub_access, hub_unreachable
 from ..errors import UnsupportedModelError
-from ._families import Family, Parts, TokenLayout, family_for
+from ._family import Family, Parts, TokenLayout, family_for
 from ._sentence import SentencePipeline, find_sentence_folder, read_sentence_pipeline
 
 #: The papers' models (TOAST Table 5, RBA Table 3) by short name.
@@ -107,19 +107,6 @@ def weights_fingerprint(directory: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _model_class(config: Any):
-    import transformers
-
-    if config.model_type == "clip":
-        return transformers.CLIPVisionModel
-    archs = getattr(config, "architectures", None) or []
-    for arch in archs:
-        cls = getattr(transformers, arch, None)
-        if cls is not None and arch.endswith("ForImageClassification"):
-            return cls
-    return transformers.AutoModel
-
-
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model's files are (a local folder or a hub id) and its config, read before any weight is."""
@@ -191,7 +178,7 @@ def load_model(
 
     src = resolve_model(name, revision=revision)
     where, family = src.where, src.family
-    cls = _model_class(src.config)
+    cls = family.model_class(src.config)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -222,7 +209,7 @@ def load_model(
         clip.to(device).eval()
         text = (clip, transformers.AutoTokenizer.from_pretrained(where))
     sentence = None
-    if family.modality == "text":  # a sentence-transformers model: the search scores what its pipeline computes
+    if family.sentence_transformers:  # a sentence-transformers model: the search scores what its pipeline computes
         folder = find_sentence_folder(where, is_local=src.is_local, revision=revision)
         sentence = read_sentence_pipeline(folder) if folder is not None else None
     return LoadedModel(model, family, model.config, model_id, rev, load_processor(where, family), text, sentence)
@@ -245,9 +232,9 @@ def load_processor(where: str, family: Family) -> Any | None:
     """The model's own image processor or tokenizer, or None if it has none saved."""
     import transformers
 
+    if family.processor_class is None:
+        return None
     try:
-        if family.modality == "text":
-            return transformers.AutoTokenizer.from_pretrained(where)
-        return transformers.AutoImageProcessor.from_pretrained(where)
+        return getattr(transformers, family.processor_class).from_pretrained(where)
     except (OSError, ValueError):
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ def plain_refusal(model: Any) -> str | None:
     return None
 
 
-def plain_config(config: Any, plan: Any) -> Any:
-    """A copy of the source's `config` for the kept layers only: `num_hidden_layers` and every per-layer field."""
+def kept_layers_config(config: Any, kept: Sequence[int]) -> Any:
+    """A copy of the source's `config` for the `kept` layers only (renumbered 0 … k-1): `num_hidden_layers` and the
+    per-layer fields Transformers' configs have (`layer_types`; a backbone's stages). `Family.kept_config` calls it;
+    a family whose configs hold other per-layer fields adds them there."""
     small = copy.deepcopy(config)
-    kept = plan.kept
+    kept = list(kept)
     small.num_hidden_layers = len(kept)
     if isinstance(getattr(small, "layer_types", None), (list, tuple)):  # one entry per layer
         small.layer_types = [small.layer_types[b] for b in kept]
@@ -63,7 +66,7 @@ def plain_model(model: Any) -> nn.Module:
     if reason:
         raise ValueError(f"not a plain checkpoint: {reason}")
     ref = next(model.parameters())
-    skeleton = getattr(transformers, model.model_class)(plain_config(model.config, model.plan))
+    skeleton = getattr(transformers, model.model_class)(model.family.kept_config(model.config, model.plan.kept))
     skeleton = skeleton.to(dtype=ref.dtype).eval()
     parts = model.family.parts(skeleton)
     if len(parts.blocks) != len(model.plan.kept):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toast.spaces import MissingDependencyError
+from toast.errors import MissingDependencyError
 
 from ._similarity import SimilarityReport
 

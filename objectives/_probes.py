@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from toast.spaces import NotFittedError
+from toast.errors import NotFittedError
 
 from ._objectives import ObjectiveError
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from toast.spaces import Plan
 
     from ._cost import Cost
-    from ._latency import LatencyResult
+    from ._timing import LatencyResult
 
 __all__ = ["TrialOutputs"]
 

@@ -21,10 +21,10 @@ import numpy as np
 from toast.spaces import Plan
 
 from ._cost import Cost, CostTable
-from ._latency import LatencyResult, measure_latency
 from ._latency_table import LatencyTable
 from ._objectives import DIRECTIONS, CostObjective, Display, Objective, undefined_field
 from ._registry import OBJECTIVES, get_objective
+from ._timing import LatencyResult, measure_latency
 from ._trial import TrialOutputs
 
 __all__ = ["HEADS", "ArrayTrial", "check_objective", "random_trial"]

@@ -101,10 +101,3 @@ def check_ray_address(address: str | None, *, timeout: float = CONNECT_TIMEOUT_S
     if "://" not in checked:  # a GCS address (`ray://` is the Ray Client server, other schemes are Ray's plugins)
         _probe_gcs(host, port, timeout, shown, left=max(0.5, timeout - (time.monotonic() - start)))
     return checked
-
-
-def check_runner(runner: str, address: str | None) -> None:
-    """Before a run touches its directory or loads a model: `--runner ray` with a cluster address that no Ray
-    cluster answers at fails here, in seconds, with `RayAddressError`. Other runners need nothing."""
-    if runner == "ray":
-        check_ray_address(address)

@@ -1,13 +1,14 @@
-"""The Ray runner: trials spread over a Ray cluster's CPUs and GPUs by Ray Tune, the study kept in Optuna.
+"""The Ray runner (`ray`): trials spread over a Ray cluster's CPUs and GPUs by Ray Tune, the study kept in Optuna.
 
 Ray Tune's `Tuner` drives `OptunaSearch` over the same Optuna storage and study as the local runner,
 so the study file stays the single record of the search (resume, `trials.csv`, the front). The
-sampler asks on the driver through a define-by-run function (`define(trial) -> dict` of constants
-for the worker); each Tune trial calls the trial function a worker built once (`WorkerTrial`,
-reused across its trials) and reports `(values, attrs)`; a Tune callback on the driver writes the
-attrs into the Optuna trial before the searcher tells Optuna the values. A trial that raises is
-reported with its reason and recorded FAIL; a worker that dies is retried (`max_failures`), then
-recorded FAIL with Ray's error. Nothing here imports Ray until `run_ray` runs.
+sampler asks on the driver through the trial factory's define-by-run `define(trial)` (a dict of
+constants for the worker); each Tune trial calls the trial function a worker built once from the
+pickled factory (`WorkerTrial`, reused across its trials) and reports `(values, attrs)`; a Tune
+callback on the driver writes the attrs into the Optuna trial before the searcher tells Optuna the
+values. A trial that raises is reported with its reason and recorded FAIL; a worker that dies is
+retried (`max_failures`), then recorded FAIL with Ray's error. Nothing here imports Ray until a run
+starts (or `check` looks up the address `auto`).
 """
 
 from __future__ import annotations
@@ -19,46 +20,97 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from toast.errors import SettingsError
+
 from .._compat import optuna_search_told, optuna_search_trials, searcher_state, study_storage, trial_id
-from ._address import check_ray_address
+from ._address import check_ray_address, ray_address
+from ._runner import register_runner, validated
 from ._storage import set_user_attrs
+from ._trial import TRIAL_ID, TRIAL_NUMBER, TrialFactory
 from ._worker import WorkerTrial
 
-TOKEN = "toast_trial_id"  # the Optuna trial's storage id, in every Tune trial's config
-NUMBER = "toast_trial"  # the Optuna trial number (names the Tune trial)
+__all__ = ["RayOptions", "RayRunner"]
+
+TOKEN = TRIAL_ID  # the Optuna trial's storage id, in every Tune trial's config
+NUMBER = TRIAL_NUMBER  # the Optuna trial number (names the Tune trial)
 ATTRS = "toast_attrs"  # reported: the attrs to store, as JSON
 ERROR = "toast_error"  # reported: why the trial function raised ("" when it did not)
 CRASH_ENV = (
     "TOAST_RAY_CRASH_ONCE"  # tests: "<trial number>:<marker file>" kills the worker on that trial's first attempt
 )
 STOPPED = "interrupted: the Ray search stopped (Ctrl-C, --timeout or a driver error) before this trial finished"
+DEFAULT_CPUS_PER_TRIAL = 1.0
+DEFAULT_MAX_FAILURES = 2
 
 
 @dataclass(frozen=True, kw_only=True)
 class RayOptions:
-    """Where and how trials run on Ray.
+    """Where and how trials run on Ray: the Ray runner's command-line options (`--runner ray`).
 
-    `address`: an existing cluster (`ray start --head` prints it; default `$RAY_ADDRESS`), else a
-    local Ray instance starts with `num_cpus` (all cores when None). `gpus_per_trial` may be a
-    fraction; None means 1 when the cluster has GPUs and `device` is not cpu, else 0.
-    `max_concurrent` None means as many trials as the resources hold.
+    None means the default each help names: `ray_address` `$RAY_ADDRESS`, else a local Ray instance starts;
+    `cpus_per_trial` 1; `gpus_per_trial` 1 when the cluster has GPUs and the trials' device is not cpu, else 0
+    (fractions allowed); `max_concurrent` as many trials as the resources hold; `max_failures` 2. Values out of
+    range raise `SettingsError` listing every problem, named as the settings name them.
     """
 
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    max_failures: int = 2
-    reuse_actors: bool = True
-    num_cpus: int | None = None
-    device: str = "auto"
-    storage_path: Path | None = None
-    name: str | None = None
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "--runner ray: address of an existing Ray cluster (default: $RAY_ADDRESS, else start a local "
+            "Ray instance)"
+        },
+    )
+    cpus_per_trial: float | None = field(
+        default=None, metadata={"help": "--runner ray: CPUs each trial reserves (default: 1)", "type": float}
+    )
+    gpus_per_trial: float | None = field(
+        default=None,
+        metadata={
+            "help": "--runner ray: GPUs each trial reserves, fractions allowed, e.g. 0.25 (default: 1 when the "
+            "cluster has GPUs and --device is not cpu, else 0)",
+            "type": float,
+        },
+    )
+    max_concurrent: int | None = field(
+        default=None,
+        metadata={
+            "help": "--runner ray: at most this many trials at once (default: as many as the resources hold)",
+            "type": int,
+        },
+    )
+    max_failures: int | None = field(
+        default=None,
+        metadata={
+            "help": "--runner ray: retries of a trial whose worker died before it is recorded as failed (default: 2)",
+            "type": int,
+        },
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("cpus_per_trial", "gpus_per_trial"):  # NaN passes every comparison below: refused here
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                problems.append(f"`{name}` must be a finite number, got {value!r}")
+        for name in ("cpus_per_trial", "gpus_per_trial", "max_failures"):
+            if (getattr(self, name) or 0) < 0:
+                problems.append(f"`{name}` must be >= 0, got {getattr(self, name)}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            problems.append(f"`max_concurrent` must be at least 1, got {self.max_concurrent}")
+        if self.cpus_per_trial == 0 and not self.gpus_per_trial:
+            problems.append("`cpus_per_trial` 0 needs `gpus_per_trial` above 0: a trial must ask for some resource")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def retries(self) -> int:
+        """How often Tune retries a trial whose worker died (`max_failures`, default 2)."""
+        return DEFAULT_MAX_FAILURES if self.max_failures is None else self.max_failures
 
 
 # ---- pure pieces (testable without Ray) -------------------------------------------------------
@@ -71,12 +123,13 @@ def tune_space(define: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[
     return space
 
 
-def resources_per_trial(options: RayOptions, cluster: dict[str, float]) -> dict[str, float]:
-    """CPUs and GPUs one trial asks Ray for."""
+def resources_per_trial(options: RayOptions, cluster: dict[str, float], device: str = "auto") -> dict[str, float]:
+    """CPUs and GPUs one trial asks Ray for; `device` is where the trials compute (the factory's)."""
     gpus = options.gpus_per_trial
     if gpus is None:
-        gpus = 1.0 if cluster.get("GPU", 0) >= 1 and options.device != "cpu" else 0.0
-    return {"cpu": float(options.cpus_per_trial), "gpu": float(gpus)}
+        gpus = 1.0 if cluster.get("GPU", 0) >= 1 and device != "cpu" else 0.0
+    # `or`: 0 CPUs reads as the default too, as the command line always has (`cpus_per_trial` 0 asks for 1 CPU)
+    return {"cpu": float(options.cpus_per_trial or DEFAULT_CPUS_PER_TRIAL), "gpu": float(gpus)}
 
 
 def default_concurrency(resources: dict[str, float], cluster: dict[str, float]) -> int:
@@ -240,16 +293,17 @@ def _tune_classes():
 
 
 @contextlib.contextmanager
-def _ray_session(options: RayOptions):
-    """Join the cluster at `options.address` (or `$RAY_ADDRESS`), use one already joined, or start a local one."""
+def _ray_session(options: RayOptions, num_cpus: int | None):
+    """Join the cluster at `options.ray_address` (or `$RAY_ADDRESS`), use one already joined, or start a local one
+    with `num_cpus` (all cores when None)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(options.ray_address)
     check_ray_address(address)  # `ray.init` would retry an address nothing answers at for minutes
-    kwargs = dict(address=address) if address else dict(num_cpus=options.num_cpus, include_dashboard=False)
+    kwargs = dict(address=address) if address else dict(num_cpus=num_cpus, include_dashboard=False)
     ray.init(**kwargs, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     try:
         yield
@@ -275,86 +329,102 @@ def _driver_env():
                 os.environ[k] = v
 
 
-def run_ray(
-    study: Any,
-    *,
-    metrics: Sequence[str],
-    define: Callable[[Any], dict[str, Any]],
-    worker: WorkerTrial,
-    n_trials: int,
-    options: RayOptions,
-    timeout: float | None = None,
-    callbacks: Sequence[Callable] = (),
-) -> dict[str, Any]:
-    """Run `n_trials` more trials of the Optuna `study` on Ray Tune; returns a summary (resources, concurrency).
+@register_runner("ray", RayOptions)
+class RayRunner:
+    """Trials on Ray Tune: asked on the driver (`factory.define`), run by workers that build the factory's trial
+    function once per process (`WorkerTrial`), reported back and recorded in the study by the driver."""
 
-    `metrics` names the study's objectives in order (the keys of the reported values).
-    `define(trial)` runs on the driver for each trial the sampler asks (decode, constraints, attrs)
-    and returns constants for the worker (JSON-able). `worker` (picklable) builds, once per worker
-    process, `trial(config) -> (values, attrs)`: the objective values by the study's metric names, and
-    attrs to store on the Optuna trial.
-    `callbacks(study, FrozenTrial)` run on the driver after each trial, as `study.optimize`'s do.
-    """
-    if n_trials <= 0:
-        return {"trials": 0}
-    import ray
-    from ray import tune
+    def check(self, options: RayOptions | None) -> None:
+        """Valid options, and a cluster that answers at `ray_address` (or `$RAY_ADDRESS`) when one is given:
+        `RayAddressError` in seconds otherwise (no Ray started, nothing joined)."""
+        options = validated(options, RayOptions)
+        check_ray_address(options.ray_address)
 
-    metrics = list(metrics)
-    if len(metrics) != len(study.directions):
-        raise ValueError(f"run_ray: {len(metrics)} metric names for a study with {len(study.directions)} objectives")
-    modes = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
-    storage = study_storage(study)
-    StudyCallback, StudySearch = _tune_classes()
-    with _ray_session(options), _driver_env():
-        cluster = ray.cluster_resources()
-        resources = resources_per_trial(options, cluster)
-        concurrency = options.max_concurrent or default_concurrency(resources, cluster)
-        callback = StudyCallback(study, storage, callbacks, options.max_failures)
-        searcher = StudySearch(
-            tune_space(define),
-            metric=metrics,
-            mode=modes,
-            sampler=study.sampler,
-            storage=storage,
-            study_name=study.study_name,
-            callback=callback,
-        )
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, worker=worker, metrics=metrics, crash=os.environ.get(CRASH_ENV)), resources
-        )
-        storage_path = Path(options.storage_path or Path.cwd() / "ray").resolve()
-        name = options.name or f"toast-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=n_trials,
-                max_concurrent_trials=concurrency,
-                reuse_actors=options.reuse_actors,
-                time_budget_s=timeout,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(storage_path),
-                callbacks=[callback],
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            ),
-        )
-        try:
-            tuner.fit()
-        except KeyboardInterrupt:
-            searcher.fail_unfinished("interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran on Ray")
-            raise
-        finally:
-            searcher.fail_unfinished(STOPPED)
-    return {
-        "trials": n_trials,
-        "resources_per_trial": resources,
-        "max_concurrent": concurrency,
-        "cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")},
-        "results": str(storage_path / name),
-    }
+    def run(
+        self,
+        study: Any,
+        factory: TrialFactory,
+        *,
+        n_trials: int,
+        options: RayOptions | None,
+        timeout: float | None = None,
+        callbacks: Sequence[Callable] = (),
+        directory: Path | None = None,
+        reuse_actors: bool = True,
+        num_cpus: int | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Run `n_trials` more trials of the Optuna `study` on Ray Tune; returns a summary (resources, concurrency,
+        where Tune's results are: `<directory>/ray/<name>`).
+
+        `reuse_actors`: a worker process runs many trials (its trial function built once); `num_cpus`: the CPUs of
+        a local Ray instance started here (all cores when None); `name`: Tune's name for the run (default
+        `toast-<time>-<pid>`)."""
+        options = validated(options, RayOptions)
+        if n_trials <= 0:
+            return {"trials": 0}
+        import ray
+        from ray import tune
+
+        metrics = list(factory.metrics)
+        if len(metrics) != len(study.directions):
+            raise ValueError(
+                f"the ray runner: {len(metrics)} metric names for a study with {len(study.directions)} objectives"
+            )
+        modes = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
+        storage = study_storage(study)
+        worker = WorkerTrial.of(factory)  # pickled: the factory's driver side stays here
+        StudyCallback, StudySearch = _tune_classes()
+        with _ray_session(options, num_cpus), _driver_env():
+            cluster = ray.cluster_resources()
+            resources = resources_per_trial(options, cluster, factory.device)
+            concurrency = options.max_concurrent or default_concurrency(resources, cluster)
+            callback = StudyCallback(study, storage, callbacks, options.retries)
+            searcher = StudySearch(
+                tune_space(factory.define),
+                metric=metrics,
+                mode=modes,
+                sampler=study.sampler,
+                storage=storage,
+                study_name=study.study_name,
+                callback=callback,
+            )
+            trainable = tune.with_resources(
+                tune.with_parameters(_trainable, worker=worker, metrics=metrics, crash=os.environ.get(CRASH_ENV)),
+                resources,
+            )
+            storage_path = ((directory if directory is not None else Path.cwd()) / "ray").resolve()
+            name = name or f"toast-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    num_samples=n_trials,
+                    max_concurrent_trials=concurrency,
+                    reuse_actors=reuse_actors,
+                    time_budget_s=timeout,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=str(storage_path),
+                    callbacks=[callback],
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=options.retries),
+                ),
+            )
+            try:
+                tuner.fit()
+            except KeyboardInterrupt:
+                searcher.fail_unfinished("interrupted: Ctrl-C (KeyboardInterrupt) while this trial ran on Ray")
+                raise
+            finally:
+                searcher.fail_unfinished(STOPPED)
+        return {
+            "trials": n_trials,
+            "resources_per_trial": resources,
+            "max_concurrent": concurrency,
+            "cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")},
+            "results": str(storage_path / name),
+        }

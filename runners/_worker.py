@@ -10,12 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-__all__ = ["BuiltTrial", "TrialFunction", "WorkerTrial"]
+from ._trial import TrialFactory, TrialFunction
 
-#: `trial(config) -> (values by metric name, attrs to store on the Optuna trial)`
-TrialFunction = Callable[[dict], tuple[dict[str, float], dict[str, Any]]]
+__all__ = ["BuiltTrial", "WorkerTrial"]
 
 
 @dataclass
@@ -33,15 +31,21 @@ _BUILT: BuiltTrial | None = None  # this process's trial function: built once, r
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerTrial:
-    """What `run_ray` sends to its workers (pickled): `factory()` builds the trial function, once per worker process;
-    `key` names what it builds (one search's settings), so that a process reused for another search builds afresh.
+    """What the Ray runner sends to its workers (pickled): `factory()` builds the trial function, once per worker
+    process (a `TrialFactory`'s `build`); `key` names what it builds (one search's settings), so that a process
+    reused for another search builds afresh.
 
-    `factory` must pickle and should be light: a top-level function or a frozen dataclass with `__call__`, holding
-    settings and paths, not a loaded model (it travels to every worker).
+    `factory` must pickle and should be light: a top-level function, or a `TrialFactory`'s build (`WorkerTrial.of`)
+    holding settings and paths, not a loaded model (it travels to every worker).
     """
 
     factory: Callable[[], TrialFunction]
     key: str
+
+    @classmethod
+    def of(cls, factory: TrialFactory) -> WorkerTrial:
+        """What a worker needs of a trial factory: its `build` and its `key`."""
+        return cls(factory=Build(factory), key=factory.key)
 
     def get(self) -> BuiltTrial:
         """This process's trial function: built (and timed) on first use, reused while the key stays the same."""
@@ -52,3 +56,13 @@ class WorkerTrial:
             function = self.factory()
             _BUILT = BuiltTrial(self.key, function, time.perf_counter() - start)
         return _BUILT
+
+
+@dataclass(frozen=True)
+class Build:
+    """`factory.build` as a picklable callable that compares by its factory (a bound method compares by identity)."""
+
+    factory: TrialFactory
+
+    def __call__(self) -> TrialFunction:
+        return self.factory.build()

@@ -32,9 +32,11 @@ from ..models import (
     load_model,
     measure_cost_table,
 )
+from ._analyze import Analysis, analyze
 from ._bank import TranslatorBank
 from ._context import PlanOutputs, SearchContext
-from ._front import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
+from ._dry_run import describe_run
+from ._export_run import RunExport, export_run
 from ._latency import (
     LatencySpec,
     cheapest_latency_plan,
@@ -44,15 +46,35 @@ from ._latency import (
     measure_latency_table,
 )
 from ._onnx import OnnxExportError, OnnxReport, export_onnx
+from ._pareto import Front, choose, hypervolume, non_dominated, non_dominated_sort
+from ._plot import plot_pareto
 from ._prepare import Prepared, preflight, prepare, samples_used
 from ._quiet import quiet_libraries
-from ._ray_trial import SearchTrialFactory, define_for_ray, settings_for_workers, worker_trial
 from ._run import RunResult, run_search
-from ._settings import SearchSettings
+from ._settings import (
+    DataSettings,
+    RunnerSettings,
+    ScoringSettings,
+    SearchSettings,
+    SpaceSettings,
+    StudySettings,
+)
 from ._storage import STORAGE_FILES, load_run_study, open_storage, study_file
 from ._study import STUDY_NAME, Budgets, Search, plan_key, resolve_budgets, scored_records, write_trials_csv
+from ._summary import format_front_table
+from ._trial import SearchTrials, settings_for_workers
 
 __all__ = [
+    "Analysis",
+    "DataSettings",
+    "RunExport",
+    "RunnerSettings",
+    "ScoringSettings",
+    "SpaceSettings",
+    "StudySettings",
+    "analyze",
+    "describe_run",
+    "export_run",
     "DATASET_ALIASES",
     "MODEL_ALIASES",
     "STORAGE_FILES",
@@ -83,7 +105,7 @@ __all__ = [
     "SearchContext",
     "TranslatorBank",
     "SearchSettings",
-    "SearchTrialFactory",
+    "SearchTrials",
     "SettingsError",
     "TokenLayout",
     "UnsupportedModelError",
@@ -92,7 +114,6 @@ __all__ = [
     "choose",
     "default_cache_dir",
     "default_splits",
-    "define_for_ray",
     "family_for",
     "format_front_table",
     "hypervolume",
@@ -122,7 +143,6 @@ __all__ = [
     "settings_for_workers",
     "study_file",
     "write_artifact",
-    "worker_trial",
     "write_trials_csv",
     "OnnxExportError",
     "OnnxReport",

@@ -32,6 +32,7 @@ import pyarrow as pa
 import torch
 
 from toast.spaces import (
+    HOLDOUT_FRACTION,
     PairStats,
     Plan,
     PlanError,
@@ -41,15 +42,13 @@ from toast.spaces import (
     load_translator,
     translator_class,
 )
-from toast.spaces._span_data import HOLDOUT_FRACTION
 
 from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
-from ..capture import CapturedActivations, CapturedSpanData
-from ..capture._cache import decode_state
+from ..capture import CapturedActivations, CapturedSpanData, decode_state
 from ..errors import CacheError
+from ._settings import REFITS  # the one list of refit modes (`--refit`'s choices)
 
 FORMAT_VERSION = 1
-REFITS = ("independent", "sequential")
 #: `(plan, its fitted translators, branch block or None) -> (sample ids, hidden states, token mask, branch)`
 #: batches: the calibration samples, in the capture's order, run through the compressed model of `plan`
 #: (`CompressedModel.hidden_states`), with the MLP branch output of the given kept block (else None).

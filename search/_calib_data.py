@@ -25,18 +25,18 @@ __all__ = ["calibration_record", "load_calibration_split"]
 def load_calibration_split(settings: SearchSettings, train: LabeledSplit, family: Family) -> LabeledSplit:
     """The split the translators are fitted on: `train` itself unless `calib_dataset` or `calib_split` is given.
     A dataset that cannot be read, or holds what the model does not take, fails here (before any weight is read)."""
-    if settings.calib_dataset is None and settings.calib_split is None:
+    if settings.data.calib_dataset is None and settings.data.calib_split is None:
         return train
-    name = settings.calib_dataset or settings.dataset
-    split = settings.calib_split or default_splits(name)[0]
-    same = name == settings.dataset
+    name = settings.data.calib_dataset or settings.data.dataset
+    split = settings.data.calib_split or default_splits(name)[0]
+    same = name == settings.data.dataset
     if same and split == train.split:
         return train
     # the columns given for `dataset` hold for its own splits; another dataset's are found by their types
-    columns = {"input_column": settings.input_column, "label_column": settings.label_column} if same else {}
+    columns = {"input_column": settings.data.input_column, "label_column": settings.data.label_column} if same else {}
     try:
         calib = load_split(name, split, cache_dir=ActivationCache(settings.cache_dir).root, **columns)
-        check_modality(family, calib, settings.model)
+        check_modality(family, calib, settings.data.model)
     except DatasetError as exc:
         raise DatasetError(f"`calib_dataset` {name!r}, split {split!r}: {_without_split_hint(str(exc))}") from None
     return calib

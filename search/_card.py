@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toast.objectives import OBJECTIVES, Display, Role
-from toast.objectives._latency import MEASURED_FIELD
+from toast.objectives import MEASURED_FIELD, OBJECTIVES, Display, Role
 from toast.spaces import Plan, translator_class
 
 if TYPE_CHECKING:
@@ -194,38 +193,23 @@ def command_line(settings: Mapping[str, Any]) -> str:
     """The `toast-search` command that runs with `settings` (settings.json's fields): the model and dataset (always),
     then every option whose value differs from its command-line default, in `--help`'s order. What only changes
     the console (progress bars, `--quiet`, `--verbose`) and `--dry-run` is left out: it changes nothing computed."""
-    import dataclasses
+    from ._settings import search_options
 
-    from ._settings import SearchSettings
-    from .cli import build_search_parser
-
-    # an option whose command-line default is None stands for the settings' own default (`--prompts`: full)
-    field_defaults = {f.name: _plain(f.default) for f in dataclasses.fields(SearchSettings)}
-    cosmetic = ("progress", "no_progress", "quiet", "verbose", "version", "dry_run", "help")  # change nothing computed
-    field_of: dict[str, str | None] = {"plan": "plans", **dict.fromkeys(cosmetic)}
     words = ["toast-search"]
-    for action in build_search_parser()._actions:
-        if not action.option_strings:
+    for key, o in search_options().items():
+        if key == "progress" or key not in settings:  # changes nothing computed
             continue
-        key = field_of.get(action.dest, action.dest)
-        if key is None or key not in settings:
-            continue
-        value, default = _plain(settings[key]), _plain(action.default)
-        if default is None and key in field_defaults and key not in ("model", "dataset"):
-            default = field_defaults[key]
+        # an option whose command-line default is None stands for the settings' own default (`--prompts`: full)
+        value, default = _plain(settings[key]), _plain(o.cli_default)
+        if default is None and key not in ("model", "dataset"):
+            default = _plain(o.default)
         if (value == default and key not in ("model", "dataset")) or value is None or value == []:
             continue
-        longs = [o for o in action.option_strings if o.startswith("--")] or action.option_strings
-        flag = next((o for o in longs if not o.startswith("--no-")), longs[-1])  # the long, positive form
         if key == "plans":  # `--plan` repeated; glued to a value that starts like an option (`-1→3:linear`)
             for text in map(str, value):
-                words += [f"{flag}={text}"] if text.lstrip().startswith("-") else [flag, text]
-        elif isinstance(value, bool) and action.nargs == 0:  # store_true, or --x / --no-x
-            negative = [o for o in action.option_strings if o.startswith("--no-")]
-            if value or negative:
-                words.append(flag if value else negative[0])
+                words += [f"{o.flag}={text}"] if text.lstrip().startswith("-") else [o.flag, text]
         else:
-            words += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+            words += [o.flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     return shlex.join(words)
 
 
@@ -384,7 +368,7 @@ def ordinary_modes(directory: str | os.PathLike[str]) -> None:
 
 def _hub_model_id(name: str, local: bool) -> str | None:
     """The Hub id of the model the user named: an alias's, the name itself when it was read from the Hub."""
-    from ..models._loading import MINILM_ALIAS, MINILM_HUB_ID, MODEL_ALIASES
+    from ..models import MINILM_ALIAS, MINILM_HUB_ID, MODEL_ALIASES
 
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]
@@ -395,11 +379,11 @@ def _hub_model_id(name: str, local: bool) -> str | None:
 
 def _hub_dataset_id(name: str) -> str | None:
     """The Hub id of the dataset the user named, or None for a local or built-in one."""
-    from ..data._datasets import DATASET_ALIASES, DIGITS, DOCSTRINGS, _looks_like_path
+    from ..data import DATASET_ALIASES, DIGITS, DOCSTRINGS, looks_like_path
 
     if name in DATASET_ALIASES:
         return DATASET_ALIASES[name].hub_id
-    if name in (DIGITS, DOCSTRINGS) or _looks_like_path(name) or Path(name).expanduser().exists():
+    if name in (DIGITS, DOCSTRINGS) or looks_like_path(name) or Path(name).expanduser().exists():
         return None
     return name
 
@@ -410,7 +394,7 @@ def source_fields(settings: SearchSettings, ctx: SearchContext) -> dict[str, str
     where = Path(ctx.loaded.model_id)
     local = where.is_absolute() and where.is_dir()
     return {
-        "source_model": settings.model,
+        "source_model": settings.data.model,
         "source_revision": ctx.loaded.revision,
         **({"source_path": str(where)} if local else {}),
     }
@@ -423,13 +407,13 @@ def _head_text(settings: SearchSettings, ctx: SearchContext, head: Mapping[str, 
         if ctx.loaded.family.modality == "text"
         else "the [CLS] token after the final norm"
     )
-    kind = head.get("kind") if head else settings.head
+    kind = head.get("kind") if head else settings.scoring.head
     if kind == "original":
         text = "the source model's own classification head"
     elif kind == "zero-shot":
         text = f"CLIP zero-shot ({ctx.zero_shot.spec.describe()})" if ctx.zero_shot is not None else "CLIP zero-shot"
     else:
-        how = "closed-form ridge" if settings.probe == "ridge" else "Adam: lr 1e-3, 5 epochs, batch 256"
+        how = "closed-form ridge" if settings.scoring.probe == "ridge" else "Adam: lr 1e-3, 5 epochs, batch 256"
         fitted = head.get("fitted_on") if head else f"{len(ctx.probe_labels):,} samples"
         text = f"a linear probe ({how}) on the pooled features ({pooled}), fitted on {fitted}"
         if head and head.get("seed") is not None:
@@ -449,14 +433,14 @@ def _data_text(
         return f"top-1 on {head['scored_on']}"
     rescored = any(o.search_field in scores for o in OBJECTIVES.values() if o.search_field)
     n_eval = len(ctx.test) if rescored or len(ctx.eval_labels) == len(ctx.test) else len(ctx.eval_labels)
-    return f"top-1 on {n_eval:,} {ctx.test.split} samples of {settings.dataset}"
+    return f"top-1 on {n_eval:,} {ctx.test.split} samples of {settings.data.dataset}"
 
 
 def _calibration_text(settings: SearchSettings, ctx: SearchContext) -> str:
     """Which samples the translators were fitted on, in words."""
     calib = ctx.calib or ctx.train
-    samples = ctx.samples_used.get("calib_samples", settings.calib_samples)
-    return f"{samples:,} {calib.split} samples of {settings.calib_dataset or settings.dataset}"
+    samples = ctx.samples_used.get("calib_samples", settings.data.calib_samples)
+    return f"{samples:,} {calib.split} samples of {settings.data.calib_dataset or settings.data.dataset}"
 
 
 def write_run_card(
@@ -485,16 +469,16 @@ def write_run_card(
         latency = Latency(
             ms=float(chosen[MEASURED_FIELD]),
             baseline_ms=_number(baseline.get(MEASURED_FIELD)),
-            batch_size=settings.latency_batch_size,
+            batch_size=settings.scoring.latency_batch_size,
             device=name,
             runtime=f"PyTorch {torch.__version__}, {settings.dtype}",
         )
-    dataset = _hub_dataset_id(settings.dataset)
+    dataset = _hub_dataset_id(settings.data.dataset)
     return write_model_card(
         directory,
-        source=settings.model,
+        source=settings.data.model,
         revision=ctx.loaded.revision,
-        base_model=_hub_model_id(settings.model, "source_path" in source),
+        base_model=_hub_model_id(settings.data.model, "source_path" in source),
         source_path=source.get("source_path"),
         plan=Plan.of(chosen["spans"], ctx.loaded.num_blocks),
         scores=chosen,

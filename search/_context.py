@@ -18,13 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from toast.objectives import LatencyResult, TrialOutputs, compute_objectives, get_objectives, measure_latency
-from toast.objectives._cost import CostTable
+from toast.objectives import (
+    CostTable,
+    LatencyResult,
+    TrialOutputs,
+    compute_objectives,
+    get_objectives,
+    measure_latency,
+)
 from toast.spaces import Plan, PlanSpace
 
-from ..capture import ActivationCache, CapturedActivations, calibrate
-from ..capture._calibration import capture_spec
-from ..capture._prefix import PrefixStore, default_cap_bytes
+from ..capture import ActivationCache, CapturedActivations, PrefixStore, calibrate, capture_spec, default_cap_bytes
 from ..data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
 from ..models import CompressedModel, LoadedModel
 from ._bank import TranslatorBank
@@ -38,9 +42,22 @@ from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zer
 PREFIX_FORMAT = 3  # the prefix store's layout (`toast.capture._prefix`); 2: a translator's kind in its step's name; 3: row checksums
 
 
-@dataclass
+class _OriginalFeatures:
+    """A context's cache of the original model's evaluation features (`SearchContext.original_features`)."""
+
+    __slots__ = ("features",)
+
+    def __init__(self) -> None:
+        self.features: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class SearchContext:
-    """What every trial shares: model, statistics, cost table, inputs, labels, original features."""
+    """What every trial shares: model, statistics, cost table, inputs, labels, the original's scores and features.
+
+    Every field is set when the context is built (`build`; `full_evaluation` and `dataclasses.replace` make changed
+    copies): nothing is assigned to it afterwards. The original model's evaluation features are computed once, on
+    first use, behind `original_features`."""
 
     settings: SearchSettings
     loaded: LoadedModel
@@ -54,14 +71,14 @@ class SearchContext:
     probe_labels: np.ndarray
     eval_labels: np.ndarray
     bank: TranslatorBank
-    original_eval_features: np.ndarray = field(repr=False, default=None)
-    baseline: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)  # the original model's scores (`build` scores it first)
     samples_used: dict[str, int] = field(default_factory=dict)
     calib: LabeledSplit | None = None  # the split the translators were fitted on (`calib_dataset`, else `train`)
     zero_shot: ZeroShotHead | None = None  # `head` zero-shot: CLIP's class embeddings and visual projection
     zero_shot_cost: dict[str, float] | None = None  # the text tower's, paid once per run (not in the plans' costs)
     groups: dict[str, tuple[tuple[str, np.ndarray], ...]] = field(default_factory=dict)  # the fidelity stages' rows
     prefix_store: PrefixStore | None = None  # the states of shared prefixes (None: every trial runs all its blocks)
+    _original: _OriginalFeatures = field(default_factory=_OriginalFeatures, repr=False)  # shared by copies of it
 
     @classmethod
     def build(
@@ -88,50 +105,62 @@ class SearchContext:
         )
         probe_labels = train.labels[list(probe_ids)] if needs_labels else np.zeros(len(probe_ids), dtype=int)
         eval_labels = test.labels[list(eval_ids)] if needs_labels else np.zeros(len(eval_ids), dtype=int)
-        ctx = cls(
-            settings,
-            loaded,
-            train,
-            test,
+        bank = TranslatorBank(
             captured,
-            prepared.costs,
-            prepared.space,
-            probe_inputs,
-            eval_inputs,
-            probe_labels,
-            eval_labels,
-            TranslatorBank(
-                captured,
-                device=loaded.device,
-                seed=settings.seed,
-                cache_root=cache.root,
-                refit=settings.refit,
-                prefix_states=_prefix_states(
-                    loaded, calib, capture_spec(loaded, calib, prepared.calibration).sample_ids, settings.batch_size
-                )
-                if settings.refit == "sequential"
-                else None,
-            ),
+            device=loaded.device,
+            seed=settings.seed,
+            cache_root=cache.root,
+            refit=settings.refit,
+            prefix_states=_prefix_states(
+                loaded, calib, capture_spec(loaded, calib, prepared.calibration).sample_ids, settings.batch_size
+            )
+            if settings.refit == "sequential"
+            else None,
         )
-        ctx.samples_used = prepared.samples_used
-        ctx.calib = calib
-        ctx.groups = {
+        groups = {
             "probe": _groups("probe", len(probe_ids), settings.fidelity_fraction, settings.seed + 3),
             "eval": _groups("eval", len(eval_ids), settings.fidelity_fraction, settings.seed + 4),
         }
+        prefix_store = None
         if settings.prefix_cache_gb != 0:  # one cap over every run's stores under prefix/
             root = cache.root / "prefix"
             cap = default_cap_bytes(root) if settings.prefix_cache_gb is None else settings.prefix_cache_gb * 1024**3
-            ctx.prefix_store = PrefixStore(root / ctx._prefix_key(), int(cap))
+            key = _prefix_key(settings, captured, probe_inputs, eval_inputs, loaded.device)
+            prefix_store = PrefixStore(root / key, int(cap))
+        zero_shot = zero_shot_cost = None
         if settings.head == "zero-shot":  # the class embeddings, once per run (cached)
-            ctx.zero_shot = build_zero_shot_head(loaded, prepared.zero_shot, cache.root)
-            ctx.zero_shot_cost = text_tower_cost(loaded, prepared.zero_shot)
+            zero_shot = build_zero_shot_head(loaded, prepared.zero_shot, cache.root)
+            zero_shot_cost = text_tower_cost(loaded, prepared.zero_shot)
             if notes:
-                note(zero_shot_note(ctx.zero_shot, ctx.zero_shot_cost))
+                note(zero_shot_note(zero_shot, zero_shot_cost))
+        ctx = cls(
+            settings=settings,
+            loaded=loaded,
+            train=train,
+            test=test,
+            captured=captured,
+            costs=prepared.costs,
+            space=prepared.space,
+            probe_inputs=probe_inputs,
+            eval_inputs=eval_inputs,
+            probe_labels=probe_labels,
+            eval_labels=eval_labels,
+            bank=bank,
+            samples_used=prepared.samples_used,
+            calib=calib,
+            zero_shot=zero_shot,
+            zero_shot_cost=zero_shot_cost,
+            groups=groups,
+            prefix_store=prefix_store,
+        )
         if settings.head == "original" and needs_labels:  # the head scores only what reads the labels
             ctx._check_original_head()
-        ctx.baseline = ctx.evaluate(Plan((), loaded.num_blocks))
-        return ctx
+        return ctx._scored()
+
+    def _scored(self) -> SearchContext:
+        """This context with the original model's scores (`baseline`): the empty plan, scored before any other (its
+        pass gives the original features every plan's fidelity compares with)."""
+        return replace(self, baseline=self.evaluate(Plan((), self.loaded.num_blocks)))
 
     def _check_original_head(self) -> None:
         parts = self.loaded.parts
@@ -145,21 +174,6 @@ class SearchContext:
             raise SettingsError(
                 f"`head` original: the model's head has {n_model} labels but the dataset has {n_data}; use `head` probe"
             )
-
-    def _prefix_key(self) -> str:
-        """Names the prefix store's folder: everything a stored state depends on (the model, the inputs and
-        their batches, the translators' fits)."""
-        s = self.settings
-        doc = {
-            "identity": s.identity(),
-            "capture": self.captured.directory.name,
-            "probe": self.probe_inputs.path.parent.name,
-            "eval": self.eval_inputs.path.parent.name,
-            "batch_size": s.batch_size,
-            "device": str(self.loaded.device),
-            "version": PREFIX_FORMAT,
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def staged(self) -> bool:
@@ -187,20 +201,19 @@ class SearchContext:
             self,
             eval_inputs=inputs,
             eval_labels=labels,
-            original_eval_features=None,
             baseline={},
             groups=groups,
             prefix_store=None,
+            _original=_OriginalFeatures(),  # other inputs: the original's features of these
         )
-        full.baseline = full.evaluate(Plan((), self.loaded.num_blocks))
-        return full
+        return full._scored()
 
     # ---- scoring -------------------------------------------------------------------------
     def model_for(self, plan: Plan) -> CompressedModel:
         return CompressedModel.from_model(self.loaded, plan, self.bank.get(plan))
 
     @torch.inference_mode()
-    def _outputs(
+    def group_outputs(
         self, model: CompressedModel, which: str, group: tuple[str, np.ndarray], logits: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ForwardCount]:
         """The pooled features of one input group (`which` probe or eval; and, with `logits`, the head's outputs
@@ -228,9 +241,25 @@ class SearchContext:
         """The pooled features of every probe or evaluation input (`which`), in the stored order, and with `logits`
         the head's outputs from the same pass."""
         n = len(self.probe_labels if which == "probe" else self.eval_labels)
-        positions, feats, outs, _ = self._outputs(model, which, (f"{which}-all", np.arange(n)), logits=logits)
+        positions, feats, outs, _ = self.group_outputs(model, which, (f"{which}-all", np.arange(n)), logits=logits)
         order = np.argsort(positions, kind="stable")
         return (feats[order], outs[order]) if logits else feats[order]
+
+    def original_features(self, own: Callable[[], np.ndarray] | None = None) -> np.ndarray:
+        """The original model's pooled features of every evaluation input, in the stored order (what a plan's fidelity
+        compares with): computed once per context, on first use. `own`: the empty plan's features from its own pass on
+        the full sets, which the first to ask (the baseline, scored when the context is built) gives in place of a
+        second pass over the original model."""
+        cache = self._original
+        if cache.features is None:
+            cache.features = own() if own is not None else self._original_pass()
+        return cache.features
+
+    def _original_pass(self) -> np.ndarray:
+        """The original model's evaluation features from a pass of its own, as the baseline's full-set pass makes it
+        (for a copy of a context that none of its plans gave them to)."""
+        empty = Plan((), self.loaded.num_blocks)
+        return PlanOutputs(self, empty, self.model_for(empty), probe="ridge", stage=FULL).eval_features
 
     def evaluate(
         self,
@@ -313,6 +342,27 @@ def _prefix_states(loaded: LoadedModel, split: LabeledSplit, ids: tuple[int, ...
     return run
 
 
+def _prefix_key(
+    settings: SearchSettings,
+    captured: CapturedActivations,
+    probe_inputs: PreprocessedInputs,
+    eval_inputs: PreprocessedInputs,
+    device: torch.device,
+) -> str:
+    """Names the prefix store's folder: everything a stored state depends on (the model, the inputs and
+    their batches, the translators' fits)."""
+    doc = {
+        "identity": settings.identity(),
+        "capture": captured.directory.name,
+        "probe": probe_inputs.path.parent.name,
+        "eval": eval_inputs.path.parent.name,
+        "batch_size": settings.batch_size,
+        "device": str(device),
+        "version": PREFIX_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _needs_labels(settings: SearchSettings) -> bool:
     """Whether an objective of the search reads the dataset's labels (else they are not loaded)."""
     return any("labels" in o.inputs(head=settings.head) for o in get_objectives(settings.objectives))
@@ -362,12 +412,12 @@ class PlanOutputs(TrialOutputs):
 
     @property
     def original_features(self) -> np.ndarray:
-        """The original model's evaluation features: the empty plan's own, for the baseline evaluated first."""
-        if self._ctx.original_eval_features is None and not self.plan.spans:
-            return self.eval_features
+        """The original model's evaluation features at this stage's rows (the context's, computed once): the empty
+        plan's own pass on the full sets gives them when it is the first to ask (the baseline, scored first)."""
+        own = (lambda: self.eval_features) if not self.plan.spans and self._stage == FULL else None
+        original = self._ctx.original_features(own)
         rows = self._rows("eval")
-        original = self._ctx.original_eval_features
-        return original if rows is None or original is None else original[rows]
+        return original if rows is None else original[rows]
 
     def _gather(self, which: str, logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """This stage's outputs of `which` (probe or eval), in row order: each group run once per trial."""
@@ -376,7 +426,7 @@ class PlanOutputs(TrialOutputs):
         for group in self._groups(which):
             got = self._done.get(group[0])
             if got is None or (logits and got[2] is None):
-                pos, f, y, count = ctx._outputs(self._model, which, group, logits=logits)
+                pos, f, y, count = ctx.group_outputs(self._model, which, group, logits=logits)
                 got = self._done[group[0]] = (pos, f, y)
                 self.count.add(count)
             positions.append(got[0])
@@ -386,7 +436,6 @@ class PlanOutputs(TrialOutputs):
         return np.concatenate(feats)[order], np.concatenate(outs)[order] if logits else None
 
     def _compute(self, name: str) -> Mapping[str, np.ndarray]:
-        ctx = self._ctx
         if name == "probe_features":
             return {name: self._gather("probe", False)[0]}
         if name == "eval_logits" or "eval_logits" in self.expected:
@@ -394,8 +443,6 @@ class PlanOutputs(TrialOutputs):
             out = {"eval_features": features, "eval_logits": logits}
         else:
             out = {"eval_features": self._gather("eval", False)[0]}
-        if ctx.original_eval_features is None and not self.plan.spans and self._stage == FULL:
-            ctx.original_eval_features = out["eval_features"]
         return out
 
     def time_batch(self, *, warmup: int, repeats: int) -> LatencyResult:

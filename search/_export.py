@@ -15,7 +15,6 @@ averages three seeds; one model carries one probe: seed 0's, and its accuracy is
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -29,14 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from toast.objectives import Role, get_objectives
-from toast.objectives._probes import PROBES, AdamProbe
+from toast.objectives import PROBES, AdamProbe, Role, get_objectives
 from toast.spaces import Plan, PlanError
 
 from .._faults import fault_point
-from ..models import CompressedModel
-from ..models._head import LinearHead, head_placement, with_head
-from ..models._plain import describe_checkpoint
+from ..models import CompressedModel, LinearHead, describe_checkpoint, head_placement, with_head
 from ._card import ordinary_modes, source_fields, write_run_card
 from ._context import PlanOutputs, SearchContext
 from ._settings import SearchSettings, SettingsError
@@ -68,7 +64,11 @@ EXPORTED_SEED = 0
 
 def scored_head(settings: SearchSettings) -> str | None:
     """What scored the run's accuracy (`head`: probe, original, zero-shot), or None when no objective is an accuracy."""
-    return settings.head if any(o.role is Role.ACCURACY for o in get_objectives(settings.objectives)) else None
+    return (
+        settings.scoring.head
+        if any(o.role is Role.ACCURACY for o in get_objectives(settings.scoring.objectives))
+        else None
+    )
 
 
 def class_names(ctx: SearchContext) -> tuple[str, ...] | None:
@@ -91,7 +91,7 @@ class ExportedModel:
 
 def _probe(settings: SearchSettings):
     """An unfitted probe of the run's protocol; Adam's at the exported seed."""
-    probe = PROBES[settings.probe]()
+    probe = PROBES[settings.scoring.probe]()
     if isinstance(probe, AdamProbe):
         probe = type(probe)(**{**probe.get_params(), "seed": EXPORTED_SEED})
     return probe
@@ -111,7 +111,7 @@ def build_export(ctx: SearchContext, plan: Plan) -> ExportedModel:
     model = ctx.model_for(plan).eval()
     head = scored_head(ctx.settings)
     if head == "probe":
-        outputs = PlanOutputs(ctx, plan, model, probe=ctx.settings.probe, stage=FULL)
+        outputs = PlanOutputs(ctx, plan, model, probe=ctx.settings.scoring.probe, stage=FULL)
         probe = _probe(ctx.settings).fit(outputs.probe_features, outputs.probe_labels)
         linear = LinearHead.from_probe(probe, class_names(ctx))
         return ExportedModel(with_head(model, linear).eval(), np.asarray(linear.labels), probe)
@@ -137,7 +137,7 @@ def exported_accuracy(ctx: SearchContext, plan: Plan, exported: ExportedModel) -
     """The exported model's accuracy (%) on `ctx`'s evaluation samples, from the argmax of its own logits (float32
     for a float32 model), and the fitted probe's own float64 accuracy on the same features (None: no probe)."""
     ctx = replace(_fresh(ctx), zero_shot=None)  # the logits of the exported model's own head
-    outputs = PlanOutputs(ctx, plan, exported.model, probe=ctx.settings.probe, stage=FULL)
+    outputs = PlanOutputs(ctx, plan, exported.model, probe=ctx.settings.scoring.probe, stage=FULL)
     outputs.expect({"eval_features", "eval_logits"})
     logits, labels = np.asarray(outputs.eval_logits), outputs.eval_labels
     accuracy = float(np.mean(exported.labels[logits.argmax(1)] == labels) * 100)
@@ -153,15 +153,15 @@ def head_record(settings: SearchSettings, ctx: SearchContext, *, exported: bool,
     kind = scored_head(settings)
     if kind is None:
         return None
-    dataset = settings.dataset
+    dataset = settings.data.dataset
     record: dict[str, Any] = {"kind": kind}
     if kind == "probe":
-        record["probe"] = settings.probe
+        record["probe"] = settings.scoring.probe
         record["fitted_on"] = f"{len(ctx.probe_labels)} {ctx.train.split} samples of {dataset}"
-        if settings.probe == "adam":
+        if settings.scoring.probe == "adam":
             record["seed"] = EXPORTED_SEED
     elif kind == "original":
-        record["fitted_on"] = f"the source model's own classifier ({settings.model})"
+        record["fitted_on"] = f"the source model's own classifier ({settings.data.model})"
     elif kind == "zero-shot":
         record["fitted_on"] = "CLIP's text tower: the class names in prompt templates"
     record["scored_on"] = f"{len(ctx.eval_labels)} {ctx.test.split} samples of {dataset}"
@@ -255,7 +255,7 @@ def export_plan(
     record = dict(record)
     if exported.labels is not None:
         accuracy, probe_accuracy = exported_accuracy(ctx, plan, exported)
-        if settings.probe == "adam" and settings.head == "probe":
+        if settings.scoring.probe == "adam" and settings.scoring.head == "probe":
             record.pop("accuracy_std", None)  # one seed's probe is exported and scored
         record["accuracy"] = accuracy
     head = head_record(settings, ctx, exported=True, model=exported.model)
@@ -343,18 +343,7 @@ def load_run_settings(run: Path) -> SearchSettings:
     except (OSError, ValueError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SettingsError(f"cannot read {path}: {why}") from None
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(SearchSettings):
-        if f.name not in doc:
-            continue
-        value = doc[f.name]
-        if isinstance(value, list):
-            value = tuple(value)
-        if f.name in ("cache_dir", "class_names") and value is not None:
-            value = Path(value)
-        kwargs[f.name] = value
-    kwargs["out"] = Path(run)
-    return SearchSettings(**kwargs)
+    return SearchSettings.from_json({**doc, "out": str(Path(run))})
 
 
 def plan_slug(plan: Plan) -> str:
@@ -367,10 +356,10 @@ def plan_slug(plan: Plan) -> str:
 def run_plan(ctx: SearchContext, text: str) -> Plan:
     """`text` as a plan of the run: its syntax, its space's kinds and genome (a `--plan` run's kinds too), and its
     limits (`max_removed`, `min_kept`; a plan the run was given is allowed), as one-line errors."""
-    from ._run import manual_space
+    from ._manual import manual_space
 
     plan = Plan.parse(text, ctx.loaded.num_blocks)
-    given = manual_space(ctx.settings, ctx.space) if ctx.settings.plans else (ctx.space, [])
+    given = manual_space(ctx.settings, ctx.space) if ctx.settings.space.plans else (ctx.space, [])
     try:
         given[0].encode(plan)
     except PlanError as exc:
@@ -397,5 +386,5 @@ def export_run_plan(run: Path, text: str, out: Path | None = None) -> Export:
     directory = Path(out) if out is not None else Path(run) / "export" / plan_slug(plan)
     check_new_folder(directory)
     full = ctx.full_evaluation()
-    record = {"spans": plan.to_json(), "plan": str(plan), **full.evaluate(plan, probe=settings.probe)}
+    record = {"spans": plan.to_json(), "plan": str(plan), **full.evaluate(plan, probe=settings.scoring.probe)}
     return export_plan(full, plan, directory, record=record)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..capture._prefix import PrefixStore, PrefixWriter
+from ..capture import PrefixStore, PrefixWriter
 from ..data import PreprocessedInputs
 from ..models import CompressedModel
 

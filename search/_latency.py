@@ -97,13 +97,7 @@ class LatencySpec:
 def latency_inputs(loaded: LoadedModel, *, batch_size: int = 1, seq_len: int = 128) -> dict[str, torch.Tensor]:
     """A batch of `batch_size` inputs at the model's input size: the cost table's example input repeated (images: the
     processor's crop), or `seq_len` tokens per text (at most the model's position embeddings)."""
-    device = loaded.device
-    if loaded.family.modality == "text":
-        tokens = min(int(seq_len), int(getattr(loaded.config, "max_position_embeddings", seq_len)))
-        ids = torch.full((batch_size, tokens), 5, dtype=torch.long, device=device)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    one = example_inputs(loaded)
-    return {k: v.expand(batch_size, *v.shape[1:]).contiguous() for k, v in one.items()}
+    return example_inputs(loaded, batch=batch_size, seq_len=seq_len)
 
 
 def _describe(inputs: dict[str, torch.Tensor]) -> str:
@@ -125,7 +119,7 @@ def latency_spec(
         torch_version=torch.__version__,
         dtype=_dtype_name(loaded),
         batch_size=int(next(iter(inputs.values())).shape[0]),
-        seq_len=seq_len if loaded.family.modality == "text" else None,
+        seq_len=seq_len if loaded.family.sequence_inputs else None,
         threads=torch.get_num_threads(),
         kinds=tuple(dict.fromkeys(kinds)),
         inputs=_describe(inputs),
@@ -163,17 +157,17 @@ def _time_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: Late
 
     def embed():
         x, mask = family.embed(model.embeddings, dict(inputs))
-        return x, family.block_mask(config, x, mask)
+        return x, family.block_kwargs(config, x, mask)
 
     h, mask, _ = model.run(inputs)
-    block_mask = family.block_mask(config, h, mask)
+    block_kwargs = family.block_kwargs(config, h, mask)
     calls = {"embed": embed, "tail": lambda: model.tail(h, mask)}
     shapes: list[tuple] = []
     for block in loaded.parts.blocks:
         shape = tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
         if shape not in shapes:  # identical blocks take the same time: one of each shape is timed
             shapes.append(shape)
-            calls[("block", len(shapes) - 1)] = lambda block=block: family.run_block(block, h, block_mask)
+            calls[("block", len(shapes) - 1)] = lambda block=block: family.run_block(block, h, block_kwargs)
     ref = next(loaded.model.parameters())
     for kind in spec.kinds:  # one span's module of each kind, of the shape a fitted one has
         module = translator_class(kind).empty_module(loaded.hidden_size).to(device=ref.device, dtype=ref.dtype).eval()

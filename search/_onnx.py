@@ -47,13 +47,6 @@ EXPORT_BATCH = 2  # the example the graph is traced with (torch.export specialis
 MAX_LENGTH = 256  # tokens, as the search's batches are truncated
 PROTOBUF_LIMIT = 2**31 - 1 - 2**26  # a model's weights above ~2 GB go to an external data file
 PROVIDERS = ("CPUExecutionProvider",)
-SYNTHETIC_TEXTS = (
-    "a short sentence",
-    "the quick brown fox jumps over the lazy dog",
-    "export the compressed model and check it",
-    "tokens of several lengths make the sequence axis dynamic, and padding is masked",
-    "one more",
-)
 
 
 class OnnxExportError(ToastError):
@@ -178,33 +171,20 @@ def _run_batches(settings: dict, processor: Any, sizes: Sequence[int]) -> tuple[
 
 
 def _synthetic_batches(model: Any, processor: Any | None, sizes: Sequence[int]) -> tuple[list[dict], str]:
-    """Seeded synthetic images or texts, through the saved processor when there is one."""
+    """Seeded synthetic inputs of the model's family (`Family.synthetic_inputs`), through the saved processor when
+    there is one."""
     rng = np.random.default_rng(0)
-    text = model.family.modality == "text"
+    family = model.family
     batches, start = [], 0
     for size in sizes:
-        if text and processor is not None:
-            texts = [SYNTHETIC_TEXTS[(start + i) % len(SYNTHETIC_TEXTS)] for i in range(size)]
-            enc = processor(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-            batches.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc})
-        elif text:
-            vocab = int(getattr(model.config, "vocab_size", 100))
-            ids = torch.from_numpy(rng.integers(min(5, vocab - 1), vocab, (size, 8 + start)))
-            batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-        elif processor is not None:
-            from PIL import Image
-
-            images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(size)]
-            batches.append({"pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]})
-        else:
-            side = int(getattr(model.config, "image_size", 224))
-            channels = int(getattr(model.config, "num_channels", 3))
-            batches.append({"pixel_values": torch.from_numpy(rng.standard_normal((size, channels, side, side)))})
+        batch = family.synthetic_inputs(
+            model.config, batch=size, rng=rng, offset=start, processor=processor, max_length=MAX_LENGTH
+        )
+        batches.append(batch)
         start += size
     how = "the saved processor" if processor is not None else "no saved processor"
-    kind = "texts" if text else "images"
     return [{k: v.float() if v.is_floating_point() else v for k, v in b.items()} for b in batches], (
-        f"{sum(sizes)} synthetic {kind} ({how}; a model folder outside a run)"
+        f"{sum(sizes)} synthetic {family.inputs_noun} ({how}; a model folder outside a run)"
     )
 
 
@@ -217,36 +197,14 @@ def check_inputs(model: Any, folder: Path, settings: dict | None, sizes: Sequenc
 
 
 # ---- export and check --------------------------------------------------------------------------
-TEXT_OUTPUTS = ("last_hidden_state", "sentence_embedding")  # optimum's and sentence-transformers' names
-
-
-class TextEncoder(torch.nn.Module):
-    """A compressed text encoder as the graph exports it: token embeddings and the sentence embedding the search
-    scored, from one pass (its head, BERT's tanh pooler, is not what any text-encoder runtime reads)."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        hidden, mask, _ = self.model.run({k: v for k, v in inputs.items() if v is not None})
-        return self.model.family.normalize(self.model.final_norm, hidden), self.model.pooled(hidden, mask)
-
-
 def graph_module(model: Any) -> torch.nn.Module:
-    """What is exported for `model`: a `TextEncoder` around a text encoder, the model itself otherwise."""
-    return TextEncoder(model) if model.family.modality == "text" else model
+    """What is exported for `model`: its `export_module`, which computes its family's export outputs (a text
+    encoder's token and sentence embeddings; an image model's forward output)."""
+    return model.export_module()
 
 
 def _output_names(model: Any) -> tuple[str, ...]:
-    if model.family.modality == "text":
-        return TEXT_OUTPUTS
-    if getattr(model, "classifier", None) is not None:  # an exported probe's logits (`_head.with_head`)
-        return ("logits",)
-    if model.head is None:
-        return ("features",)
-    return ("pooler_output",) if model.head_kind == "pooler" else ("logits",)
+    return model.family.export_outputs(model)
 
 
 def _dynamic_shapes(inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, Any]]:

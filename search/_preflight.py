@@ -91,11 +91,11 @@ def check_journal(path: Path) -> None:
 def check_run_directory(settings: SearchSettings) -> None:
     """`--out` can hold a run, and resuming it would not mix runs: refuse a run directory made with settings
     that change what a trial computes (model, data, space, samples, seed, dtypes …)."""
-    check_writable_dir(settings.out, "run directory (`out`)")
-    found = study_file(settings.out)
+    check_writable_dir(settings.study.out, "run directory (`out`)")
+    found = study_file(settings.study.out)
     if found is not None:
         check_study(found)
-    path = settings.out / "settings.json"
+    path = settings.study.out / "settings.json"
     if not path.is_file():
         return
     try:
@@ -108,5 +108,5 @@ def check_run_directory(settings: SearchSettings) -> None:
     if diff:
         what = ", ".join(f"{k}={previous.get(k, defaults.get(k))!r} (now {mine[k]!r})" for k in diff)
         raise SettingsError(
-            f"run directory {settings.out} belongs to another run ({what}): use another `out` to start a new one"
+            f"run directory {settings.study.out} belongs to another run ({what}): use another `out` to start a new one"
         )

@@ -14,18 +14,16 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from toast.objectives import get_objectives
-from toast.objectives._cost import CostTable
+from toast.objectives import CostTable, get_objectives
 from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, translator_class
 
 from ..capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
 from ..data import LabeledSplit, check_inputs_fit, check_split, default_splits, load_split
-from ..models import LoadedModel, load_model, measure_cost_table, resolve_model
-from ..models._compressed import refused_spans
+from ..models import LoadedModel, load_model, measure_cost_table, refused_spans, resolve_model
 from ._calib_data import load_calibration_split
 from ._latency import measure_latency_table
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
-from ._settings import SearchSettings
+from ._settings import DataSettings, SearchSettings
 from ._study import resolve_budgets
 from ._zero_shot import ZeroShotSpec, resolve_zero_shot
 
@@ -74,11 +72,11 @@ def preflight(settings: SearchSettings, *, run: bool = True) -> None:
     if run:
         check_run_directory(settings)
     else:
-        check_writable_dir(settings.out, "output directory (`out`)")
+        check_writable_dir(settings.study.out, "output directory (`out`)")
     check_cache_dir(ActivationCache(settings.cache_dir).root)
     if run:
-        get_objectives(settings.objectives)
-        for text in settings.plans:  # syntax, kinds and overlaps, before any model is loaded
+        get_objectives(settings.scoring.objectives)
+        for text in settings.space.plans:  # syntax, kinds and overlaps, before any model is loaded
             Plan.parse(text, num_blocks=10**6)
 
 
@@ -89,10 +87,12 @@ def samples_used(
     asked), and one note per count cut short. A default count is an upper bound: a split holding fewer is used
     whole without a note (the demo's 1,347 train samples are not news); a count set to another value is noted.
     `test` None (a capture only): the calibration count alone."""
-    asked = {"calib_samples": (settings.calib_samples, calib or train)}
+    asked = {"calib_samples": (settings.data.calib_samples, calib or train)}
     if test is not None:
-        asked.update(probe_samples=(settings.probe_samples, train), eval_samples=(settings.eval_samples, test))
-    defaults = {f.name: f.default for f in fields(SearchSettings)}
+        asked.update(
+            probe_samples=(settings.data.probe_samples, train), eval_samples=(settings.data.eval_samples, test)
+        )
+    defaults = {f.name: f.default for f in fields(DataSettings)}
     used, notes = {}, []
     for name, (n, split) in asked.items():
         used[name] = min(n, len(split))
@@ -107,9 +107,9 @@ def space_kinds(settings: SearchSettings, width: int) -> tuple[str, ...]:
     """The space's kind strings: `translators`, with each bare kind that takes a rank (`lowrank`) as one
     `kind:r` per rank of `ranks` at the model's `width` (`lowrank` with ranks d/16,d/8 at 768: lowrank:48,lowrank:96)."""
     kinds: list[str] = []
-    for kind in settings.translators:
+    for kind in settings.space.translators:
         if ":" not in kind and kind_parameter(kind) == "rank":
-            kinds += [f"{kind}:{r}" for r in settings.resolved_ranks(width)]
+            kinds += [f"{kind}:{r}" for r in settings.space.resolved_ranks(width)]
         else:
             kinds.append(kind)
     return tuple(dict.fromkeys(kinds))
@@ -117,12 +117,12 @@ def space_kinds(settings: SearchSettings, width: int) -> tuple[str, ...]:
 
 def _latency_table(settings: SearchSettings, loaded: LoadedModel, space: PlanSpace, notes: list[str]):
     """The run's latency table (space kinds and those of `plans`), from the cache or measured now (said in a note)."""
-    kinds = [*space.kinds, *(s.kind for t in settings.plans for s in Plan.parse(t, loaded.num_blocks).spans)]
+    kinds = [*space.kinds, *(s.kind for t in settings.space.plans for s in Plan.parse(t, loaded.num_blocks).spans)]
     table, measured = measure_latency_table(
         loaded,
         kinds=kinds,
-        batch_size=settings.latency_batch_size,
-        seq_len=settings.latency_seq_len,
+        batch_size=settings.scoring.latency_batch_size,
+        seq_len=settings.scoring.latency_seq_len,
         cache_dir=ActivationCache(settings.cache_dir).root,
     )
     notes.append(
@@ -137,8 +137,8 @@ def _check_splits(
 ) -> None:
     """The splits' defects (`check_split`), before any weight is loaded: labels where an accuracy is measured, two
     classes where a probe is fitted."""
-    labels = test is not None and "accuracy" in settings.objectives
-    probe = labels and settings.head == "probe"
+    labels = test is not None and "accuracy" in settings.scoring.objectives
+    probe = labels and settings.scoring.head == "probe"
     check_split(train, flag="split_train", labels=probe, min_classes=2 if probe else 1)
     if test is not None:
         check_split(test, flag="split_test", labels=labels)
@@ -161,20 +161,22 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         preflight(settings, run=search)
     device = resolve_device(settings.device)
     columns = {
-        "input_column": settings.input_column,
-        "label_column": settings.label_column,
+        "input_column": settings.data.input_column,
+        "label_column": settings.data.label_column,
         "cache_dir": ActivationCache(settings.cache_dir).root,
     }
-    default_train, default_test = default_splits(settings.dataset)
-    train = load_split(settings.dataset, settings.split_train or default_train, **columns)
-    test = load_split(settings.dataset, settings.split_test or default_test, **columns) if search else None
-    source = resolve_model(settings.model)
-    check_modality(source.family, train, settings.model)  # from the config, before the weights
+    default_train, default_test = default_splits(settings.data.dataset)
+    train = load_split(settings.data.dataset, settings.data.split_train or default_train, **columns)
+    test = load_split(settings.data.dataset, settings.data.split_test or default_test, **columns) if search else None
+    source = resolve_model(settings.data.model)
+    check_modality(source.family, train, settings.data.model)  # from the config, before the weights
     calib = load_calibration_split(settings, train, source.family)
     _check_splits(settings, train, test, calib)
     zero_shot = resolve_zero_shot(settings, source, test)
     used, notes = samples_used(settings, train, test, calib)
-    loaded = load_model(settings.model, device=device, dtype=DTYPES[settings.dtype], text_tower=zero_shot is not None)
+    loaded = load_model(
+        settings.data.model, device=device, dtype=DTYPES[settings.dtype], text_tower=zero_shot is not None
+    )
     check_inputs_fit(loaded, calib)  # one sample through the processor and the embeddings
     space = costs = None
     if search:
@@ -188,11 +190,13 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         space = PlanSpace(
             num_blocks=loaded.num_blocks,
             kinds=tuple(kinds),
-            max_removed=settings.max_removed,
-            min_kept=settings.min_kept,
+            max_removed=settings.space.max_removed,
+            min_kept=settings.space.min_kept,
         )
         costs = measure_cost_table(loaded, kinds=space.kinds)
-        for text in settings.plans:  # blocks and kinds this model can take (a rank above its width), before any capture
+        for (
+            text
+        ) in settings.space.plans:  # blocks and kinds this model can take (a rank above its width), before any capture
             plan = Plan.parse(text, loaded.num_blocks)
             try:
                 costs.cost(plan)
@@ -203,14 +207,14 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
                 raise PlanError(f"`plans` {text!r}: {e}") from None
         if settings.needs_latency:  # timed once per machine and cached; budgets checked before any capture
             costs = replace(costs, latency=_latency_table(settings, loaded, space, notes))
-        resolve_budgets(settings, costs, space)
+        resolve_budgets(settings.study, costs, space)
     # MLP-branch statistics cost about a third more capture time and memory: gathered only when a kind needs them
     kinds = set(space.kinds if space is not None else ()) | {
-        s.kind for t in settings.plans for s in Plan.parse(t, 10**6).spans
+        s.kind for t in settings.space.plans for s in Plan.parse(t, 10**6).spans
     }
     calibration = CalibrationSettings(
-        samples=settings.calib_samples,
-        seed=settings.seed,
+        samples=settings.data.calib_samples,
+        seed=settings.study.seed,
         batch_size=settings.batch_size,
         activation_dtype=settings.activation_dtype,
         branches=any(translator_class(k).needs_branches for k in kinds),

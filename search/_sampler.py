@@ -29,7 +29,7 @@ from optuna.samplers import BaseSampler
 from toast.runners import study_storage, trial_id
 from toast.spaces import Plan, PlanSpace
 
-from ._front import non_dominated
+from ._pareto import non_dominated
 from ._stages import FULL, SCORED_ON
 
 PROPOSED_BY = "proposed_by"  # a trial's system attr: "front-neighbour" or "untried-neighbour" when not TPE's own plan

@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 #: the file each storage kind keeps in the run directory
+#: the one study a run directory's storage holds
+STUDY_NAME = "toast-search"
 STORAGE_FILES = {"sqlite": "study.db", "journal": "study.journal"}
 STORAGE_KINDS = tuple(STORAGE_FILES)
 #: the kind a run directory without a study gets: the journal, 6x less runner overhead per trial than SQLite on the
@@ -146,8 +148,6 @@ def open_storage(out: Path, kind: str | None = None) -> Any:
 def load_run_study(out: Path) -> Any:
     """The study of run directory `out` (`optuna.load_study` on its study file), as optuna-dashboard reads it."""
     import optuna
-
-    from ._study import STUDY_NAME
 
     if study_file(out) is None:
         raise FileNotFoundError(f"{out} holds no study ({' or '.join(STORAGE_FILES.values())})")

@@ -10,61 +10,84 @@ import csv
 import io
 import json
 import math
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toast.objectives import OBJECTIVES, Role, get_objective, get_objectives, list_objectives, undefined_field
-from toast.objectives._cost import CostTable
-from toast.objectives._latency import ESTIMATED_FIELD
-from toast.runners import trial_id
+from toast.objectives import (
+    ESTIMATED_FIELD,
+    OBJECTIVES,
+    CostTable,
+    Role,
+    get_objective,
+    get_objectives,
+    list_objectives,
+    undefined_field,
+)
+from toast.runners import set_user_attrs, trial_id
 from toast.spaces import Plan, PlanSpace, front_seed_plans, rank_spans, seed_plans, translator_class
 
 from .._artifacts import atomic_write_text
 from .._faults import fault_point
 from ..errors import DISK_ERRORS
-from ._settings import SearchSettings, SettingsError
+from ._settings import SearchSettings, SettingsError, StudySettings
 from ._stages import FULL, SCORED_ON, SUBSET_SAMPLES, dominating_trial, front_snapshot, subset_fields
+from ._storage import STUDY_NAME, open_storage
 
-STUDY_NAME = "toast-search"
 FAR_OVER_BUDGET = 1.25  # plans costing more than this × a budget are not scored
 INTERRUPTED = "interrupted: the process ended while this trial ran"
 
 
-@dataclass(frozen=True)
-class Budgets:
-    """Cost limits in the objectives' units (GFLOPs, millions of params, estimated ms per batch); None = no limit."""
+class Budgets(Mapping[str, float]):
+    """Cost limits by cost objective name, in the objectives' units (`{"gflops": 15.0, "latency": 4.0}`: GFLOPs per
+    input, ms per batch), in registry order; an objective without a limit is absent."""
 
-    gflops: float | None = None
-    params: float | None = None
-    latency: float | None = None
+    def __init__(self, limits: Mapping[str, float | None] | None = None) -> None:
+        given = dict(limits or {})
+        order = [*list_objectives(Role.COST), *given]
+        self._limits = {k: float(given[k]) for k in dict.fromkeys(order) if given.get(k) is not None}
+
+    def __getitem__(self, name: str) -> float:
+        return self._limits[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._limits)
+
+    def __len__(self) -> int:
+        return len(self._limits)
+
+    def __repr__(self) -> str:
+        return f"Budgets({self._limits!r})"
 
     def as_dict(self) -> dict[str, float]:
-        pairs = (("gflops", self.gflops), ("params", self.params), ("latency", self.latency))
-        return {k: v for k, v in pairs if v is not None}
+        """The limits as a plain dict (front.json's `budgets`, `choose`'s argument)."""
+        return dict(self._limits)
 
 
-def resolve_budgets(settings: SearchSettings, costs: CostTable, space: PlanSpace) -> tuple[Budgets, list[str]]:
-    """Budgets in absolute units, checked against the cheapest plan; notes for the user.
+def resolve_budgets(study: StudySettings, costs: CostTable, space: PlanSpace) -> tuple[Budgets, list[str]]:
+    """Budgets in absolute units (`budget_fraction` as GFLOPs), each checked against the cheapest plan; notes for
+    the user.
 
     A latency budget is checked against the cheapest plan's estimate from `costs.latency` (the run's latency
-    table), and the error names that plan."""
+    table), and the error names that plan; another cost objective's against the cheapest plan's value."""
     original = costs.original
-    gflops = settings.budget_gflops
-    if settings.budget_fraction is not None:
-        gflops = settings.budget_fraction * original.gflops
-    budgets = Budgets(gflops, settings.budget_params, settings.budget_latency_ms)
-    notes = _latency_notes(budgets.latency, costs, space)
+    limits = dict(study.budgets)
+    if study.budget_fraction is not None:
+        limits["gflops"] = study.budget_fraction * original.gflops
+    budgets = Budgets(limits)
+    notes = _latency_notes(budgets.get("latency"), costs, space)
     cheapest = cheapest_cost(costs, space)
-    for name, limit, low, full in (
-        ("GFLOPs", budgets.gflops, cheapest[0], original.gflops),
-        ("M params", budgets.params, cheapest[1], original.mparams),
-    ):
-        if limit is None:
+    known = {"gflops": ("GFLOPs", cheapest[0], original.gflops), "params": ("M params", cheapest[1], original.mparams)}
+    for objective, limit in budgets.items():
+        if objective == "latency":
             continue
+        if objective in known:
+            name, low, full = known[objective]
+        else:  # a cost objective registered since: only its original value is known without enumerating the space
+            o, original_plan = get_objective(objective), Plan((), space.num_blocks)
+            name, low, full = o.unit, -math.inf, o.of_plan(original_plan, costs.cost(original_plan))
         if limit < low - 1e-12:
             raise SettingsError(
                 f"budget {limit:.4g} {name} is below the cheapest plan in this space ({low:.4g} {name}, "
@@ -128,17 +151,17 @@ class Search:
     ) -> None:
         import optuna
 
-        from ._storage import open_storage
-
-        self.settings = settings
+        self.settings = settings  # the whole settings: a Ray worker rebuilds the trial from them
+        self.study_settings = settings.study  # the study's section: sampler, trials, seed, budgets, out
+        self.scoring = settings.scoring  # objectives and the multi-fidelity rule
         self.space = space
         self.costs = costs
         self.evaluate = evaluate
         self.stats = stats
-        self.objectives = get_objectives(settings.objectives)
-        self.budgets, self.notes = resolve_budgets(settings, costs, space)
-        settings.out.mkdir(parents=True, exist_ok=True)
-        self.storage = storage if storage is not None else open_storage(settings.out)
+        self.objectives = get_objectives(self.scoring.objectives)
+        self.budgets, self.notes = resolve_budgets(self.study_settings, costs, space)
+        self.study_settings.out.mkdir(parents=True, exist_ok=True)
+        self.storage = storage if storage is not None else open_storage(self.study_settings.out)
         self.study = optuna.create_study(
             study_name=STUDY_NAME,
             storage=self.storage,
@@ -177,7 +200,7 @@ class Search:
     def _sampler(self):
         import optuna
 
-        s = self.settings
+        s = self.study_settings
         if s.sampler == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(8, s.trials // 4)))
         if s.sampler == "tpe":
@@ -204,16 +227,14 @@ class Search:
     # ---- the trial ---------------------------------------------------------------------------
     def constraints(self, plan: Plan) -> dict[str, float]:
         cost = self.costs.cost(plan)
-        out = {name: get_objective(name).of_plan(plan, cost) - limit for name, limit in self.budgets.as_dict().items()}
+        out = {name: get_objective(name).of_plan(plan, cost) - limit for name, limit in self.budgets.items()}
         for i, v in enumerate(self.space.constraint_violations(plan)):
             out[f"space{i}"] = float(v)
         return out
 
     def far_over_budget(self, plan: Plan) -> bool:
         cost = self.costs.cost(plan)
-        return any(
-            get_objective(k).of_plan(plan, cost) > FAR_OVER_BUDGET * v for k, v in self.budgets.as_dict().items()
-        )
+        return any(get_objective(k).of_plan(plan, cost) > FAR_OVER_BUDGET * v for k, v in self.budgets.items())
 
     def objective(self, trial) -> list[float]:
         """The Optuna objective: decode, constrain, score (or reuse an identical plan's scores).
@@ -238,32 +259,34 @@ class Search:
     def _objective(self, trial) -> list[float]:
         fault_point("trial")
         plan, metrics = self.define(trial)
-        from toast.runners import set_user_attrs
-
         if metrics is None:
-            options = self.stage_options(self.front())
-            if options:
-                rule, tid = options["promote"], trial_id(trial)
-
-                def promote(scores: dict[str, Any], samples: int) -> Any:
-                    # kept with the trial: a resumed study does not score this plan on the subset again
-                    set_user_attrs(self.storage, tid, subset_fields(scores, self.objectives, samples))
-                    return rule(scores, samples)
-
-                options["promote"] = promote
-                if plan_key(plan) in self._partial:  # interrupted after its subset stage: that stage is not rerun
-                    options["subset_scores"] = self._partial[plan_key(plan)]
-            metrics = dict(self.evaluate(plan, **options), scored=True)
-
+            metrics = self.score(plan, trial_id(trial))
         set_user_attrs(self.storage, trial_id(trial), metrics)  # one commit, not one per metric
         self.remember(self.study, self.storage.get_trial(trial_id(trial)))
         return self.values(metrics)
+
+    def score(self, plan: Plan, tid: int) -> dict[str, Any]:
+        """Score `plan` for the trial of storage id `tid` in this process (`evaluate`, through the subset stage when
+        there is one): its subset scores are stored with the trial as they come, and reused if it was interrupted."""
+        options = self.stage_options(self.front())
+        if options:
+            rule = options["promote"]
+
+            def promote(scores: dict[str, Any], samples: int) -> Any:
+                # kept with the trial: a resumed study does not score this plan on the subset again
+                set_user_attrs(self.storage, tid, subset_fields(scores, self.objectives, samples))
+                return rule(scores, samples)
+
+            options["promote"] = promote
+            if plan_key(plan) in self._partial:  # interrupted after its subset stage: that stage is not rerun
+                options["subset_scores"] = self._partial[plan_key(plan)]
+        return dict(self.evaluate(plan, **options), scored=True)
 
     # ---- multi-fidelity ------------------------------------------------------------------------
     @property
     def staged(self) -> bool:
         """Whether plans are scored on a subset of the samples first (`fidelity_fraction` strictly inside 0…1)."""
-        return 0 < self.settings.fidelity_fraction < 1
+        return self.scoring.staged
 
     def front(self) -> list[dict[str, Any]]:
         """The fully scored trials so far, as the multi-fidelity rule reads them (sent to a Ray worker as is)."""
@@ -271,7 +294,7 @@ class Search:
 
     def stage_options(self, front: list[dict[str, Any]]) -> dict[str, Any]:
         """`evaluate`'s keyword arguments: the rule that stops a plan at the subset (none without a subset stage)."""
-        return {"promote": promote_rule(front, self.objectives, self.settings.fidelity_z)} if self.staged else {}
+        return {"promote": promote_rule(front, self.objectives, self.scoring.fidelity_z)} if self.staged else {}
 
     def define(self, trial) -> tuple[Plan, dict[str, Any] | None]:
         """The ask side of a trial (shared by the local and Ray runners): decode the plan, set its
@@ -347,10 +370,10 @@ class Search:
         import optuna
 
         waiting = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        if self.settings.sampler == "exhaustive":
+        if self.study_settings.sampler == "exhaustive":
             return waiting
         complete = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        return max(0, self.settings.trials - complete)
+        return max(0, self.study_settings.trials - complete)
 
     #: how a new study is seeded from the statistics: "front" (`front_seed_plans`: the predicted-best plan at each
     #: cost level, exact under the additive residual model) or "greedy" (`seed_plans`: best single spans, grown);
@@ -359,21 +382,30 @@ class Search:
 
     def prepare(self) -> None:
         """Seed a new study (exhaustive: every plan; otherwise the plans the statistics predict best)."""
-        if self.settings.sampler == "exhaustive":
+        if self.study_settings.sampler == "exhaustive":
             self.enqueue(list(self.space.enumerate()))
-        elif self.new and self.stats is not None and self.settings.seeds_per_study > 0:
-            self.enqueue(self.seeds()[: max(1, self.settings.trials // 2)])
+        elif self.new and self.stats is not None and self.study_settings.seeds_per_study > 0:
+            self.enqueue(self.seeds()[: max(1, self.study_settings.trials // 2)])
 
     def seeds(self) -> list[Plan]:
         """The plans the similarity analysis predicts best (`seeding`), from the capture alone: no forward pass."""
         # the analysis ranks the kinds fitted from the statistics; a trained kind is not trained for it
         kinds = [k for k in self.space.kinds if not translator_class(k).needs_activations]
         ranked = rank_spans(self.stats, kinds=kinds, max_len=self.space.removal_limit)
-        gflops = lambda p: self.costs.cost(p).gflops  # noqa: E731
-        k, budget = self.settings.seeds_per_study, self.budgets.gflops
+        name = self.seed_cost
+        objective = get_objective(name)
+        cost = lambda p: objective.of_plan(p, self.costs.cost(p))  # noqa: E731
+        k, budget = self.study_settings.seeds_per_study, self.budgets.get(name)
         if self.seeding == "greedy":
-            return seed_plans(self.stats, self.space, gflops, budget, k=k, ranked=ranked)
-        return front_seed_plans(ranked, self.space, gflops, k=k, budget=budget)
+            return seed_plans(self.stats, self.space, cost, budget, k=k, ranked=ranked)
+        return front_seed_plans(ranked, self.space, cost, k=k, budget=budget)
+
+    @property
+    def seed_cost(self) -> str:
+        """The cost objective the seeds are spread over and limited by: the study's first cost objective that has a
+        budget, else GFLOPs (the levels of a study with no budget, or one on a cost it does not optimise)."""
+        costs = [o.name for o in self.objectives if o.role is Role.COST]
+        return next((name for name in costs if name in self.budgets), "gflops")
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per trial: number, state, spans, plan, objectives and metrics, seconds, failure."""

@@ -28,8 +28,7 @@ from ..errors import CacheError, DatasetError, SettingsError, UnsupportedModelEr
 
 if TYPE_CHECKING:
     from ..data import LabeledSplit
-    from ..models import LoadedModel
-    from ..models._loading import ModelSource
+    from ..models import LoadedModel, ModelSource
     from ._settings import SearchSettings
 
 __all__ = [
@@ -190,21 +189,21 @@ def _label_names(split: LabeledSplit) -> tuple[str, ...] | None:
 def resolve_zero_shot(settings: SearchSettings, source: ModelSource, test: LabeledSplit | None) -> ZeroShotSpec | None:
     """The zero-shot head's class names and templates, checked from the model's config and the labels before any
     weight is loaded; None unless `head` is zero-shot."""
-    if settings.head != "zero-shot":
+    if settings.scoring.head != "zero-shot":
         return None
     model_type = getattr(source.config, "model_type", None)
     if model_type != "clip" or getattr(source.config, "text_config", None) is None:
         raise UnsupportedModelError(
-            f"`head` zero-shot needs a whole CLIP model (vision and text towers): model {settings.model!r} is "
+            f"`head` zero-shot needs a whole CLIP model (vision and text towers): model {settings.data.model!r} is "
             f"{model_type!r} with no text tower; use a CLIP checkpoint (e.g. `model` clip-vit-b16) or `head` probe"
         )
-    if settings.class_names is not None:
-        names, names_from = read_class_names(settings.class_names), f"from {settings.class_names}"
+    if settings.scoring.class_names is not None:
+        names, names_from = read_class_names(settings.scoring.class_names), f"from {settings.scoring.class_names}"
     else:
         names = _label_names(test) if test is not None else None
         if names is None:
             raise DatasetError(
-                f"dataset {settings.dataset!r} has no class names (its label column is not a ClassLabel): pass "
+                f"dataset {settings.data.dataset!r} has no class names (its label column is not a ClassLabel): pass "
                 "`class_names` FILE, one class name per line, label i on line i"
             )
         names_from = f"the ClassLabel names of {test.name}"
@@ -213,17 +212,20 @@ def resolve_zero_shot(settings: SearchSettings, source: ModelSource, test: Label
         top = int(labels.max()) if len(labels) else -1
         if top >= len(names):
             raise DatasetError(
-                f"`head` zero-shot: label {top} of dataset {settings.dataset!r} has no class name ({len(names)} "
+                f"`head` zero-shot: label {top} of dataset {settings.data.dataset!r} has no class name ({len(names)} "
                 f"names {names_from}): pass `class_names` FILE with one name per label"
             )
-        if settings.class_names is not None and len(names) > top + 1:
+        if settings.scoring.class_names is not None and len(names) > top + 1:
             raise SettingsError(
-                f"`class_names` {str(settings.class_names)!r} has {len(names)} names but the labels of dataset "
-                f"{settings.dataset!r} go up to {top}: one name per label, label i on line i (extra names would be "
+                f"`class_names` {str(settings.scoring.class_names)!r} has {len(names)} names but the labels of dataset "
+                f"{settings.data.dataset!r} go up to {top}: one name per label, label i on line i (extra names would be "
                 "classes no sample has, and change every zero-shot score)"
             )
     return ZeroShotSpec(
-        class_names=names, prompts=settings.prompts, templates=PROMPT_SETS[settings.prompts], names_from=names_from
+        class_names=names,
+        prompts=settings.scoring.prompts,
+        templates=PROMPT_SETS[settings.scoring.prompts],
+        names_from=names_from,
     )
 
 

@@ -1,23 +1,21 @@
-"""Plans, spans and translator kinds: what a compressed model is made of, independent of any model."""
+"""Plans, spans and translator kinds: what a compressed model is made of, independent of any model.
 
-from ..errors import MissingDependencyError, NotFittedError, PlanError, SpaceError, ToastError
+`__all__` is the package's public surface: what a user calls, and every name another toast package imports.
+The errors live in `toast.errors`; the ones re-exported here are those other toast code imports from here.
+"""
+
+from ..errors import MissingDependencyError, PlanError, ToastError
 
 # one module per kind, registered on import; `toast.spaces.testing.check_translator(kind)` is the suite each passes
+from . import _identity, _lowrank, _mlp, _resmlp, _ridge  # noqa: F401  (registers its kind: no name of it is public)
 from ._folded import FoldedTranslator
-from ._identity import IdentityTranslator
 from ._linear import LinearTranslator
-from ._lowrank import LowRankTranslator
-from ._mlp import MLPTranslator
 from ._plan import Plan, Span
-from ._resmlp import ResMLPTranslator
-from ._ridge import RidgeTranslator
-from ._space import PlanSpace, canonical, front_seed_plans, predicted_front, rank_spans, seed_plans
-from ._span_data import ArraySpanData, SpanData
+from ._space import PlanSpace, front_seed_plans, rank_spans, seed_plans
+from ._span_data import HOLDOUT_FRACTION, ArraySpanData, Part, SpanData, holdout_samples, part_mask
 from ._stats import ActivationStats, PairStats, StatsAccumulator
-from ._trained import TrainedTranslator
 from ._translators import (
     Translator,
-    TranslatorCost,
     create_translator,
     fit_span,
     kind_parameter,
@@ -28,39 +26,32 @@ from ._translators import (
 )
 
 __all__ = [
-    "PlanSpace",
-    "SpaceError",
-    "canonical",
-    "front_seed_plans",
-    "predicted_front",
-    "rank_spans",
-    "seed_plans",
+    "HOLDOUT_FRACTION",
     "ActivationStats",
     "ArraySpanData",
     "FoldedTranslator",
-    "IdentityTranslator",
     "LinearTranslator",
-    "MLPTranslator",
-    "LowRankTranslator",
     "MissingDependencyError",
-    "NotFittedError",
     "PairStats",
+    "Part",
     "Plan",
     "PlanError",
-    "ResMLPTranslator",
-    "RidgeTranslator",
+    "PlanSpace",
     "Span",
     "SpanData",
     "StatsAccumulator",
     "ToastError",
-    "TrainedTranslator",
     "Translator",
-    "TranslatorCost",
     "create_translator",
     "fit_span",
+    "front_seed_plans",
+    "holdout_samples",
     "kind_parameter",
     "list_translators",
     "load_translator",
+    "part_mask",
+    "rank_spans",
     "register_translator",
+    "seed_plans",
     "translator_class",
 ]

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import PlanError
+from ._kinds import kind_class, kind_names
 
 ARROWS = ("→", "->")
 
@@ -78,15 +79,13 @@ class Plan:
         for span in self.spans:
             if span.end > self.num_blocks - 1:
                 problems.append(f"span {span} ends past the last block ({self.num_blocks - 1})")
-        from ._translators import list_translators, translator_class
-
-        kinds = list_translators()
+        kinds = kind_names()
         for span in self.spans:
             if span.kind.partition(":")[0] not in kinds:
                 problems.append(f"span {span} has unknown translator kind {span.kind!r} (known: {', '.join(kinds)})")
                 continue
             try:  # a parametrized kind's parameter (`lowrank:96`), or none where none is taken
-                translator_class(span.kind)
+                kind_class(span.kind)
             except PlanError as e:
                 problems.append(f"span {span}: {e}")
         for a, b in zip(self.spans, self.spans[1:]):

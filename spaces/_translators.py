@@ -1,4 +1,5 @@
-"""Translator kinds: the base estimator, the registry, and a fitted translator's save and load.
+"""Translator kinds: the base estimator, the registry's typed API (its table is `_kinds`), and a fitted
+translator's save and load.
 
 Each kind is an estimator (`fit(stats) -> self`, learned `weight_` and `bias_`, `y = x @ weight_ + bias_`)
 in its own module that registers itself (`_identity`, `_linear`, `_ridge`). A kind owns its fit,
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import NotFittedError, PlanError
+from ._kinds import add_kind, kind_class, kind_names, registered_kind
 from ._stats import PairStats
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("toast")
 _reported: set[str] = set()
-_REGISTRY: dict[str, type[Translator]] = {}
 T = TypeVar("T", bound=type["Translator"])
 
 
@@ -52,10 +53,7 @@ def register_translator(name: str) -> Callable[[T], T]:
     """Class decorator: make a translator kind available under `name`."""
 
     def wrap(cls: T) -> T:
-        if name in _REGISTRY:
-            raise ValueError(f"translator kind {name!r} is already registered")
-        cls.kind = name
-        _REGISTRY[name] = cls
+        add_kind(name, cls)
         return cls
 
     return wrap
@@ -63,29 +61,19 @@ def register_translator(name: str) -> Callable[[T], T]:
 
 def list_translators() -> list[str]:
     """Names of the registered translator kinds (a parametrized one bare: `lowrank`, written `lowrank:r`)."""
-    return sorted(_REGISTRY)
-
-
-def _registered(kind: str) -> tuple[type[Translator], str | None]:
-    """The class registered under the name of kind string `name` or `name:param`, and `param` (None if absent)."""
-    name, colon, param = kind.partition(":")
-    try:
-        return _REGISTRY[name], (param if colon else None)
-    except KeyError:
-        raise PlanError(f"unknown translator kind {kind!r} (known: {', '.join(list_translators())})") from None
+    return kind_names()
 
 
 def kind_parameter(kind: str) -> str | None:
     """What the `:param` of a kind string of `kind`'s name stands for (`"rank"` for `lowrank`), None if it takes none."""
-    return _registered(kind)[0].parameter
+    return registered_kind(kind)[0].parameter
 
 
 def translator_class(kind: str) -> type[Translator]:
     """The class of kind string `kind` (`name`, or `name:param` as `lowrank:96`): ask it for its module, cost
     or whether it needs a fit. A parametrized kind's class carries its parameter (`translator_class("lowrank:96")`
     is the `lowrank` class bound to rank 96, one class per kind string)."""
-    cls, param = _registered(kind)
-    return cls.from_spec(param)
+    return kind_class(kind)
 
 
 def create_translator(kind: str, **params) -> Translator:

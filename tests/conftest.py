@@ -8,21 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
-IMAGE = dict(image_size=32, patch_size=8, num_channels=3)
-#: The top of a script run in a fresh process to check an exported model the way its user loads it: every `import
-#: toast` fails there, as on a machine without toast-search (its editable install notwithstanding).
-NO_TOAST = r"""
-import importlib.abc, json, sys
+from toast.models import registered_families
+from toast.models.testing import NO_TOAST
 
-class NoToast(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "toast" or name.startswith("toast."):
-            raise ModuleNotFoundError(f"No module named {name!r} (toast is not importable in this check)")
-        return None
-
-sys.meta_path.insert(0, NoToast())
-"""
+__all__ = ["FAMILY_NAMES", "NO_TOAST", "SMALL_RUN", "example_inputs", "save_tiny", "tiny_model"]
 
 #: The sample counts of a small end-to-end run on the tiny models and the made-up datasets (seconds on one core).
 SMALL_RUN = [
@@ -37,43 +26,28 @@ SMALL_RUN = [
     "--no-progress",
 ]
 
+#: Every family's tiny test models (`Family.tiny_models`: the weights and inputs the tests compare numbers on).
+TINY_CASES = {case: family for family in registered_families() for case in family.tiny_models}
+#: The tiny models the tests across the packages (compression, costs, searches, exports) run on; every registered
+#: family's are checked by `tests/models/test_family_conformance.py`.
 FAMILY_NAMES = ["vit", "vit-cls", "deit", "dinov2", "dinov2-reg", "clip", "bert"]
+assert set(FAMILY_NAMES) <= set(TINY_CASES), f"a case of FAMILY_NAMES is none of the tiny models {sorted(TINY_CASES)}"
 
 
 def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
-    """A tiny randomly initialised Hugging Face model of family `name`."""
+    """A tiny randomly initialised Hugging Face model: the tiny model `name` of its family (`Family.tiny_models`)."""
     import transformers as T
 
+    config = TINY_CASES[name].tiny_config(name)
     torch.manual_seed(seed)
-    if name == "vit":
-        return T.ViTModel(T.ViTConfig(**SMALL, **IMAGE))
-    if name == "vit-cls":
-        return T.ViTForImageClassification(T.ViTConfig(**SMALL, **IMAGE, num_labels=5))
-    if name == "deit":
-        return T.DeiTModel(T.DeiTConfig(**SMALL, **IMAGE))
-    if name == "dinov2":
-        return T.Dinov2Model(T.Dinov2Config(**SMALL, **IMAGE))
-    if name == "dinov2-reg":
-        return T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig(**SMALL, **IMAGE, num_register_tokens=2))
-    if name == "clip":
-        return T.CLIPVisionModel(T.CLIPVisionConfig(**SMALL, **IMAGE))
-    if name == "bert":
-        return T.BertModel(T.BertConfig(**SMALL, vocab_size=100, max_position_embeddings=64))
-    raise ValueError(name)
+    return getattr(T, config.architectures[0])(config)
 
 
 def save_tiny(name: str, directory: Path, seed: int = 0) -> Path:
-    """Save a tiny model of family `name` with its processor to `directory`."""
-    import transformers as T
-
+    """Save the tiny model `name` with its processor to `directory`."""
     model = tiny_model(name, seed)
     model.save_pretrained(directory)
-    if name == "bert":
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
-        (directory / "vocab.txt").write_text("\n".join(vocab))
-        T.BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
-    else:
-        T.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+    TINY_CASES[name].save_tiny_processor(model.config, directory)
     return directory
 
 
@@ -85,14 +59,9 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 def example_inputs(name: str, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    if name == "bert":
-        ids = torch.randint(5, 100, (batch, 10), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, 6:] = 0  # one padded sequence
-        ids[0, 6:] = 0
-        return {"input_ids": ids, "attention_mask": mask}
-    return {"pixel_values": torch.randn(batch, 3, 32, 32, generator=g)}
+    """Random inputs of the tiny model `name` (`Family.tiny_inputs`; text: one padded sequence)."""
+    family = TINY_CASES[name]
+    return family.tiny_inputs(family.tiny_config(name), batch=batch, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ original model or an earlier trial, and scores exactly what the whole forward sc
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -35,7 +33,7 @@ def text_dataset_dir(tmp_path_factory):
 
 
 def settings_for(model, dataset, root, **kw) -> SearchSettings:
-    return SearchSettings(
+    return SearchSettings.from_flat(
         model=str(model),
         dataset=str(dataset),
         out=root / "run",
@@ -57,8 +55,8 @@ def contexts(request, tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_f
     root = tmp_path_factory.mktemp(f"prefix-{request.param}")
     base = settings_for(tiny_dirs[request.param], data, root)
     return (
-        SearchContext.build(replace(base, prefix_cache_gb=0), progress=False),
-        SearchContext.build(replace(base, prefix_cache_gb=1.0), progress=False),
+        SearchContext.build(base.updated(prefix_cache_gb=0), progress=False),
+        SearchContext.build(base.updated(prefix_cache_gb=1.0), progress=False),
     )
 
 
@@ -111,13 +109,13 @@ def test_the_cap_bounds_the_store_and_a_damaged_state_is_recomputed(contexts, tm
     for text in PLANS:
         plan = Plan.parse(text, L)
         assert whole.evaluate(plan)["accuracy"] == reusing.evaluate(plan)["accuracy"], text
-    small = replace(reusing.settings, prefix_cache_gb=store.nbytes / 3 / 1024**3)
+    small = reusing.settings.updated(prefix_cache_gb=store.nbytes / 3 / 1024**3)
     capped = SearchContext.build(small, progress=False)  # the same folder, a third of its size allowed
     for text in PLANS:
         capped.evaluate(Plan.parse(text, L))
         on_disk = sum(f.stat().st_size for f in capped.prefix_store.directory.glob(f"*{SUFFIX}"))
         assert on_disk <= capped.prefix_store.cap_bytes
-    tiny = replace(reusing.settings, prefix_cache_gb=1e-9, cache_dir=tmp_path / "cache")  # room for no state
+    tiny = reusing.settings.updated(prefix_cache_gb=1e-9, cache_dir=tmp_path / "cache")  # room for no state
     nothing = SearchContext.build(tiny, progress=False)
     b = nothing.evaluate(Plan.parse(PLANS[0], L))
     assert b["forward_blocks_reused"] == 0 and not list(nothing.prefix_store.directory.iterdir())  # no temp left
@@ -128,7 +126,7 @@ def test_the_subset_stage_and_the_full_sets_agree_with_a_single_stage(
 ):
     monkeypatch.setattr("toast.search._context.MIN_SUBSET", 5)  # a subset of 10 evaluation samples is enough here
     base = settings_for(tiny_dirs["vit"], image_dataset_dir, tmp_path, prefix_cache_gb=0)
-    staged = SearchContext.build(replace(base, fidelity_fraction=0.5, eval_samples=20), progress=False)
+    staged = SearchContext.build(base.updated(fidelity_fraction=0.5, eval_samples=20), progress=False)
     assert [len(r) for _, r in staged.groups["eval"]] == [10, 10]
     plan = Plan.parse("1→2:linear", L)
     full = staged.evaluate(plan)

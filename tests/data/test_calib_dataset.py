@@ -70,7 +70,7 @@ def settings(model, data, out, cache_dir, **kw) -> SearchSettings:
         batch_size=8,
         progress=False,
     )
-    return SearchSettings(**{**base, **kw})
+    return SearchSettings.from_flat(**{**base, **kw})
 
 
 def run_main(args: list[str]) -> tuple[int, str, str]:

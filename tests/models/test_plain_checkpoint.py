@@ -129,14 +129,8 @@ def _linear(d: int, seed: int) -> LinearTranslator:
 
 
 def _inputs(lm) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    if lm.family.modality == "text":
-        ids = torch.randint(5, 100, (3, 10), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, 6:] = 0  # one padded sequence
-        ids[0, 6:] = 0
-        return {"input_ids": ids, "attention_mask": mask}
-    return {"pixel_values": torch.randn(3, 3, 32, 32, generator=g)}
+    """Three samples the family makes for a tiny model (text: one padded sequence)."""
+    return lm.family.tiny_inputs(lm.config, batch=3, seed=1)
 
 
 # every plan renumbers layers (block 0 or a middle block removed); folded spans fold into a kept block
@@ -320,7 +314,8 @@ def test_plain_checkpoint_layout_and_metadata(saved, case):
     meta = json.loads((folder / "toast.json").read_text())
     assert meta["layout"] == "plain" and meta["layers"] == list(plan.kept) and meta["scores"] == {"accuracy": 1.0}
     assert Plan.of(meta["plan"]["spans"], meta["plan"]["num_blocks"]) == plan
-    processor = "tokenizer_config.json" if model.family.modality == "text" else "preprocessor_config.json"
+    processor = {"AutoTokenizer": "tokenizer_config.json", "AutoImageProcessor": "preprocessor_config.json"}
+    processor = processor[model.family.processor_class]
     assert (folder / processor).is_file()
 
 

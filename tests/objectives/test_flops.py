@@ -13,7 +13,8 @@ import transformers as T
 from torch import nn
 
 try:
-    from toast.objectives import PAPER_HANDLES, count_flops, count_params, flop_counter
+    from toast.objectives import count_flops, count_params
+    from toast.objectives._flops import PAPER_HANDLES, flop_counter
 except ImportError:  # the package is not installed yet: load the file itself
     _spec = importlib.util.spec_from_file_location(
         "_toast_flops", Path(__file__).resolve().parents[2] / "objectives" / "_flops.py"

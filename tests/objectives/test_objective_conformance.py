@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from toast.objectives import CostObjective, Objective, list_objectives
+from toast.objectives import Objective, list_objectives
+from toast.objectives._objectives import CostObjective
 from toast.objectives.testing import check_objective
 
 

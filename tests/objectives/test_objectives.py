@@ -12,17 +12,13 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
+from toast.errors import NotFittedError, ObjectiveError, ToastError
 from toast.objectives import (
-    DEFAULT_ALPHAS,
     OBJECTIVES,
     AdamProbe,
-    CostObjective,
     Display,
     LatencyResult,
     Objective,
-    ObjectiveError,
-    ProbeResult,
-    RidgeProbe,
     Role,
     TrialOutputs,
     compute_objectives,
@@ -34,8 +30,9 @@ from toast.objectives import (
     probe_accuracy,
     register_objective,
 )
+from toast.objectives._objectives import CostObjective
+from toast.objectives._probes import DEFAULT_ALPHAS, ProbeResult, RidgeProbe
 from toast.objectives.testing import ArrayTrial, random_trial
-from toast.spaces import NotFittedError, ToastError
 
 LABEL_VALUES = np.array([3, 7, 10, 42, 99])  # not contiguous, not starting at 0
 

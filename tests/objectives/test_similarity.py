@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from toast.objectives import (
-    SimilarityReport,
-    block_redundancy,
-    cka_matrix,
-    cosine_cls_matrix,
-    plot_cka,
-    plot_similarity,
-    state_names,
-)
-from toast.spaces import ActivationStats, MissingDependencyError, StatsAccumulator
+from toast.errors import MissingDependencyError
+from toast.objectives import SimilarityReport, plot_cka, plot_similarity
+from toast.objectives._similarity import block_redundancy, cka_matrix, cosine_cls_matrix, state_names
+from toast.spaces import ActivationStats, StatsAccumulator
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RTOL = 1e-8

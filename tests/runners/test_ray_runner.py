@@ -192,10 +192,10 @@ def test_killed_worker_keeps_the_study_and_resume_completes(
 @slow
 def test_a_trial_that_raises_is_recorded_failed_with_its_reason(tiny_dirs, image_dataset_dir, tmp_path, local_ray):
     """A worker whose context cannot be built (here: the cache entry vanished) fails its trials with the reason."""
-    from toast.runners import RayOptions, run_ray
-    from toast.search import Search, SearchContext, SearchSettings, define_for_ray, worker_trial
+    from toast.runners import RayOptions, get_runner
+    from toast.search import Search, SearchContext, SearchSettings, SearchTrials
 
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=str(tiny_dirs["vit"]),
         dataset=str(image_dataset_dir),
         out=tmp_path / "run",
@@ -214,14 +214,13 @@ def test_a_trial_that_raises_is_recorded_failed_with_its_reason(tiny_dirs, image
     ctx = SearchContext.build(settings, progress=False)
     search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate)
     seen = []
-    run_ray(
+    get_runner("ray").run(
         search.study,
-        metrics=["accuracy", "gflops"],
-        define=lambda t: define_for_ray(search, t),
-        worker=worker_trial(settings, capture=tmp_path / "nowhere"),
+        SearchTrials.of(settings, capture=tmp_path / "nowhere", search=search),
         n_trials=2,
-        options=RayOptions(max_failures=0, storage_path=tmp_path / "ray"),
+        options=RayOptions(max_failures=0),
         callbacks=[lambda s, t: seen.append(t)],
+        directory=tmp_path,
     )
     records = search.records()
     assert [r["state"] for r in records] == ["FAIL", "FAIL"] and len(seen) == 2
@@ -281,26 +280,28 @@ def test_worker_trial_is_built_once_per_process_and_key(monkeypatch):
 
 def test_search_worker_trial_pickles_with_what_a_worker_needs(tiny_dirs, monkeypatch):
     import pickle
-    from dataclasses import replace
 
     from toast.runners import WorkerTrial
-    from toast.search import SearchSettings, SearchTrialFactory, worker_trial
+    from toast.search import SearchSettings, SearchTrials
 
     monkeypatch.chdir(tiny_dirs["vit"].parent)  # relative paths, as a user types them
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model="vit", dataset="an-alias-not-a-path", out=Path("run"), cache_dir=Path("cache"), runner="ray"
     )
-    worker = worker_trial(settings, capture=Path("cache") / "entry")
-    assert isinstance(worker, WorkerTrial) and isinstance(worker.factory, SearchTrialFactory)
+    factory = SearchTrials.of(settings, capture=Path("cache") / "entry", search=object())  # a driver's search
+    worker = WorkerTrial.of(factory)  # what the Ray runner sends
+    assert isinstance(worker, WorkerTrial) and isinstance(worker.factory.factory, SearchTrials)
     back = pickle.loads(pickle.dumps(worker))
-    assert back == worker and back.key == worker.key == back.factory.key
-    sent = back.factory.settings
+    assert back == worker and back.key == worker.key == back.factory.factory.key
+    back = back.factory.factory
+    assert back.search is None  # the driver's search never travels
+    sent = back.settings
     assert (
         sent.model == str(tiny_dirs["vit"].resolve()) and sent.dataset == "an-alias-not-a-path"
     )  # Tune runs trials elsewhere
     assert sent.out.is_absolute() and sent.cache_dir.is_absolute() and not sent.progress
-    assert back.factory.capture == str((tiny_dirs["vit"].parent / "cache" / "entry").resolve())
-    assert worker_trial(replace(settings, seed=1), capture="cache/entry").key != worker.key
+    assert back.capture == str((tiny_dirs["vit"].parent / "cache" / "entry").resolve())
+    assert SearchTrials.of(settings.updated(seed=1), capture="cache/entry").key != worker.key
 
 
 @pytest.mark.parametrize(
@@ -314,7 +315,9 @@ def test_search_worker_trial_pickles_with_what_a_worker_needs(tiny_dirs, monkeyp
     ],
 )
 def test_resources_and_concurrency(options, cluster, resources, slots):
-    got = ray_runner.resources_per_trial(ray_runner.RayOptions(**options), cluster)
+    device = options.get("device", "auto")  # the trial factory's device
+    given = {k: v for k, v in options.items() if k != "device"}
+    got = ray_runner.resources_per_trial(ray_runner.RayOptions(**given), cluster, device)
     assert got == resources and ray_runner.default_concurrency(got, cluster) == slots
 
 
@@ -332,8 +335,8 @@ def test_ray_options_need_the_ray_runner(tmp_path):
     from toast.search import SearchSettings, SettingsError
 
     with pytest.raises(SettingsError, match="`gpus_per_trial` needs `runner` ray.*`max_concurrent` must be at least 1"):
-        SearchSettings(model="m", dataset="d", out=tmp_path, gpus_per_trial=0.5, max_concurrent=0)
-    SearchSettings(model="m", dataset="d", out=tmp_path, runner="ray", gpus_per_trial=0.5, max_concurrent=3)
+        SearchSettings.from_flat(model="m", dataset="d", out=tmp_path, gpus_per_trial=0.5, max_concurrent=0)
+    SearchSettings.from_flat(model="m", dataset="d", out=tmp_path, runner="ray", gpus_per_trial=0.5, max_concurrent=3)
 
 
 def test_user_attrs_written_in_one_go_equal_the_public_api(tmp_path):
@@ -369,12 +372,12 @@ def test_unreachable_ray_address_fails_fast_naming_it():
 
 
 def test_ray_address_comes_from_the_environment(monkeypatch):
-    from toast.runners import RayAddressError, check_ray_address, check_runner
+    from toast.runners import RayAddressError, check_ray_address, get_runner
 
     monkeypatch.setenv("RAY_ADDRESS", UNREACHABLE)
     with pytest.raises(RayAddressError, match="127.0.0.1:1"):
         check_ray_address(None)
-    check_runner("local", None)  # the local runner never looks at it
+    get_runner("local").check(None)  # the local runner never looks at it
     monkeypatch.delenv("RAY_ADDRESS")
     assert check_ray_address(None) is None and check_ray_address("local") is None  # a local Ray instance will start
     with pytest.raises(RayAddressError, match="'no-port' is not host:port"):

@@ -564,7 +564,9 @@ def test_library_errors_name_settings_fields_and_the_cli_shows_their_flags(tmp_p
     from toast.search.cli import as_flags
 
     with pytest.raises(SettingsError) as info:
-        SearchSettings(model="m", dataset="d", out=tmp_path, calib_samples=1, budget_gflops=1.0, budget_fraction=0.5)
+        SearchSettings.from_flat(
+            model="m", dataset="d", out=tmp_path, calib_samples=1, budget_gflops=1.0, budget_fraction=0.5
+        )
     message = str(info.value)
     assert "`calib_samples`" in message and "--" not in message
     assert as_flags(message) == (
@@ -574,12 +576,11 @@ def test_library_errors_name_settings_fields_and_the_cli_shows_their_flags(tmp_p
 
 
 def test_every_settings_field_has_the_flag_errors_name():
-    from dataclasses import fields
-
     from toast.search import SearchSettings
     from toast.search.cli import build_search_parser, flag_of
 
     text = build_search_parser().format_help()
     internal = {"seeds_per_study", "extra"}  # not options of the command line
-    missing = [f.name for f in fields(SearchSettings) if f.name not in internal and flag_of(f.name) not in text]
+    keys = SearchSettings.from_flat(model="m", dataset="d").flat()  # every setting, by its settings.json key
+    missing = [k for k in keys if k not in internal and flag_of(k) not in text]
     assert not missing, missing

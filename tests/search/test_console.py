@@ -89,7 +89,7 @@ def test_progress_bars_follow_the_terminal_unless_asked(monkeypatch):
     monkeypatch.setattr(_quiet, "_level", "normal")
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # piped
     assert not _quiet.show_progress(None) and _quiet.show_progress(True)
-    assert not SearchSettings(model="m", dataset="d").show_progress
+    assert not SearchSettings.from_flat(model="m", dataset="d").show_progress
 
 
 def test_warnings_print_as_one_line():
@@ -120,7 +120,7 @@ def test_run_search_from_python_logs_no_optuna_info_and_restores_its_level(tiny_
     optuna.logging.set_verbosity(optuna.logging.INFO)  # a fresh Python session's level
     try:
         run_search(
-            SearchSettings(
+            SearchSettings.from_flat(
                 model=str(tiny_dirs["vit"]),
                 dataset=str(image_dataset_dir),
                 out=tmp_path / "run",
@@ -156,9 +156,9 @@ def test_the_demos_default_sample_counts_are_not_noted(tmp_path):
 def test_a_ray_worker_does_not_repeat_the_drivers_notes(tiny_dirs, image_dataset_dir, tmp_path, capsys):
     """A worker builds its own context from the driver's caches (here in this process): the notes are the driver's
     to say, once."""
-    from toast.search import SearchContext, worker_trial
+    from toast.search import SearchContext, SearchTrials
 
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=str(tiny_dirs["vit"]),
         dataset=str(image_dataset_dir),
         out=tmp_path / "run",
@@ -172,7 +172,7 @@ def test_a_ray_worker_does_not_repeat_the_drivers_notes(tiny_dirs, image_dataset
     )
     ctx = SearchContext.build(settings, progress=False)
     assert "note: --calib-samples 1000" in capsys.readouterr().out  # the driver says it
-    worker_trial(settings, capture=ctx.captured.directory).factory()
+    SearchTrials.of(settings, capture=ctx.captured.directory).build()  # as a Ray worker builds it
     assert capsys.readouterr().out == ""  # the worker does not
 
 

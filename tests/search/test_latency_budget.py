@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from toast.search import cheapest_latency_plan, load_model, measure_latency_table, study_file
-from toast.search._run import _meets_measured_latency
+from toast.search._measured import meets_measured_latency as _meets_measured_latency
 from toast.search.cli import main
 from toast.spaces import Plan, PlanSpace
 

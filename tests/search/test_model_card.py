@@ -171,12 +171,12 @@ def test_ordinary_modes_undo_safetensors_owner_only_files(tmp_path):
 def test_toast_json_records_the_name_as_given_and_a_path_only_when_local(tmp_path):
     local = SimpleNamespace(loaded=SimpleNamespace(model_id=str(tmp_path), revision="sha256:ab"))
     hub = SimpleNamespace(loaded=SimpleNamespace(model_id="facebook/dinov2-base", revision="c0ffee"))
-    assert source_fields(SimpleNamespace(model="demo-vit"), local) == {
+    assert source_fields(SimpleNamespace(data=SimpleNamespace(model="demo-vit")), local) == {
         "source_model": "demo-vit",
         "source_revision": "sha256:ab",
         "source_path": str(tmp_path),
     }
-    assert source_fields(SimpleNamespace(model="dinov2-base"), hub) == {
+    assert source_fields(SimpleNamespace(data=SimpleNamespace(model="dinov2-base")), hub) == {
         "source_model": "dinov2-base",
         "source_revision": "c0ffee",
     }

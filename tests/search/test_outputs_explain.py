@@ -22,8 +22,10 @@ from conftest import SMALL_RUN
 from toast.models._plain import checkpoint_layout
 from toast.objectives import OBJECTIVES, SimilarityReport
 from toast.objectives._plots import CKA_LABEL, cka_figure, similarity_figure
-from toast.search._front import Front, field_glossary, format_front_table, front_caption, pareto_figure
+from toast.search._pareto import Front
+from toast.search._plot import pareto_figure
 from toast.search._study import write_trials_csv
+from toast.search._summary import field_glossary, format_front_table, front_caption
 from toast.search.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

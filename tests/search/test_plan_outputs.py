@@ -34,7 +34,13 @@ class FakeContext:
         self.passes: list[tuple[str, bool]] = []
         self.groups: dict = {}  # one stage: every row
 
-    def _outputs(self, model, which, group, logits=False):
+    def original_features(self, own=None):
+        """`SearchContext.original_features`: computed once, here by the first plan to ask (the baseline's own pass)."""
+        if self.original_eval_features is None:
+            self.original_eval_features = own()
+        return self.original_eval_features
+
+    def group_outputs(self, model, which, group, logits=False):
         name, rows = group
         self.passes.append((which, logits) if name == which else (name, logits))
         features = self.features[which][rows]

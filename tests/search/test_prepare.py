@@ -12,7 +12,7 @@ from toast.search.cli import main
 
 @pytest.fixture
 def settings(tiny_dirs, image_dataset_dir, tmp_path) -> SearchSettings:
-    return SearchSettings(
+    return SearchSettings.from_flat(
         model=str(tiny_dirs["vit"]),
         dataset=str(image_dataset_dir),
         out=tmp_path / "run",
@@ -54,7 +54,6 @@ def test_prepared_is_what_the_search_then_captures_under(settings):
 
 
 def test_a_capture_only_reads_one_split_and_measures_nothing(settings, monkeypatch):
-    from dataclasses import replace
 
     loaded_splits = []
     load_split = _prepare.load_split
@@ -64,42 +63,39 @@ def test_a_capture_only_reads_one_split_and_measures_nothing(settings, monkeypat
         lambda dataset, split, **kw: loaded_splits.append(split) or load_split(dataset, split, **kw),
     )
     _forbid(monkeypatch, "measure_cost_table")
-    prepared = prepare(replace(settings, split_train="test", calib_samples=500), search=False)
+    prepared = prepare(settings.updated(split_train="test", calib_samples=500), search=False)
     assert loaded_splits == ["test"]
     assert prepared.test is prepared.space is prepared.costs is None
     assert prepared.samples_used == {"calib_samples": 20} and len(prepared.spec.sample_ids) == 20
 
 
 def test_a_bad_path_fails_before_any_data_is_read(settings, monkeypatch, tmp_path):
-    from dataclasses import replace
 
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     _forbid(monkeypatch, "load_split")
     with pytest.raises(SettingsError, match="run directory .* is a file"):
-        prepare(replace(settings, out=a_file))
+        prepare(settings.updated(out=a_file))
     with pytest.raises(SettingsError, match="output directory .* is a file"):
-        prepare(replace(settings, out=a_file), search=False)
+        prepare(settings.updated(out=a_file), search=False)
 
 
 def test_the_modality_fails_from_the_config_before_the_weights(settings, tiny_dirs, monkeypatch):
-    from dataclasses import replace
 
     _forbid(monkeypatch, "load_model")
     with pytest.raises(DatasetError, match="holds image but model .* takes text"):
-        prepare(replace(settings, model=str(tiny_dirs["bert"])))
+        prepare(settings.updated(model=str(tiny_dirs["bert"])))
 
 
 def test_a_worker_skips_the_run_directory_check(settings):
     """A Ray worker's settings name the model by its absolute path: the driver's run directory would refuse them."""
-    from dataclasses import replace
 
     settings.out.mkdir()
     (settings.out / "settings.json").write_text(json.dumps({**settings.to_json(), "seed": 7}))
     with pytest.raises(SettingsError, match="belongs to another run"):
         prepare(settings)
     assert prepare(settings, check_paths=False).loaded.num_blocks == 4
-    assert prepare(replace(settings, out=settings.out / "sub" / "x"), check_paths=False).loaded.num_blocks == 4
+    assert prepare(settings.updated(out=settings.out / "sub" / "x"), check_paths=False).loaded.num_blocks == 4
 
 
 def test_analyze_refuses_an_out_that_is_a_file_before_loading(tiny_dirs, image_dataset_dir, tmp_path, capsys):
@@ -128,16 +124,15 @@ def test_analyze_refuses_an_out_that_is_a_file_before_loading(tiny_dirs, image_d
 def test_mlp_branch_statistics_are_captured_only_for_a_kind_that_needs_them(settings):
     """The folded kind's MLP-branch statistics cost capture time and memory: a run without it skips them (its own
     cache key), a run that may use it (in the space or in a given plan) gathers them."""
-    from dataclasses import replace
 
     plain = prepare(settings)
     assert not plain.calibration.branches and not plain.spec.branches
     for other in (
-        replace(settings, translators=("identity", "linear", "folded")),
-        replace(settings, plans=("1->2:folded",)),
+        settings.updated(translators=("identity", "linear", "folded")),
+        settings.updated(plans=("1->2:folded",)),
     ):
         assert prepare(other).calibration.branches and prepare(other).spec.key != plain.spec.key
     ctx = SearchContext.build(settings, progress=False)
     assert not ctx.captured.stats.has_branches
-    folded = SearchContext.build(replace(settings, translators=("identity", "folded")), progress=False)
+    folded = SearchContext.build(settings.updated(translators=("identity", "folded")), progress=False)
     assert folded.captured.stats.has_branches

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ CLI_PLAN = "0->1:linear,2->3:linear"  # the CLI refuses chained spans of one kin
 @pytest.fixture(scope="module")
 def settings(tiny_dirs, image_dataset_dir, tmp_path_factory) -> SearchSettings:
     root = tmp_path_factory.mktemp("refit")
-    return SearchSettings(
+    return SearchSettings.from_flat(
         model=str(tiny_dirs["vit"]),
         dataset=str(image_dataset_dir),
         out=root / "run",
@@ -45,7 +44,7 @@ def settings(tiny_dirs, image_dataset_dir, tmp_path_factory) -> SearchSettings:
 def contexts(settings) -> dict[str, SearchContext]:
     torch.set_num_threads(1)
     return {
-        mode: SearchContext.build(replace(settings, refit=mode), progress=False)
+        mode: SearchContext.build(settings.updated(refit=mode), progress=False)
         for mode in ("independent", "sequential")
     }
 
@@ -107,7 +106,7 @@ def test_a_single_span_plan_is_the_same_in_both_modes(contexts):
 
 
 def test_the_prefix_pass_is_shared_by_plans_with_that_prefix(contexts, settings):
-    ctx = SearchContext.build(replace(settings, refit="sequential"), progress=False)  # a fresh bank
+    ctx = SearchContext.build(settings.updated(refit="sequential"), progress=False)  # a fresh bank
     bank = ctx.bank
     assert bank.passes == 0
     first = bank.get(Plan.parse(TWO, L))
@@ -186,7 +185,7 @@ def padded_text_dir(tmp_path_factory):
 
 def test_a_text_model_pairs_real_tokens_only(settings, tiny_dirs, padded_text_dir):
     ctx = SearchContext.build(
-        replace(settings, model=str(tiny_dirs["bert"]), dataset=str(padded_text_dir), refit="sequential"),
+        settings.updated(model=str(tiny_dirs["bert"]), dataset=str(padded_text_dir), refit="sequential"),
         progress=False,
     )
     plan = Plan.parse("0→1:linear,2→3:linear", L)
@@ -216,8 +215,7 @@ def test_a_text_model_pairs_real_tokens_only(settings, tiny_dirs, padded_text_di
 def every_kind(settings, tmp_path_factory) -> SearchContext:
     """A sequential context whose capture holds the MLP-branch statistics (`folded` is in its space)."""
     return SearchContext.build(
-        replace(
-            settings,
+        settings.updated(
             cache_dir=tmp_path_factory.mktemp("kinds-cache"),
             refit="sequential",
             translators=("identity", "linear", "folded", "mlp"),

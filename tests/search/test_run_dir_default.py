@@ -8,7 +8,6 @@ import csv
 import io
 import re
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,21 @@ from toast.search.cli import main
 
 
 def test_the_default_run_directory_is_named_by_what_binds_the_run():
-    base = SearchSettings(model="facebook/dinov2-base", dataset="./data/cifar100")
+    base = SearchSettings.from_flat(model="facebook/dinov2-base", dataset="./data/cifar100")
     assert re.fullmatch(r"runs/dinov2-base-cifar100-[0-9a-f]{8}", base.out.as_posix())
     assert (
-        base.out == default_run_dir(base) == SearchSettings(model="facebook/dinov2-base", dataset="./data/cifar100").out
+        base.out
+        == default_run_dir(base)
+        == SearchSettings.from_flat(model="facebook/dinov2-base", dataset="./data/cifar100").out
     )
     # what may change on a resume keeps the directory; what binds it gives another
     same = dict(trials=7, timeout=60.0, sampler="random", budget_fraction=0.5, batch_size=8, progress=False)
-    assert SearchSettings(model=base.model, dataset=base.dataset, **same).out == base.out
+    assert SearchSettings.from_flat(model=base.model, dataset=base.dataset, **same).out == base.out
     for binding in (dict(seed=1), dict(calib_samples=100), dict(activation_dtype="float32"), dict(refit="sequential")):
-        assert SearchSettings(model=base.model, dataset=base.dataset, **binding).out != base.out, binding
+        assert SearchSettings.from_flat(model=base.model, dataset=base.dataset, **binding).out != base.out, binding
     # an explicit `out` is kept as given, and `replace` keeps the directory already derived
-    assert SearchSettings(model="m", dataset="d", out="elsewhere").out == Path("elsewhere")
-    assert replace(base, trials=3).out == base.out
+    assert SearchSettings.from_flat(model="m", dataset="d", out="elsewhere").out == Path("elsewhere")
+    assert base.updated(trials=3).out == base.out
 
 
 @pytest.fixture

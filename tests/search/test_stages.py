@@ -87,7 +87,7 @@ class FakeEvaluate:
 
 
 def make_search(out, evaluate, **kw) -> Search:
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model="m", dataset="d", out=out, sampler="random", trials=8, seeds_per_study=0, fidelity_z=0.5, **kw
     )
     return Search(settings, space=PlanSpace(num_blocks=L), costs=COSTS, evaluate=evaluate)

@@ -21,7 +21,7 @@ COSTS = CostTable(
 
 
 def make_search(out, objectives) -> Search:
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model="m", dataset="d", out=out, objectives=objectives, sampler="random", trials=2, seeds_per_study=0
     )
     return Search(settings, space=PlanSpace(num_blocks=L), costs=COSTS, evaluate=lambda plan: {})

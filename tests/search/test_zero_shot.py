@@ -119,7 +119,7 @@ def settings(clip_dir, data, out, cache_dir, **kw) -> SearchSettings:
         batch_size=8,
         progress=False,
     )
-    return SearchSettings(**{**base, **kw})
+    return SearchSettings.from_flat(**{**base, **kw})
 
 
 @torch.inference_mode()

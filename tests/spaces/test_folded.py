@@ -267,7 +267,7 @@ def test_a_post_norm_model_leaves_folded_out_of_the_space_with_a_note(
 
     monkeypatch.setattr(_prepare, "check_modality", lambda *a, **k: None)  # the space only: no data is read
     monkeypatch.setattr(_prepare, "check_inputs_fit", lambda *a, **k: None)
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=str(tiny_dirs["bert"]),
         dataset=str(image_dataset_dir),
         out=tmp_path / "run",
@@ -284,5 +284,5 @@ def test_a_post_norm_model_leaves_folded_out_of_the_space_with_a_note(
     notes = [n for n in prepared.notes if "folded" in n]
     assert len(notes) == 1 and "\n" not in notes[0]
     assert re.match(r"note: --translators folded left out of the space: .*bert blocks are post-norm", notes[0])
-    vit = prepare(SearchSettings(**{**settings.__dict__, "model": str(tiny_dirs["vit"])}))
+    vit = prepare(settings.updated(model=str(tiny_dirs["vit"])))
     assert vit.space.kinds == ("identity", "linear", "folded")

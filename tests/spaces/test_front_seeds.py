@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from toast.spaces import Plan, PlanSpace, Span, front_seed_plans, predicted_front, translator_class
+from toast.spaces import Plan, PlanSpace, Span, front_seed_plans, translator_class
+from toast.spaces._space import predicted_front
 
 KINDS_COST = {"identity": 0.0, "linear": 0.3, "folded": 0.0}
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from toast.errors import SettingsError
+from toast.errors import SettingsError, SpaceError
 from toast.models import example_inputs, model_flops
 from toast.objectives import count_flops, count_params
 from toast.search import CompressedModel, SearchSettings, load_model, measure_cost_table
@@ -25,12 +25,10 @@ from toast.search._prepare import space_kinds
 from toast.search.cli import as_flags, main
 from toast.spaces import (
     LinearTranslator,
-    LowRankTranslator,
     PairStats,
     Plan,
     PlanError,
     PlanSpace,
-    SpaceError,
     Span,
     StatsAccumulator,
     create_translator,
@@ -38,6 +36,7 @@ from toast.spaces import (
     load_translator,
     translator_class,
 )
+from toast.spaces._lowrank import LowRankTranslator
 
 D = 8
 BATCHES = [(3, 8), (2, 11), (4, 5)]  # (batch, tokens) of the accumulated batches; the second one padded
@@ -245,12 +244,12 @@ def test_plans_and_spaces_hold_lowrank_kinds():
 
 
 def test_ranks_default_to_fractions_of_the_width_and_accept_integers(tmp_path):
-    settings = SearchSettings(model="m", dataset="d", out=tmp_path)
+    settings = SearchSettings.from_flat(model="m", dataset="d", out=tmp_path)
     assert settings.ranks == ("d/16", "d/8", "d/4")
-    assert settings.resolved_ranks(768) == (48, 96, 192)
-    assert settings.resolved_ranks(8) == (1, 2)  # at least 1, each rank once
-    mixed = SearchSettings(model="m", dataset="d", out=tmp_path, ranks=(8, "4", "d/2", "d"))
-    assert mixed.ranks == ("8", "4", "d/2", "d") and mixed.resolved_ranks(32) == (4, 8, 16, 32)
+    assert settings.space.resolved_ranks(768) == (48, 96, 192)
+    assert settings.space.resolved_ranks(8) == (1, 2)  # at least 1, each rank once
+    mixed = SearchSettings.from_flat(model="m", dataset="d", out=tmp_path, ranks=(8, "4", "d/2", "d"))
+    assert mixed.ranks == ("8", "4", "d/2", "d") and mixed.space.resolved_ranks(32) == (4, 8, 16, 32)
     assert settings.identity()["ranks"] == ["d/16", "d/8", "d/4"]
     assert SearchSettings.identity_defaults()["ranks"] == ["d/16", "d/8", "d/4"]
 
@@ -258,22 +257,22 @@ def test_ranks_default_to_fractions_of_the_width_and_accept_integers(tmp_path):
 @pytest.mark.parametrize("ranks", [("0",), ("-4",), ("d/0",), ("x",), ("4.5",), ()])
 def test_bad_ranks_are_refused_naming_ranks(tmp_path, ranks):
     with pytest.raises(SettingsError, match=r"`ranks` must be positive integers or fractions of the model's width"):
-        SearchSettings(model="m", dataset="d", out=tmp_path, ranks=ranks)
+        SearchSettings.from_flat(model="m", dataset="d", out=tmp_path, ranks=ranks)
 
 
 def test_a_rank_above_the_width_is_refused_naming_ranks(tmp_path):
-    settings = SearchSettings(model="m", dataset="d", out=tmp_path, ranks=("4", "64"))
+    settings = SearchSettings.from_flat(model="m", dataset="d", out=tmp_path, ranks=("4", "64"))
     with pytest.raises(SettingsError, match=r"`ranks` 64 is above the model's width 32") as e:
-        settings.resolved_ranks(32)
+        settings.space.resolved_ranks(32)
     assert as_flags(str(e.value)).startswith("--ranks 64 is above")
 
 
 def test_a_bare_lowrank_expands_to_one_kind_per_rank(tmp_path):
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model="m", dataset="d", out=tmp_path, translators=("identity", "lowrank", "lowrank:5"), ranks=("4", "d/4")
     )
     assert space_kinds(settings, 32) == ("identity", "lowrank:4", "lowrank:8", "lowrank:5")
-    assert space_kinds(SearchSettings(model="m", dataset="d", out=tmp_path), 32) == ("identity", "linear")
+    assert space_kinds(SearchSettings.from_flat(model="m", dataset="d", out=tmp_path), 32) == ("identity", "linear")
 
 
 # ---------------------------------------------------------------- cost table and compressed model

@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 import torch
 
+from toast.errors import SpaceError
 from toast.spaces import (
     Plan,
     PlanError,
     PlanSpace,
-    SpaceError,
     Span,
     StatsAccumulator,
     ToastError,
-    canonical,
     list_translators,
     rank_spans,
     seed_plans,
 )
+from toast.spaces._space import canonical
 
 KINDS = ("identity", "linear")
 

@@ -26,17 +26,10 @@ from toast.search import (
     load_split,
 )
 from toast.search.cli import main
-from toast.spaces import (
-    ArraySpanData,
-    LinearTranslator,
-    MLPTranslator,
-    PairStats,
-    Plan,
-    ResMLPTranslator,
-    Span,
-    TrainedTranslator,
-    create_translator,
-)
+from toast.spaces import ArraySpanData, LinearTranslator, PairStats, Plan, Span, create_translator
+from toast.spaces._mlp import MLPTranslator
+from toast.spaces._resmlp import ResMLPTranslator
+from toast.spaces._trained import TrainedTranslator
 
 FAST = dict(lr=1e-2, batch_tokens=256, eval_every=20)
 

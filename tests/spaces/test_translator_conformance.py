@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from toast.spaces import (
-    IdentityTranslator,
-    LinearTranslator,
-    PlanError,
-    TranslatorCost,
-    _translators,
-    kind_parameter,
-    list_translators,
-)
+from toast.spaces import LinearTranslator, PlanError, _kinds, kind_parameter, list_translators
+from toast.spaces._identity import IdentityTranslator
+from toast.spaces._translators import TranslatorCost
 from toast.spaces.testing import D, check_identity_is_exact, check_translator, translator_checks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +53,7 @@ def register(monkeypatch):
 
     def add(name: str, cls: type) -> None:
         cls.kind = name
-        monkeypatch.setitem(_translators._REGISTRY, name, cls)
+        monkeypatch.setitem(_kinds._REGISTRY, name, cls)
 
     return add
 

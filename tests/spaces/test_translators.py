@@ -14,11 +14,9 @@ import pytest
 import torch
 
 from toast.spaces import (
-    IdentityTranslator,
     LinearTranslator,
     PairStats,
     PlanError,
-    RidgeTranslator,
     StatsAccumulator,
     _linear,
     _translators,
@@ -26,6 +24,8 @@ from toast.spaces import (
     list_translators,
     register_translator,
 )
+from toast.spaces._identity import IdentityTranslator
+from toast.spaces._ridge import RidgeTranslator
 
 D = 6
 

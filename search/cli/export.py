@@ -6,23 +6,22 @@
 `--plan` rebuilds the run from its settings.json (the calibration and inputs come from the cache), fits the head
 the run scored with on the plan's own features, scores it on the whole test split and writes it (default
 RUN/export/<plan>/) with its scores in toast.json, never over an existing file or non-empty folder. ONNX files are
-checked against PyTorch before they are kept.
+checked against PyTorch before they are kept (`toast.search.export_run`).
 """
 
 from __future__ import annotations
 
 import argparse
-from contextlib import nullcontext
 from pathlib import Path
 
-CHECKPOINT = "checkpoint"
-FORMATS = (CHECKPOINT, "onnx")
+from .._export_run import CHECKPOINT, FORMATS
+from ._parser import Parser
+
+__all__ = ["build_export_parser", "cmd_export"]
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    from .cli import _Parser
-
-    p = _Parser(
+    p = Parser(
         prog="toast-search export",
         description="Export a plan of a run (--plan: rebuilt from the run's settings.json, with the head the run "
         "scored with, scored on the whole test split) as a checkpoint, or a run's chosen/ model (or a saved "
@@ -57,31 +56,24 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ._settings import SettingsError
+    from .._export_run import export_run
 
-    if args.plan is None and args.format == CHECKPOINT:
-        raise SettingsError(
-            f"nothing to export: give --plan to export a plan of the run {args.path} (its chosen/ is already a "
-            "checkpoint), or --format onnx"
+    result = export_run(
+        args.path, plan=args.plan, format=args.format, out=args.out, opset=args.opset, exported=_print_plan
+    )
+    if result.onnx is not None:
+        report = result.onnx
+        axes = " and ".join(report.dynamic_axes) + (" axes" if len(report.dynamic_axes) > 1 else " axis")
+        print(f"wrote {report.path} (opset {report.opset}; inputs {', '.join(report.input_names)}; dynamic {axes})")
+        print(
+            f"max abs difference {report.max_abs_diff:.3g} (onnxruntime {', '.join(report.providers)} vs PyTorch, "
+            f"batches {' and '.join(map(str, report.batch_sizes))} of {report.inputs})"
         )
-    if args.opset is not None and args.format != "onnx":
-        raise SettingsError("--opset needs --format onnx")
-    from ._lock import run_directory_lock
-
-    run = Path(args.path)
-    run = run.parent if run.name == "chosen" and (run.parent / "settings.json").is_file() else run
-    # a run directory is written by one process at a time: not exported into while its search runs
-    lock = run_directory_lock(run, what="an export") if (run / "settings.json").is_file() else nullcontext()
-    with lock:
-        if args.plan is not None:
-            return _export_plan(args)
-        return _export_onnx(args.path, args.out, args.opset)
+    return 0
 
 
-def _export_plan(args: argparse.Namespace) -> int:
-    from ._export import export_run_plan
-
-    export = export_run_plan(args.path, args.plan, args.out)
+def _print_plan(export) -> None:
+    """The plan's checkpoint: where, what, its scores."""
     record = export.record
     print(f"exported {record['plan']} -> {export.path}: {export.described}")
     scores = [
@@ -91,19 +83,3 @@ def _export_plan(args: argparse.Namespace) -> int:
         print(f"scores (toast.json): {', '.join(scores)}")
     for line in export.lines():
         print(line)
-    if args.format == "onnx":
-        return _export_onnx(export.path, None, args.opset)
-    return 0
-
-
-def _export_onnx(path: Path, out: Path | None, opset: int | None) -> int:
-    from ._onnx import export_onnx
-
-    report = export_onnx(path, out, opset=opset)
-    axes = " and ".join(report.dynamic_axes) + (" axes" if len(report.dynamic_axes) > 1 else " axis")
-    print(f"wrote {report.path} (opset {report.opset}; inputs {', '.join(report.input_names)}; dynamic {axes})")
-    print(
-        f"max abs difference {report.max_abs_diff:.3g} (onnxruntime {', '.join(report.providers)} vs PyTorch, "
-        f"batches {' and '.join(map(str, report.batch_sizes))} of {report.inputs})"
-    )
-    return 0

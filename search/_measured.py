@@ -1,0 +1,133 @@
+"""End-to-end latency at the end of a run: the one place where latency is treated apart from the other objectives.
+
+During the search a plan's latency is an estimate (`latency`: the latency table's sum of its parts). With a latency
+table (latency an objective or budgeted), the end of the run measures end to end (`latency_ms`, `MEASURED_FIELD`) the
+original, every front plan and the chosen one, each once; the chosen plan meets a latency budget as measured (the best
+by estimate, else the next best that meets it); trials.csv gets the measured values of the plans measured, and the
+front table and the Pareto plot show them beside the estimates. Without a latency table (`EndToEnd.off`) nothing is
+measured and every method gives its records back as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from toast.objectives import MEASURED_FIELD
+from toast.spaces import Plan
+
+from ._latency import latency_inputs, measure_end_to_end
+from ._pareto import choose
+
+if TYPE_CHECKING:
+    from ._context import SearchContext
+    from ._settings import SearchSettings
+
+__all__ = ["MEASURED_FIELD", "EndToEnd", "LatencyMeter", "meets_measured_latency"]
+
+
+class LatencyMeter:
+    """End-to-end milliseconds of a record's plan (median of repeats) on the run's device, dtype and latency batch
+    (the inputs the latency table was timed on); each plan measured once."""
+
+    def __init__(self, settings: SearchSettings, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        self.inputs = latency_inputs(
+            ctx.loaded, batch_size=settings.latency_batch_size, seq_len=settings.latency_seq_len
+        )
+        self.done: dict[str, float] = {}
+
+    @staticmethod
+    def _key(record: Mapping[str, Any]) -> str:
+        return json.dumps(record.get("spans") or [])
+
+    def known(self, record: Mapping[str, Any]) -> float | None:
+        """The plan's measured milliseconds when it was measured, else None (nothing is measured here)."""
+        return self.done.get(self._key(record))
+
+    def __call__(self, record: Mapping[str, Any]) -> float:
+        key = self._key(record)
+        if key not in self.done:
+            plan = Plan.of(record.get("spans") or [], self.ctx.loaded.num_blocks)
+            self.done[key] = measure_end_to_end(self.ctx.model_for(plan), self.inputs)
+        return self.done[key]
+
+
+def meets_measured_latency(
+    pool: list[dict[str, Any]], budgets: dict[str, float], meter: Callable[[Mapping[str, Any]], float]
+) -> dict[str, Any] | None:
+    """The budget choice among `pool` whose measured latency meets the latency budget: the best by estimate, else
+    the next best that meets it as measured (said in one line)."""
+    limit, missed = budgets["latency"], []
+    candidates = list(pool)
+    while True:
+        chosen = choose(candidates, budgets=budgets)
+        if chosen is None or meter(chosen) <= limit:
+            break
+        missed.append(chosen)
+        candidates = [r for r in candidates if r is not chosen]
+    if missed:
+        first = missed[0]
+        then = (
+            f"took {chosen['plan']} (measured {meter(chosen):.4g} ms), the next best that meets it"
+            if chosen is not None
+            else "no scored plan meets it as measured"
+        )
+        print(
+            f"latency: {first['plan']} is estimated {first.get('latency', math.nan):.4g} ms but measured "
+            f"{meter(first):.4g} ms, over the {limit:.4g} ms budget"
+            + (f" ({len(missed) - 1} more like it)" if len(missed) > 1 else "")
+            + f": {then}"
+        )
+    return chosen
+
+
+class EndToEnd:
+    """What the end of a run measures end to end, and where the measurements go (see the module): `on` with a
+    latency table, else every method gives its input back unchanged."""
+
+    #: the record field the Pareto plot draws beside an axis's estimate: latency's measured milliseconds
+    PLOTTED: Mapping[str, str] = {"latency": MEASURED_FIELD}
+
+    def __init__(self, meter: LatencyMeter | None) -> None:
+        self._meter = meter
+
+    @classmethod
+    def for_run(cls, settings: SearchSettings, ctx: SearchContext) -> EndToEnd:
+        """Measuring on the run's latency inputs when it has a latency table, else `off`."""
+        return cls(LatencyMeter(settings, ctx) if ctx.costs.latency is not None else None)
+
+    @classmethod
+    def off(cls) -> EndToEnd:
+        return cls(None)
+
+    @property
+    def on(self) -> bool:
+        return self._meter is not None
+
+    def measured(self, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` with its plan's measured latency (measured now unless it was before)."""
+        return {**record, MEASURED_FIELD: self._meter(record)} if self._meter is not None else record
+
+    def known(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`records` with the measured latency of the plans measured so far (the others as they were)."""
+        meter = self._meter
+        if meter is None:
+            return list(records)
+        return [{**r, MEASURED_FIELD: meter.known(r)} if meter.known(r) is not None else r for r in records]
+
+    def choose(self, pool: list[dict[str, Any]], budgets: dict[str, float]) -> dict[str, Any] | None:
+        """The budget choice among `pool` (`choose`); with a latency budget, the best that meets it as measured."""
+        if self._meter is not None and "latency" in budgets:
+            return meets_measured_latency(pool, budgets, self._meter)
+        return choose(pool, budgets=budgets)
+
+    def columns(self, names: Sequence[str]) -> list[str]:
+        """The front table's columns: the objectives, then the measured latency beside its estimate."""
+        return [*names, *(("latency", MEASURED_FIELD) if self.on else ())]
+
+    def panels(self, x: str, budgets: Mapping[str, float]) -> list[tuple[str, float | None]]:
+        """The Pareto plot's panels: `x` with its budget, then latency with its budget, measured ones beside."""
+        return [(x, budgets.get(x))] + ([("latency", budgets.get("latency"))] if self.on else [])
