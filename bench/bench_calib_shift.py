@@ -56,7 +56,7 @@ def package_groups(root: Path) -> tuple[Path, Path]:
     train and test splits, and labels renumbered within the group."""
     import datasets
 
-    from toast.search import load_split
+    from toast.data import load_split
 
     names = load_split("docstrings", "train").dataset.features["label"].names
     half = len(names) // 2
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
-    from toast.search import SearchContext
+    from toast.search._context import SearchContext
     from toast.search._settings import SearchSettings
     from toast.spaces import Plan
 

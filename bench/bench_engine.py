@@ -76,15 +76,9 @@ def main() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    from toast.search import (
-        ActivationCache,
-        CalibrationSettings,
-        calibrate,
-        iter_batches,
-        load_model,
-        load_split,
-        sample_ids,
-    )
+    from toast.capture import ActivationCache, CalibrationSettings, calibrate
+    from toast.data import iter_batches, load_split, sample_ids
+    from toast.models import load_model
     from toast.spaces import Span, fit_span
 
     work = Path(tempfile.mkdtemp(prefix="toast-bench-"))

@@ -124,7 +124,9 @@ def main() -> int:
 
     import optuna
 
-    from toast.search import SearchContext, SearchSettings, quiet_libraries
+    from toast.search import SearchSettings
+    from toast.search._context import SearchContext
+    from toast.search._quiet import quiet_libraries
     from toast.search._study import plan_key
 
     quiet_libraries()
@@ -206,8 +208,7 @@ def main() -> int:
 def _lookup_studies(ctx, settings, table, configs, seeds, original, floor, hv_all, hv_useful, work) -> None:
     """Part 2: each sampler configuration's real study, each plan's scores looked up in the exhaustive table."""
     from toast.runners import run_local
-    from toast.search import Search
-    from toast.search._study import plan_key
+    from toast.search._study import Search, plan_key
     from toast.spaces import Plan
 
     # 2. the studies, scores looked up
@@ -277,7 +278,9 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
     import numpy as np
 
     from toast.runners import run_local
-    from toast.search import Search, SearchContext, non_dominated
+    from toast.search import non_dominated
+    from toast.search._context import SearchContext
+    from toast.search._study import Search
 
     front_keys = set()  # the plans on the exhaustive front (accuracy up, GFLOPs down)
     keys = list(table)

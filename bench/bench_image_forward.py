@@ -36,7 +36,7 @@ def _split(n: int):
     import numpy as np
     from PIL import Image
 
-    from toast.search import LabeledSplit
+    from toast.data import LabeledSplit
 
     rng = np.random.default_rng(0)
     sizes = [(320, 240), (256, 256), (500, 375), (300, 400)]
@@ -48,8 +48,7 @@ def _split(n: int):
 
 def _float32_entry(root: Path, split, ids, processor, batch_size: int):
     """The entry as format 2 stored it (float32 pixels): the storage choice forced, for the size and read rows."""
-    from toast.data import _inputs, _pixels
-    from toast.search import PreprocessedInputs
+    from toast.data import PreprocessedInputs, _inputs, _pixels
 
     chosen = _inputs.choose
     _inputs.choose = lambda name, first, processor, forms: _pixels.Storage(str(first.dtype))
@@ -83,7 +82,9 @@ def main() -> int:
 
     import torch
 
-    from toast.search import CompressedModel, PreprocessedInputs, load_model, quiet_libraries
+    from toast.data import PreprocessedInputs
+    from toast.models import CompressedModel, load_model
+    from toast.search._quiet import quiet_libraries
     from toast.spaces import Plan
 
     quiet_libraries()

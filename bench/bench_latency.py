@@ -113,7 +113,8 @@ def pytorch_times(loaded, batch: int, plans: list, *, warmup: int, repeats: int)
     (`interleaved_medians`), so that the load of a shared machine shifts them alike."""
     import torch
 
-    from toast.search import CompressedModel, interleaved_medians, latency_inputs
+    from toast.models import CompressedModel
+    from toast.search._latency import interleaved_medians, latency_inputs
 
     inputs = latency_inputs(loaded, batch_size=batch)
     models = {
@@ -138,7 +139,8 @@ def runtime_rows(name: str, loaded, batch: int, plans: list, costs, *, warmup: i
         return []
     import torch
 
-    from toast.search import CompressedModel, interleaved_medians, latency_inputs
+    from toast.models import CompressedModel
+    from toast.search._latency import interleaved_medians, latency_inputs
     from toast.search._onnx import _export
     from toast.spaces import Plan
 
@@ -189,7 +191,8 @@ def bench_model(name: str, loaded, batches, args) -> tuple[list[Row], dict]:
     """The table's rows of one model and its estimate errors per batch size."""
     import torch
 
-    from toast.search import measure_cost_table, measure_latency_table
+    from toast.models import measure_cost_table
+    from toast.search import measure_latency_table
     from toast.spaces import Plan
 
     costs = measure_cost_table(loaded, kinds=KINDS)
@@ -290,7 +293,8 @@ def main() -> int:
 
     import torch
 
-    from toast.search import load_model, quiet_libraries
+    from toast.models import load_model
+    from toast.search._quiet import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(args.threads)

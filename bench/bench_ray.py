@@ -74,7 +74,11 @@ def main() -> int:
     import ray
 
     from toast.runners import RayOptions, get_runner, run_local
-    from toast.search import Search, SearchContext, SearchSettings, SearchTrials, quiet_libraries
+    from toast.search import SearchSettings
+    from toast.search._context import SearchContext
+    from toast.search._quiet import quiet_libraries
+    from toast.search._study import Search
+    from toast.search._trial import SearchTrials
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-ray-"))

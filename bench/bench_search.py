@@ -38,7 +38,10 @@ def main() -> int:
 
     from toast.objectives import probe_accuracy
     from toast.runners import run_local
-    from toast.search import Search, SearchContext, SearchSettings, quiet_libraries
+    from toast.search import SearchSettings
+    from toast.search._context import SearchContext
+    from toast.search._quiet import quiet_libraries
+    from toast.search._study import Search
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-search-"))

@@ -58,8 +58,7 @@ def one_study(name: str, settings, ctx, out: Path) -> dict[str, float]:
     import optuna
 
     from toast.runners import run_local
-    from toast.search import Search
-    from toast.search._study import STUDY_NAME
+    from toast.search._study import STUDY_NAME, Search
 
     settings = dataclasses.replace(settings, out=out)
     spent = [0.0]
@@ -121,7 +120,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown storage(s) {unknown}: choose from {', '.join(STORAGES)}")
 
-    from toast.search import SearchContext, SearchSettings, quiet_libraries
+    from toast.search import SearchSettings
+    from toast.search._context import SearchContext
+    from toast.search._quiet import quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-storage-", dir=args.dir))

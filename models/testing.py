@@ -266,7 +266,7 @@ def check_one_block_removed(case: FamilyCase) -> None:
 def check_cost(case: FamilyCase) -> None:
     """The additive cost of a plan equals fvcore on the built model (`toast.objectives.count_flops`), and its
     params the built model's exactly: an empty plan, an identity span and a linear one."""
-    from toast.spaces import LinearTranslator, PairStats, Plan
+    from toast.spaces import PairStats, Plan, translator_class
 
     from ._costing import example_inputs, measure_cost_table, model_flops
 
@@ -276,10 +276,9 @@ def check_cost(case: FamilyCase) -> None:
     rng = np.random.default_rng(0)
     for text in ("", _one_block(case), f"{case.block - 1}→{case.block}:linear"):
         plan = Plan.parse(text, loaded.num_blocks)
+        pairs = PairStats.from_arrays(rng.normal(size=(80, d)), rng.normal(size=(80, d)))
         translators = {
-            s: LinearTranslator().fit(PairStats.from_arrays(rng.normal(size=(80, d)), rng.normal(size=(80, d))))
-            for s in plan.spans
-            if s.kind == "linear"
+            s: translator_class(s.kind)().fit(pairs) for s in plan.spans if translator_class(s.kind).needs_fit
         }
         model = _compressed(case, text, translators)
         cost = table.cost(plan)

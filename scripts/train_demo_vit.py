@@ -69,7 +69,7 @@ def build_processor():
 
 def processed_split(split: str, processor) -> tuple[torch.Tensor, torch.Tensor]:
     """All images of a digits split through the processor, as the search sees them: (N, 3, 32, 32), (N,)."""
-    from toast.search import iter_batches, load_split
+    from toast.data import iter_batches, load_split
 
     data = load_split("digits", split)
     pixels = [inputs["pixel_values"] for _, inputs in iter_batches(data, range(len(data)), processor, 256)]

@@ -180,7 +180,7 @@ def load_snippet(layout: str, modality: str, model_class: str | None, pipeline_t
         return code
     return (
         f"from transformers import {processor}\n\n"
-        "from toast.search import CompressedModel  # pip install toast-search\n\n"
+        "from toast.models import CompressedModel  # pip install toast-search\n\n"
         f"{path}model = CompressedModel.from_pretrained(path)  # no original checkpoint needed\n"
         f"processor = {processor}.from_pretrained(path)\n"
         f"{batch}"

@@ -95,8 +95,8 @@ class SearchContext:
         calib = prepared.calibration_split
         captured = calibrate(loaded, calib, prepared.calibration, cache, progress=progress)
         needs_labels = _needs_labels(settings)
-        probe_ids = sample_ids(len(train), settings.probe_samples, settings.seed + 1)
-        eval_ids = sample_ids(len(test), settings.eval_samples, settings.seed + 2)
+        probe_ids = sample_ids(len(train), settings.data.probe_samples, settings.study.seed + 1)
+        eval_ids = sample_ids(len(test), settings.data.eval_samples, settings.study.seed + 2)
         probe_inputs = PreprocessedInputs.get_or_build(
             cache.root, train, probe_ids, loaded.processor, settings.batch_size, progress=progress
         )
@@ -108,18 +108,18 @@ class SearchContext:
         bank = TranslatorBank(
             captured,
             device=loaded.device,
-            seed=settings.seed,
+            seed=settings.study.seed,
             cache_root=cache.root,
-            refit=settings.refit,
+            refit=settings.space.refit,
             prefix_states=_prefix_states(
                 loaded, calib, capture_spec(loaded, calib, prepared.calibration).sample_ids, settings.batch_size
             )
-            if settings.refit == "sequential"
+            if settings.space.refit == "sequential"
             else None,
         )
         groups = {
-            "probe": _groups("probe", len(probe_ids), settings.fidelity_fraction, settings.seed + 3),
-            "eval": _groups("eval", len(eval_ids), settings.fidelity_fraction, settings.seed + 4),
+            "probe": _groups("probe", len(probe_ids), settings.scoring.fidelity_fraction, settings.study.seed + 3),
+            "eval": _groups("eval", len(eval_ids), settings.scoring.fidelity_fraction, settings.study.seed + 4),
         }
         prefix_store = None
         if settings.prefix_cache_gb != 0:  # one cap over every run's stores under prefix/
@@ -128,7 +128,7 @@ class SearchContext:
             key = _prefix_key(settings, captured, probe_inputs, eval_inputs, loaded.device)
             prefix_store = PrefixStore(root / key, int(cap))
         zero_shot = zero_shot_cost = None
-        if settings.head == "zero-shot":  # the class embeddings, once per run (cached)
+        if settings.scoring.head == "zero-shot":  # the class embeddings, once per run (cached)
             zero_shot = build_zero_shot_head(loaded, prepared.zero_shot, cache.root)
             zero_shot_cost = text_tower_cost(loaded, prepared.zero_shot)
             if notes:
@@ -153,7 +153,7 @@ class SearchContext:
             groups=groups,
             prefix_store=prefix_store,
         )
-        if settings.head == "original" and needs_labels:  # the head scores only what reads the labels
+        if settings.scoring.head == "original" and needs_labels:  # the head scores only what reads the labels
             ctx._check_original_head()
         return ctx._scored()
 
@@ -166,7 +166,7 @@ class SearchContext:
         parts = self.loaded.parts
         if parts.head_kind not in ("cls", "cls+mean"):
             raise SettingsError(
-                f"`head` original: model {self.settings.model!r} has no classification head; use `head` probe"
+                f"`head` original: model {self.settings.data.model!r} has no classification head; use `head` probe"
             )
         n_model = int(getattr(self.loaded.config, "num_labels", 0))
         n_data = int(max(self.probe_labels.max(), self.eval_labels.max())) + 1
@@ -279,7 +279,7 @@ class SearchContext:
         t = time.perf_counter()
         model = self.model_for(plan)
         fit_s = time.perf_counter() - t
-        objectives = get_objectives(self.settings.objectives)
+        objectives = get_objectives(self.settings.scoring.objectives)
         done: dict[str, Any] = {}  # one trial's group outputs, shared by its stages
         stages = []
         result: dict[str, Any] = {}
@@ -365,7 +365,7 @@ def _prefix_key(
 
 def _needs_labels(settings: SearchSettings) -> bool:
     """Whether an objective of the search reads the dataset's labels (else they are not loaded)."""
-    return any("labels" in o.inputs(head=settings.head) for o in get_objectives(settings.objectives))
+    return any("labels" in o.inputs(head=settings.scoring.head) for o in get_objectives(settings.scoring.objectives))
 
 
 class PlanOutputs(TrialOutputs):
@@ -376,7 +376,7 @@ class PlanOutputs(TrialOutputs):
     def __init__(
         self, ctx: SearchContext, plan: Plan, model: CompressedModel, *, probe: str, stage: str = FULL, done=None
     ) -> None:
-        super().__init__(plan=plan, cost=ctx.costs.cost(plan), head=ctx.settings.head, probe=probe)
+        super().__init__(plan=plan, cost=ctx.costs.cost(plan), head=ctx.settings.scoring.head, probe=probe)
         self._ctx = ctx
         self._model = model
         self._stage = stage

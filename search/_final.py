@@ -58,11 +58,17 @@ def rescore_front(settings: SearchSettings, ctx: SearchContext, front: Front, ob
     baseline = dict(ctx.baseline)
     records = list(front.records)
     full = ctx.full_evaluation()
-    probed = any("probe" in o.inputs(head=settings.head) for o in objectives)  # an objective fits the probe protocol
-    if full is not ctx or (settings.probe != "ridge" and probed):
-        baseline = {**baseline, **_rescore(full, Plan((), ctx.loaded.num_blocks), settings.probe)}
+    probed = any(
+        "probe" in o.inputs(head=settings.scoring.head) for o in objectives
+    )  # an objective fits the probe protocol
+    if full is not ctx or (settings.scoring.probe != "ridge" and probed):
+        baseline = {**baseline, **_rescore(full, Plan((), ctx.loaded.num_blocks), settings.scoring.probe)}
         records = [
-            {**r, **_search_values(r), **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.probe)}
+            {
+                **r,
+                **_search_values(r),
+                **_rescore(full, Plan.of(r["spans"], ctx.loaded.num_blocks), settings.scoring.probe),
+            }
             for r in records
         ]
     return Final(study=front, context=full, baseline=baseline, front=records)

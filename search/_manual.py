@@ -11,7 +11,7 @@ __all__ = ["manual_space"]
 
 def manual_space(settings: SearchSettings, space: PlanSpace) -> tuple[PlanSpace, list[Plan]]:
     """For `--plan`: the plans, and a space holding the search space's kinds and every kind the plans use."""
-    plans = [Plan.parse(text, space.num_blocks) for text in settings.plans]
+    plans = [Plan.parse(text, space.num_blocks) for text in settings.space.plans]
     kinds = tuple(dict.fromkeys([*space.kinds, *(s.kind for p in plans for s in p.spans)]))
     space = PlanSpace(num_blocks=space.num_blocks, kinds=kinds)
     for plan in plans:

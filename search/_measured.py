@@ -35,7 +35,7 @@ class LatencyMeter:
     def __init__(self, settings: SearchSettings, ctx: SearchContext) -> None:
         self.ctx = ctx
         self.inputs = latency_inputs(
-            ctx.loaded, batch_size=settings.latency_batch_size, seq_len=settings.latency_seq_len
+            ctx.loaded, batch_size=settings.scoring.latency_batch_size, seq_len=settings.scoring.latency_seq_len
         )
         self.done: dict[str, float] = {}
 

@@ -44,11 +44,11 @@ def front_document(
     front's final scores, the chosen plan and where it is, and a glossary of every field shown."""
     out, chosen, exported = settings.out, choice.record, choice.export
     doc = {
-        "model": settings.model,
-        "dataset": settings.dataset,
+        "model": settings.data.model,
+        "dataset": settings.data.dataset,
         "objectives": [{"name": o.name, "direction": o.direction, "unit": o.unit} for o in objectives],
         "budgets": choice.budgets,
-        "probe": settings.probe if settings.head == "probe" else f"{settings.head}-head",
+        "probe": settings.scoring.probe if settings.scoring.head == "probe" else f"{settings.scoring.head}-head",
         "head": exported.head if exported is not None else head_record(settings, final.context, exported=False),
         "calibration": calibration_record(ctx.calib, ctx.train, ctx.samples_used.get("calib_samples")),
         **({"zero_shot": zero_shot_record(ctx.zero_shot, ctx.zero_shot_cost)} if ctx.zero_shot else {}),
@@ -93,7 +93,7 @@ def draw_front(
     similarity.png (the original's blocks' linear CKA)."""
     out, budgets, chosen = settings.out, choice.budgets, choice.record
     x, y = pareto_axes(names)
-    title = f"{settings.model} on {settings.dataset}"
+    title = f"{settings.data.model} on {settings.data.dataset}"
     scored = latency.known(scored)  # the front plans' measured latency, drawn beside their estimates
     if (x, y) == pareto_axes():  # accuracy against the primary cost: with its budget line (and latency beside it)
         plot_pareto(
@@ -123,7 +123,7 @@ def draw_front(
     plot_cka(
         SimilarityReport.from_stats(ctx.captured.stats).cka,
         out / "similarity.png",
-        title=f"linear CKA, {settings.model}",
+        title=f"linear CKA, {settings.data.model}",
     )
 
 

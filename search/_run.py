@@ -43,9 +43,9 @@ def run_search(settings: SearchSettings) -> RunResult:
 def _run_search(settings: SearchSettings) -> RunResult:
     # `preflight` first: nothing loaded for a bad path
     ctx = SearchContext.build(settings, progress=settings.show_progress)
-    objectives = get_objectives(settings.objectives)
+    objectives = get_objectives(settings.scoring.objectives)
     plans: list[Plan] = []
-    if settings.plans:
+    if settings.space.plans:
         space, plans = manual_space(settings, ctx.space)
         ctx = replace(ctx, space=space)
     search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate, stats=ctx.captured.stats)
@@ -80,7 +80,7 @@ def _run_trials(settings: SearchSettings, ctx: SearchContext, search: Search, n:
         SearchTrials.of(settings, capture=ctx.captured.directory, search=search),
         n_trials=n,
         options=settings.runner.options,
-        timeout=settings.timeout,
+        timeout=settings.study.timeout,
         callbacks=[search.remember, progress],
         directory=settings.out,
     )

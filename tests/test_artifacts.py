@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from toast.search import CacheError, read_artifact, write_artifact
+from toast._artifacts import read_artifact, write_artifact
+from toast.errors import CacheError
 
 KEY = "0123456789abcdef0123456789abcdef"
 

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from toast.search import (
-    ActivationCache,
-    CacheError,
-    CalibrationSettings,
-    CompressedModel,
-    calibrate,
-    load_model,
-    load_split,
-)
+from toast.capture import ActivationCache, CalibrationSettings, calibrate
+from toast.data import load_split
+from toast.errors import CacheError
+from toast.models import CompressedModel, load_model
 from toast.spaces import PairStats, Plan
 
 
@@ -41,7 +36,7 @@ def test_shards_hold_every_hidden_state(setup, dtype):
     ids = sorted(set(captured.sample_index().tolist()))
     assert len(ids) == 12
     # reference: the original model's hidden states for the same samples, processed the same way
-    from toast.search import iter_batches
+    from toast.data import iter_batches
 
     inputs = {
         "pixel_values": torch.cat([b["pixel_values"] for _, b in iter_batches(split, ids, loaded.processor, 100)])
@@ -119,8 +114,8 @@ def test_corrupt_entry_is_detected_and_recaptured(setup, damage):
 
 
 def _spec_of(loaded, split, settings):
+    from toast.capture import CaptureSpec
     from toast.data import preprocessing_fingerprint, sample_ids
-    from toast.search import CaptureSpec
 
     return CaptureSpec(
         loaded.model_id,
@@ -139,7 +134,7 @@ def test_interrupted_capture_leaves_no_entry(setup):
     original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
 
     def broken():
-        from toast.search import iter_batches
+        from toast.data import iter_batches
 
         for i, batch in enumerate(iter_batches(split, spec.sample_ids, loaded.processor, 4)):
             if i == 1:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from toast.capture._prefix import SUFFIX
-from toast.search import SearchContext, SearchSettings
+from toast.search import SearchSettings
+from toast.search._context import SearchContext
 from toast.spaces import Plan
 
 L = 4

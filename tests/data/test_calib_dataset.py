@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toast.search import SearchContext
+from toast.search._context import SearchContext
 from toast.search._settings import SearchSettings
 from toast.search.cli import main
 from toast.spaces import Plan, Span

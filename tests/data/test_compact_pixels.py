@@ -16,9 +16,17 @@ import torch
 import transformers as T
 from test_hub_layouts import HUB
 
-from toast.data import _inputs, _pixels, sample_ids
-from toast.models import LOCAL_ALIASES
-from toast.search import InputsSpec, LabeledSplit, PreprocessedInputs, iter_batches, load_model, load_split
+from toast.data import (
+    InputsSpec,
+    LabeledSplit,
+    PreprocessedInputs,
+    _inputs,
+    _pixels,
+    iter_batches,
+    load_split,
+    sample_ids,
+)
+from toast.models import LOCAL_ALIASES, load_model
 
 DINOV2_PROCESSOR = HUB["facebook/dinov2-base"][1]  # its preprocessor_config.json, as published
 BACKENDS = {"slow": False, "fast": True}  # use_fast; without torchvision transformers 5 gives the PIL one for both

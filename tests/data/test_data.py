@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from toast.data import DIGITS_FINGERPRINT, digits_split_indices, sample_ids
-from toast.search import (
+from toast.data import (
     DATASET_ALIASES,
-    DatasetError,
+    DIGITS_FINGERPRINT,
     InputsSpec,
     PreprocessedInputs,
     default_splits,
+    digits_split_indices,
     iter_batches,
     load_split,
+    sample_ids,
 )
+from toast.errors import DatasetError
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import datasets
 import numpy as np
 import torch
 
-from toast.data import LabeledSplit
-from toast.search import CompressedModel, PreprocessedInputs, load_model
+from toast.data import LabeledSplit, PreprocessedInputs
+from toast.models import CompressedModel, load_model
 from toast.spaces import Plan
 
 
@@ -47,7 +47,7 @@ def test_length_batches_cover_every_row_once_with_less_padding(tiny_dirs, tmp_pa
 
 
 def test_images_keep_the_stored_order(tiny_dirs, image_dataset_dir, tmp_path):
-    from toast.search import load_split
+    from toast.data import load_split
 
     loaded = load_model(str(tiny_dirs["vit"]))
     split = load_split(str(image_dataset_dir), "train")
@@ -57,7 +57,7 @@ def test_images_keep_the_stored_order(tiny_dirs, image_dataset_dir, tmp_path):
 
 
 def test_a_subset_of_rows_reads_those_rows_only(tiny_dirs, image_dataset_dir, tmp_path):
-    from toast.search import load_split
+    from toast.data import load_split
 
     subset = np.array([7, 1, 4, 9, 2])
     for name, split in (("bert", text_split()), ("vit", load_split(str(image_dataset_dir), "train"))):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import FAMILY_NAMES, example_inputs
 
-from toast.search import CompressedModel, UnsupportedModelError, load_model
+from toast.errors import UnsupportedModelError
+from toast.models import CompressedModel, load_model
 from toast.spaces import LinearTranslator, PairStats, Plan
 
 

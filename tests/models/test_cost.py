@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from conftest import FAMILY_NAMES
 
-from toast.models import example_inputs, model_flops
-from toast.search import CompressedModel, load_model, measure_cost_table
+from toast.models import CompressedModel, example_inputs, load_model, measure_cost_table, model_flops
 from toast.spaces import LinearTranslator, PairStats, Plan
 
 PLANS = ["", "0→2:linear", "-1→0:identity,1→3:linear", "0→1:identity,1→2:linear,2→3:identity"]

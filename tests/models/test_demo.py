@@ -13,8 +13,8 @@ import pytest
 import tomllib
 import torch
 
-from toast.models import LOCAL_ALIASES, resolve_model_name
-from toast.search import iter_batches, load_model, load_split
+from toast.data import iter_batches, load_split
+from toast.models import LOCAL_ALIASES, load_model, resolve_model_name
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = LOCAL_ALIASES["demo-vit"]

@@ -18,8 +18,8 @@ import transformers as T
 from PIL import Image
 from test_flops import reference_flops
 
-from toast.models import example_inputs
-from toast.search import LabeledSplit, LoadedModel, iter_batches, load_model, measure_cost_table
+from toast.data import LabeledSplit, iter_batches
+from toast.models import LoadedModel, example_inputs, load_model, measure_cost_table
 from toast.spaces import Plan
 
 IMAGENET = {str(i): f"LABEL_{i}" for i in range(1000)}  # the hub files name the 1000 ImageNet classes

@@ -16,24 +16,19 @@ import numpy as np
 import pytest
 import torch
 
+from toast.capture import ActivationCache, CalibrationSettings, calibrate
 from toast.data import (
     build_docstring_dataset,
     collect_docstrings,
     features_in_order,
     length_sorted_batches,
+    load_split,
     package_version,
     read_info,
 )
+from toast.errors import DatasetError
+from toast.models import CompressedModel, load_model
 from toast.objectives import feature_fidelity, probe_accuracy
-from toast.search import (
-    ActivationCache,
-    CalibrationSettings,
-    CompressedModel,
-    DatasetError,
-    calibrate,
-    load_model,
-    load_split,
-)
 from toast.spaces import Plan, Span, StatsAccumulator, fit_span
 
 PACKAGES = ("numpy", "torch", "sklearn", "matplotlib", "datasets", "ray")

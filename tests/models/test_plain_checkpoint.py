@@ -24,8 +24,8 @@ from conftest import NO_TOAST
 from safetensors import safe_open
 from test_hub_layouts import HUB
 
+from toast.models import CompressedModel, load_model
 from toast.models._plain import TOAST_MODEL_TYPE, checkpoint_layout, describe_checkpoint
-from toast.search import CompressedModel, load_model
 from toast.spaces import FoldedTranslator, LinearTranslator, PairStats, Plan
 
 TOL = 1e-5

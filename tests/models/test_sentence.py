@@ -24,10 +24,9 @@ import torch
 from conftest import NO_TOAST
 from test_plain_checkpoint import MINILM_CONFIG, _save_source, _shrunk
 
-from toast.models import load_processor
+from toast.models import CompressedModel, load_model, load_processor
 from toast.models._plain import describe_checkpoint
 from toast.models._sentence import NOT_PLAIN, SentencePipeline, read_sentence_pipeline
-from toast.search import CompressedModel, load_model
 from toast.spaces import LinearTranslator, PairStats, Plan
 
 st = pytest.importorskip("sentence_transformers")

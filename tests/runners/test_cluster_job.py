@@ -198,7 +198,7 @@ def test_readme_cluster_job_front_equals_local_front(tiny_dirs, image_dataset_di
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from toast.search import open_storage
+    from toast.search._storage import open_storage
 
     storage = open_storage(job_out)  # the run's study file (a journal), written by the driver on the cluster
     (name,) = optuna.get_all_study_names(storage)

@@ -193,7 +193,10 @@ def test_killed_worker_keeps_the_study_and_resume_completes(
 def test_a_trial_that_raises_is_recorded_failed_with_its_reason(tiny_dirs, image_dataset_dir, tmp_path, local_ray):
     """A worker whose context cannot be built (here: the cache entry vanished) fails its trials with the reason."""
     from toast.runners import RayOptions, get_runner
-    from toast.search import Search, SearchContext, SearchSettings, SearchTrials
+    from toast.search import SearchSettings
+    from toast.search._context import SearchContext
+    from toast.search._study import Search
+    from toast.search._trial import SearchTrials
 
     settings = SearchSettings.from_flat(
         model=str(tiny_dirs["vit"]),
@@ -282,7 +285,8 @@ def test_search_worker_trial_pickles_with_what_a_worker_needs(tiny_dirs, monkeyp
     import pickle
 
     from toast.runners import WorkerTrial
-    from toast.search import SearchSettings, SearchTrials
+    from toast.search import SearchSettings
+    from toast.search._trial import SearchTrials
 
     monkeypatch.chdir(tiny_dirs["vit"].parent)  # relative paths, as a user types them
     settings = SearchSettings.from_flat(
@@ -332,7 +336,8 @@ def test_failure_reason_reads_the_last_failure(tmp_path):
 
 
 def test_ray_options_need_the_ray_runner(tmp_path):
-    from toast.search import SearchSettings, SettingsError
+    from toast.errors import SettingsError
+    from toast.search import SearchSettings
 
     with pytest.raises(SettingsError, match="`gpus_per_trial` needs `runner` ray.*`max_concurrent` must be at least 1"):
         SearchSettings.from_flat(model="m", dataset="d", out=tmp_path, gpus_per_trial=0.5, max_concurrent=0)

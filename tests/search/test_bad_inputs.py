@@ -560,7 +560,8 @@ def _writable(directory: Path) -> bool:
 
 def test_library_errors_name_settings_fields_and_the_cli_shows_their_flags(tmp_path):
     """`SearchSettings` speaks of its fields (`calib_samples`); the command line of its flags (--calib-samples)."""
-    from toast.search import SearchSettings, SettingsError
+    from toast.errors import SettingsError
+    from toast.search import SearchSettings
     from toast.search.cli import as_flags
 
     with pytest.raises(SettingsError) as info:

@@ -156,7 +156,8 @@ def test_the_demos_default_sample_counts_are_not_noted(tmp_path):
 def test_a_ray_worker_does_not_repeat_the_drivers_notes(tiny_dirs, image_dataset_dir, tmp_path, capsys):
     """A worker builds its own context from the driver's caches (here in this process): the notes are the driver's
     to say, once."""
-    from toast.search import SearchContext, SearchTrials
+    from toast.search._context import SearchContext
+    from toast.search._trial import SearchTrials
 
     settings = SearchSettings.from_flat(
         model=str(tiny_dirs["vit"]),

@@ -27,7 +27,8 @@ from test_hub_layouts import HUB, IMAGENET_MEAN, IMAGENET_STD
 from test_plain_checkpoint import VIT_BASE, _save_source, _shrunk, _sources, _vision_processor
 from test_zero_shot import save_tiny_clip
 
-from toast.search import CompressedModel, iter_batches, load_split
+from toast.data import iter_batches, load_split
+from toast.models import CompressedModel
 from toast.search.cli import main
 
 pytestmark = pytest.mark.slow

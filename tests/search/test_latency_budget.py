@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from toast.search import cheapest_latency_plan, load_model, measure_latency_table, study_file
+from toast.models import load_model
+from toast.search import measure_latency_table
+from toast.search._latency import cheapest_latency_plan
 from toast.search._measured import meets_measured_latency as _meets_measured_latency
+from toast.search._storage import study_file
 from toast.search.cli import main
 from toast.spaces import Plan, PlanSpace
 

@@ -9,10 +9,9 @@ import dataclasses
 import pytest
 import torch
 
-from toast.models import CompressedModel
+from toast.models import CompressedModel, load_model, measure_cost_table
 from toast.objectives import LatencyTable
 from toast.search import _latency as latency_module
-from toast.search import load_model, measure_cost_table
 from toast.search._latency import cheapest_latency_plan, latency_inputs, measure_end_to_end, measure_latency_table
 from toast.spaces import Plan, PlanSpace
 

@@ -19,7 +19,7 @@ pytest.importorskip("onnxscript")
 
 import onnx  # noqa: E402
 
-from toast.search import CompressedModel, load_model  # noqa: E402
+from toast.models import CompressedModel, load_model
 from toast.search._onnx import ONNX_EXTRA_HINT, OnnxExportError, export_onnx  # noqa: E402
 from toast.search.cli import main  # noqa: E402
 from toast.spaces import ArraySpanData, PairStats, Plan, create_translator, list_translators  # noqa: E402

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from toast.objectives import Cost, CostTable, compute_objectives, get_objectives
-from toast.search import PlanOutputs
+from toast.search._context import PlanOutputs
 from toast.search._forward import ForwardCount
 from toast.search._stages import FULL, SUBSET
 from toast.spaces import Plan

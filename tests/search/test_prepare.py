@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from toast.search import DatasetError, Prepared, SearchContext, SearchSettings, SettingsError, _prepare, prepare
+from toast.errors import DatasetError, SettingsError
+from toast.search import Prepared, SearchSettings, _prepare, prepare
+from toast.search._context import SearchContext
 from toast.search.cli import main
 
 

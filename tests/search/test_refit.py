@@ -14,7 +14,8 @@ import torch
 from toast.capture._calibration import capture_spec
 from toast.data import iter_batches
 from toast.models import CompressedModel
-from toast.search import SearchContext, SearchSettings
+from toast.search import SearchSettings
+from toast.search._context import SearchContext
 from toast.search.cli import main
 from toast.spaces import Plan, Span
 

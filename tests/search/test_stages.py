@@ -13,8 +13,9 @@ import optuna
 import pytest
 
 from toast.objectives import Cost, CostTable, get_objective, get_objectives
-from toast.search import Search, SearchSettings
+from toast.search import SearchSettings
 from toast.search._stages import dominating_trial, fidelity_rows, front_snapshot
+from toast.search._study import Search
 from toast.search.cli import main
 from toast.spaces import Plan, PlanSpace
 

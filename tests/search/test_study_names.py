@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from toast.objectives import Cost, CostTable, get_objectives
-from toast.search import Search, SearchSettings, load_run_study
+from toast.search import SearchSettings, load_run_study
+from toast.search._study import Search
 from toast.spaces import PlanSpace
 
 L = 4

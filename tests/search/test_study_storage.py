@@ -9,9 +9,10 @@ import textwrap
 
 import pytest
 
-from toast.search import SettingsError, load_run_study, open_storage, study_file
+from toast.errors import SettingsError
+from toast.search import load_run_study
 from toast.search._preflight import check_study
-from toast.search._storage import storage_kind
+from toast.search._storage import open_storage, storage_kind, study_file
 
 optuna = pytest.importorskip("optuna")
 

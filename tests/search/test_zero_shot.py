@@ -163,7 +163,7 @@ def test_class_names_file_skips_blank_lines(tmp_path):
 
 @pytest.mark.parametrize("prompts", ["short", "full"])
 def test_empty_plan_equals_clip_get_image_and_text_features(prompts, clip_dir, image_dataset_dir, cache_dir, tmp_path):
-    from toast.search import SearchContext
+    from toast.search._context import SearchContext
 
     s = settings(clip_dir, image_dataset_dir, tmp_path / "run", cache_dir, prompts=prompts)
     ctx = SearchContext.build(s, progress=False)
@@ -201,7 +201,7 @@ def _context_logits(ctx) -> np.ndarray:
 
 
 def test_class_embeddings_are_cached_by_model_names_and_templates(clip_dir, image_dataset_dir, cache_dir, tmp_path):
-    from toast.search import SearchContext
+    from toast.search._context import SearchContext
 
     first = SearchContext.build(settings(clip_dir, image_dataset_dir, tmp_path / "a", cache_dir, prompts="short"))
     assert not first.zero_shot.cached
@@ -225,7 +225,7 @@ def test_a_damaged_class_embedding_entry_is_said_and_recomputed(
 ):
     """The cache entry is verified (checksum, shape, finite float32): a valid .npy with its rows permuted would
     silently change every zero-shot score; each damage is said in one line and the embeddings are computed again."""
-    from toast.search import SearchContext
+    from toast.search._context import SearchContext
 
     first = SearchContext.build(settings(clip_dir, image_dataset_dir, tmp_path / "a", cache_dir, prompts="short"))
     (entry,) = (cache_dir / "zero_shot").iterdir()

@@ -11,17 +11,10 @@ import pytest
 import torch
 from conftest import example_inputs
 
-from toast.capture import capture_spec
-from toast.search import (
-    ActivationCache,
-    CalibrationSettings,
-    CompressedModel,
-    TranslatorBank,
-    calibrate,
-    iter_batches,
-    load_model,
-    load_split,
-)
+from toast.capture import ActivationCache, CalibrationSettings, calibrate, capture_spec
+from toast.data import iter_batches, load_split
+from toast.models import CompressedModel, load_model
+from toast.search._bank import TranslatorBank
 from toast.spaces import (
     FoldedTranslator,
     LinearTranslator,

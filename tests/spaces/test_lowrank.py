@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from toast.errors import SettingsError, SpaceError
-from toast.models import example_inputs, model_flops
+from toast.models import CompressedModel, example_inputs, load_model, measure_cost_table, model_flops
 from toast.objectives import count_flops, count_params
-from toast.search import CompressedModel, SearchSettings, load_model, measure_cost_table
+from toast.search import SearchSettings
 from toast.search._prepare import space_kinds
 from toast.search.cli import as_flags, main
 from toast.spaces import (

@@ -15,16 +15,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from toast.search import (
-    ActivationCache,
-    CalibrationSettings,
-    CapturedSpanData,
-    CompressedModel,
-    TranslatorBank,
-    calibrate,
-    load_model,
-    load_split,
-)
+from toast.capture import ActivationCache, CalibrationSettings, CapturedSpanData, calibrate
+from toast.data import load_split
+from toast.models import CompressedModel, load_model
+from toast.search._bank import TranslatorBank
 from toast.search.cli import main
 from toast.spaces import ArraySpanData, LinearTranslator, PairStats, Plan, Span, create_translator
 from toast.spaces._mlp import MLPTranslator
