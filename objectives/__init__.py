@@ -20,7 +20,7 @@ from ._registry import (
     register_objective,
 )
 from ._trial import TrialOutputs
-from . import _accuracy  # noqa: F401  (registers `accuracy`)
+from ._accuracy import HEADS  # (also registers `accuracy`)
 from ._fidelity import feature_fidelity  # registers `fidelity`
 from . import _gflops, _params  # noqa: F401  (register `gflops`, `params`)
 from ._latency import ESTIMATED_FIELD, MEASURED_FIELD  # registers `latency`
@@ -35,6 +35,7 @@ from ._similarity import SimilarityReport
 from ._timing import LatencyResult, measure_latency
 
 __all__ = [
+    "HEADS",
     "DEFAULT_OBJECTIVES",
     "ESTIMATED_FIELD",
     "MEASURED_FIELD",

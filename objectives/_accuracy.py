@@ -12,10 +12,12 @@ from ._registry import register_objective
 if TYPE_CHECKING:
     from ._trial import TrialOutputs
 
-__all__ = ["ACCURACY", "LOGIT_HEADS", "Accuracy"]
+__all__ = ["ACCURACY", "HEADS", "LOGIT_HEADS", "Accuracy"]
 
 #: The heads whose `eval_logits` score accuracy (the model's own classifier, CLIP's zero-shot classes); else a probe.
 LOGIT_HEADS = ("original", "zero-shot")
+#: every head accuracy is scored with: a linear probe on the features, or the logits of a head above
+HEADS = ("probe", *LOGIT_HEADS)
 
 
 class Accuracy(Objective):

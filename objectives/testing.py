@@ -20,6 +20,7 @@ import numpy as np
 
 from toast.spaces import Plan
 
+from ._accuracy import HEADS  # every head the suite scores an objective under
 from ._cost import Cost, CostTable
 from ._latency_table import LatencyTable
 from ._objectives import DIRECTIONS, CostObjective, Display, Objective, undefined_field
@@ -29,7 +30,6 @@ from ._trial import TrialOutputs
 
 __all__ = ["HEADS", "ArrayTrial", "check_objective", "random_trial"]
 
-HEADS = ("probe", "original", "zero-shot")  # the heads of `SearchSettings.head`
 _LABELS = {"eval_labels": "labels", "probe_labels": "labels"}
 
 

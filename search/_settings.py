@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from toast.errors import SettingsError
-from toast.objectives import DEFAULT_OBJECTIVES, Role, get_objective, list_objectives
+from toast.objectives import DEFAULT_OBJECTIVES, HEADS, Role, get_objective, list_objectives
+from toast.objectives import PROBES as PROBE_CLASSES
 
 from ._demo import DEFAULT_DATASET, DEFAULT_MODEL, DEMO_BUDGET_FRACTION
 from ._options import Option, option, options_of
@@ -42,8 +43,7 @@ __all__ = [
 ]
 
 SAMPLERS = ("tpe-local", "tpe", "nsga2", "random", "exhaustive")
-PROBES = ("ridge", "adam")
-HEADS = ("probe", "original", "zero-shot")
+PROBES = tuple(PROBE_CLASSES)  # ("ridge", "adam")
 PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
 REFITS = ("independent", "sequential")
 DTYPES = ("float32", "bfloat16", "float16")

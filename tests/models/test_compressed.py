@@ -168,7 +168,7 @@ def test_save_load_in_a_fresh_process(loaded, name, tmp_path):
         expected = model(**inputs)
     code = (
         "import sys, torch\n"
-        "from toast.search import CompressedModel\n"
+        "from toast.models import CompressedModel\n"
         "m = CompressedModel.from_pretrained(sys.argv[1])\n"
         "x = torch.load(sys.argv[2])\n"
         "with torch.no_grad(): torch.save(m(**x), sys.argv[3])\n"

@@ -19,7 +19,7 @@ class FakeContext:
     """What `PlanOutputs` reads of a `SearchContext`, with model passes recorded instead of run."""
 
     def __init__(self, objectives: tuple[str, ...], head: str = "probe") -> None:
-        self.settings = SimpleNamespace(objectives=objectives, head=head)
+        self.settings = SimpleNamespace(scoring=SimpleNamespace(objectives=objectives, head=head))
         self.costs = CostTable(
             embed=Cost(10, 1),
             blocks=tuple(Cost(100, 10) for _ in range(L)),
@@ -49,7 +49,7 @@ class FakeContext:
 
 def score(ctx: FakeContext, plan: Plan) -> dict:
     return compute_objectives(
-        PlanOutputs(ctx, plan, model=None, probe="ridge"), get_objectives(ctx.settings.objectives)
+        PlanOutputs(ctx, plan, model=None, probe="ridge"), get_objectives(ctx.settings.scoring.objectives)
     )
 
 
@@ -99,7 +99,7 @@ def test_the_subset_stage_reads_its_rows_and_the_full_stage_only_the_rest():
     }
     ctx.passes.clear()
     plan, done = Plan.parse("0→2:linear", L), {}
-    objectives = get_objectives(ctx.settings.objectives)
+    objectives = get_objectives(ctx.settings.scoring.objectives)
     subset = PlanOutputs(ctx, plan, model=None, probe="ridge", stage=SUBSET, done=done)
     compute_objectives(subset, objectives)
     assert ctx.passes == [("eval-subset", False), ("probe-subset", False)]

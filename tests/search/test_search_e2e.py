@@ -294,7 +294,7 @@ def test_chosen_model_loads_in_a_fresh_process_and_matches(full_run, tmp_path):
     torch.save(x, tmp_path / "x.pt")
     script = (
         "import sys, torch\n"
-        "from toast.search import CompressedModel\n"
+        "from toast.models import CompressedModel\n"
         "m = CompressedModel.from_pretrained(sys.argv[1])\n"
         "x = torch.load(sys.argv[2])\n"
         "with torch.inference_mode():\n"
