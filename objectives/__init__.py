@@ -31,7 +31,7 @@ from ._cost import Cost, CostTable
 from ._flops import count_flops, count_params
 from ._plots import new_figure, plot_cka, plot_similarity
 from ._probes import PROBES, AdamProbe, probe_accuracy
-from ._similarity import SimilarityReport
+from ._similarity import SampledSimilarity, SimilarityReport
 from ._timing import LatencyResult, measure_latency
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "LatencyTable",
     "Objective",
     "Role",
+    "SampledSimilarity",
     "SimilarityReport",
     "TrialOutputs",
     "compute_objectives",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from toast.errors import MissingDependencyError
-from toast.objectives import SimilarityReport, plot_cka, plot_similarity
+from toast.objectives import SampledSimilarity, SimilarityReport, plot_cka, plot_similarity
 from toast.objectives._similarity import block_redundancy, cka_matrix, cosine_cls_matrix, state_names
 from toast.spaces import ActivationStats, StatsAccumulator
 
@@ -290,3 +290,181 @@ def test_importing_the_modules_does_not_import_matplotlib():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- sampled CKA (issue 22)
+
+
+def feed(sampler: SampledSimilarity, batches, masks=None, *, batch_size: int | None = None, numpy: bool = False):
+    """Feed `batches` (re-split into batches of `batch_size` samples when given) to `sampler`; return it."""
+    if batch_size is not None:
+        whole = [torch.cat([states[k] for states in batches]) for k in range(len(batches[0]))]
+        mask = None if masks is None else torch.cat(masks)
+        batches = [[h[i : i + batch_size] for h in whole] for i in range(0, len(whole[0]), batch_size)]
+        masks = None if mask is None else [mask[i : i + batch_size] for i in range(0, len(mask), batch_size)]
+    for b, states in enumerate(batches):
+        mask = None if masks is None else masks[b]
+        if numpy:
+            states, mask = [h.numpy() for h in states], None if mask is None else mask.numpy()
+        sampler.update(states, mask)
+    return sampler
+
+
+def padded_batches(num_states: int = 5, dim: int = 8) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """Two text-like batches of 4 samples × 7 tokens, padding full of large garbage."""
+    g = torch.Generator().manual_seed(11)
+    batches, masks = [], []
+    for seed, lengths in ((5, [7, 3, 5, 1]), (6, [2, 7, 4, 6])):
+        states = residual_states(seed, num_states=num_states, batch=4, tokens=7, dim=dim)
+        mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+        for h in states:
+            h[~mask] = 1e3 * torch.randn(int((~mask).sum()), dim, generator=g, dtype=torch.float64)
+        batches.append(states)
+        masks.append(mask)
+    return batches, masks
+
+
+@pytest.mark.parametrize("numpy_inputs", [False, True])
+@pytest.mark.parametrize("dim", [8, 64])  # 72 tokens: feature space (n > d), then sample-space kernels (n ≤ d)
+def test_sampled_cka_with_every_token_is_the_exact_cka(dim, numpy_inputs):
+    batches = [residual_states(seed, batch=4, tokens=6, dim=dim) for seed in (0, 1, 2)]
+    sampler = feed(SampledSimilarity(5, tokens_per_sample=None, max_tokens=10**6), batches, numpy=numpy_inputs)
+    assert sampler.sampled_tokens == sampler.num_tokens == 72 and sampler.sampled_samples == 12
+    exact = accumulate(batches)
+    np.testing.assert_allclose(sampler.cka(), cka_matrix(exact), rtol=0, atol=1e-6)
+    # tokens_per_sample above the sequence length keeps every token too
+    again = feed(SampledSimilarity(5, tokens_per_sample=6, max_tokens=72), batches, numpy=numpy_inputs)
+    np.testing.assert_allclose(again.cka(), cka_matrix(exact), rtol=0, atol=1e-6)
+
+
+def test_sampled_cka_with_every_real_token_ignores_padding():
+    batches, masks = padded_batches()
+    sampler = feed(SampledSimilarity(5, tokens_per_sample=None, max_tokens=1000), batches, masks)
+    exact = accumulate(batches, masks)
+    assert sampler.num_tokens == sampler.sampled_tokens == exact.n
+    np.testing.assert_allclose(sampler.cka(), cka_matrix(exact), rtol=0, atol=1e-6)
+    sampled = feed(SampledSimilarity(5, tokens_per_sample=2, max_tokens=1000), batches, masks)
+    assert np.all(np.isfinite(sampled.cka())) and np.nanmax(sampled.cka()) <= 1.0 + 1e-12  # no garbage drawn
+
+
+def test_exact_cls_cosine_and_block_redundancy_from_the_sampler():
+    batches, masks = padded_batches()
+    sampler = feed(SampledSimilarity(5, tokens_per_sample=2, max_tokens=8), batches, masks)
+    exact = accumulate(batches, masks)
+    np.testing.assert_allclose(sampler.cosine_cls(), cosine_cls_matrix(exact), rtol=1e-12)
+    np.testing.assert_allclose(sampler.block_redundancy()[1:], block_redundancy(exact)[1:], rtol=1e-10)
+    assert np.isnan(sampler.block_redundancy()[0])
+    numpy_fed = feed(SampledSimilarity(5, tokens_per_sample=2, max_tokens=8), batches, masks, numpy=True)
+    np.testing.assert_allclose(numpy_fed.block_redundancy()[1:], block_redundancy(exact)[1:], rtol=1e-10)
+
+
+def test_sampled_cka_is_close_on_a_structured_set():
+    """64 samples × 50 tokens of a residual stack; 8 tokens of 40 samples (10% of the tokens) land within 0.05."""
+    batches = [residual_states(seed, num_states=6, batch=16, tokens=50, dim=16) for seed in range(4)]
+    exact = cka_matrix(accumulate(batches))
+    sampler = feed(SampledSimilarity(6, tokens_per_sample=8, max_tokens=320, seed=3), batches)
+    assert sampler.sampled_tokens == 320 and sampler.sampled_samples == 40
+    got = sampler.cka()
+    np.testing.assert_array_equal(np.diag(got), 1.0)
+    np.testing.assert_array_equal(got, got.T)
+    assert np.max(np.abs(got - exact)) < 0.05
+    assert not np.allclose(got, exact, atol=1e-6)  # a real sample, not every token
+
+
+def test_sampled_cka_is_deterministic_and_independent_of_the_batch_size():
+    batches, masks = padded_batches()
+    results = [
+        feed(SampledSimilarity(5, tokens_per_sample=3, max_tokens=12, seed=7), batches, masks, batch_size=size)
+        for size in (None, 1, 3, 8)
+    ]
+    for other in results[1:]:
+        assert other.sampled_tokens == results[0].sampled_tokens
+        np.testing.assert_array_equal(other.cka(), results[0].cka())
+        np.testing.assert_allclose(other.cosine_cls(), results[0].cosine_cls(), rtol=1e-12)
+        np.testing.assert_allclose(other.block_redundancy(), results[0].block_redundancy(), rtol=1e-12)
+    seeded = feed(SampledSimilarity(5, tokens_per_sample=3, max_tokens=12, seed=8), batches, masks)
+    assert not np.array_equal(seeded.cka(), results[0].cka())
+
+
+def test_the_sample_is_the_budgeted_prefix_of_samples_by_key():
+    """Streaming keeps what an offline draw keeps: the samples of smallest key whose tokens fit `max_tokens`."""
+    batches = [residual_states(seed, batch=5, tokens=9) for seed in range(6)]  # 30 samples
+    sampler = feed(SampledSimilarity(5, tokens_per_sample=4, max_tokens=41, seed=2), batches)
+    keys = sorted((float(np.random.default_rng((2, g)).random()), g) for g in range(30))
+    assert set(sampler._kept) == {g for _, g in keys[:10]}
+    assert sampler.sampled_tokens == 40 and max(sampler._kept) > 15  # late samples get in too
+
+
+def held_bytes(sampler: SampledSimilarity) -> int:
+    return sum(a.nbytes for kept in sampler._kept.values() for a in (kept.tokens, kept.weights))
+
+
+def cka_peak_bytes(sampler: SampledSimilarity) -> int:
+    """What `sampler.cka()` allocates at its peak, beyond what was allocated before (numpy reports to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        sampler.cka()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    ("dim", "budget", "kernels"),
+    [(48, 400, False), (160, 120, True)],  # n > d: one d × d cross-scatter at a time; n ≤ d: S kernels of n × n
+)
+def test_sampled_memory_is_bounded(dim, budget, kernels):
+    S = 5
+    batches = [residual_states(seed, num_states=S, batch=30, tokens=30, dim=dim) for seed in range(4)]
+    sampler = SampledSimilarity(S, tokens_per_sample=5, max_tokens=budget)
+    for states in batches:  # the sample never outgrows the budget, even between updates
+        sampler.update(states)
+        assert sampler.sampled_tokens <= budget
+        assert held_bytes(sampler) == sampler.nbytes <= S * budget * dim * 8 + budget * 8
+    assert sampler.sampled_tokens == budget
+    bound = SampledSimilarity.memory_bound(S, dim, budget, itemsize=8)
+    peak = cka_peak_bytes(sampler)
+    assert sampler.nbytes + peak <= bound
+    if kernels:
+        assert peak >= S * budget * budget * 8
+    # at scale, far below the all-pairs Gram: ViT-L (25 × 1024), and an 8B Llama's 33 × 4096, at 4,096 tokens
+    for states, width in ((25, 1024), (33, 4096)):
+        assert SampledSimilarity.memory_bound(states, width, 4096) < (states * width) ** 2 * 8 / 5
+
+
+def test_sampler_rejects_bad_settings_and_input():
+    with pytest.raises(ValueError, match="max_tokens"):
+        SampledSimilarity(3, tokens_per_sample=8, max_tokens=4)
+    with pytest.raises(ValueError, match="tokens_per_sample"):
+        SampledSimilarity(3, tokens_per_sample=0)
+    sampler = SampledSimilarity(3)
+    with pytest.raises(ValueError, match="no token was sampled"):
+        sampler.cka()
+    with pytest.raises(ValueError, match="expected 3 hidden states"):
+        sampler.update(residual_states(0, num_states=2))
+    sampler.update(residual_states(0, num_states=3))
+    with pytest.raises(ValueError, match="width"):
+        sampler.update(residual_states(0, num_states=3, dim=4))
+
+
+def test_report_from_a_sample_says_so_in_its_json(tmp_path, stats):
+    batches = [residual_states(seed) for seed in (0, 1, 2)]
+    sampler = feed(SampledSimilarity(5, tokens_per_sample=2, max_tokens=16), batches)
+    report = SimilarityReport.from_sample(sampler)
+    assert report.cka_tokens == "sample:16"
+    np.testing.assert_array_equal(report.cka, sampler.cka())
+    np.testing.assert_array_equal(report.cosine_cls, sampler.cosine_cls())
+    data = report.to_json()
+    assert data["cka_tokens"] == "sample:16"
+    loaded = SimilarityReport.load(report.save(tmp_path / "similarity.json"))
+    assert loaded.cka_tokens == "sample:16"
+    np.testing.assert_array_equal(loaded.cka, report.cka)
+    given = SimilarityReport.from_sample(sampler, cosine_cls_matrix(stats), block_redundancy(stats))
+    np.testing.assert_array_equal(given.cosine_cls, cosine_cls_matrix(stats))
+    exact = SimilarityReport.from_stats(stats)
+    assert exact.cka_tokens == "all" and "cka_tokens" not in exact.to_json()
+    with pytest.raises(ValueError, match="cka_tokens"):
+        SimilarityReport(cka=np.eye(2), cosine_cls=np.eye(2), block_redundancy=[np.nan, -0.5], cka_tokens="some")
