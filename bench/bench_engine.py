@@ -8,7 +8,13 @@ A model with DINOv2-base's config (random weights), 224×224 inputs, N calibrati
     stacked activations read from the shards;
   - peak resident memory after each phase.
 
+`--max-removed N` captures only the pairs of states a space removing at most N blocks reads (issue 22) and fits
+its spans; `--stats-memory-gb` bounds the statistics' accumulators (the all-pairs Gram when it fits, else the
+space's pairs in as many passes as needed); `--no-shards` writes no state shards (a search of closed-form kinds
+only), and times no lstsq.
+
     python bench/bench_engine.py --samples 500
+    python bench/bench_engine.py --samples 16 --max-removed 3 --stats-memory-gb 0.4 --no-shards
 """
 
 from __future__ import annotations
@@ -70,6 +76,11 @@ def main() -> None:
     parser.add_argument(
         "--no-branches", action="store_true", help="capture without the MLP-branch statistics (a run without folded)"
     )
+    parser.add_argument(
+        "--max-removed", type=int, default=None, help="capture and fit only the pairs a space of this limit reads"
+    )
+    parser.add_argument("--stats-memory-gb", type=float, default=None, help="memory of the statistics' accumulators")
+    parser.add_argument("--no-shards", action="store_true", help="write no state shards (closed-form kinds only)")
     args = parser.parse_args()
 
     import transformers
@@ -79,15 +90,23 @@ def main() -> None:
     from toast.capture import ActivationCache, CalibrationSettings, calibrate
     from toast.data import iter_batches, load_split, sample_ids
     from toast.models import load_model
-    from toast.spaces import Span, fit_span
+    from toast.spaces import Span, fit_span, space_pairs
 
     work = Path(tempfile.mkdtemp(prefix="toast-bench-"))
     make_model(work / "model", args.image_size)
     make_data(work / "data", args.samples, args.image_size)
     loaded = load_model(str(work / "model"))
     split = load_split(str(work / "data"), "train")
+    L = 12
+    pairs = None if args.max_removed is None else space_pairs(L, args.max_removed)
     settings = CalibrationSettings(
-        samples=args.samples, batch_size=args.batch_size, activation_dtype=args.dtype, branches=not args.no_branches
+        samples=args.samples,
+        batch_size=args.batch_size,
+        activation_dtype=args.dtype,
+        branches=not args.no_branches,
+        pairs=pairs,
+        states=frozenset() if args.no_shards else None,
+        stats_memory_gb=args.stats_memory_gb,
     )
     ids = sample_ids(len(split), args.samples, settings.seed)
     rows: list[tuple[str, str]] = []
@@ -113,9 +132,22 @@ def main() -> None:
     shard_bytes = sum(f.stat().st_size for f in captured.files)
     rows.append(("capture (forward + Arrow shards + statistics)", f"{t_capture:.1f} s"))
     rows.append(("capture / plain forward", f"{t_capture / t_forward:.2f}x"))
-    rows.append(("shards on disk", f"{shard_bytes / 1e9:.2f} GB ({captured.stats.n} tokens × 13 states, {args.dtype})"))
+    held = captured.stats.held_pairs
+    rows.append(
+        (
+            "statistics held",
+            f"{'all-pairs Gram' if captured.stats.gram is not None else 'per pair'}, {len(held)} of 91 pairs, "
+            f"{captured.manifest['pair_passes']} pass(es)",
+        )
+    )
+    rows.append(
+        (
+            "shards on disk",
+            f"{shard_bytes / 1e9:.3f} GB ({captured.stats.n} tokens × {len(captured.states)} states, {args.dtype})",
+        )
+    )
     rows.append(("peak RSS after capture", f"{peak_rss_gb():.2f} GB"))
-    print(rows[-4:], flush=True)
+    print(rows[-5:], flush=True)
 
     t = time.perf_counter()
     captured = calibrate(loaded, split, settings, cache, progress=False)
@@ -123,9 +155,8 @@ def main() -> None:
     del loaded
     gc.collect()
 
-    L = 12
-    spans = [Span(s, e, "linear") for s in range(-1, L - 1) for e in range(s + 1, L)]
-    assert len(spans) == 78
+    limit = L if args.max_removed is None else args.max_removed
+    spans = [Span(s, e, "linear") for s in range(-1, L - 1) for e in range(s + 1, L) if e - s <= limit]
     stats = captured.stats
     t = time.perf_counter()
     fits = {span: fit_span(stats, span) for span in spans}
@@ -134,6 +165,8 @@ def main() -> None:
     rows.append(("peak RSS after fits", f"{peak_rss_gb():.2f} GB"))
     print(rows[-2:], flush=True)
 
+    if args.no_shards:
+        return print_rows(rows)
     todo = spans if args.lstsq_spans <= 0 else spans[:: max(1, len(spans) // args.lstsq_spans)][: args.lstsq_spans]
     states: dict[int, torch.Tensor] = {}
     per_span = []
@@ -167,8 +200,11 @@ def main() -> None:
     )
     rows.append(("lstsq / statistics fit", f"{t_lstsq / t_fit:.1f}x"))
     rows.append(("max relative difference of the fits' mean squared residual (ours vs lstsq)", f"{worst:.2e}"))
-    rows.append(("peak RSS (whole run)", f"{peak_rss_gb():.2f} GB"))
+    print_rows(rows)
 
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    rows.append(("peak RSS (whole run)", f"{peak_rss_gb():.2f} GB"))
     width = max(len(r[0]) for r in rows)
     print()
     print(f"| {'measure'.ljust(width)} | value |")

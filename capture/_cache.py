@@ -1,15 +1,24 @@
-"""The activation cache: every hidden state of the calibration samples in Arrow IPC shards, plus statistics.
+"""The activation cache: the hidden states the search reads, in Arrow IPC shards, plus statistics.
 
 One directory per key (a hash of everything that determines the content), written and read with
 `write_artifact` / `read_artifact`: built in a temporary directory and renamed into place (a partial
 write is never read as complete), verified on read against the sizes and sha256 digests in its
 manifest; a corrupt entry is reported, removed and recaptured, never used.
+
+What a run asks for may grow without a new key: the statistics are held per pair of states and the shards hold
+the states asked for (manifest `states`); a run needing pairs or states the entry lacks captures only those, in an
+extension pass written as its own verified artifact inside the entry (`ext-<hash>/`: `pairs/<i>-<j>.npy`, and
+shards of every state held so far plus the new ones where states were missing). Pairs that do not fit the memory
+given (`memory_bytes`) at once are captured in several passes (one extension each), trading time for memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,15 +27,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from toast.spaces import ActivationStats, StatsAccumulator
+from toast.spaces import ActivationStats, StatsAccumulator, all_pairs, load_pairs, plan_passes, save_pairs
 
 from .._artifacts import MANIFEST, default_cache_dir, read_artifact, read_or_discard, spec_key, write_artifact
 from .._faults import fault_point
-from ..errors import CacheError, ModelOutputError
+from ..errors import CacheError, MissingStatsError, ModelOutputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
 SHARD_BYTES = 512 << 20
+EXTENSION = "ext-"  # an extension artifact's folder inside an entry: `ext-<hash>`
 FORMAT_VERSION = 2  # 2: the statistics hold the MLP branch outputs of pre-norm families (`folded`)
 
 
@@ -54,19 +64,29 @@ class CaptureSpec:
 
 
 class ShardWriter:
-    """Writes hidden states as Arrow IPC files, one row per token: `sample`, `token`, `h_0 … h_L`."""
+    """Writes hidden states as Arrow IPC files, one row per token: `sample`, `token`, and `h_k` for each of `states`
+    (default: all of `h_0 … h_L`)."""
 
     def __init__(
-        self, directory: Path, *, num_states: int, dim: int, dtype: str, key: str, shard_bytes: int = SHARD_BYTES
+        self,
+        directory: Path,
+        *,
+        num_states: int,
+        dim: int,
+        dtype: str,
+        key: str,
+        shard_bytes: int = SHARD_BYTES,
+        states: Sequence[int] | None = None,
     ) -> None:
         self.directory = directory
         self.num_states = num_states
+        self.states = tuple(range(num_states)) if states is None else tuple(sorted(set(states)))
         self.dim = dim
         self.dtype = dtype
         self.shard_bytes = shard_bytes
         value = pa.list_(_ARROW_TYPES[dtype], dim)
         fields = [pa.field("sample", pa.int64()), pa.field("token", pa.int32())]
-        fields += [pa.field(f"h_{k}", value) for k in range(num_states)]
+        fields += [pa.field(f"h_{k}", value) for k in self.states]
         meta = {"toast.key": key, "toast.dtype": dtype, "toast.dim": str(dim), "toast.num_states": str(num_states)}
         self.schema = pa.schema(fields, metadata=meta)
         self.files: list[str] = []
@@ -101,7 +121,8 @@ class ShardWriter:
         ids = torch.as_tensor(sample_ids, dtype=torch.int64)[rows]
         arrays = [pa.array(ids.numpy()), pa.array(cols.to(torch.int32).numpy())]
         torch_dtype = STORAGE_DTYPES[self.dtype]
-        for h in states:
+        for k in self.states:
+            h = states[k]
             t = h.detach().to(torch_dtype)[keep.to(h.device)].cpu().contiguous()
             flat = (t.view(torch.int16).numpy().view(np.uint16) if self.dtype == "bfloat16" else t.numpy()).reshape(-1)
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim))
@@ -123,18 +144,35 @@ def decode_state(column: pa.FixedSizeListArray, dim: int, dtype: str) -> np.ndar
 
 @dataclass
 class CapturedActivations:
-    """A verified cache entry: statistics (memory-mapped) and the shards, read back memory-mapped."""
+    """A verified cache entry: statistics (memory-mapped) and the shards, read back memory-mapped.
+
+    `shard_dir` / `shard_names`: the shard set read (the entry's own, or an extension's holding more states);
+    `states`: the states those shards hold."""
 
     directory: Path
     manifest: dict
     stats: ActivationStats = field(repr=False)
+    shard_dir: Path | None = None
+    shard_names: tuple[str, ...] | None = None
+    states: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.shard_dir is None:
+            self.shard_dir = self.directory
+            self.shard_names = tuple(self.manifest["shards"])
+            self.states = _held_states(self.manifest)
 
     @property
     def files(self) -> list[Path]:
-        return [self.directory / f for f in self.manifest["shards"]]
+        return [self.shard_dir / f for f in self.shard_names]
 
     def iter_state(self, k: int) -> Iterator[np.ndarray]:
         """`h_k` of every stored token, one memory-mapped `(tokens, d)` array per record batch."""
+        if k not in self.states:
+            raise MissingStatsError(
+                f"the activation shards hold no h_{k} (they hold {_describe(self.states)}): only the states a trained "
+                "kind or a refit pass reads are written; capture with the states asked for (`states`) to add it"
+            )
         dim, dtype = self.manifest["dim"], self.manifest["dtype"]
         for path in self.files:
             with pa.memory_map(str(path)) as source:
@@ -153,6 +191,20 @@ class CapturedActivations:
             with pa.memory_map(str(path)) as source:
                 out.append(pa.ipc.open_file(source).read_all().column("sample").to_numpy())
         return np.concatenate(out)
+
+
+def _held_states(manifest: dict) -> tuple[int, ...]:
+    """The states a manifest's shards hold (entries written before `states` was recorded hold every state)."""
+    states = manifest.get("states")
+    return tuple(range(int(manifest["num_states"]))) if states is None else tuple(states)
+
+
+def _describe(states: Sequence[int]) -> str:
+    return ", ".join(f"h_{k}" for k in states) if states else "no state"
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class _Branches:
@@ -208,10 +260,27 @@ class ActivationCache:
         return (self.path(spec) / MANIFEST).is_file()
 
     def load(self, spec: CaptureSpec) -> CapturedActivations:
-        """Read and verify an entry; raise `CacheError` naming what is wrong."""
+        """Read and verify an entry and its extensions; raise `CacheError` naming what is wrong with the entry (a
+        corrupt extension is said in one line, removed, and its pairs or states captured again when next asked)."""
         directory = self.path(spec)
         manifest = read_artifact(directory, spec.key, f"cache entry {directory}")
-        return CapturedActivations(directory, manifest, ActivationStats.load(directory))
+        pairs: dict = {}
+        shards = None
+        for ext in sorted(directory.glob(f"{EXTENSION}*")):
+            found = read_or_discard(
+                ext,
+                lambda e: read_artifact(e, f"{spec.key}-{e.name}", f"cache extension {e}"),
+                redo="capturing its statistics again when asked",
+            )
+            if found is None:
+                continue
+            pairs.update(load_pairs(ext))
+            if found.get("states") is not None and (shards is None or len(found["states"]) > len(shards[2])):
+                shards = (ext, tuple(found["shards"]), tuple(found["states"]))
+        stats = ActivationStats.load(directory, pairs=pairs)
+        if shards is None or len(shards[2]) <= len(_held_states(manifest)):
+            return CapturedActivations(directory, manifest, stats)
+        return CapturedActivations(directory, manifest, stats, *shards)
 
     def get_or_capture(
         self,
@@ -220,10 +289,50 @@ class ActivationCache:
         batches: Callable[[], Iterable[tuple[list[int], dict[str, torch.Tensor]]]],
         *,
         progress: bool = True,
+        pairs: Iterable[tuple[int, int]] | None = None,
+        states: Iterable[int] | None = None,
+        memory_bytes: int | None = None,
+        observers: Sequence = (),
     ) -> CapturedActivations:
-        """The verified entry for `spec`; captured first (one forward pass) when missing or corrupt."""
+        """The verified entry for `spec` holding the statistics of `pairs` (None: every pair) and the shards of
+        `states` (None: every state); what is missing is captured first: the whole entry when it is missing or
+        corrupt, else only the pairs and states it lacks (extension passes). `memory_bytes` bounds the pair
+        accumulators held at once (None: unbounded): when every pair's Gram fits, every pair is captured as one
+        all-pairs Gram, whatever `pairs` asks. `observers`: objects with `update(states, mask)`, fed every batch of
+        the entry's first pass (e.g. `toast.objectives.SampledSimilarity`); not fed on a cache hit."""
         found = read_or_discard(self.path(spec), lambda _: self.load(spec), redo="recapturing")
-        return found if found is not None else self.capture(spec, model, batches(), progress=progress)
+        if found is None:
+            return self.capture(
+                spec,
+                model,
+                batches(),
+                progress=progress,
+                pairs=pairs,
+                states=states,
+                memory_bytes=memory_bytes,
+                observers=observers,
+                more=batches,
+            )
+        num_states = int(found.manifest["num_states"])
+        wanted = set(all_pairs(num_states) if pairs is None else ((min(i, j), max(i, j)) for i, j in pairs))
+        missing_pairs = sorted(wanted - found.stats.held_pairs)
+        wanted_states = set(range(num_states) if states is None else states)
+        missing_states = sorted(wanted_states - set(found.states))
+        if not missing_pairs and not missing_states:
+            return found
+        shard_states = sorted(set(found.states) | wanted_states) if missing_states else None
+        self._extend(spec, model, batches, found.stats, missing_pairs, shard_states, memory_bytes, progress=progress)
+        return self.load(spec)
+
+    def plan(self, num_states: int, dim: int, pairs, memory_bytes: int | None, *, branches: bool) -> list | None:
+        """The pair passes of a capture: None: one pass accumulating the all-pairs Gram (it fits `memory_bytes`,
+        or no bound is set); else the lists of pairs of each pass (`pairs` None: every pair)."""
+        gram = (num_states * dim) ** 2 * 8
+        branch = _branch_bytes(branches, num_states, dim)
+        if memory_bytes is None or gram + branch <= memory_bytes:
+            return None
+        wanted = all_pairs(num_states) if pairs is None else pairs
+        return plan_passes(wanted, dim, max(0, memory_bytes - branch))
 
     @torch.inference_mode()
     def capture(
@@ -233,32 +342,44 @@ class ActivationCache:
         batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]],
         *,
         progress: bool = True,
+        pairs: Iterable[tuple[int, int]] | None = None,
+        states: Iterable[int] | None = None,
+        memory_bytes: int | None = None,
+        observers: Sequence = (),
+        more: Callable[[], Iterable[tuple[list[int], dict[str, torch.Tensor]]]] | None = None,
     ) -> CapturedActivations:
-        """One pass of the (uncompressed) model: shards and statistics, written atomically."""
+        """One pass of the (uncompressed) model: shards and statistics, written atomically; then, where the pairs
+        asked for do not fit `memory_bytes` in one pass, one extension pass per further group (`more` gives the
+        batches again; required then)."""
         from tqdm.auto import tqdm
 
         final = self.path(spec)
+        num_states = model.plan.num_blocks + 1
+        dim = int(model.config.hidden_size)
+        passes = self.plan(
+            num_states, dim, None if pairs is None else list(pairs), memory_bytes, branches=spec.branches
+        )
+        if passes is not None and len(passes) > 1 and more is None:
+            raise ValueError("the pairs need several passes over the calibration data: give `more` (the batches again)")
         with write_artifact(final, spec.key, f"cache entry {final}") as out:
-            num_states = model.plan.num_blocks + 1
-            dim = int(model.config.hidden_size)
             cls_index = model.family.layout(model.config).cls_index
-            acc = StatsAccumulator(num_states, dim)
+            acc = StatsAccumulator(num_states, dim, pairs=None if passes is None else passes[0])
             start = time.perf_counter()
             bar = tqdm(total=len(spec.sample_ids), desc="capture", unit="sample", disable=not progress)
             with (
-                ShardWriter(out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key) as writer,
+                ShardWriter(
+                    out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key, states=states
+                ) as writer,
                 _branch_outputs(model, spec.branches) as branches,
             ):
                 for ids, inputs in batches:
                     branches.clear()
-                    states, mask = model.hidden_states(inputs)
-                    if not all(bool(torch.isfinite(h).all()) for h in states):
-                        raise ModelOutputError(
-                            f"the outputs of model {spec.model_id!r} are not finite (NaN or infinite) on the calibration "
-                            "samples: its weights may be corrupt; re-download the model or save it again"
-                        )
-                    acc.update(states, mask, cls_index, branches=branches.ordered())
-                    writer.write(states, mask, list(ids))
+                    states_, mask = model.hidden_states(inputs)
+                    _check_finite(states_, spec)
+                    acc.update(states_, mask, cls_index, branches=branches.ordered())
+                    writer.write(states_, mask, list(ids))
+                    for observer in observers:
+                        observer.update(states_, mask)
                     fault_point("capture")
                     bar.update(len(ids))
             bar.close()
@@ -268,12 +389,105 @@ class ActivationCache:
                 {
                     "spec": {**asdict(spec), "sample_ids": len(spec.sample_ids)},
                     "shards": writer.files,
+                    "states": list(writer.states),
                     "dim": dim,
                     "num_states": num_states,
                     "dtype": spec.dtype,
                     "num_tokens": stats.n,
                     "num_samples": stats.num_samples,
+                    "pair_passes": 1 if passes is None else len(passes),
                     "seconds": round(time.perf_counter() - start, 3),
                 }
             )
+        for group in (passes or [])[1:]:
+            self._pass(spec, model, more(), stats, group, None, progress=progress)
         return self.load(spec)
+
+    def _extend(self, spec, model, batches, base, pairs, shard_states, memory_bytes, *, progress: bool) -> None:
+        """Extension passes adding `pairs` (grouped to fit `memory_bytes`) and, with `shard_states`, shards of
+        those states (in the first pass) to the entry of `spec`."""
+        num_states = model.plan.num_blocks + 1
+        dim = int(model.config.hidden_size)
+        budget = None if memory_bytes is None else max(0, memory_bytes - _branch_bytes(spec.branches, num_states, dim))
+        groups = (
+            plan_passes(pairs, dim, budget) if pairs and budget is not None else ([sorted(pairs)] if pairs else [[]])
+        )
+        for k, group in enumerate(groups):
+            self._pass(spec, model, batches(), base, group, shard_states if k == 0 else None, progress=progress)
+
+    @torch.inference_mode()
+    def _pass(self, spec, model, batches, base: ActivationStats, pairs, shard_states, *, progress: bool) -> None:
+        """One extension pass: the blocks of `pairs` (shifted by the entry's statistics' `shift`, so they add to its
+        own) and, with `shard_states`, a new shard set of those states; written as an artifact `ext-<hash>` inside
+        the entry. The pass must see the entry's tokens (`base.n`), else it is refused (the data changed)."""
+        from tqdm.auto import tqdm
+
+        num_states = model.plan.num_blocks + 1
+        dim = int(model.config.hidden_size)
+        name = EXTENSION + _digest({"pairs": pairs, "states": shard_states})
+        final = self.path(spec) / name
+        with write_artifact(final, f"{spec.key}-{name}", f"cache extension {final}") as out:
+            acc = StatsAccumulator(num_states, dim, pairs=pairs, shift=base.shift) if pairs else None
+            tokens = 0
+            writer = (
+                ShardWriter(
+                    out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key, states=shard_states
+                )
+                if shard_states is not None
+                else None
+            )
+            start = time.perf_counter()
+            bar = tqdm(total=len(spec.sample_ids), desc="capture (more)", unit="sample", disable=not progress)
+            try:
+                for ids, inputs in batches:
+                    states_, mask = model.hidden_states(inputs)
+                    _check_finite(states_, spec)
+                    tokens += int(mask.bool().sum()) if mask is not None else states_[0].shape[0] * states_[0].shape[1]
+                    if acc is not None:
+                        acc.update(states_, mask)
+                    if writer is not None:
+                        writer.write(states_, mask, list(ids))
+                    fault_point("capture")
+                    bar.update(len(ids))
+            finally:
+                if writer is not None:
+                    writer._close()
+            bar.close()
+            if tokens != base.n:
+                raise CacheError(
+                    f"a later pass over the calibration samples of cache entry {self.path(spec)} saw {tokens} tokens, "
+                    f"the entry {base.n}: the data or its preprocessing changed under the same key; remove the entry"
+                )
+            if acc is not None:
+                save_pairs(out.directory, acc.pair_blocks())
+            out.manifest.update(
+                {
+                    "pairs": [list(p) for p in pairs],
+                    "shards": None if writer is None else writer.files,
+                    "states": None if writer is None else list(writer.states),
+                    "num_tokens": tokens,
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+            )
+
+
+def _branch_bytes(branches: bool, num_states: int, dim: int) -> int:
+    """Memory of the MLP-branch accumulators (L Grams and L(L+1)/2 cross-Grams, float64), when captured."""
+    L = num_states - 1
+    return (L + L * (L + 1) // 2) * dim * dim * 8 if branches else 0
+
+
+def _check_finite(states: list[torch.Tensor], spec: CaptureSpec) -> None:
+    if not all(bool(torch.isfinite(h).all()) for h in states):
+        raise ModelOutputError(
+            f"the outputs of model {spec.model_id!r} are not finite (NaN or infinite) on the calibration "
+            "samples: its weights may be corrupt; re-download the model or save it again"
+        )
+
+
+def memory_plan_bytes(stats_memory_gb: float | None) -> int:
+    """The bytes the pair accumulators may hold at once: `stats_memory_gb` (GiB, as `prefix_cache_gb`), else a
+    quarter of the host's RAM (the accumulators live on the capture's device: on a GPU, give its memory here)."""
+    if stats_memory_gb is not None:
+        return int(stats_memory_gb * 1024**3)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4

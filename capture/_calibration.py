@@ -11,7 +11,7 @@ from toast.spaces import Plan
 from ..data import LabeledSplit, iter_batches, preprocessing_fingerprint, sample_ids
 from ..errors import DatasetError, SettingsError
 from ..models import CompressedModel, Family, LoadedModel
-from ._cache import ActivationCache, CapturedActivations, CaptureSpec
+from ._cache import ActivationCache, CapturedActivations, CaptureSpec, memory_plan_bytes
 
 
 def resolve_device(device: str) -> str:
@@ -56,6 +56,12 @@ class CalibrationSettings:
     batch_size: int = 32
     activation_dtype: str = "float16"
     branches: bool = True  # also the MLP-branch statistics (pre-norm families), for kinds with `needs_branches`
+    # the pairs of states `(i, j)`, i <= j, whose statistics the search reads (`toast.spaces.space_pairs`); None: all
+    pairs: frozenset[tuple[int, int]] | None = None
+    # the states whose activation shards are read (trained kinds, a refit pass); None: every state
+    states: frozenset[int] | None = None
+    # the memory (GB) the statistics' accumulators may hold at once; None: a quarter of the host's RAM
+    stats_memory_gb: float | None = None
 
 
 def calibrate(
@@ -65,8 +71,12 @@ def calibrate(
     cache: ActivationCache,
     *,
     progress: bool = True,
+    observers: tuple = (),
 ) -> CapturedActivations:
-    """The verified activation cache entry for these samples, captured once if missing."""
+    """The verified activation cache entry for these samples, captured once if missing; holding the statistics
+    of `settings.pairs` and the shards of `settings.states` (what an earlier entry lacks is added to it), planned
+    into `settings.stats_memory_gb`. `observers`: fed every batch of a new entry's first pass (`update(states,
+    mask)`), e.g. a `toast.objectives.SampledSimilarity` where the pairs are a subset."""
     check_modality(loaded.family, split, loaded.model_id)
     if settings.samples < 2:
         raise DatasetError(f"`calib_samples` must be at least 2, got {settings.samples}")
@@ -74,8 +84,29 @@ def calibrate(
     ids = spec.sample_ids
     original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
     return cache.get_or_capture(
-        spec, original, lambda: iter_batches(split, ids, loaded.processor, settings.batch_size), progress=progress
+        spec,
+        original,
+        lambda: iter_batches(split, ids, loaded.processor, settings.batch_size),
+        progress=progress,
+        pairs=settings.pairs,
+        states=settings.states,
+        memory_bytes=memory_plan_bytes(settings.stats_memory_gb),
+        observers=observers,
     )
+
+
+@torch.inference_mode()
+def observe_calibration(
+    loaded: LoadedModel, split: LabeledSplit, ids: tuple[int, ...], batch_size: int, observers: tuple
+) -> None:
+    """One streaming pass of the original model over calibration samples `ids`, feeding every batch's states to
+    `observers` (`update(states, mask)`); nothing is cached or kept. The similarity map's second pass where the
+    capture holds only the pairs the space uses (`toast.objectives.SampledSimilarity`)."""
+    original = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
+    for _, inputs in iter_batches(split, ids, loaded.processor, batch_size):
+        states, mask = original.hidden_states(inputs)
+        for observer in observers:
+            observer.update(states, mask)
 
 
 def capture_spec(loaded: LoadedModel, split: LabeledSplit, settings: CalibrationSettings) -> CaptureSpec:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from toast.objectives import CostTable, get_objectives
-from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, translator_class
+from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, space_pairs, translator_class
 
 from ..capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
 from ..data import LabeledSplit, check_inputs_fit, check_split, default_splits, load_split
@@ -146,6 +146,28 @@ def _check_splits(
         check_split(calib, flag="calib_split", labels=False)
 
 
+def capture_needs(
+    settings: SearchSettings, space: PlanSpace | None, num_blocks: int
+) -> tuple[frozenset[tuple[int, int]] | None, frozenset[int]]:
+    """What the calibration capture must hold for this run: the pairs of states whose statistics the space's spans
+    (and those of `plans`) read, with the diagonal and adjacent pairs (`space_pairs`; None without a space: a
+    capture only, `analyze`, needs every pair), and the states whose activation shards are read: the sources and
+    targets of the spans of a trained kind (`needs_activations`), every state for `refit` sequential (its prefix
+    passes read each later state), none otherwise."""
+    if space is None:
+        return None, frozenset()
+    plan_spans = [s for t in settings.space.plans for s in Plan.parse(t, num_blocks).spans]
+    max_len = space.removal_limit
+    pairs = space_pairs(num_blocks, max_len, extra=[(s.source, s.target) for s in plan_spans])
+    if settings.space.refit == "sequential":
+        return pairs, frozenset(range(num_blocks + 1))
+    states: set[int] = set()
+    if any(translator_class(k).needs_activations for k in space.kinds):
+        states |= {k for pair in pairs if pair[0] != pair[1] for k in pair}
+    states |= {k for s in plan_spans if translator_class(s.kind).needs_activations for k in (s.source, s.target)}
+    return pairs, frozenset(states)
+
+
 def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool = True) -> Prepared:
     """Check, load and measure what a run needs, cheapest first: paths (`preflight`), the device, the splits,
     the dataset's modality against the model's config, the sample counts, the model, the space, the cost
@@ -212,12 +234,16 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     kinds = set(space.kinds if space is not None else ()) | {
         s.kind for t in settings.space.plans for s in Plan.parse(t, 10**6).spans
     }
+    pairs, states = capture_needs(settings, space, loaded.num_blocks)
     calibration = CalibrationSettings(
         samples=settings.data.calib_samples,
         seed=settings.study.seed,
         batch_size=settings.batch_size,
         activation_dtype=settings.activation_dtype,
         branches=any(translator_class(k).needs_branches for k in kinds),
+        pairs=pairs,
+        states=states,
+        stats_memory_gb=settings.data.stats_memory_gb,
     )
     return Prepared(
         settings=settings,

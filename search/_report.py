@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from toast.objectives import Objective, SimilarityReport, plot_cka
+from toast.objectives import Objective, SampledSimilarity, SimilarityReport, plot_cka
 
 from .._artifacts import atomic_write_text
 from .._faults import fault_point
+from ..capture import observe_calibration
+from ..data import sample_ids
 from ..models import checkpoint_layout, describe_checkpoint
 from ._calib_data import calibration_record
 from ._context import SearchContext
@@ -120,11 +122,22 @@ def draw_front(
             measured=EndToEnd.PLOTTED,
             title=title,
         )
-    plot_cka(
-        SimilarityReport.from_stats(ctx.captured.stats).cka,
-        out / "similarity.png",
-        title=f"linear CKA, {settings.data.model}",
-    )
+    plot_cka(similarity_report(settings, ctx).cka, out / "similarity.png", title=f"linear CKA, {settings.data.model}")
+
+
+def similarity_report(settings: SearchSettings, ctx: SearchContext) -> SimilarityReport:
+    """The block-by-block similarity of the original model: exact (every token) from the capture's statistics when
+    they hold every pair of states; else from a seeded token sample of a second streaming pass over the same
+    calibration samples (`SampledSimilarity`: the capture then holds only the pairs the space uses)."""
+    stats = ctx.captured.stats
+    if stats.all_pairs:
+        return SimilarityReport.from_stats(stats)
+    split = ctx.calib if ctx.calib is not None else ctx.train
+    cls_index = ctx.loaded.family.layout(ctx.loaded.config).cls_index
+    sampled = SampledSimilarity(stats.num_states, seed=settings.study.seed, cls_index=cls_index)
+    ids = sample_ids(len(split), settings.data.calib_samples, settings.study.seed)
+    observe_calibration(ctx.loaded, split, ids, settings.batch_size, (sampled,))
+    return SimilarityReport.from_sample(sampled)
 
 
 def print_summary(settings: SearchSettings, final: Final, choice: Choice, names: list[str], latency: EndToEnd) -> None:

@@ -156,11 +156,25 @@ class DataSettings:
         help="calibration samples drawn (seeded) from the train split (default: {default}, or the whole split when "
         "it holds fewer)",
     )
+    # the capture's statistics accumulators held at once (`toast.capture.memory_plan_bytes`); not an identity key:
+    # the statistics are the same whatever the plan, only the number of passes over the calibration data changes
+    stats_memory_gb: float | None = option(
+        None,
+        help="memory (GB) the capture's statistics may hold at once: every pair of states as one Gram when it fits "
+        "(small models), else only the pairs the search space reads, grouped into several passes over the "
+        "calibration samples when they do not fit at once (default: a quarter of the host's RAM)",
+    )
 
     def problems(self) -> list[str]:
         problems = _at_least_one(self, ("probe_samples", "eval_samples", "calib_samples"))
         if self.calib_samples < 2:
             problems.append(f"`calib_samples` must be at least 2, got {self.calib_samples}")
+        problems += _finite(self, ("stats_memory_gb",))
+        memory = self.stats_memory_gb
+        if isinstance(memory, (int, float)) and math.isfinite(memory) and memory <= 0:
+            problems.append(
+                f"`stats_memory_gb` must be > 0 (or unset: a quarter of the RAM), got {self.stats_memory_gb}"
+            )
         return problems
 
 
@@ -804,6 +818,7 @@ DATA_OPTIONS = (
     "input_column",
     "label_column",
     "calib_samples",
+    "stats_memory_gb",
     "seed",
     "batch_size",
     "activation_dtype",

@@ -13,7 +13,18 @@ from ._linear import LinearTranslator
 from ._plan import Plan, Span
 from ._space import PlanSpace, front_seed_plans, rank_spans, seed_plans
 from ._span_data import HOLDOUT_FRACTION, ArraySpanData, Part, SpanData, holdout_samples, part_mask
-from ._stats import ActivationStats, PairStats, StatsAccumulator
+from ._stats import (
+    ActivationStats,
+    PairStats,
+    StatePair,
+    StatsAccumulator,
+    all_pairs,
+    load_pairs,
+    pair_bytes,
+    plan_passes,
+    save_pairs,
+    space_pairs,
+)
 from ._translators import (
     Translator,
     create_translator,
@@ -39,19 +50,26 @@ __all__ = [
     "PlanSpace",
     "Span",
     "SpanData",
+    "StatePair",
     "StatsAccumulator",
     "ToastError",
     "Translator",
+    "all_pairs",
     "create_translator",
     "fit_span",
     "front_seed_plans",
     "holdout_samples",
     "kind_parameter",
     "list_translators",
+    "load_pairs",
     "load_translator",
+    "pair_bytes",
     "part_mask",
+    "plan_passes",
     "rank_spans",
     "register_translator",
+    "save_pairs",
     "seed_plans",
+    "space_pairs",
     "translator_class",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "CacheError",
     "DatasetError",
     "MissingDependencyError",
+    "MissingStatsError",
     "ModelOutputError",
     "NotFittedError",
     "ObjectiveError",
@@ -66,6 +67,11 @@ class DatasetError(ToastError):
 
 class CacheError(ToastError):
     """A cache entry is corrupt, incomplete or from something else, or the cache folder cannot be written."""
+
+
+class MissingStatsError(ToastError, LookupError):
+    """Statistics (a pair of hidden states, or a state's activation shards) that a capture was not planned for:
+    the capture holds only what its search space needs; the message says what to widen or recapture."""
 
 
 class RayAddressError(ToastError, ConnectionError):

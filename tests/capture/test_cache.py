@@ -199,3 +199,111 @@ def test_a_killed_captures_temporary_folder_is_removed_and_a_live_ones_kept(setu
         (folder / "shard-00000.arrow").write_bytes(b"\0" * 1000)
     calibrate(loaded, split, settings, cache, progress=False)
     assert not orphan.exists() and live.is_dir()
+
+
+# ---------------------------------------------------------------- pairs planned into memory, states where read (issue 22)
+
+
+def _pairs_memory(loaded, pairs: int) -> float:
+    """`stats_memory_gb` that holds the MLP-branch accumulators and `pairs` pair blocks, not the all-pairs Gram."""
+    d, L = loaded.hidden_size, loaded.num_blocks
+    branch = (L + L * (L + 1) // 2) * d * d * 8
+    return (branch + pairs * d * d * 8) / 1024**3
+
+
+def test_a_two_pass_capture_equals_a_one_pass_capture(setup, tmp_path):
+    """The space's pairs split over two passes of the calibration data give the same statistics as one pass."""
+    from toast.spaces import space_pairs
+
+    loaded, split, _ = setup
+    pairs = space_pairs(loaded.num_blocks, 1)
+    S = loaded.num_blocks + 1
+    assert len(pairs) < S * (S + 1) // 2
+    captured = {}
+    for passes, memory in ((1, _pairs_memory(loaded, len(pairs))), (2, _pairs_memory(loaded, (len(pairs) + 1) // 2))):
+        settings = CalibrationSettings(samples=10, batch_size=4, pairs=pairs, stats_memory_gb=memory)
+        cache = ActivationCache(tmp_path / f"cache-{passes}")
+        calls, handle = _count_forwards(loaded)
+        try:
+            captured[passes] = calibrate(loaded, split, settings, cache, progress=False)
+        finally:
+            handle.remove()
+        assert len(calls) == 3 * passes
+        assert captured[passes].stats.gram is None and captured[passes].stats.held_pairs == pairs
+        assert len(list(captured[passes].directory.glob("ext-*"))) == passes - 1
+    one, two = captured[1].stats, captured[2].stats
+    for i, j in sorted(pairs):
+        a, b = one.pair(i, j), two.pair(i, j)
+        for field in ("mean_x", "mean_y", "sxx", "sxy", "syy"):
+            np.testing.assert_allclose(getattr(b, field), getattr(a, field), rtol=1e-12, atol=0, err_msg=field)
+    # the pairs path agrees with the all-pairs Gram (today's path) within float32 products' rounding
+    full = calibrate(loaded, split, CalibrationSettings(samples=10, batch_size=4), ActivationCache(tmp_path / "all"))
+    assert full.stats.gram is not None
+    for i, j in sorted(pairs):
+        want = full.stats.scatter(i, j)
+        np.testing.assert_allclose(two.scatter(i, j), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_a_wider_space_reuses_the_pairs_a_narrower_one_captured(setup):
+    from toast.errors import MissingStatsError
+    from toast.spaces import space_pairs
+
+    loaded, split, cache = setup
+    narrow, wide = space_pairs(loaded.num_blocks, 1), space_pairs(loaded.num_blocks, 2)
+    memory = _pairs_memory(loaded, len(wide))
+    first = calibrate(
+        loaded, split, CalibrationSettings(samples=10, batch_size=4, pairs=narrow, stats_memory_gb=memory), cache
+    )
+    (i, j) = sorted(wide - narrow)[0]
+    with pytest.raises(MissingStatsError, match=rf"no pair \(h_{i}, h_{j}\)"):
+        first.stats.pair(i, j)
+    calls, handle = _count_forwards(loaded)
+    try:
+        second = calibrate(
+            loaded, split, CalibrationSettings(samples=10, batch_size=4, pairs=wide, stats_memory_gb=memory), cache
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # one extension pass, for the missing pairs only
+    assert second.directory == first.directory and second.stats.held_pairs == wide
+    (ext,) = second.directory.glob("ext-*")
+    manifest = json.loads((ext / "manifest.json").read_text())
+    assert sorted(map(tuple, manifest["pairs"])) == sorted(wide - narrow)
+    for a, b in sorted(narrow):  # the narrow space's pairs are read from the first pass, unchanged
+        np.testing.assert_array_equal(second.stats.block(a, b), first.stats.block(a, b))
+    fresh = calibrate(
+        loaded,
+        split,
+        CalibrationSettings(samples=10, batch_size=4, pairs=wide, stats_memory_gb=memory),
+        ActivationCache(cache.root.parent / "fresh"),
+    )
+    for a, b in sorted(wide):
+        np.testing.assert_allclose(second.stats.block(a, b), fresh.stats.block(a, b), rtol=1e-12)
+    again = calibrate(
+        loaded, split, CalibrationSettings(samples=10, batch_size=4, pairs=narrow, stats_memory_gb=memory), cache
+    )
+    assert again.stats.held_pairs == wide  # a narrower run reads the entry as it is, no pass
+
+
+def test_shards_hold_only_the_states_asked_for_and_a_later_run_adds_states(setup):
+    from toast.errors import MissingStatsError
+
+    loaded, split, cache = setup
+    first = calibrate(loaded, split, CalibrationSettings(samples=10, batch_size=4, states=frozenset()), cache)
+    assert first.states == () and first.manifest["states"] == []
+    assert len(set(first.sample_index().tolist())) == 10  # sample and token columns are still written
+    with pytest.raises(MissingStatsError, match="hold no h_1"):
+        first.state(1)
+    calls, handle = _count_forwards(loaded)
+    try:
+        second = calibrate(
+            loaded, split, CalibrationSettings(samples=10, batch_size=4, states=frozenset({1, 3})), cache
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 3 and second.states == (1, 3)
+    assert second.shard_dir.name.startswith("ext-")
+    full = calibrate(loaded, split, CalibrationSettings(samples=10, batch_size=4), ActivationCache(cache.root / "x"))
+    np.testing.assert_array_equal(second.state(3), full.state(3))
+    with pytest.raises(MissingStatsError, match="hold no h_2"):
+        second.state(2)

@@ -138,3 +138,31 @@ def test_mlp_branch_statistics_are_captured_only_for_a_kind_that_needs_them(sett
     assert not ctx.captured.stats.has_branches
     folded = SearchContext.build(settings.updated(translators=("identity", "folded")), progress=False)
     assert folded.captured.stats.has_branches
+
+
+def test_the_capture_holds_the_space_s_pairs_and_the_states_a_trained_kind_or_refit_reads():
+    """Issue 22: the pairs of the space (and of `plans`), and the shards only where a trained kind or a refit pass
+    reads them."""
+    from toast.spaces import PlanSpace, space_pairs
+
+    def needs(**flat):
+        settings = SearchSettings.from_flat(model="demo-vit", dataset="digits", **flat)
+        space = PlanSpace(num_blocks=6, kinds=settings.space.translators, max_removed=settings.space.max_removed)
+        return _prepare.capture_needs(settings, space, 6)
+
+    pairs, states = needs(max_removed=2, translators=("identity", "linear"))
+    assert pairs == space_pairs(6, 2) and states == frozenset()
+    pairs, states = needs(max_removed=2, translators=("linear",), plans=("0->5:linear",))
+    assert (1, 6) in pairs and states == frozenset()
+    _, states = needs(max_removed=2, translators=("linear", "mlp"))
+    assert states == frozenset(range(7))
+    _, states = needs(max_removed=2, translators=("linear",), refit="sequential")
+    assert states == frozenset(range(7))
+    settings = SearchSettings.from_flat(model="demo-vit", dataset="digits")
+    assert _prepare.capture_needs(settings, None, 6) == (None, frozenset())  # analyze: every pair, no shard
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_stats_memory_must_be_positive(value):
+    with pytest.raises(SettingsError, match="stats_memory_gb"):
+        SearchSettings.from_flat(model="demo-vit", dataset="digits", stats_memory_gb=value)

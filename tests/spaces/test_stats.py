@@ -174,3 +174,48 @@ def test_accumulator_rejects_a_wrong_number_of_states_and_an_empty_result():
         acc.result()
     with pytest.raises(ValueError, match=f"expected {S} hidden states, got {S - 1}"):
         acc.update(make_batches(8)[0][:-1])
+
+
+# ---------------------------------------------------------------- pairs only (issue 22)
+
+
+def test_space_pairs_are_the_spans_the_diagonal_and_the_adjacent_pairs():
+    from toast.spaces import Span, space_pairs
+
+    L = 6
+    got = space_pairs(L, 2, extra=[(0, 6)])
+    spans = [Span(s, e) for s in range(-1, L - 1) for e in range(s + 1, L) if e - s <= 2]
+    want = {(k, k) for k in range(L + 1)} | {(k - 1, k) for k in range(1, L + 1)}
+    want |= {(sp.source, sp.target) for sp in spans} | {(0, 6)}
+    assert got == want
+    assert space_pairs(L, L) == {(i, j) for i in range(L + 1) for j in range(i, L + 1)}
+
+
+def test_pairs_accumulator_matches_the_all_pairs_gram_and_says_what_is_missing(tmp_path):
+    from toast.errors import MissingStatsError
+    from toast.spaces import plan_passes
+
+    batches, masks = make_batches(5), make_masks(6)
+    full = accumulate(batches, masks)
+    wanted = [(0, 0), (1, 1), (3, 3), (0, 1), (1, 3)]
+    acc = StatsAccumulator(S, D, pairs=wanted)
+    for states, mask in zip(batches, masks):
+        acc.update(states, mask)
+    part = acc.result()
+    assert part.gram is None and part.held_pairs == frozenset(wanted) and not part.all_pairs
+    for i, j in [(0, 1), (3, 1), (1, 1)]:
+        a, b = part.pair(i, j), full.pair(i, j)
+        for field in ("mean_x", "mean_y", "sxx", "sxy", "syy"):
+            b_ = getattr(b, field)  # float32 products: the split runs round apart from the all-pairs row
+            np.testing.assert_allclose(getattr(a, field), b_, rtol=1e-6, atol=1e-6 * np.abs(b_).max(), err_msg=field)
+    with pytest.raises(MissingStatsError, match=r"no pair \(h_0, h_3\)"):
+        part.pair(0, 3)
+    # saved one file per pair, read back memory-mapped
+    names = part.save(tmp_path)
+    assert "pairs/1-3.npy" in names and "gram.npy" not in names
+    loaded = ActivationStats.load(tmp_path)
+    assert isinstance(loaded.pairs[1, 3], np.memmap)
+    np.testing.assert_array_equal(loaded.block(3, 1), part.block(3, 1))
+    # grouped into passes of at most the budget, in row order
+    assert plan_passes(wanted, D, 2 * D * D * 8) == [[(0, 0), (0, 1)], [(1, 1), (1, 3)], [(3, 3)]]
+    assert plan_passes(wanted, D, 0) == [[p] for p in sorted(wanted)]
