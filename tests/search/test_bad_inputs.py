@@ -407,6 +407,13 @@ def cases(w: dict) -> dict[str, Case]:
         "NaN prefix cache": Case(
             run(new("nd"), "--prefix-cache-gb", "nan"), "--prefix-cache-gb must be a finite", in_process=True
         ),
+        "NaN stats memory": Case(
+            run(new("sm1"), "--stats-memory-gb", "nan"), "--stats-memory-gb must be a finite", in_process=True
+        ),
+        "zero stats memory": Case(run(new("sm2"), "--stats-memory-gb", "0"), "--stats-memory-gb", in_process=True),
+        "negative stats memory": Case(
+            run(new("sm3"), "--stats-memory-gb", "-2"), "--stats-memory-gb must be > 0", in_process=True
+        ),
         "huge latency batch": Case(
             run(new("ne"), "--latency-batch-size", "100000"), "--latency-batch-size must be at most", in_process=True
         ),
