@@ -9,7 +9,8 @@ What a run asks for may grow without a new key: the statistics are held per pair
 the states asked for (manifest `states`); a run needing pairs or states the entry lacks captures only those, in an
 extension pass written as its own verified artifact inside the entry (`ext-<hash>/`: `pairs/<i>-<j>.npy`, and
 shards of every state held so far plus the new ones where states were missing). Pairs that do not fit the memory
-given (`memory_bytes`) at once are captured in several passes (one extension each), trading time for memory.
+given (`memory_bytes`) at once are captured in several passes (one extension each), trading time for memory
+(`plan_capture`); the MLP branch blocks of `folded` (`branch/<s>-<t>.npy`) are planned and extended the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +28,18 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from toast.spaces import ActivationStats, StatsAccumulator, all_pairs, load_pairs, plan_passes, save_pairs
+from toast.spaces import (
+    BRANCH_DIR,
+    ActivationStats,
+    BlockFiles,
+    StatsAccumulator,
+    all_branch_pairs,
+    all_pairs,
+    load_pairs,
+    pair_bytes,
+    plan_passes,
+    save_pairs,
+)
 
 from .._artifacts import MANIFEST, default_cache_dir, read_artifact, read_or_discard, spec_key, write_artifact
 from .._faults import fault_point
@@ -37,7 +49,8 @@ STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
 SHARD_BYTES = 512 << 20
 EXTENSION = "ext-"  # an extension artifact's folder inside an entry: `ext-<hash>`
-FORMAT_VERSION = 2  # 2: the statistics hold the MLP branch outputs of pre-norm families (`folded`)
+# 2: the statistics hold the MLP branch outputs of pre-norm families (`folded`); 3: those per branch block
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -264,7 +277,7 @@ class ActivationCache:
         corrupt extension is said in one line, removed, and its pairs or states captured again when next asked)."""
         directory = self.path(spec)
         manifest = read_artifact(directory, spec.key, f"cache entry {directory}")
-        pairs: dict = {}
+        pairs = branch = BlockFiles()
         shards = None
         for ext in sorted(directory.glob(f"{EXTENSION}*")):
             found = read_or_discard(
@@ -274,10 +287,11 @@ class ActivationCache:
             )
             if found is None:
                 continue
-            pairs.update(load_pairs(ext))
+            pairs |= load_pairs(ext)
+            branch |= load_pairs(ext, folder=BRANCH_DIR)
             if found.get("states") is not None and (shards is None or len(found["states"]) > len(shards[2])):
                 shards = (ext, tuple(found["shards"]), tuple(found["states"]))
-        stats = ActivationStats.load(directory, pairs=pairs)
+        stats = ActivationStats.load(directory, pairs=pairs, branch_blocks=branch)
         if shards is None or len(shards[2]) <= len(_held_states(manifest)):
             return CapturedActivations(directory, manifest, stats)
         return CapturedActivations(directory, manifest, stats, *shards)
@@ -290,14 +304,16 @@ class ActivationCache:
         *,
         progress: bool = True,
         pairs: Iterable[tuple[int, int]] | None = None,
+        branch_pairs: Iterable[tuple[int, int]] | None = None,
         states: Iterable[int] | None = None,
         memory_bytes: int | None = None,
         observers: Sequence = (),
     ) -> CapturedActivations:
-        """The verified entry for `spec` holding the statistics of `pairs` (None: every pair) and the shards of
+        """The verified entry for `spec` holding the statistics of `pairs` (None: every pair), the MLP branch blocks
+        `branch_pairs` (None: every one; where `spec.branches` and the family has MLP branches) and the shards of
         `states` (None: every state); what is missing is captured first: the whole entry when it is missing or
-        corrupt, else only the pairs and states it lacks (extension passes). `memory_bytes` bounds the pair
-        accumulators held at once (None: unbounded): when every pair's Gram fits, every pair is captured as one
+        corrupt, else only the blocks and states it lacks (extension passes). `memory_bytes` bounds the accumulators
+        held at once (None: unbounded; `plan_capture`): when every pair's Gram fits, every pair is captured as one
         all-pairs Gram, whatever `pairs` asks. `observers`: objects with `update(states, mask)`, fed every batch of
         the entry's first pass (e.g. `toast.objectives.SampledSimilarity`); not fed on a cache hit."""
         found = read_or_discard(self.path(spec), lambda _: self.load(spec), redo="recapturing")
@@ -308,6 +324,7 @@ class ActivationCache:
                 batches(),
                 progress=progress,
                 pairs=pairs,
+                branch_pairs=branch_pairs,
                 states=states,
                 memory_bytes=memory_bytes,
                 observers=observers,
@@ -316,23 +333,20 @@ class ActivationCache:
         num_states = int(found.manifest["num_states"])
         wanted = set(all_pairs(num_states) if pairs is None else ((min(i, j), max(i, j)) for i, j in pairs))
         missing_pairs = sorted(wanted - found.stats.held_pairs)
+        missing_branch = []
+        if found.stats.has_branches:
+            branch = set(all_branch_pairs(num_states - 1) if branch_pairs is None else branch_pairs)
+            missing_branch = sorted(branch - found.stats.held_branch_pairs)
         wanted_states = set(range(num_states) if states is None else states)
         missing_states = sorted(wanted_states - set(found.states))
-        if not missing_pairs and not missing_states:
+        if not missing_pairs and not missing_branch and not missing_states:
             return found
         shard_states = sorted(set(found.states) | wanted_states) if missing_states else None
-        self._extend(spec, model, batches, found.stats, missing_pairs, shard_states, memory_bytes, progress=progress)
+        plan = plan_capture(num_states, found.stats.dim, missing_pairs, missing_branch, memory_bytes, gram=False)
+        for k, (group, branch_group) in enumerate(plan.passes):
+            shards = shard_states if k == 0 else None
+            self._pass(spec, model, batches(), found.stats, group, branch_group, shards, progress=progress)
         return self.load(spec)
-
-    def plan(self, num_states: int, dim: int, pairs, memory_bytes: int | None, *, branches: bool) -> list | None:
-        """The pair passes of a capture: None: one pass accumulating the all-pairs Gram (it fits `memory_bytes`,
-        or no bound is set); else the lists of pairs of each pass (`pairs` None: every pair)."""
-        gram = (num_states * dim) ** 2 * 8
-        branch = _branch_bytes(branches, num_states, dim)
-        if memory_bytes is None or gram + branch <= memory_bytes:
-            return None
-        wanted = all_pairs(num_states) if pairs is None else pairs
-        return plan_passes(wanted, dim, max(0, memory_bytes - branch))
 
     @torch.inference_mode()
     def capture(
@@ -343,12 +357,13 @@ class ActivationCache:
         *,
         progress: bool = True,
         pairs: Iterable[tuple[int, int]] | None = None,
+        branch_pairs: Iterable[tuple[int, int]] | None = None,
         states: Iterable[int] | None = None,
         memory_bytes: int | None = None,
         observers: Sequence = (),
         more: Callable[[], Iterable[tuple[list[int], dict[str, torch.Tensor]]]] | None = None,
     ) -> CapturedActivations:
-        """One pass of the (uncompressed) model: shards and statistics, written atomically; then, where the pairs
+        """One pass of the (uncompressed) model: shards and statistics, written atomically; then, where the blocks
         asked for do not fit `memory_bytes` in one pass, one extension pass per further group (`more` gives the
         batches again; required then)."""
         from tqdm.auto import tqdm
@@ -356,21 +371,29 @@ class ActivationCache:
         final = self.path(spec)
         num_states = model.plan.num_blocks + 1
         dim = int(model.config.hidden_size)
-        passes = self.plan(
-            num_states, dim, None if pairs is None else list(pairs), memory_bytes, branches=spec.branches
+        with_branches = captures_branches(model, spec.branches)
+        if with_branches and branch_pairs is None:
+            branch_pairs = all_branch_pairs(num_states - 1)
+        plan = plan_capture(
+            num_states,
+            dim,
+            None if pairs is None else list(pairs),
+            branch_pairs if with_branches else None,
+            memory_bytes,
         )
-        if passes is not None and len(passes) > 1 and more is None:
+        if len(plan.passes) > 1 and more is None:
             raise ValueError("the pairs need several passes over the calibration data: give `more` (the batches again)")
         with write_artifact(final, spec.key, f"cache entry {final}") as out:
             cls_index = model.family.layout(model.config).cls_index
-            acc = StatsAccumulator(num_states, dim, pairs=None if passes is None else passes[0])
+            first, first_branch = plan.passes[0]
+            acc = StatsAccumulator(num_states, dim, pairs=None if plan.gram else first, branch_pairs=first_branch)
             start = time.perf_counter()
             bar = tqdm(total=len(spec.sample_ids), desc="capture", unit="sample", disable=not progress)
             with (
                 ShardWriter(
                     out.directory, num_states=num_states, dim=dim, dtype=spec.dtype, key=spec.key, states=states
                 ) as writer,
-                _branch_outputs(model, spec.branches) as branches,
+                _branch_outputs(model, with_branches) as branches,
             ):
                 for ids, inputs in batches:
                     branches.clear()
@@ -395,39 +418,45 @@ class ActivationCache:
                     "dtype": spec.dtype,
                     "num_tokens": stats.n,
                     "num_samples": stats.num_samples,
-                    "pair_passes": 1 if passes is None else len(passes),
+                    "pair_passes": len(plan.passes),
                     "seconds": round(time.perf_counter() - start, 3),
                 }
             )
-        for group in (passes or [])[1:]:
-            self._pass(spec, model, more(), stats, group, None, progress=progress)
+        del acc
+        for group, branch_group in plan.passes[1:]:
+            self._pass(spec, model, more(), stats, group, branch_group, None, progress=progress)
         return self.load(spec)
 
-    def _extend(self, spec, model, batches, base, pairs, shard_states, memory_bytes, *, progress: bool) -> None:
-        """Extension passes adding `pairs` (grouped to fit `memory_bytes`) and, with `shard_states`, shards of
-        those states (in the first pass) to the entry of `spec`."""
-        num_states = model.plan.num_blocks + 1
-        dim = int(model.config.hidden_size)
-        budget = None if memory_bytes is None else max(0, memory_bytes - _branch_bytes(spec.branches, num_states, dim))
-        groups = (
-            plan_passes(pairs, dim, budget) if pairs and budget is not None else ([sorted(pairs)] if pairs else [[]])
-        )
-        for k, group in enumerate(groups):
-            self._pass(spec, model, batches(), base, group, shard_states if k == 0 else None, progress=progress)
-
     @torch.inference_mode()
-    def _pass(self, spec, model, batches, base: ActivationStats, pairs, shard_states, *, progress: bool) -> None:
-        """One extension pass: the blocks of `pairs` (shifted by the entry's statistics' `shift`, so they add to its
-        own) and, with `shard_states`, a new shard set of those states; written as an artifact `ext-<hash>` inside
-        the entry. The pass must see the entry's tokens (`base.n`), else it is refused (the data changed)."""
+    def _pass(
+        self, spec, model, batches, base: ActivationStats, pairs, branch_pairs, shard_states, *, progress: bool
+    ) -> None:
+        """One extension pass: the blocks of `pairs` and the MLP branch blocks `branch_pairs` (shifted by the entry's
+        statistics' shifts, so they add to its own) and, with `shard_states`, a new shard set of those states;
+        written as an artifact `ext-<hash>` inside the entry. The pass must see the entry's tokens (`base.n`), else
+        it is refused (the data changed)."""
         from tqdm.auto import tqdm
 
         num_states = model.plan.num_blocks + 1
         dim = int(model.config.hidden_size)
-        name = EXTENSION + _digest({"pairs": pairs, "states": shard_states})
+        pairs, branch_pairs = sorted(pairs), sorted(branch_pairs)
+        key = {"pairs": pairs, "states": shard_states} | ({"branch": branch_pairs} if branch_pairs else {})
+        name = EXTENSION + _digest(key)
         final = self.path(spec) / name
-        with write_artifact(final, f"{spec.key}-{name}", f"cache extension {final}") as out:
-            acc = StatsAccumulator(num_states, dim, pairs=pairs, shift=base.shift) if pairs else None
+        with (
+            write_artifact(final, f"{spec.key}-{name}", f"cache extension {final}") as out,
+            _branch_outputs(model, bool(branch_pairs)) as branches,
+        ):
+            acc = None
+            if pairs or branch_pairs:
+                acc = StatsAccumulator(
+                    num_states,
+                    dim,
+                    pairs=pairs,
+                    shift=base.shift,
+                    branch_pairs=branch_pairs,
+                    branch_shift=base.branch_shift,
+                )
             tokens = 0
             writer = (
                 ShardWriter(
@@ -440,11 +469,12 @@ class ActivationCache:
             bar = tqdm(total=len(spec.sample_ids), desc="capture (more)", unit="sample", disable=not progress)
             try:
                 for ids, inputs in batches:
+                    branches.clear()
                     states_, mask = model.hidden_states(inputs)
                     _check_finite(states_, spec)
                     tokens += int(mask.bool().sum()) if mask is not None else states_[0].shape[0] * states_[0].shape[1]
                     if acc is not None:
-                        acc.update(states_, mask)
+                        acc.update(states_, mask, branches=branches.ordered())
                     if writer is not None:
                         writer.write(states_, mask, list(ids))
                     fault_point("capture")
@@ -460,9 +490,12 @@ class ActivationCache:
                 )
             if acc is not None:
                 save_pairs(out.directory, acc.pair_blocks())
+                if branch_pairs:
+                    save_pairs(out.directory, acc.branch_blocks(), folder=BRANCH_DIR)
             out.manifest.update(
                 {
                     "pairs": [list(p) for p in pairs],
+                    "branch_pairs": [list(p) for p in branch_pairs],
                     "shards": None if writer is None else writer.files,
                     "states": None if writer is None else list(writer.states),
                     "num_tokens": tokens,
@@ -471,10 +504,50 @@ class ActivationCache:
             )
 
 
-def _branch_bytes(branches: bool, num_states: int, dim: int) -> int:
-    """Memory of the MLP-branch accumulators (L Grams and L(L+1)/2 cross-Grams, float64), when captured."""
-    L = num_states - 1
-    return (L + L * (L + 1) // 2) * dim * dim * 8 if branches else 0
+@dataclass(frozen=True)
+class CapturePlan:
+    """How a capture's statistics are accumulated: `gram` True: the first pass holds the all-pairs Gram (everything
+    fits the memory given); `passes`: the state pairs and MLP branch blocks each pass over the data accumulates."""
+
+    gram: bool
+    passes: tuple[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]], ...]
+
+    def pass_bytes(self, num_states: int, dim: int) -> int:
+        """The most accumulator memory any pass holds."""
+        gram = (num_states * dim) ** 2 * 8 if self.gram else 0
+        return max(gram + (len(p) + len(b)) * pair_bytes(dim) for p, b in self.passes)
+
+
+def plan_capture(
+    num_states: int,
+    dim: int,
+    pairs: Iterable[tuple[int, int]] | None,
+    branch_pairs: Iterable[tuple[int, int]] | None,
+    memory_bytes: int | None,
+    *,
+    gram: bool = True,
+) -> CapturePlan:
+    """The passes of a capture holding the statistics of `pairs` (None: every pair) and the MLP branch blocks
+    `branch_pairs` (None: none captured). One pass with the all-pairs Gram when it fits `memory_bytes` with the
+    branch blocks (or no bound is set) and `gram` allows it (a new entry; an extension adds blocks); else the blocks
+    grouped into passes of at most `memory_bytes` each (`toast.spaces.plan_passes`), state pairs first."""
+    branch = sorted(set(branch_pairs or ()))
+    wanted = sorted(set(all_pairs(num_states) if pairs is None else pairs))
+    if gram and (memory_bytes is None or ((num_states * dim) ** 2 * 8 + len(branch) * pair_bytes(dim)) <= memory_bytes):
+        return CapturePlan(True, (((), tuple(branch)),))
+    units = [("h", *p) for p in wanted] + [("m", *p) for p in branch]
+    groups = [units] if memory_bytes is None else plan_passes(units, dim, memory_bytes)
+    return CapturePlan(
+        False,
+        tuple((tuple(u[1:] for u in g if u[0] == "h"), tuple(u[1:] for u in g if u[0] == "m")) for g in groups or [[]]),
+    )
+
+
+def captures_branches(model, wanted: bool) -> bool:
+    """Whether a capture of `model` (an uncompressed `CompressedModel`) records MLP branch outputs: asked for, and
+    every block has an MLP branch (pre-norm families)."""
+    blocks = [model.blocks[str(b)] for b in range(model.plan.num_blocks)]
+    return wanted and all(model.family.mlp_branch(block) is not None for block in blocks)
 
 
 def _check_finite(states: list[torch.Tensor], spec: CaptureSpec) -> None:

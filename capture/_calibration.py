@@ -58,6 +58,8 @@ class CalibrationSettings:
     branches: bool = True  # also the MLP-branch statistics (pre-norm families), for kinds with `needs_branches`
     # the pairs of states `(i, j)`, i <= j, whose statistics the search reads (`toast.spaces.space_pairs`); None: all
     pairs: frozenset[tuple[int, int]] | None = None
+    # the MLP branch blocks `(s, t)` the space's `folded` spans read (`toast.spaces.space_branch_pairs`); None: all
+    branch_pairs: frozenset[tuple[int, int]] | None = None
     # the states whose activation shards are read (trained kinds, a refit pass); None: every state
     states: frozenset[int] | None = None
     # the memory (GB) the statistics' accumulators may hold at once; None: a quarter of the host's RAM
@@ -89,6 +91,7 @@ def calibrate(
         lambda: iter_batches(split, ids, loaded.processor, settings.batch_size),
         progress=progress,
         pairs=settings.pairs,
+        branch_pairs=settings.branch_pairs,
         states=settings.states,
         memory_bytes=memory_plan_bytes(settings.stats_memory_gb),
         observers=observers,

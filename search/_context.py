@@ -89,7 +89,7 @@ class SearchContext:
         no `preflight` (a Ray worker: its driver made it). `notes` False: the preparation's notes are not said (a Ray
         worker: its driver said them)."""
         prepared = prepare(settings, check_paths=check_paths)
-        for line in prepared.notes if notes else ():
+        for line in [*prepared.estimate.lines(), *prepared.notes] if notes else ():
             note(line)
         loaded, train, test, cache = prepared.loaded, prepared.train, prepared.test, prepared.cache
         calib = prepared.calibration_split

@@ -15,11 +15,40 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from toast.objectives import CostTable, get_objectives
-from toast.spaces import Plan, PlanError, PlanSpace, kind_parameter, space_pairs, translator_class
+from toast.spaces import (
+    Plan,
+    PlanError,
+    PlanSpace,
+    kind_parameter,
+    space_branch_pairs,
+    space_pairs,
+    translator_class,
+)
 
-from ..capture import ActivationCache, CalibrationSettings, CaptureSpec, capture_spec, check_modality, resolve_device
-from ..data import LabeledSplit, check_inputs_fit, check_split, default_splits, load_split
-from ..models import LoadedModel, load_model, measure_cost_table, refused_spans, resolve_model
+from ..capture import (
+    ActivationCache,
+    CalibrationSettings,
+    CaptureShape,
+    CaptureSpec,
+    ResourceEstimate,
+    capture_spec,
+    check_fits,
+    check_modality,
+    estimate_resources,
+    memory_plan_bytes,
+    meta_model,
+    resolve_device,
+)
+from ..data import LabeledSplit, check_inputs_fit, check_split, default_splits, iter_batches, load_split, sample_ids
+from ..models import (
+    LoadedModel,
+    ModelSource,
+    load_model,
+    load_processor,
+    measure_cost_table,
+    refused_spans,
+    resolve_model,
+)
 from ._calib_data import load_calibration_split
 from ._latency import measure_latency_table
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
@@ -48,6 +77,7 @@ class Prepared:
     samples_used: dict[str, int]  # the sample counts really used (a split may hold fewer than asked)
     notes: tuple[str, ...]  # one line per count cut short, for the caller to print
     calib: LabeledSplit | None = None  # the split the translators are fitted on, when not `train` (`calib_dataset`)
+    estimate: ResourceEstimate | None = None  # the capture's and a trial's needs (`estimate_run`), said in a note
     zero_shot: ZeroShotSpec | None = None  # `head` zero-shot: the class names and templates
 
     @property
@@ -148,24 +178,95 @@ def _check_splits(
 
 def capture_needs(
     settings: SearchSettings, space: PlanSpace | None, num_blocks: int
-) -> tuple[frozenset[tuple[int, int]] | None, frozenset[int]]:
+) -> tuple[frozenset[tuple[int, int]] | None, frozenset[tuple[int, int]] | None, frozenset[int]]:
     """What the calibration capture must hold for this run: the pairs of states whose statistics the space's spans
     (and those of `plans`) read, with the diagonal and adjacent pairs (`space_pairs`; None without a space: a
-    capture only, `analyze`, needs every pair), and the states whose activation shards are read: the sources and
+    capture only, `analyze`, needs every pair), the MLP branch blocks its `folded` spans read
+    (`space_branch_pairs`; None: every one), and the states whose activation shards are read: the sources and
     targets of the spans of a trained kind (`needs_activations`), every state for `refit` sequential (its prefix
     passes read each later state), none otherwise."""
     if space is None:
-        return None, frozenset()
+        return None, None, frozenset()
     plan_spans = [s for t in settings.space.plans for s in Plan.parse(t, num_blocks).spans]
     max_len = space.removal_limit
     pairs = space_pairs(num_blocks, max_len, extra=[(s.source, s.target) for s in plan_spans])
+    folded = [s for s in plan_spans if translator_class(s.kind).needs_branches]
+    sourced = any(translator_class(k).needs_branches for k in space.kinds)
+    branch_pairs = space_branch_pairs(num_blocks, max_len if sourced else 0, extra=[(s.start, s.end) for s in folded])
     if settings.space.refit == "sequential":
-        return pairs, frozenset(range(num_blocks + 1))
+        return pairs, branch_pairs, frozenset(range(num_blocks + 1))
     states: set[int] = set()
     if any(translator_class(k).needs_activations for k in space.kinds):
         states |= {k for pair in pairs if pair[0] != pair[1] for k in pair}
     states |= {k for s in plan_spans if translator_class(s.kind).needs_activations for k in (s.source, s.target)}
-    return pairs, frozenset(states)
+    return pairs, branch_pairs, frozenset(states)
+
+
+def estimate_run(
+    settings: SearchSettings,
+    source: ModelSource,
+    calib: LabeledSplit,
+    used: dict[str, int],
+    device: str,
+    *,
+    search: bool,
+    strict: bool = False,
+) -> ResourceEstimate | None:
+    """The capture's host and device memory, disk and time and a trial's time (`toast.capture.estimate_resources`),
+    from the model's config (a meta-device model: no weight is read), one batch of calibration inputs (its tokens)
+    and the space the settings describe; a capture that cannot fit is refused here, in one line naming the flag
+    (`check_fits`), before any weight is loaded. None (`strict` False) where a batch of inputs does not run through
+    the meta model's embeddings: `check_inputs_fit` says why on the loaded model."""
+    family, config = source.family, source.config
+    meta = meta_model(config, family.model_class(config))
+    parts = family.parts(meta)
+    processor = load_processor(source.where, family)
+    ids = sample_ids(len(calib), used["calib_samples"], settings.study.seed)
+    _, inputs = next(iter_batches(calib, ids[: settings.batch_size], processor, settings.batch_size))
+    try:
+        hidden, _ = family.embed(parts.embeddings, {k: v.to("meta") for k, v in inputs.items()})
+    except Exception:  # inputs the model cannot take: said by `check_inputs_fit` on the loaded model, then estimated
+        if strict:
+            raise
+        return None
+    mask = family.token_mask(inputs, torch.device("cpu"))
+    padded = int(hidden.shape[1])
+    tokens = float(mask.sum()) / mask.shape[0] if mask is not None else padded
+    L = len(parts.blocks)
+    space = None
+    if search:
+        kinds = space_kinds(settings, int(config.hidden_size))
+        kinds = tuple(k for k in kinds if not translator_class(k).refuse_family(family, parts.blocks[0]))
+        space = PlanSpace(
+            num_blocks=L, kinds=kinds, max_removed=settings.space.max_removed, min_kept=settings.space.min_kept
+        )
+    pairs, branch_pairs, states = capture_needs(settings, space, L)
+    branches = family.mlp_branch(parts.blocks[0]) is not None and (branch_pairs is None or bool(branch_pairs))
+    shape = CaptureShape.from_config(
+        config,
+        tokens_per_sample=tokens,
+        padded_tokens=padded,
+        branches=branches,
+        dtype=settings.dtype,
+        params=sum(p.numel() for p in meta.parameters()),
+    )
+    estimate = estimate_resources(
+        shape,
+        samples=used["calib_samples"],
+        batch_size=settings.batch_size,
+        pairs=pairs,
+        branch_pairs=branch_pairs,
+        states=states,
+        memory_bytes=memory_plan_bytes(settings.data.stats_memory_gb),
+        activation_dtype=settings.activation_dtype,
+        device=device,
+        trial_samples=used.get("probe_samples", 0) + used.get("eval_samples", 0),
+        spans_per_trial=max(1, space.removal_limit if space is not None else 1),
+    )
+    check_fits(
+        estimate, cache_root=ActivationCache(settings.cache_dir).root, device=device, batch_size=settings.batch_size
+    )
+    return estimate
 
 
 def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool = True) -> Prepared:
@@ -196,10 +297,13 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     _check_splits(settings, train, test, calib)
     zero_shot = resolve_zero_shot(settings, source, test)
     used, notes = samples_used(settings, train, test, calib)
+    estimate = estimate_run(settings, source, calib, used, device, search=search)  # refused here if it cannot fit
     loaded = load_model(
         settings.data.model, device=device, dtype=DTYPES[settings.dtype], text_tower=zero_shot is not None
     )
     check_inputs_fit(loaded, calib)  # one sample through the processor and the embeddings
+    if estimate is None:
+        estimate = estimate_run(settings, source, calib, used, device, search=search, strict=True)
     space = costs = None
     if search:
         kinds = []
@@ -234,7 +338,7 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     kinds = set(space.kinds if space is not None else ()) | {
         s.kind for t in settings.space.plans for s in Plan.parse(t, 10**6).spans
     }
-    pairs, states = capture_needs(settings, space, loaded.num_blocks)
+    pairs, branch_pairs, states = capture_needs(settings, space, loaded.num_blocks)
     calibration = CalibrationSettings(
         samples=settings.data.calib_samples,
         seed=settings.study.seed,
@@ -242,6 +346,7 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         activation_dtype=settings.activation_dtype,
         branches=any(translator_class(k).needs_branches for k in kinds),
         pairs=pairs,
+        branch_pairs=branch_pairs,
         states=states,
         stats_memory_gb=settings.data.stats_memory_gb,
     )
@@ -258,4 +363,5 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         notes=tuple(notes),
         calib=calib if calib is not train else None,
         zero_shot=zero_shot,
+        estimate=estimate,
     )

@@ -14,15 +14,20 @@ from ._plan import Plan, Span
 from ._space import PlanSpace, front_seed_plans, rank_spans, seed_plans
 from ._span_data import HOLDOUT_FRACTION, ArraySpanData, Part, SpanData, holdout_samples, part_mask
 from ._stats import (
+    BRANCH_DIR,
     ActivationStats,
+    BlockFiles,
+    BranchPair,
     PairStats,
     StatePair,
     StatsAccumulator,
+    all_branch_pairs,
     all_pairs,
     load_pairs,
     pair_bytes,
     plan_passes,
     save_pairs,
+    space_branch_pairs,
     space_pairs,
 )
 from ._translators import (
@@ -37,8 +42,11 @@ from ._translators import (
 )
 
 __all__ = [
+    "BRANCH_DIR",
     "HOLDOUT_FRACTION",
     "ActivationStats",
+    "BlockFiles",
+    "BranchPair",
     "ArraySpanData",
     "FoldedTranslator",
     "LinearTranslator",
@@ -54,6 +62,7 @@ __all__ = [
     "StatsAccumulator",
     "ToastError",
     "Translator",
+    "all_branch_pairs",
     "all_pairs",
     "create_translator",
     "fit_span",
@@ -70,6 +79,7 @@ __all__ = [
     "register_translator",
     "save_pairs",
     "seed_plans",
+    "space_branch_pairs",
     "space_pairs",
     "translator_class",
 ]

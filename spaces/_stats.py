@@ -7,8 +7,9 @@ of large means; each batch product is formed in float32 (float64 on request) and
 The products are held either as one all-pairs Gram `(S·d, S·d)` (small models: everything, as the
 similarity map needs) or per pair of states `(i, j)`, `i <= j`, for only the pairs a search space can
 use (`space_pairs`): a span `s→e` reads `(h_{s+1}, h_{e+1})`, Block Redundancy the adjacent pairs, every
-fit the diagonal blocks. `plan_passes` groups the pairs into passes over the calibration data that
-each fit a memory budget.
+fit the diagonal blocks. The MLP branch outputs `m_s` of pre-norm blocks (for `folded`) are held the same way, per
+branch pair `(s, t)` (`space_branch_pairs`: a folded span `s→e` reads `(s, s)`, `(s, s+1)` and `(s, e+1)`).
+`plan_passes` groups the blocks into passes over the calibration data that each fit a memory budget.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ..errors import MissingStatsError
 
 #: one pair of hidden states `(i, j)` with `i <= j`: the block `Σ (h_i - c_i)ᵀ(h_j - c_j)`
 StatePair = tuple[int, int]
+#: one MLP branch block `(s, t)`: `(s, s)` is `Σ (m_s - c)ᵀ(m_s - c)`, `(s, t)` with `t > s` is `Σ (m_s - c)ᵀ(h_t - c)`
+BranchPair = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ class ActivationStats:
     # The MLP branch output `m_s` of each block s (pre-norm families; None where not captured), for `folded`:
     branch_shift: np.ndarray | None = None  # (L, d)
     branch_sums: np.ndarray | None = None  # (L, d): Σ (m_s - c_s)
-    branch_gram: np.ndarray | None = None  # (L, d, d): Σ (m_s - c_s)ᵀ(m_s - c_s)
-    branch_cross: np.ndarray | None = None  # (L(L+1)/2, d, d): Σ (m_s - c_s)ᵀ(h_t - c_t) for t = s+1 … L only
+    # (s, s) -> Σ (m_s - c_s)ᵀ(m_s - c_s); (s, t), t > s -> Σ (m_s - c_s)ᵀ(h_t - c_t); the blocks the space reads
+    branch_blocks: Mapping[BranchPair, np.ndarray] | None = None
     pairs: Mapping[StatePair, np.ndarray] | None = None  # (i, j), i <= j -> (d, d) block, when `gram` is None
 
     def __post_init__(self) -> None:
@@ -137,12 +140,23 @@ class ActivationStats:
     @property
     def has_branches(self) -> bool:
         """Whether the MLP branch outputs were captured (pre-norm families only)."""
-        return self.branch_gram is not None
+        return self.branch_shift is not None
 
-    def _cross(self, s: int, t: int) -> np.ndarray:
-        """Shifted `Σ (m_s - c)ᵀ(h_t - c)` for `t > s`."""
-        L = self.num_states - 1
-        return np.asarray(self.branch_cross[branch_cross_index(L, s, t)], dtype=np.float64)
+    @property
+    def held_branch_pairs(self) -> frozenset[BranchPair]:
+        """The MLP branch blocks `(s, t)` held (none without branches)."""
+        return frozenset(self.branch_blocks or ())
+
+    def _branch_block(self, s: int, t: int) -> np.ndarray:
+        """Shifted `Σ (m_s - c)ᵀ(m_s - c)` (t = s) or `Σ (m_s - c)ᵀ(h_t - c)` (t > s)."""
+        found = (self.branch_blocks or {}).get((s, t))
+        if found is None:
+            raise MissingStatsError(
+                f"the statistics hold no MLP branch block (m_{s}, {'m' if t == s else 'h'}_{t}): the capture was "
+                "planned for a narrower search space; run with the space that needs it (the capture adds the missing "
+                "blocks to the cache entry)"
+            )
+        return np.asarray(found, dtype=np.float64)
 
     def branch_pair(self, s: int, t: int) -> PairStats:
         """Statistics of x = `m_s` (block s's MLP branch output) and y = `h_t - r_s`, where `r_s = h_{s+1} - m_s`
@@ -155,9 +169,9 @@ class ActivationStats:
         n, u = self.n, s + 1
         sm = self.branch_sums[s]
         mean_m = self.branch_shift[s] + sm / n
-        smm = np.asarray(self.branch_gram[s], dtype=np.float64) - np.outer(sm, sm) / n
-        smt = self._cross(s, t) - np.outer(sm, self.sums[t]) / n
-        smu = self._cross(s, u) - np.outer(sm, self.sums[u]) / n
+        smm = self._branch_block(s, s) - np.outer(sm, sm) / n
+        smt = self._branch_block(s, t) - np.outer(sm, self.sums[t]) / n
+        smu = self._branch_block(s, u) - np.outer(sm, self.sums[u]) / n
         sxy = smt - smu + smm
         syy = (
             self.scatter(t, t)
@@ -189,56 +203,93 @@ class ActivationStats:
         np.savez(directory / "stats.npz", shift=self.shift, sums=self.sums, cls_cosine_sum=self.cls_cosine_sum)
         names += ["stats.npz", "stats.json"]
         if self.has_branches:
-            np.save(directory / "branch_gram.npy", np.ascontiguousarray(self.branch_gram))
-            np.save(directory / "branch_cross.npy", np.ascontiguousarray(self.branch_cross))
+            names += save_pairs(directory, self.branch_blocks or {}, folder=BRANCH_DIR)
             np.savez(directory / "branch_stats.npz", shift=self.branch_shift, sums=self.branch_sums)
-            names += ["branch_gram.npy", "branch_cross.npy", "branch_stats.npz"]
+            names += ["branch_stats.npz"]
         (directory / "stats.json").write_text(
             json.dumps({"n": self.n, "num_samples": self.num_samples, "branches": self.has_branches})
         )
         return names
 
     @classmethod
-    def load(cls, directory: Path, pairs: Mapping[StatePair, np.ndarray] | None = None) -> ActivationStats:
+    def load(
+        cls,
+        directory: Path,
+        pairs: Mapping[StatePair, np.ndarray] | None = None,
+        branch_blocks: Mapping[BranchPair, np.ndarray] | None = None,
+    ) -> ActivationStats:
         """Read what `save` wrote (memory-mapped). Without a `gram.npy`, the pair blocks are those saved beside the
-        statistics (`save_pairs`) and those of `pairs` (blocks kept elsewhere, e.g. a later pass's)."""
+        statistics (`save_pairs`) and those of `pairs` (blocks kept elsewhere, e.g. a later pass's); the MLP branch
+        blocks likewise, with those of `branch_blocks`."""
         directory = Path(directory)
         meta = json.loads((directory / "stats.json").read_text())
         with np.load(directory / "stats.npz") as z:
             shift, sums, cos = z["shift"], z["sums"], z["cls_cosine_sum"]
         gram = np.load(directory / "gram.npy", mmap_mode="r") if (directory / "gram.npy").is_file() else None
-        held = None if gram is not None else {**(pairs or {}), **load_pairs(directory)}
+        held = None if gram is not None else _union(pairs, load_pairs(directory))
         branches = {}
         if meta.get("branches"):
             with np.load(directory / "branch_stats.npz") as z:
                 branches = {"branch_shift": z["shift"], "branch_sums": z["sums"]}
-            branches["branch_gram"] = np.load(directory / "branch_gram.npy", mmap_mode="r")
-            branches["branch_cross"] = np.load(directory / "branch_cross.npy", mmap_mode="r")
+            branches["branch_blocks"] = _union(branch_blocks, load_pairs(directory, folder=BRANCH_DIR))
         return cls(meta["n"], meta["num_samples"], shift, sums, gram, cos, **branches, pairs=held)
 
 
+def _union(first: Mapping | None, second: BlockFiles) -> Mapping:
+    """`second`'s blocks over `first`'s (files stay files)."""
+    if first is None or isinstance(first, BlockFiles):
+        return (first or BlockFiles()) | second
+    return {**first, **second}
+
+
 PAIRS_DIR = "pairs"  # the folder of per-pair blocks, `<i>-<j>.npy`
+BRANCH_DIR = "branch"  # the folder of MLP branch blocks, `<s>-<t>.npy`
 
 
-def save_pairs(directory: Path, blocks: Mapping[StatePair, np.ndarray]) -> list[str]:
-    """Write each pair's block as its own `.npy` under `directory/pairs/` (so reading one pair maps only its
+def save_pairs(directory: Path, blocks: Mapping[tuple[int, int], np.ndarray], *, folder: str = PAIRS_DIR) -> list[str]:
+    """Write each pair's block as its own `.npy` under `directory/<folder>/` (so reading one pair maps only its
     bytes); return the relative file names."""
-    folder = Path(directory) / PAIRS_DIR
-    folder.mkdir(exist_ok=True)
+    where = Path(directory) / folder
+    where.mkdir(exist_ok=True)
     names = []
     for (i, j), block in sorted(blocks.items()):
-        np.save(folder / f"{i}-{j}.npy", np.ascontiguousarray(block))
-        names.append(f"{PAIRS_DIR}/{i}-{j}.npy")
+        np.save(where / f"{i}-{j}.npy", np.ascontiguousarray(block))
+        names.append(f"{folder}/{i}-{j}.npy")
     return names
 
 
-def load_pairs(directory: Path) -> dict[StatePair, np.ndarray]:
-    """The pair blocks `save_pairs` wrote under `directory`, memory-mapped read-only."""
+class BlockFiles(Mapping):
+    """Blocks saved as `.npy` files, keyed `(i, j)`: each read memory-mapped when asked for and let go after, so
+    reading every block once (fitting every span) never holds them all mapped (resident) at once."""
+
+    def __init__(self, paths: Mapping[tuple[int, int], Path] | None = None) -> None:
+        self.paths = dict(paths or {})
+
+    def __getitem__(self, key: tuple[int, int]) -> np.ndarray:
+        return np.load(self.paths[key], mmap_mode="r")
+
+    def __iter__(self):
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.paths
+
+    def __or__(self, other: Mapping) -> Mapping:
+        if isinstance(other, BlockFiles):
+            return BlockFiles({**self.paths, **other.paths})
+        return {**self, **other}
+
+
+def load_pairs(directory: Path, *, folder: str = PAIRS_DIR) -> BlockFiles:
+    """The blocks `save_pairs` wrote under `directory/<folder>/`, each memory-mapped read-only when read."""
     out = {}
-    for path in sorted((Path(directory) / PAIRS_DIR).glob("*.npy")):
+    for path in sorted((Path(directory) / folder).glob("*.npy")):
         i, j = (int(x) for x in path.stem.split("-"))
-        out[i, j] = np.load(path, mmap_mode="r")
-    return out
+        out[i, j] = path
+    return BlockFiles(out)
 
 
 def all_pairs(num_states: int) -> list[StatePair]:
@@ -260,17 +311,36 @@ def space_pairs(num_blocks: int, max_len: int, extra: Iterable[StatePair] = ()) 
     return frozenset(out)
 
 
+def all_branch_pairs(num_blocks: int) -> list[BranchPair]:
+    """Every MLP branch block `(s, t)`, `s <= t <= L`, in row order."""
+    return [(s, t) for s in range(num_blocks) for t in range(s, num_blocks + 1)]
+
+
+def space_branch_pairs(num_blocks: int, max_len: int, extra: Iterable[tuple[int, int]] = ()) -> frozenset[BranchPair]:
+    """The MLP branch blocks a `folded` span can read in a space removing at most `max_len` blocks: span `s→e`
+    (`e - s <= max_len`) reads `(s, s)`, `(s, s+1)` and `(s, e+1)` (none for `max_len` 0: no span); `extra` adds
+    spans `(start, end)` (those of `plans`)."""
+    L = num_blocks
+    out = {(s, t) for s in range(L) for t in range(s, min(L, s + max_len + 1) + 1)} if max_len >= 1 else set()
+    out |= {p for s, e in extra if s >= 0 for p in ((s, s), (s, s + 1), (s, e + 1))}
+    bad = [p for p in out if not 0 <= p[0] <= p[1] <= L or p[0] >= L]
+    if bad:
+        raise IndexError(f"branch blocks {sorted(bad)} name blocks outside 0 … {L - 1}")
+    return frozenset(out)
+
+
 def pair_bytes(dim: int) -> int:
     """Memory of one pair's float64 accumulator."""
     return dim * dim * 8
 
 
-def plan_passes(pairs: Iterable[StatePair], dim: int, budget_bytes: int) -> list[list[StatePair]]:
-    """The pairs grouped into passes over the calibration data, each pass's accumulators within `budget_bytes`
-    (at least one pair a pass, whatever the budget): filled in row order, so a pass holds whole rows where it can
-    (each row's blocks are one product per contiguous run of columns)."""
+def plan_passes(blocks: Iterable, dim: int, budget_bytes: int) -> list[list]:
+    """The `(d, d)` blocks (state pairs, or any sortable keys of blocks, e.g. `("h", i, j)` / `("m", s, t)`) grouped
+    into passes over the calibration data, each pass's accumulators within `budget_bytes` (at least one block a
+    pass, whatever the budget): filled in sorted (row) order, so a pass holds whole rows where it can (each row's
+    blocks are one product per contiguous run of columns)."""
     per_pass = max(1, budget_bytes // pair_bytes(dim))
-    ordered = sorted(set(pairs))
+    ordered = sorted(set(blocks))
     return [ordered[k : k + per_pass] for k in range(0, len(ordered), per_pass)]
 
 
@@ -285,19 +355,14 @@ def _runs(columns: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def branch_cross_index(num_blocks: int, s: int, t: int) -> int:
-    """Where `Σ m_sᵀ h_t` (t = s+1 … L) sits in `ActivationStats.branch_cross`: block s's L - s entries follow
-    those of blocks 0 … s-1."""
-    return s * num_blocks - s * (s - 1) // 2 + (t - s - 1)
-
-
 class StatsAccumulator:
     """Accumulates `ActivationStats` batch by batch, on the device the activations live on.
 
     `pairs` None: the all-pairs Gram (today's path, what the similarity map's exact CKA reads). Else only those
-    pairs `(i, j)`, `i <= j`, each its own `(d, d)` float64 block. `shift` (S, d): the reference every product is
-    shifted by, given by a later pass over the same data so that its blocks add to the first pass's (default: the
-    first batch's mean).
+    pairs `(i, j)`, `i <= j`, each its own `(d, d)` float64 block. `branch_pairs`: the MLP branch blocks `(s, t)`
+    accumulated when branch outputs are given (None: every one). `shift` (S, d) and `branch_shift` (L, d): the
+    references every product is shifted by, given by a later pass over the same data so that its blocks add to the
+    first pass's (default: the first batch's means).
     """
 
     def __init__(
@@ -308,6 +373,8 @@ class StatsAccumulator:
         product_dtype: torch.dtype = torch.float32,
         pairs: Iterable[StatePair] | None = None,
         shift: np.ndarray | None = None,
+        branch_pairs: Iterable[BranchPair] | None = None,
+        branch_shift: np.ndarray | None = None,
     ) -> None:
         self.num_states = num_states
         self.dim = dim
@@ -315,20 +382,24 @@ class StatsAccumulator:
         self.pairs = None if pairs is None else sorted({(min(i, j), max(i, j)) for i, j in pairs})
         if self.pairs is not None and any(not 0 <= i <= j < num_states for i, j in self.pairs):
             raise IndexError(f"pairs name states outside h_0 … h_{num_states - 1}")
+        L = num_states - 1
+        self.branch_pairs = sorted(set(all_branch_pairs(L) if branch_pairs is None else branch_pairs))
+        if any(not 0 <= s <= t <= L or s >= L for s, t in self.branch_pairs):
+            raise IndexError(f"branch blocks name blocks outside 0 … {L - 1}")
         self._given_shift = None if shift is None else torch.as_tensor(np.asarray(shift), dtype=torch.float64)
+        self._given_branch_shift = (
+            None if branch_shift is None else torch.as_tensor(np.asarray(branch_shift), dtype=torch.float64)
+        )
         self.n = 0
         self.num_samples = 0
         self._shift: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None
         self._gram: torch.Tensor | None = None
         self._blocks: dict[StatePair, torch.Tensor] | None = None
-        self._rows: dict[int, list[tuple[int, int]]] = {}
-        if self.pairs is not None:
-            for i, j in self.pairs:
-                self._rows.setdefault(i, []).append(j)
-            self._rows = {i: _runs(cols) for i, cols in self._rows.items()}
+        self._rows = {} if self.pairs is None else _row_runs(self.pairs)
+        self._branch_rows = _row_runs([(s, t) for s, t in self.branch_pairs if t > s])
         self._cos: torch.Tensor | None = None
-        self._branch: dict[str, torch.Tensor] | None = None
+        self._branch: dict | None = None
 
     @torch.no_grad()
     def update(
@@ -341,7 +412,7 @@ class StatsAccumulator:
         """Add one batch: `states[k]` is `h_k` of shape `(B, N, d)`; `mask` `(B, N)` marks real tokens.
 
         `branches[s]` (optional, one per block, given with every batch or never) is block s's MLP branch output
-        `m_s`: its sums, Gram and cross-Gram with `h_{s+1} … h_L` are accumulated too (`ActivationStats.branch_pair`).
+        `m_s`: its sums and the branch blocks `branch_pairs` are accumulated too (`ActivationStats.branch_pair`).
         """
         if len(states) != self.num_states:
             raise ValueError(f"expected {self.num_states} hidden states, got {len(states)}")
@@ -368,18 +439,15 @@ class StatsAccumulator:
         x = tokens64 - self._shift[:, None, :]
         self._sums += x.sum(1)
         flat = x.permute(1, 0, 2).reshape(-1, S * d).to(self.product_dtype)
+        del tokens64, x
         if self._gram is not None:
             for i in range(S):  # upper block triangle only; mirrored in `result`
                 self._gram[i * d : (i + 1) * d, i * d :] += (flat[:, i * d : (i + 1) * d].T @ flat[:, i * d :]).to(
                     torch.float64
                 )
         else:
-            for i, runs in self._rows.items():  # one product per contiguous run of a row's columns
-                rows = flat[:, i * d : (i + 1) * d].T
-                for first, stop in runs:
-                    product = (rows @ flat[:, first * d : stop * d]).to(torch.float64)
-                    for j in range(first, stop):
-                        self._blocks[i, j] += product[:, (j - first) * d : (j - first + 1) * d]
+            for i, runs in self._rows.items():
+                _add_runs(self._blocks, i, flat[:, i * d : (i + 1) * d].T, flat, runs, d)
         if branches is not None:
             self._update_branches(branches, mask, flat, device)
         cls = torch.nn.functional.normalize(h[:, :, cls_index, :].to(torch.float64), dim=-1)  # (S, B, d)
@@ -395,27 +463,34 @@ class StatsAccumulator:
         tokens = m[:, mask.to(device=device, dtype=torch.bool)] if mask is not None else m.reshape(L, B * N, d)
         tokens64 = tokens.to(torch.float64)
         if self._branch is None:
+            given = self._given_branch_shift
             self._branch = {
-                "shift": tokens64.mean(1),
+                "shift": tokens64.mean(1) if given is None else given.to(device),
                 "sums": torch.zeros(L, d, dtype=torch.float64, device=device),
-                "gram": torch.zeros(L, d, d, dtype=torch.float64, device=device),
-                "cross": torch.zeros(L * (L + 1) // 2, d, d, dtype=torch.float64, device=device),
+                "blocks": {p: torch.zeros(d, d, dtype=torch.float64, device=device) for p in self.branch_pairs},
             }
         acc = self._branch
         x = tokens64 - acc["shift"][:, None, :]
         acc["sums"] += x.sum(1)
         x = x.to(self.product_dtype)
-        for s in range(L):
-            acc["gram"][s] += (x[s].T @ x[s]).to(torch.float64)
-            cross = (x[s].T @ flat[:, (s + 1) * d :]).to(torch.float64)  # (d, (L - s)·d): h_{s+1} … h_L
-            first = branch_cross_index(L, s, s + 1)
-            acc["cross"][first : first + L - s] += cross.reshape(d, L - s, d).permute(1, 0, 2)
+        blocks = acc["blocks"]
+        for s in sorted({s for s, _ in self.branch_pairs}):
+            rows = x[s].T
+            if (s, s) in blocks:
+                blocks[s, s] += (rows @ x[s]).to(torch.float64)
+            _add_runs(blocks, s, rows, flat, self._branch_rows.get(s, ()), d)
 
     def pair_blocks(self) -> dict[StatePair, np.ndarray]:
         """The accumulated pair blocks (pairs mode), as float64 numpy arrays."""
         if self._blocks is None:
             raise ValueError("no batch was accumulated, or this accumulator holds the all-pairs Gram")
         return {p: b.cpu().numpy() for p, b in self._blocks.items()}
+
+    def branch_blocks(self) -> dict[BranchPair, np.ndarray]:
+        """The accumulated MLP branch blocks (empty where no branch outputs were given)."""
+        if self._branch is None:
+            return {}
+        return {p: b.cpu().numpy() for p, b in self._branch["blocks"].items()}
 
     def result(self) -> ActivationStats:
         if self._shift is None:
@@ -429,6 +504,13 @@ class StatsAccumulator:
                     gram[j * d : (j + 1) * d, i * d : (i + 1) * d] = gram[i * d : (i + 1) * d, j * d : (j + 1) * d].T
         else:
             pairs = self.pair_blocks()
+        branch = {}
+        if self._branch is not None:
+            branch = {
+                "branch_shift": self._branch["shift"].cpu().numpy(),
+                "branch_sums": self._branch["sums"].cpu().numpy(),
+                "branch_blocks": self.branch_blocks(),
+            }
         return ActivationStats(
             n=self.n,
             num_samples=self.num_samples,
@@ -436,6 +518,22 @@ class StatsAccumulator:
             sums=self._sums.cpu().numpy(),
             gram=gram,
             cls_cosine_sum=self._cos.cpu().numpy(),
-            **({} if self._branch is None else {f"branch_{k}": v.cpu().numpy() for k, v in self._branch.items()}),
+            **branch,
             pairs=pairs,
         )
+
+
+def _row_runs(pairs: Iterable[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """Each row's columns as contiguous runs: `{i: [(first, stop), …]}`."""
+    rows: dict[int, list[int]] = {}
+    for i, j in sorted(pairs):
+        rows.setdefault(i, []).append(j)
+    return {i: _runs(cols) for i, cols in rows.items()}
+
+
+def _add_runs(blocks: dict, i: int, rows: torch.Tensor, flat: torch.Tensor, runs, d: int) -> None:
+    """`blocks[i, j] += rowsᵀ-products` with the states `j` of each run: one product per contiguous run of columns."""
+    for first, stop in runs:
+        product = (rows @ flat[:, first * d : stop * d]).to(torch.float64)
+        for j in range(first, stop):
+            blocks[i, j] += product[:, (j - first) * d : (j - first + 1) * d]

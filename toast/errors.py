@@ -78,6 +78,10 @@ class RayAddressError(ToastError, ConnectionError):
     """The Ray cluster address given (`ray_address` or `$RAY_ADDRESS`) is malformed or no Ray cluster answers there."""
 
 
+class ResourceError(ToastError, MemoryError):
+    """A run that cannot fit this machine's memory, its device's or its disk, found before the work starts."""
+
+
 class MissingDependencyError(ToastError, ImportError):
     """An optional package is needed for what was asked; the message says what to install."""
 

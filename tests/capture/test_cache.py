@@ -307,3 +307,42 @@ def test_shards_hold_only_the_states_asked_for_and_a_later_run_adds_states(setup
     np.testing.assert_array_equal(second.state(3), full.state(3))
     with pytest.raises(MissingStatsError, match="hold no h_2"):
         second.state(2)
+
+
+def test_branch_blocks_are_planned_into_passes_and_a_wider_space_adds_only_those_it_lacks(setup, tmp_path):
+    """The MLP branch blocks of `folded` (issue 22): only those the space's spans read, planned into passes with the
+    state pairs, and extended by a wider space; every folded span's statistics equal a one-pass capture of all."""
+    from toast.errors import MissingStatsError
+    from toast.spaces import space_branch_pairs, space_pairs
+
+    loaded, split, cache = setup
+    L, d = loaded.num_blocks, loaded.hidden_size
+    narrow, wide = space_branch_pairs(L, 1), space_branch_pairs(L, 2)
+    memory = 4 * d * d * 8 / 1024**3  # four blocks a pass
+    runs = {}
+    for name, branch, pairs in (("narrow", narrow, space_pairs(L, 1)), ("wide", wide, space_pairs(L, 2))):
+        settings = CalibrationSettings(
+            samples=10, batch_size=4, pairs=pairs, branch_pairs=branch, stats_memory_gb=memory
+        )
+        runs[name] = calibrate(loaded, split, settings, cache, progress=False)
+    first, second = runs["narrow"], runs["wide"]
+    assert first.manifest["pair_passes"] > 2 and first.stats.held_branch_pairs == narrow
+    s, t = sorted(wide - narrow)[0]
+    with pytest.raises(MissingStatsError, match=rf"no MLP branch block \(m_{s}, h_{t}\)"):
+        first.stats.branch_pair(s, t)
+    assert second.directory == first.directory and second.stats.held_branch_pairs == wide
+    added = [json.loads((e / "manifest.json").read_text()) for e in second.directory.glob("ext-*")]
+    extended = [tuple(p) for m in added for p in m.get("branch_pairs", [])]
+    in_base = len(list((second.directory / "branch").glob("*.npy")))
+    assert {p for p in extended if p not in narrow} == wide - narrow  # the wider run captured only what it lacked
+    assert in_base + len(extended) == len(wide)  # each block captured once
+    full = calibrate(loaded, split, CalibrationSettings(samples=10, batch_size=4), ActivationCache(tmp_path / "all"))
+    assert full.stats.gram is not None and len(full.stats.held_branch_pairs) == L + L * (L + 1) // 2
+    for start in range(L):
+        for target in range(start + 1, min(L, start + 3) + 1):
+            a, b = second.stats.branch_pair(start, target), full.stats.branch_pair(start, target)
+            for field in ("mean_x", "mean_y", "sxx", "sxy", "syy"):
+                want = getattr(b, field)
+                np.testing.assert_allclose(
+                    getattr(a, field), want, rtol=1e-9, atol=1e-9 * np.abs(want).max(), err_msg=field
+                )

@@ -143,23 +143,25 @@ def test_mlp_branch_statistics_are_captured_only_for_a_kind_that_needs_them(sett
 def test_the_capture_holds_the_space_s_pairs_and_the_states_a_trained_kind_or_refit_reads():
     """Issue 22: the pairs of the space (and of `plans`), and the shards only where a trained kind or a refit pass
     reads them."""
-    from toast.spaces import PlanSpace, space_pairs
+    from toast.spaces import PlanSpace, space_branch_pairs, space_pairs
 
     def needs(**flat):
         settings = SearchSettings.from_flat(model="demo-vit", dataset="digits", **flat)
         space = PlanSpace(num_blocks=6, kinds=settings.space.translators, max_removed=settings.space.max_removed)
         return _prepare.capture_needs(settings, space, 6)
 
-    pairs, states = needs(max_removed=2, translators=("identity", "linear"))
-    assert pairs == space_pairs(6, 2) and states == frozenset()
-    pairs, states = needs(max_removed=2, translators=("linear",), plans=("0->5:linear",))
-    assert (1, 6) in pairs and states == frozenset()
-    _, states = needs(max_removed=2, translators=("linear", "mlp"))
+    pairs, branch, states = needs(max_removed=2, translators=("identity", "linear"))
+    assert pairs == space_pairs(6, 2) and states == frozenset() and branch == frozenset()
+    pairs, branch, states = needs(max_removed=2, translators=("linear",), plans=("0->5:linear", "1->2:folded"))
+    assert (1, 6) in pairs and states == frozenset() and branch == {(1, 1), (1, 2), (1, 3)}
+    _, branch, _ = needs(max_removed=2, translators=("linear", "folded"))
+    assert branch == space_branch_pairs(6, 2) and (0, 3) in branch and (0, 4) not in branch
+    _, _, states = needs(max_removed=2, translators=("linear", "mlp"))
     assert states == frozenset(range(7))
-    _, states = needs(max_removed=2, translators=("linear",), refit="sequential")
+    _, _, states = needs(max_removed=2, translators=("linear",), refit="sequential")
     assert states == frozenset(range(7))
     settings = SearchSettings.from_flat(model="demo-vit", dataset="digits")
-    assert _prepare.capture_needs(settings, None, 6) == (None, frozenset())  # analyze: every pair, no shard
+    assert _prepare.capture_needs(settings, None, 6) == (None, None, frozenset())  # analyze: every pair, no shard
 
 
 @pytest.mark.parametrize("value", [0, -1.0, float("nan")])
