@@ -160,11 +160,13 @@ def estimate_resources(
     spans_per_trial: int = 1,
     flops_per_second: float | None = None,
     plan: CapturePlan | None = None,
+    offloaded: bool = False,
 ) -> ResourceEstimate:
     """The capture's peak host and device memory, its disk and time, and a trial's time, for a capture of `samples`
     samples in batches of `batch_size` holding `pairs` (None: all), `branch_pairs` (None: all, where
     `shape.branches`) and the shards of `states` (None: all), planned into `memory_bytes` as the capture plans it.
-    `trial_samples`: the samples a trial runs (probe + evaluation); `spans_per_trial`: the spans it fits."""
+    `trial_samples`: the samples a trial runs (probe + evaluation); `spans_per_trial`: the spans it fits.
+    `offloaded` (a device map spreading the weights over devices and disk): two blocks' weights resident at once."""
     S, L, d = shape.num_states, shape.num_blocks, shape.dim
     if plan is None:
         branch = None
@@ -175,7 +177,7 @@ def estimate_resources(
     batch_tokens = B * N
     state_elems = S * batch_tokens * d
     branch_elems = L * batch_tokens * d if shape.branches else 0
-    weights = shape.params * pb
+    weights = shape.params * pb if not offloaded else 2 * shape.params * pb // max(L, 1)
     parts = {
         "weights": weights,
         "statistics accumulators": plan.pass_bytes(S, d),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -16,7 +17,7 @@ from toast.spaces import Plan, PlanError, Span, Translator, translator_class
 
 from ..errors import UnsupportedModelError
 from ._family import Family, get_family
-from ._loading import LoadedModel
+from ._loading import LoadedModel, detached_copy, execution_device, is_dispatched
 from ._plain import PLAIN, TOAST, load_plain, plain_model, plain_refusal, save_toast_config, source_config
 from ._sentence import SentencePipeline, saved_sentence_pipeline, write_sentence_transformer
 
@@ -79,6 +80,16 @@ class CompressedModel(nn.Module):
         # `forward` gives its logits; a plain checkpoint keeps it in CLASSIFIER_FILE, which Transformers leaves out
         self.classifier = classifier
         self._steps = [(kind, str(x) if kind == "block" else _span_key(x)) for kind, x in plan.steps()]
+        # blocks run by accelerate's hooks (a model loaded with a device map, on several devices): the states
+        # `hidden_states` keeps and the outputs are gathered where the inputs go (the embeddings' device), and each
+        # translator's input is moved to the translator; None: the whole model on one device, nothing is moved
+        dispatched = any(is_dispatched(m) for m in (*self.blocks.values(), final_norm))
+        self._home = execution_device(embeddings) if dispatched else None
+        self._translator_devices = {
+            key: p.device
+            for key, module in self.translators.items()
+            if dispatched and (p := next(module.parameters(), None)) is not None
+        }
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -93,6 +104,7 @@ class CompressedModel(nn.Module):
         modules: dict[Span, nn.Module] = {}
         blocks = dict(enumerate(parts.blocks))
         ref = next(loaded.model.parameters())
+        dispatched = loaded.device_map is not None
         refusals = refused_spans(plan, loaded.family, parts.blocks[0])
         if refusals:
             raise PlanError("; ".join(refusals))
@@ -102,13 +114,19 @@ class CompressedModel(nn.Module):
                 module = kind.empty_module(loaded.hidden_size)
             elif span in translators:
                 module = translators[span].to_module()
-                # a kind that folds into its source block replaces it with a copy (the loaded model is not touched)
-                folded = translators[span].fold_into(blocks[span.start], loaded.family) if span.start >= 0 else None
+                # a kind that folds into its source block replaces it with a copy (the loaded model is not touched);
+                # a dispatched block is copied with its weights on its execution device and no hook first
+                source = blocks[span.start] if span.start >= 0 else None
+                if source is not None and dispatched:
+                    source = detached_copy(source)
+                folded = translators[span].fold_into(source, loaded.family) if source is not None else None
                 if folded is not None:
                     blocks[span.start] = folded
             else:
                 raise ValueError(f"no fitted translator for span {span}:{span.kind}")
-            modules[span] = module.to(device=ref.device, dtype=ref.dtype)
+            # on a dispatched model a translator runs where its span's last block ran (its output's device)
+            device = execution_device(parts.blocks[span.end]) if dispatched else ref.device
+            modules[span] = module.to(device=device, dtype=ref.dtype)
         return cls(
             config=loaded.config,
             family=loaded.family,
@@ -144,9 +162,14 @@ class CompressedModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """Last hidden state (before the final norm), token mask, and every intermediate state if asked."""
         h, mask = self.family.embed(self.embeddings, dict(inputs))
-        states = [h] if keep_states else []
-        h = self.run_steps(h, mask, on_state=(lambda _i, state: states.append(state)) if keep_states else None)
+        states = [self._gathered(h)] if keep_states else []
+        keep = (lambda _i, state: states.append(self._gathered(state))) if keep_states else None
+        h = self.run_steps(h, mask, on_state=keep)
         return h, mask, states
+
+    def _gathered(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` where a dispatched model gathers its states and outputs (on one device, as statistics stack them)."""
+        return x if self._home is None else x.to(self._home)
 
     def run_steps(
         self,
@@ -164,7 +187,8 @@ class CompressedModel(nn.Module):
             if kind == "block":
                 h = self.family.run_block(self.blocks[key], h, kwargs)
             else:
-                h = self.translators[key](h)
+                device = self._translator_devices.get(key)
+                h = self.translators[key](h if device is None else h.to(device))
             if on_state is not None:
                 on_state(i, h)
         return h
@@ -180,7 +204,7 @@ class CompressedModel(nn.Module):
 
     def pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The pooled features of a last hidden state (`features` from `run`'s output)."""
-        return self._pool(self.family.normalize(self.final_norm, hidden), mask)
+        return self._gathered(self._pool(self._gathered(self.family.normalize(self.final_norm, hidden)), mask))
 
     def _pool(self, normed: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Pooled features of the final-normed states: the source's sentence-transformers pipeline when it has one."""
@@ -212,12 +236,12 @@ class CompressedModel(nn.Module):
 
     def tail(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Final norm, pooling and head applied to the last hidden state."""
-        normed = self.family.normalize(self.final_norm, hidden)
+        normed = self._gathered(self.family.normalize(self.final_norm, hidden))  # beside the token mask
         if self.classifier is not None:  # an exported probe: on the pooled features it was fitted on
-            return self.classifier(self._pool(normed, mask))
+            return self.classifier(self._gathered(self._pool(normed, mask)))
         if self.head is None:
-            return self._pool(normed, mask)
-        return self.family.run_head(self.head, self.head_kind, normed, mask, self.config)
+            return self._gathered(self._pool(normed, mask))
+        return self._gathered(self.family.run_head(self.head, self.head_kind, normed, mask, self.config))
 
     def num_parameters(self) -> int:
         """Exact parameter count: kept blocks, embeddings, norm, head and translators."""
@@ -242,6 +266,8 @@ class CompressedModel(nn.Module):
 
         if layout not in ("auto", PLAIN, TOAST):
             raise ValueError(f"layout must be 'auto', 'plain' or 'toast', not {layout!r}")
+        if self._home is not None:  # a dispatched model: written from a plain copy on the CPU
+            return self._plain_copy().save_pretrained(directory, processor=processor, extra=extra, layout=layout)
         refusal = plain_refusal(self) if layout != TOAST else "layout='toast' asked for"
         plain = None
         if refusal is None:
@@ -284,6 +310,30 @@ class CompressedModel(nn.Module):
         if processor is not None:
             processor.save_pretrained(directory)
         return directory
+
+    def _plain_copy(self) -> CompressedModel:
+        """This model without accelerate's hooks: each module copied onto the CPU in turn (a dispatched block's
+        offloaded weights read from CPU memory or disk), sharing nothing with this one."""
+
+        def copied(module: nn.Module | None) -> nn.Module | None:
+            if module is None:
+                return None
+            return (detached_copy(module) if is_dispatched(module) else copy.deepcopy(module)).cpu()
+
+        return CompressedModel(
+            config=self.config,
+            family=self.family,
+            plan=self.plan,
+            embeddings=copied(self.embeddings),
+            blocks={int(b): copied(block) for b, block in self.blocks.items()},
+            translators={s: copied(self.translators[_span_key(s)]) for s in self.plan.spans},
+            final_norm=copied(self.final_norm),
+            head=copied(self.head),
+            head_kind=self.head_kind,
+            model_class=self.model_class,
+            sentence=self.sentence,
+            classifier=copied(self.classifier),
+        )
 
     @classmethod
     def from_pretrained(

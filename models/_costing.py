@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from toast.objectives import Cost, CostTable, count_flops, count_params
 from toast.spaces import kind_parameter, list_translators, translator_class
 
-from ._loading import LoadedModel
+from ._loading import LoadedModel, onloaded
 
 TEXT_TOKENS = 128  # the sequence length text encoders are costed at
 
@@ -92,12 +92,14 @@ def measure_cost_table(
     for block in loaded.parts.blocks:
         shape = tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
         if shape not in measured:  # identical blocks cost the same: trace one of each shape
-            measured[shape] = count_flops(_Call(block, run_block), (h, *kwarg_tensors))
+            with onloaded(block):  # a block offloaded to CPU memory or disk (a device map): traced with its weights
+                measured[shape] = count_flops(_Call(block, run_block), (h, *kwarg_tensors))
         blocks.append(Cost(measured[shape], count_params(block)))
 
     tail_modules = nn.ModuleList([m for m in (model.final_norm, model.head) if m is not None])
     token_mask = () if mask is None else (mask,)
-    tail_flops = count_flops(_Call(model, lambda m, x, *mm: m.tail(x, mm[0] if mm else None)), (h, *token_mask))
+    with onloaded(tail_modules):
+        tail_flops = count_flops(_Call(model, lambda m, x, *mm: m.tail(x, mm[0] if mm else None)), (h, *token_mask))
     tail = Cost(tail_flops, count_params(tail_modules))
 
     # each kind states its own cost (fvcore's count of its module, checked by toast.spaces.testing)

@@ -262,6 +262,7 @@ def estimate_run(
         device=device,
         trial_samples=used.get("probe_samples", 0) + used.get("eval_samples", 0),
         spans_per_trial=max(1, space.removal_limit if space is not None else 1),
+        offloaded=settings.device_map is not None,
     )
     check_fits(
         estimate, cache_root=ActivationCache(settings.cache_dir).root, device=device, batch_size=settings.batch_size
@@ -299,7 +300,11 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     used, notes = samples_used(settings, train, test, calib)
     estimate = estimate_run(settings, source, calib, used, device, search=search)  # refused here if it cannot fit
     loaded = load_model(
-        settings.data.model, device=device, dtype=DTYPES[settings.dtype], text_tower=zero_shot is not None
+        settings.data.model,
+        device=device,
+        dtype=DTYPES[settings.dtype],
+        text_tower=zero_shot is not None,
+        device_map=settings.device_map,
     )
     check_inputs_fit(loaded, calib)  # one sample through the processor and the embeddings
     if estimate is None:

@@ -48,6 +48,7 @@ PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates,
 REFITS = ("independent", "sequential")
 DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATION_DTYPES = ("float16", "bfloat16", "float32")
+DEVICE_MAPS = ("auto",)  # `toast.models.load_model`'s (None: the whole model on `device`)
 DEFAULT_RANKS = ("d/16", "d/8", "d/4")
 #: A rank: an integer, `d` (the model's width) or `d/k` (the width over k, rounded down, at least 1).
 RANK = re.compile(r"[1-9]\d*|d(?:/[1-9]\d*)?")
@@ -485,6 +486,13 @@ class SearchSettings:
     study: StudySettings = field(default_factory=StudySettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     device: str = option("auto", help="auto, cpu or cuda (default: auto = cuda when available)")
+    # not an identity key: where the weights sit does not change what a trial computes
+    device_map: str | None = option(
+        None,
+        help="auto: spread the model over the GPUs, then CPU memory, then disk (accelerate) when it does not fit one "
+        "device (default: the whole model on --device)",
+        choices=DEVICE_MAPS,
+    )
     dtype: str = option("float32", help="model dtype (bf16/fp16 for GPUs) (default: {default})", choices=DTYPES)
     activation_dtype: str = option(
         "float16",
@@ -517,6 +525,16 @@ class SearchSettings:
     def __post_init__(self) -> None:
         problems = [p for name in SECTIONS for p in getattr(self, name).problems()]
         problems += _one_of_dtype(self.dtype)
+        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
+            problems.append(
+                f"`device_map` must be {' or '.join(DEVICE_MAPS)} (or unset: the whole model on `device`), "
+                f"got {self.device_map!r}"
+            )
+        if self.device_map is not None and self.needs_latency:
+            problems.append(
+                "latency (an objective or --budget-latency-ms) is timed on the whole model on one device, and "
+                "`device_map` auto may put blocks on disk: drop one of them"
+            )
         problems += _at_least_one(self, ("batch_size",))
         problems += _finite(self, ("prefix_cache_gb",))
         if self.prefix_cache_gb is not None and self.prefix_cache_gb < 0:
@@ -715,6 +733,7 @@ JSON_ORDER = (
     "latency_seq_len",
     "plans",
     "device",
+    "device_map",
     "dtype",
     "activation_dtype",
     "refit",
@@ -824,6 +843,7 @@ DATA_OPTIONS = (
     "activation_dtype",
     "cache_dir",
     "device",
+    "device_map",
 )
 #: the search's other options, in `--help`'s order (an option added since follows the last of its section)
 SEARCH_OPTIONS = (
