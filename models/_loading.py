@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._compat import accelerate_hook
 from .._hub import hub_access, hub_unreachable
 from ..errors import MissingDependencyError, SettingsError, UnsupportedModelError
 from ._family import Family, Parts, TokenLayout, family_for
@@ -284,7 +285,7 @@ def _max_memory(device: str | torch.device, given: dict | None) -> dict | None:
 
 def _hook(module: nn.Module) -> Any | None:
     """The accelerate hook on `module` itself (a dispatched model's), or None."""
-    return getattr(module, "_hf_hook", None)
+    return accelerate_hook(module)
 
 
 def execution_device(module: nn.Module) -> torch.device:

@@ -206,3 +206,16 @@ def test_exact_hypervolume_is_optunas_wfg():
     assert compat.exact_hypervolume(losses, np.array([2.0, 2.0, 2.0])) == pytest.approx(
         1.0 + 0.5 * 1.5 * 1.0 - 0.5 * 1.0 * 1.0
     )
+
+
+# ---- accelerate --------------------------------------------------------------------------------------------------
+def test_accelerate_hook_is_the_hook_add_hook_to_module_sets():
+    """`module._hf_hook`: where a dispatched model's module computes (`execution_device`)."""
+    import torch
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+
+    module = torch.nn.Linear(2, 2)
+    assert compat.accelerate_hook(module) is None
+    hook = AlignDevicesHook(execution_device="cpu")
+    add_hook_to_module(module, hook)
+    assert compat.accelerate_hook(module) is hook and compat.accelerate_hook(module).execution_device == "cpu"

@@ -178,3 +178,10 @@ def traced_flop_count_analysis(model: Any, inputs: tuple, context: Callable[[Any
     """An fvcore `FlopCountAnalysis` of `model(*inputs)` whose trace runs inside `context(model)` (eval mode, no
     grad, a forward that returns tensors: what the tracer needs of a Transformers model)."""
     return _traced_analysis_class()(model, inputs, context)
+
+
+# ---- accelerate --------------------------------------------------------------------------------------------------
+def accelerate_hook(module: Any) -> Any | None:
+    """`module._hf_hook`: the hook accelerate's `dispatch_model` / `add_hook_to_module` set on a module of a model
+    loaded with a device map (its `execution_device`, its offloaded weights), or None where it has none."""
+    return getattr(module, "_hf_hook", None)
