@@ -21,6 +21,8 @@ import torch
 from toast.objectives import (
     CostTable,
     LatencyResult,
+    SampledSimilarity,
+    SimilarityReport,
     TrialOutputs,
     compute_objectives,
     get_objectives,
@@ -36,6 +38,7 @@ from ._forward import ForwardCount, plan_forward
 from ._prepare import prepare
 from ._quiet import note
 from ._settings import SearchSettings, SettingsError
+from ._similarity_file import write_similarity
 from ._stages import FULL, MIN_SUBSET, SCORED_ON, SUBSET, fidelity_rows, subset_fields
 from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zero_shot_note
 
@@ -93,7 +96,14 @@ class SearchContext:
             note(line)
         loaded, train, test, cache = prepared.loaded, prepared.train, prepared.test, prepared.cache
         calib = prepared.calibration_split
-        captured = calibrate(loaded, calib, prepared.calibration, cache, progress=progress)
+        sampled = None  # the similarity map's token sample, taken during a new capture's pass (`_similarity_file`)
+        if prepared.calibration.pairs is not None and not prepared.cache_hit:
+            cls_index = loaded.family.layout(loaded.config).cls_index
+            sampled = SampledSimilarity(loaded.num_blocks + 1, seed=settings.study.seed, cls_index=cls_index)
+        observers = () if sampled is None else (sampled,)
+        captured = calibrate(loaded, calib, prepared.calibration, cache, progress=progress, observers=observers)
+        if sampled is not None and sampled.num_samples and not captured.stats.all_pairs:
+            write_similarity(captured, settings.study.seed, SimilarityReport.from_sample(sampled))
         needs_labels = _needs_labels(settings)
         probe_ids = sample_ids(len(train), settings.data.probe_samples, settings.study.seed + 1)
         eval_ids = sample_ids(len(test), settings.data.eval_samples, settings.study.seed + 2)

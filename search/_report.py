@@ -27,6 +27,7 @@ from ._measured import EndToEnd
 from ._pareto import pareto_axes
 from ._plot import plot_pareto
 from ._settings import SearchSettings
+from ._similarity_file import read_similarity, write_similarity
 from ._study import reported
 from ._summary import field_glossary, format_front_table, front_caption
 from ._zero_shot import zero_shot_record
@@ -128,16 +129,22 @@ def draw_front(
 def similarity_report(settings: SearchSettings, ctx: SearchContext) -> SimilarityReport:
     """The block-by-block similarity of the original model: exact (every token) from the capture's statistics when
     they hold every pair of states; else from a seeded token sample of a second streaming pass over the same
-    calibration samples (`SampledSimilarity`: the capture then holds only the pairs the space uses)."""
+    calibration samples (`SampledSimilarity`: the capture then holds only the pairs the space uses), kept for the
+    entry; a new capture's own pass already took that sample (`SearchContext.build`)."""
     stats = ctx.captured.stats
     if stats.all_pairs:
         return SimilarityReport.from_stats(stats)
+    kept = read_similarity(ctx.captured, settings.study.seed)  # sampled during the capture's pass
+    if kept is not None:
+        return kept
     split = ctx.calib if ctx.calib is not None else ctx.train
     cls_index = ctx.loaded.family.layout(ctx.loaded.config).cls_index
     sampled = SampledSimilarity(stats.num_states, seed=settings.study.seed, cls_index=cls_index)
     ids = sample_ids(len(split), settings.data.calib_samples, settings.study.seed)
     observe_calibration(ctx.loaded, split, ids, settings.batch_size, (sampled,))
-    return SimilarityReport.from_sample(sampled)
+    report = SimilarityReport.from_sample(sampled)
+    write_similarity(ctx.captured, settings.study.seed, report)
+    return report
 
 
 def print_summary(settings: SearchSettings, final: Final, choice: Choice, names: list[str], latency: EndToEnd) -> None:
