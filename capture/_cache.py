@@ -558,9 +558,14 @@ def _check_finite(states: list[torch.Tensor], spec: CaptureSpec) -> None:
         )
 
 
-def memory_plan_bytes(stats_memory_gb: float | None) -> int:
-    """The bytes the pair accumulators may hold at once: `stats_memory_gb` (GiB, as `prefix_cache_gb`), else a
-    quarter of the host's RAM (the accumulators live on the capture's device: on a GPU, give its memory here)."""
+def memory_plan_bytes(stats_memory_gb: float | None, device: str = "cpu", *, loading_bytes: int = 0) -> int:
+    """The bytes the statistics' accumulators may hold at once: `stats_memory_gb` (GiB, as `prefix_cache_gb`), else
+    a quarter of the host's RAM, and on a GPU (where they live) at most half of the device memory left free once the
+    model is loaded (`loading_bytes`: the weights still to load, for an estimate made before loading them)."""
     if stats_memory_gb is not None:
         return int(stats_memory_gb * 1024**3)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return max(pair_bytes(1), min(host, (free - loading_bytes) // 2))
+    return host

@@ -93,7 +93,7 @@ def calibrate(
         pairs=settings.pairs,
         branch_pairs=settings.branch_pairs,
         states=settings.states,
-        memory_bytes=memory_plan_bytes(settings.stats_memory_gb),
+        memory_bytes=memory_plan_bytes(settings.stats_memory_gb, str(loaded.device)),
         observers=observers,
     )
 

@@ -257,7 +257,11 @@ def estimate_run(
         pairs=pairs,
         branch_pairs=branch_pairs,
         states=states,
-        memory_bytes=memory_plan_bytes(settings.data.stats_memory_gb),
+        memory_bytes=memory_plan_bytes(
+            settings.data.stats_memory_gb,
+            device,
+            loading_bytes=0 if settings.device_map else shape.params * shape.param_bytes,
+        ),
         activation_dtype=settings.activation_dtype,
         device=device,
         trial_samples=used.get("probe_samples", 0) + used.get("eval_samples", 0),

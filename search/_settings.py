@@ -163,7 +163,8 @@ class DataSettings:
         None,
         help="memory (GB) the capture's statistics may hold at once: every pair of states as one Gram when it fits "
         "(small models), else only the pairs the search space reads, grouped into several passes over the "
-        "calibration samples when they do not fit at once (default: a quarter of the host's RAM)",
+        "calibration samples when they do not fit at once (default: a quarter of the host's RAM; on a GPU, at most half "
+        "of its memory left free by the model)",
     )
 
     def problems(self) -> list[str]:
