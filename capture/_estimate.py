@@ -109,6 +109,7 @@ class ResourceEstimate:
     passes: int
     parts: dict  # name -> bytes of the capture's peak, for the refusal's reason
     on_cpu: bool
+    disk_parts: dict | None = None  # "statistics" / "activation shards" -> bytes
 
     def lines(self) -> list[str]:
         """What `--dry-run` and the start of a run print."""
@@ -213,6 +214,7 @@ def estimate_resources(
         passes=len(plan.passes),
         parts=parts,
         on_cpu=on_cpu,
+        disk_parts={"statistics": int(stats_bytes), "activation shards": int(shard_bytes)},
     )
 
 
@@ -248,10 +250,17 @@ def check_fits(estimate: ResourceEstimate, *, cache_root: Path, device: str = "c
         root = root.parent
     free_disk = shutil.disk_usage(root).free
     if estimate.disk_bytes > free_disk:
+        disk = estimate.disk_parts or {}
+        if disk.get("statistics", 0) >= disk.get("activation shards", 0):
+            remedy = "lower --max-removed (the statistics grow with the spans a plan may remove)"
+        else:
+            remedy = (
+                "lower --calib-samples (the activation shards grow with it; closed-form --translators such as "
+                "identity,linear write none)"
+            )
         raise ResourceError(
             f"the capture writes about {estimate.disk_bytes / GB:.3g} GB under {cache_root} and {free_disk / GB:.3g} "
-            "GB is free there: free disk, give another --cache-dir, or lower --calib-samples (the activation "
-            "shards grow with it; closed-form --translators such as identity,linear write none)"
+            f"GB is free there: free disk, give another --cache-dir, or {remedy}"
         )
 
 

@@ -126,3 +126,29 @@ def test_a_batch_too_large_names_the_batch_size():
     with pytest.raises(ResourceError, match=r"lower --batch-size \(to \d+ or less\)"):
         check_fits(estimate, cache_root=Path("/tmp"), batch_size=50_000)
     assert json.dumps(estimate.lines())
+
+
+def test_a_disk_too_small_names_what_grows(tmp_path):
+    from dataclasses import replace
+
+    from toast.capture import check_fits
+
+    shape = CaptureShape(
+        num_blocks=32,
+        dim=4096,
+        intermediate=14336,
+        heads=32,
+        params=10**6,
+        tokens_per_sample=2048,
+        padded_tokens=1,
+        branches=False,
+    )
+    stats_heavy = estimate_resources(
+        shape, samples=2, batch_size=1, pairs=None, branch_pairs=None, states=(), memory_bytes=10**9
+    )
+    huge = 10**18  # more than any disk
+    with pytest.raises(ResourceError, match="lower --max-removed"):
+        check_fits(replace(stats_heavy, disk_bytes=huge), cache_root=tmp_path, batch_size=1)
+    shards = replace(stats_heavy, disk_bytes=huge, disk_parts={"statistics": 1, "activation shards": huge})
+    with pytest.raises(ResourceError, match="lower --calib-samples"):
+        check_fits(shards, cache_root=tmp_path, batch_size=1)
