@@ -422,9 +422,11 @@ class ActivationCache:
                     "seconds": round(time.perf_counter() - start, 3),
                 }
             )
-        del acc
-        for group, branch_group in plan.passes[1:]:
-            self._pass(spec, model, more(), stats, group, branch_group, None, progress=progress)
+        del acc, stats  # the first pass's blocks are on disk: a later pass holds only its own
+        if len(plan.passes) > 1:
+            base = self.load(spec).stats  # its shifts and token count, its blocks memory-mapped
+            for group, branch_group in plan.passes[1:]:
+                self._pass(spec, model, more(), base, group, branch_group, None, progress=progress)
         return self.load(spec)
 
     @torch.inference_mode()
@@ -528,12 +530,14 @@ def plan_capture(
     gram: bool = True,
 ) -> CapturePlan:
     """The passes of a capture holding the statistics of `pairs` (None: every pair) and the MLP branch blocks
-    `branch_pairs` (None: none captured). One pass with the all-pairs Gram when it fits `memory_bytes` with the
-    branch blocks (or no bound is set) and `gram` allows it (a new entry; an extension adds blocks); else the blocks
-    grouped into passes of at most `memory_bytes` each (`toast.spaces.plan_passes`), state pairs first."""
+    `branch_pairs` (None: none captured). One pass with the all-pairs Gram where every pair is asked for (`pairs`
+    None: `analyze`, the exact similarity map) and it fits `memory_bytes` with the branch blocks (or no bound is set)
+    and `gram` allows it (a new entry; an extension adds blocks); else the blocks, each pair once (half the Gram's
+    memory), grouped into passes of at most `memory_bytes` each (`toast.spaces.plan_passes`), state pairs first."""
     branch = sorted(set(branch_pairs or ()))
     wanted = sorted(set(all_pairs(num_states) if pairs is None else pairs))
-    if gram and (memory_bytes is None or ((num_states * dim) ** 2 * 8 + len(branch) * pair_bytes(dim)) <= memory_bytes):
+    fits = memory_bytes is None or ((num_states * dim) ** 2 * 8 + len(branch) * pair_bytes(dim)) <= memory_bytes
+    if gram and pairs is None and fits:
         return CapturePlan(True, (((), tuple(branch)),))
     units = [("h", *p) for p in wanted] + [("m", *p) for p in branch]
     groups = [units] if memory_bytes is None else plan_passes(units, dim, memory_bytes)

@@ -92,7 +92,8 @@ class SearchContext:
         no `preflight` (a Ray worker: its driver made it). `notes` False: the preparation's notes are not said (a Ray
         worker: its driver said them)."""
         prepared = prepare(settings, check_paths=check_paths)
-        for line in [*prepared.estimate.lines(), *prepared.notes] if notes else ():
+        estimate = prepared.estimate.lines() if prepared.estimate is not None else []
+        for line in [*estimate, *prepared.notes] if notes else ():
             note(line)
         loaded, train, test, cache = prepared.loaded, prepared.train, prepared.test, prepared.cache
         calib = prepared.calibration_split

@@ -39,7 +39,8 @@ def describe_run(settings: SearchSettings) -> list[str]:
         lines.append(f"calibration from {prepared.calib.name} (split {prepared.calib.split!r}), not the probe's data")
     if prepared.zero_shot is not None:
         lines.append(f"zero-shot  {prepared.zero_shot.describe()}")
-    lines += [*prepared.estimate.lines(), *prepared.notes, *notes]
+    estimate = prepared.estimate.lines() if prepared.estimate is not None else []
+    lines += [*estimate, *prepared.notes, *notes]
     study = settings.study
     plans = settings.space.plans
     what = f"score {len(plans)} given plan(s)" if plans else f"{study.sampler} sampler, up to {study.trials} trials"

@@ -77,7 +77,7 @@ class Prepared:
     samples_used: dict[str, int]  # the sample counts really used (a split may hold fewer than asked)
     notes: tuple[str, ...]  # one line per count cut short, for the caller to print
     calib: LabeledSplit | None = None  # the split the translators are fitted on, when not `train` (`calib_dataset`)
-    estimate: ResourceEstimate | None = None  # the capture's and a trial's needs (`estimate_run`), said in a note
+    estimate: ResourceEstimate | None = None  # the capture's and a trial's needs (`estimate_run`; None: unknown)
     zero_shot: ZeroShotSpec | None = None  # `head` zero-shot: the class names and templates
 
     @property
@@ -210,24 +210,21 @@ def estimate_run(
     device: str,
     *,
     search: bool,
-    strict: bool = False,
 ) -> ResourceEstimate | None:
     """The capture's host and device memory, disk and time and a trial's time (`toast.capture.estimate_resources`),
     from the model's config (a meta-device model: no weight is read), one batch of calibration inputs (its tokens)
     and the space the settings describe; a capture that cannot fit is refused here, in one line naming the flag
-    (`check_fits`), before any weight is loaded. None (`strict` False) where a batch of inputs does not run through
-    the meta model's embeddings: `check_inputs_fit` says why on the loaded model."""
+    (`check_fits`), before any weight is loaded. None where a batch of inputs does not run through the meta model's
+    embeddings (`check_inputs_fit` then says why on the loaded model)."""
     family, config = source.family, source.config
     meta = meta_model(config, family.model_class(config))
     parts = family.parts(meta)
     processor = load_processor(source.where, family)
     ids = sample_ids(len(calib), used["calib_samples"], settings.study.seed)
-    _, inputs = next(iter_batches(calib, ids[: settings.batch_size], processor, settings.batch_size))
     try:
+        _, inputs = next(iter_batches(calib, ids[: settings.batch_size], processor, settings.batch_size))
         hidden, _ = family.embed(parts.embeddings, {k: v.to("meta") for k, v in inputs.items()})
-    except Exception:  # inputs the model cannot take: said by `check_inputs_fit` on the loaded model, then estimated
-        if strict:
-            raise
+    except Exception:  # inputs the model cannot take: said by `check_inputs_fit` on the loaded model
         return None
     mask = family.token_mask(inputs, torch.device("cpu"))
     padded = int(hidden.shape[1])
@@ -311,8 +308,8 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         device_map=settings.device_map,
     )
     check_inputs_fit(loaded, calib)  # one sample through the processor and the embeddings
-    if estimate is None:
-        estimate = estimate_run(settings, source, calib, used, device, search=search, strict=True)
+    if estimate is None:  # the inputs run on the loaded model (`check_inputs_fit`): estimated from them now
+        estimate = estimate_run(settings, source, calib, used, device, search=search)
     space = costs = None
     if search:
         kinds = []

@@ -420,26 +420,19 @@ class StatsAccumulator:
             raise ValueError(f"expected {self.num_states - 1} MLP branch outputs, got {len(branches)}")
         if self.n and (branches is None) != (self._branch is None):
             raise ValueError("MLP branch outputs must be given with every batch or with none")
-        h = torch.stack(states)  # (S, B, N, d)
-        S, B, N, d = h.shape
-        device = h.device
-        if mask is not None:
-            tokens = h[:, mask.to(device=device, dtype=torch.bool)]  # (S, T, d)
-        else:
-            tokens = h.reshape(S, B * N, d)
-        tokens64 = tokens.to(torch.float64)
+        S, B, d = len(states), states[0].shape[0], states[0].shape[-1]
+        device = states[0].device
+        keep = None if mask is None else mask.to(device=device, dtype=torch.bool)
         if self._shift is None:
-            self._shift = tokens64.mean(1) if self._given_shift is None else self._given_shift.to(device)
             self._sums = torch.zeros(S, d, dtype=torch.float64, device=device)
             if self.pairs is None:
                 self._gram = torch.zeros(S * d, S * d, dtype=torch.float64, device=device)
             else:
                 self._blocks = {p: torch.zeros(d, d, dtype=torch.float64, device=device) for p in self.pairs}
             self._cos = torch.zeros(S, S, dtype=torch.float64, device=device)
-        x = tokens64 - self._shift[:, None, :]
-        self._sums += x.sum(1)
-        flat = x.permute(1, 0, 2).reshape(-1, S * d).to(self.product_dtype)
-        del tokens64, x
+        given = None if self._given_shift is None else self._given_shift.to(device)
+        shift = self._shift if self._shift is not None else given
+        flat, self._shift = _shifted_tokens(states, keep, shift, self._sums, self.product_dtype)
         if self._gram is not None:
             for i in range(S):  # upper block triangle only; mirrored in `result`
                 self._gram[i * d : (i + 1) * d, i * d :] += (flat[:, i * d : (i + 1) * d].T @ flat[:, i * d :]).to(
@@ -450,34 +443,33 @@ class StatsAccumulator:
                 _add_runs(self._blocks, i, flat[:, i * d : (i + 1) * d].T, flat, runs, d)
         if branches is not None:
             self._update_branches(branches, mask, flat, device)
-        cls = torch.nn.functional.normalize(h[:, :, cls_index, :].to(torch.float64), dim=-1)  # (S, B, d)
+        cls = torch.stack([h[:, cls_index, :].to(device=device, dtype=torch.float64) for h in states])  # (S, B, d)
+        cls = torch.nn.functional.normalize(cls, dim=-1)
         self._cos += torch.einsum("sbd,tbd->st", cls, cls)
-        self.n += tokens.shape[1]
+        self.n += flat.shape[0]
         self.num_samples += B
 
     def _update_branches(
         self, branches: list[torch.Tensor], mask: torch.Tensor | None, flat: torch.Tensor, device: torch.device
     ) -> None:
-        m = torch.stack([b.to(device) for b in branches])  # (L, B, N, d)
-        L, B, N, d = m.shape
-        tokens = m[:, mask.to(device=device, dtype=torch.bool)] if mask is not None else m.reshape(L, B * N, d)
-        tokens64 = tokens.to(torch.float64)
+        L, d = len(branches), branches[0].shape[-1]
+        keep = None if mask is None else mask.to(device=device, dtype=torch.bool)
         if self._branch is None:
             given = self._given_branch_shift
             self._branch = {
-                "shift": tokens64.mean(1) if given is None else given.to(device),
+                "shift": None if given is None else given.to(device),
                 "sums": torch.zeros(L, d, dtype=torch.float64, device=device),
                 "blocks": {p: torch.zeros(d, d, dtype=torch.float64, device=device) for p in self.branch_pairs},
             }
         acc = self._branch
-        x = tokens64 - acc["shift"][:, None, :]
-        acc["sums"] += x.sum(1)
-        x = x.to(self.product_dtype)
+        x, acc["shift"] = _shifted_tokens(
+            [b.to(device) for b in branches], keep, acc["shift"], acc["sums"], self.product_dtype
+        )
         blocks = acc["blocks"]
         for s in sorted({s for s, _ in self.branch_pairs}):
-            rows = x[s].T
+            rows = x[:, s * d : (s + 1) * d].T
             if (s, s) in blocks:
-                blocks[s, s] += (rows @ x[s]).to(torch.float64)
+                blocks[s, s] += (rows @ x[:, s * d : (s + 1) * d]).to(torch.float64)
             _add_runs(blocks, s, rows, flat, self._branch_rows.get(s, ()), d)
 
     def pair_blocks(self) -> dict[StatePair, np.ndarray]:
@@ -521,6 +513,29 @@ class StatsAccumulator:
             **branch,
             pairs=pairs,
         )
+
+
+def _shifted_tokens(
+    states: list[torch.Tensor],
+    keep: torch.Tensor | None,
+    shift: torch.Tensor | None,
+    sums: torch.Tensor,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real tokens of every state, shifted, side by side: `(T, S·d)` in the products' `dtype`, one state at a time (so a batch never holds more than one float64 state beside them);
+    `Σ (h_k - c_k)` is added to `sums[k]`. `shift` None: the first batch's means, returned as the shift."""
+    S, d = len(states), states[0].shape[-1]
+    first = states[0][keep] if keep is not None else states[0].reshape(-1, d)
+    flat = torch.empty(first.shape[0], S * d, dtype=dtype, device=first.device)
+    means = []
+    for k, h in enumerate(states):
+        tokens = (h[keep] if keep is not None else h.reshape(-1, d)).to(torch.float64)
+        if shift is None:
+            means.append(tokens.mean(0))
+        x = tokens - (means[k] if shift is None else shift[k])
+        sums[k] += x.sum(0)
+        flat[:, k * d : (k + 1) * d] = x
+    return flat, torch.stack(means) if shift is None else shift
 
 
 def _row_runs(pairs: Iterable[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
