@@ -45,7 +45,10 @@ def refused_spans(plan: Plan, family: Family, block: nn.Module) -> list[str]:
 class CompressedModel(nn.Module):
     """Embeddings → kept blocks and translators in plan order → final norm → pooling / head.
 
-    With an empty plan it computes exactly what the original model computes.
+    With an empty plan it computes exactly what the original model computes. A decoder language model's head is its
+    LM head over every token (`head_kind` "lm": logits `(B, N, vocab)`, soft-capped where the model caps them, no
+    pooling), what `AutoModelForCausalLM` gives for the same `input_ids` and `attention_mask`; no KV cache: every
+    forward recomputes every token.
     """
 
     def __init__(
@@ -223,9 +226,9 @@ class CompressedModel(nn.Module):
         return states, mask
 
     def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        """The head's output if the model has a head (classifier logits or pooler), else pooled features. The
-        inputs are the family's (`family.input_names`: `pixel_values`; `input_ids`, `attention_mask`, …), by name
-        or in that order."""
+        """The head's output if the model has a head (classifier logits, pooler, a decoder's next-token logits for
+        every token), else pooled features. The inputs are the family's (`family.input_names`: `pixel_values`;
+        `input_ids`, `attention_mask`, …), by name or in that order."""
         return self.tail(*self.run(self._inputs(args, inputs))[:2])
 
     def export_module(self) -> nn.Module:

@@ -65,8 +65,9 @@ class Family:
 
     name: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
-    #: What the family's datasets hold, "image" or "text": data loading reads it (the processor's inputs, the check
-    #: that a dataset suits the model). How the model is called is the methods' business, never a test of this.
+    #: What the family's datasets hold: "image", "text" (labelled texts for an encoder), or "causal-lm" (text a
+    #: decoder predicts token after token: `families/_causal.py`). Data loading reads it (the processor's inputs, the
+    #: check that a dataset suits the model). How the model is called is the methods' business, never a test of this.
     modality: ClassVar[str]
     #: The model's input names, in the order `CompressedModel.forward` takes them positionally.
     input_names: ClassVar[tuple[str, ...]]
@@ -78,6 +79,9 @@ class Family:
     processor_class: ClassVar[str | None] = None
     #: Whether a sentence-transformers folder beside the checkpoint says how its features are pooled.
     sentence_transformers: ClassVar[bool] = False
+    #: Whether the family's models generate text (a language-model head over every token: `generate` on its plain
+    #: checkpoints; `toast.models.testing.check_generate` checks them).
+    generates: ClassVar[bool] = False
     backbone_attrs: ClassVar[tuple[str, ...]] = ()
     blocks_paths: ClassVar[tuple[str, ...]] = ("layers", "encoder.layer", "encoder.layers")
     norm_attr: ClassVar[str] = "layernorm"
@@ -197,8 +201,9 @@ class Family:
         stream `r` after attention: `h_out = r + m`. None where a block has no such branch (post-norm encoders)."""
         return None
 
-    def mlp_output_projection(self, block: nn.Module) -> nn.Linear:
-        """The MLP branch's last `nn.Linear` (before any layer scale)."""
+    def mlp_output_projection(self, block: nn.Module) -> nn.Module:
+        """The MLP branch's last projection (before any layer scale): an `nn.Linear`, or a Transformers `Conv1D`
+        (GPT-2: the same map with its weight stored input-major)."""
         return block.mlp.fc2
 
     def layer_scale(self, block: nn.Module) -> nn.Parameter | None:
@@ -217,7 +222,11 @@ class Family:
         proj = self.mlp_output_projection(new)
         a = torch.as_tensor(np.asarray(weight), dtype=torch.float64)
         b = torch.as_tensor(np.asarray(bias), dtype=torch.float64)
-        w = proj.weight.detach().to(torch.float64).T  # (in, out): m = x @ w + b_out
+        if not isinstance(proj, nn.Linear) and type(proj).__name__ != "Conv1D":
+            raise UnsupportedModelError(f"{self.name}: no map folds into a {type(proj).__name__} (a Linear or Conv1D)")
+        input_major = not isinstance(proj, nn.Linear)  # Conv1D: weight (in, out)
+        w = proj.weight.detach().to(torch.float64)
+        w = w if input_major else w.T  # (in, out): m = x @ w + b_out
         b_out = (
             proj.bias.detach().to(torch.float64)
             if proj.bias is not None
@@ -228,9 +237,10 @@ class Family:
             g = gamma.detach().to(torch.float64)
             w, b_out = w * g, b_out * g
         with torch.no_grad():
-            proj.weight.copy_((w @ a).T.to(proj.weight.dtype))
+            folded = w @ a
+            proj.weight.copy_((folded if input_major else folded.T).to(proj.weight.dtype))
             if proj.bias is None:
-                proj.bias = nn.Parameter(torch.zeros(proj.out_features, dtype=proj.weight.dtype))
+                proj.bias = nn.Parameter(torch.zeros(folded.shape[1], dtype=proj.weight.dtype))
             proj.bias.copy_((b_out @ a + b).to(proj.bias.dtype))
             if gamma is not None:
                 gamma.fill_(1.0)

@@ -42,8 +42,10 @@ def plain_refusal(model: Any) -> str | None:
 
 def kept_layers_config(config: Any, kept: Sequence[int]) -> Any:
     """A copy of the source's `config` for the `kept` layers only (renumbered 0 … k-1): `num_hidden_layers` and the
-    per-layer fields Transformers' configs have (`layer_types`; a backbone's stages). `Family.kept_config` calls it;
-    a family whose configs hold other per-layer fields adds them there."""
+    per-layer fields Transformers' configs have (`layer_types`, so that a decoder's layer i is built with the
+    attention kind, sliding window and KV-cache layer of the block it holds; a backbone's stages). A model built from
+    it numbers its layers 0 … k-1 (each attention's `layer_idx`, the cache entry it reads and writes).
+    `Family.kept_config` calls it; a family whose configs hold other per-layer fields adds them there."""
     small = copy.deepcopy(config)
     kept = list(kept)
     small.num_hidden_layers = len(kept)
@@ -129,8 +131,11 @@ def describe_checkpoint(directory: str | Path) -> str:
     if checkpoint_layout(directory) == PLAIN:
         also = "; and sentence_transformers.SentenceTransformer" if sentence and sentence.get("written") else ""
         config = json.loads((Path(directory) / "config.json").read_text())
-        if any(a.endswith("ForImageClassification") for a in config.get("architectures") or []):
+        archs = config.get("architectures") or []
+        if any(a.endswith("ForImageClassification") for a in archs):
             loader = 'transformers.pipeline("image-classification") and AutoModelForImageClassification load it'
+        elif any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            loader = 'transformers.pipeline("text-generation") and AutoModelForCausalLM load it'
         else:
             loader = "transformers.AutoModel.from_pretrained loads it"
         return f"a plain Transformers checkpoint ({loader}{also})"

@@ -18,16 +18,23 @@ path and checks it against the stock model itself, on the family's `tiny_inputs`
 - `check_save_load`: a compressed model saved with `save_pretrained` (plain and toast layouts) loads back with
   `CompressedModel.from_pretrained` with the same output;
 - `check_plain_export`: a plan of identities is a plain Transformers checkpoint that its Transformers class loads,
-  in a fresh process where `import toast` fails (`NO_TOAST`), with the compressed model's output.
+  in another process where `import toast` fails (`NO_TOAST`; one such process serves the session's checks, see
+  `run_without_toast`), with the compressed model's output;
+- `check_generate` (families whose models generate, `Family.generates`): the plain checkpoint of a plan removing
+  one block generates, greedily and with its KV cache, the tokens it generates without the cache, and the tokens
+  the compressed model picks step by step (the argmax of its logits, every token recomputed).
 
 `tests/models/test_family_conformance.py` runs it over every registered family's tiny models, so a new family is
-checked on arrival; `family_checks` lists the checks, each callable on a `FamilyCase` (`family_case`).
+checked on arrival; `family_checks` lists a family's checks, each callable on a `FamilyCase` (`family_case`).
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
+import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -51,11 +58,13 @@ __all__ = [
     "check_empty_plan",
     "check_example_inputs",
     "check_family",
+    "check_generate",
     "check_one_block_removed",
     "check_plain_export",
     "check_save_load",
     "family_case",
     "family_checks",
+    "run_without_toast",
 ]
 
 #: The top of a script run in a fresh process to check an exported model the way its user loads it: every `import
@@ -73,10 +82,10 @@ sys.meta_path.insert(0, NoToast())
 """
 
 #: Loads the plain checkpoint `argv[1]` with the Transformers class its config names, runs it on the inputs saved in
-#: `argv[2]` and saves what it outputs to `argv[3]`.
-_PLAIN_CHECK = (
-    NO_TOAST
-    + r"""
+#: `argv[2]` and saves what it outputs to `argv[3]` (run by `run_without_toast`).
+_PLAIN_CHECK = r"""
+import json, sys
+
 try:
     import toast
     importable = True
@@ -94,7 +103,81 @@ got = {k: getattr(o, k, None) for k in ("last_hidden_state", "logits", "pooler_o
 torch.save({"toast_importable": importable, "class": type(model).__name__, "layers": model.config.num_hidden_layers,
             **{k: v for k, v in got.items() if v is not None}}, out)
 """
+
+#: The process `run_without_toast` talks to: `NO_TOAST`, then one script per line of its input (JSON: the script and
+#: its arguments), run as `__main__` with those arguments; one line of JSON per script on its output, the script's
+#: own prints going to its error stream.
+_WORKER = (
+    NO_TOAST
+    + r"""
+import traceback
+
+replies, sys.stdout = sys.stdout, sys.stderr
+for line in sys.stdin:
+    request = json.loads(line)
+    sys.argv = ["-c", *request["argv"]]
+    try:
+        exec(compile(request["script"], "<script run without toast>", "exec"), {"__name__": "__main__"})
+        reply = {"ok": True}
+    except BaseException:  # the script's failure is the reply, the process goes on
+        reply = {"ok": False, "error": traceback.format_exc()}
+    replies.write(json.dumps(reply) + "\n")
+    replies.flush()
+"""
 )
+
+
+class _NoToastProcess:
+    """One Python process where `import toast` fails, started on first use and kept for the session: every script
+    it runs pays for importing torch and Transformers once (seconds each on a loaded CPU), not once per check."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.owner: int | None = None  # the process that started it (a forked child starts its own)
+        self.log: Any = None
+
+    def run(self, script: str, *argv: str, timeout: float = 600) -> None:
+        if self.proc is None or self.proc.poll() is not None or self.owner != os.getpid():
+            self.owner = os.getpid()
+            self.log = tempfile.TemporaryFile(mode="w+")  # its error stream: warnings never fill a pipe
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                text=True,
+            )
+        self.proc.stdin.write(json.dumps({"script": script, "argv": [str(a) for a in argv]}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:  # no reply in time, or the process died: a fresh one next time
+            self.close()
+            self.log.seek(0)
+            raise AssertionError(f"the process without toast gave no reply:\n{self.log.read()[-3000:]}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise AssertionError(reply["error"][-3000:])
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None and self.owner == os.getpid():
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+_NO_TOAST_PROCESS = _NoToastProcess()
+atexit.register(_NO_TOAST_PROCESS.close)
+
+
+def run_without_toast(script: str, *argv: str | Path, timeout: float = 600) -> None:
+    """Run `script` (Python source, as `__main__`, `sys.argv[1:]` = `argv`) in another process where every `import
+    toast` fails, as on a machine without toast-search; its failure raises `AssertionError` with its traceback. The
+    process is started once and serves every call (a script should leave no state another one depends on)."""
+    _NO_TOAST_PROCESS.run(script, *(str(a) for a in argv), timeout=timeout)
 
 
 @dataclass
@@ -362,9 +445,10 @@ def check_plain_export(case: FamilyCase) -> None:
         assert layout == "plain", f"{name}: a plan of identities saved as {layout!r}, not a plain checkpoint"
         torch.save(dict(case.inputs), Path(tmp) / "inputs.pt")
         out = Path(tmp) / "out.pt"
-        args = [sys.executable, "-c", _PLAIN_CHECK, str(folder), str(Path(tmp) / "inputs.pt"), str(out)]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
-        assert done.returncode == 0, f"{name}: the plain checkpoint does not load without toast:\n{done.stderr[-3000:]}"
+        try:
+            run_without_toast(_PLAIN_CHECK, folder, Path(tmp) / "inputs.pt", out)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: the plain checkpoint does not load without toast:\n{exc}") from None
         got = torch.load(out)
     assert not got["toast_importable"], "the check's process could import toast"
     assert got["layers"] == len(model.plan.kept), f"{name}: {got['layers']} layers, not {len(model.plan.kept)}"
@@ -373,6 +457,52 @@ def check_plain_export(case: FamilyCase) -> None:
     expected = next((got[k] for k in ("logits", "pooler_output") if k in got), None)
     if expected is not None and model.head is not None:
         _close(expected, output, f"{name}: the plain checkpoint's output differs", 1e-6)
+
+
+#: How many tokens `check_generate` generates.
+GENERATED_TOKENS = 6
+
+
+def _greedy(model: nn.Module, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    """`prompt` followed by `steps` tokens, each the argmax of `model`'s last logits over the whole sequence so far
+    (no cache: every token recomputed)."""
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(input_ids=seq, attention_mask=torch.ones_like(seq))
+            seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return seq
+
+
+def check_generate(case: FamilyCase) -> None:
+    """A plan removing one block, saved as a plain checkpoint and loaded by Transformers alone, generates greedily
+    with its KV cache (its layers renumbered: each attention's cache entry and attention kind) the tokens it generates
+    without the cache, and the tokens the compressed model picks step by step, on the inputs' unpadded rows."""
+    import transformers
+
+    name = case.name
+    model = _compressed(case, _one_block(case))
+    real = case.inputs["attention_mask"].bool().all(1)
+    assert real.any(), f"{name}: check_generate needs an unpadded row among the inputs"
+    prompt = case.inputs["input_ids"][real]
+    ours = _greedy(model, prompt, GENERATED_TOKENS)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save_pretrained(Path(tmp) / "plain", processor=case.loaded.processor, layout="plain")
+        plain = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert plain.config.num_hidden_layers == len(model.plan.kept), f"{name}: the plain checkpoint has the wrong depth"
+    # every step generated (no end-of-sequence stop), greedy whatever the checkpoint's generation config says
+    settings = {"max_new_tokens": GENERATED_TOKENS, "do_sample": False, "eos_token_id": None}
+    settings["pad_token_id"] = case.loaded.processor.pad_token_id if case.loaded.processor is not None else 0
+    with torch.no_grad():
+        try:
+            cached = plain.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=True, **settings)
+        except (IndexError, RuntimeError, ValueError) as exc:  # e.g. an attention indexing a cache entry past the end
+            raise AssertionError(
+                f"{name}: the plain checkpoint does not generate with its KV cache: {type(exc).__name__}: {exc}"
+            ) from exc
+        uncached = plain.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **settings)
+    assert torch.equal(cached, uncached), f"{name}: generation with the KV cache differs from generation without it"
+    assert torch.equal(cached, ours), f"{name}: the plain checkpoint generates other tokens than the compressed model"
 
 
 FAMILY_CHECKS: tuple[Check, ...] = (
@@ -386,9 +516,10 @@ FAMILY_CHECKS: tuple[Check, ...] = (
 
 
 def family_checks(name: str) -> list[Check]:
-    """The checks family `name` must pass, each called as `check(case)` on a `family_case` (one test case each)."""
-    get_family(name)  # an unknown family fails here, naming the known ones
-    return list(FAMILY_CHECKS)
+    """The checks family `name` must pass, each called as `check(case)` on a `family_case` (one test case each):
+    `FAMILY_CHECKS`, and `check_generate` for a family whose models generate."""
+    family = get_family(name)  # an unknown family fails here, naming the known ones
+    return [*FAMILY_CHECKS, *((check_generate,) if family.generates else ())]
 
 
 def check_family(

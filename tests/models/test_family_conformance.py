@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lm_hub import LM_HUB
 from test_hub_layouts import HUB
 from test_plain_checkpoint import MINILM_CONFIG
 
@@ -26,6 +27,7 @@ from toast.models.testing import (
     check_save_load,
     family_case,
     family_checks,
+    run_without_toast,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +97,36 @@ def test_the_tiny_configs_carry_the_hub_checkpoints_fields():
         assert not differ, f"{case}: (hub, tiny) {differ}"
 
 
+#: the fields a tiny decoder config may shrink (`CausalLMFamily.tiny_sizes`; GPT-2 names them its own way)
+DECODER_SIZES = {"hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size"}
+DECODER_SIZES |= {"head_dim", "vocab_size", "sliding_window", "n_embd", "n_layer", "n_head", "n_positions", "n_ctx"}
+
+
+@pytest.mark.parametrize("case", list(LM_HUB))
+def test_the_decoder_tiny_configs_carry_the_hub_checkpoints_fields(case):
+    """A decoder's tiny config is its checkpoint's config.json as its config class reads it (`rope_scaling` and
+    `rope_theta` become `rope_parameters`, Gemma 3's `sliding_window_pattern` its `layer_types`) with tiny sizes,
+    every other field the same, and the checkpoint's token ids moved into the tiny vocabulary (`id mod vocab_size`)."""
+    hub_id, hub = LM_HUB[case]
+    family = next(f for f in registered_families() if case in f.tiny_models)
+    assert set(family.tiny_sizes) <= DECODER_SIZES, f"{family.name} shrinks fields that are no sizes"
+    tiny = family.tiny_config(case)
+    assert tiny.architectures == hub["architectures"], f"{case}: not {hub_id}'s class"
+    meta = {"_name_or_path", "auto_map", "architectures", "transformers_version", "torch_dtype", "dtype"}
+    ids = {"bos_token_id", "eos_token_id", "pad_token_id"}
+    sizes = {k: v for k, v in family.tiny_sizes.items() if hub.get(k) is not None}
+    read = type(tiny)(**{**{k: v for k, v in hub.items() if k not in meta}, **sizes}).to_dict()
+    ours = tiny.to_dict()
+    differ = {k: (v, ours.get(k)) for k, v in read.items() if k not in meta | ids and ours.get(k) != v}
+    assert not differ, f"{case}: (hub {hub_id}, tiny) {differ}"
+    vocab = ours["vocab_size"]
+    for key in ids:
+        published = hub.get(key)
+        wrapped = [i % vocab for i in published] if isinstance(published, list) else published
+        wrapped = wrapped % vocab if isinstance(wrapped, int) else wrapped
+        assert ours.get(key) == wrapped, f"{case}: {key} {ours.get(key)}, not {hub_id}'s {published} in the tiny vocab"
+
+
 # ---- the suite catches broken families -------------------------------------------------------------------------
 class _MaskLessBert(BertFamily):
     """Its blocks never see the attention mask: padded tokens are attended to."""
@@ -162,6 +194,16 @@ def test_the_suite_catches_a_broken_family(swap, cls, case, check, message):
         made.loaded.parts.blocks[-1].twice = True  # read by _UnevenViT only
         with pytest.raises((AssertionError, ValueError), match=message):
             check(made)
+
+
+def test_scripts_run_in_one_process_without_toast(tmp_path):
+    """`check_plain_export`'s process: its arguments as `sys.argv`, `import toast` failing there, a script's failure
+    raised with its traceback, and the same process for the next script."""
+    pid = tmp_path / "pid"
+    run_without_toast("import os, sys; open(sys.argv[1], 'w').write(f'{os.getpid()} {sys.argv[2]}')", pid, "a")
+    with pytest.raises(AssertionError, match="toast is not importable in this check"):
+        run_without_toast("import toast.models")
+    run_without_toast("import os, sys; assert open(sys.argv[1]).read() == f'{os.getpid()} a'", pid)
 
 
 def test_an_unknown_family_is_named():
