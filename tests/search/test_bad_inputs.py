@@ -165,8 +165,8 @@ def world(tiny_dirs, image_dataset_dir, text_dataset_dir, tmp_path_factory):
     other_journal = root / "other-journal"
     other_journal.mkdir()
     (other_journal / "study.journal").write_text('{"note": "JSON lines, but not an Optuna journal"}\n')
-    other_family = root / "gpt2"
-    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(other_family)
+    other_family = root / "bloom"  # an architecture no family registers
+    transformers.BloomConfig(n_layer=1, hidden_size=8, n_head=2).save_pretrained(other_family)
     bad_settings = root / "bad-settings"
     bad_settings.mkdir()
     (bad_settings / "settings.json").write_text("{ not json")
@@ -315,7 +315,7 @@ def cases(w: dict) -> dict[str, Case]:
         # models
         "unknown model id": Case(run(new("a"), model="no-such-org/no-such-model"), "cannot load model"),
         "missing model directory": Case(run(new("b"), model="./no/such/model-dir"), "does not exist"),
-        "unsupported model family": Case(run(new("c"), model=w["other_family"]), "gpt2"),
+        "unsupported model family": Case(run(new("c"), model=w["other_family"]), "unsupported architecture 'bloom'"),
         "truncated weights": Case(run(new("d"), model=w["broken"]["truncated"]), "truncated or corrupt"),
         "garbled weights header": Case(run(new("e"), model=w["broken"]["garbled"]), "truncated or corrupt"),
         "weights with flipped bytes": Case(run(new("f"), model=w["broken"]["flipped"]), "weights may be corrupt"),
