@@ -184,7 +184,8 @@ def estimate_resources(
         "statistics accumulators": plan.pass_bytes(S, d),
         # the states in the model's dtype and their shifted float32 copy side by side (one state's float64 at a time)
         "a batch's hidden states": (state_elems + branch_elems) * (pb + 4) + 2 * batch_tokens * d * 8,
-        "the forward's transients": B * shape.heads * N * N * 4 * 3 + batch_tokens * shape.intermediate * pb * 2,
+        # one (N × N) score matrix a head (PyTorch's attention does not keep three), the MLP's hidden layer twice
+        "the forward's transients": B * shape.heads * N * N * 4 + batch_tokens * shape.intermediate * pb * 2,
         "one row's products": d * S * d * (4 + 8),
     }
     device_peak = sum(parts.values())
