@@ -217,6 +217,8 @@ def estimate_run(
     (`check_fits`), before any weight is loaded. None where a batch of inputs does not run through the meta model's
     embeddings (`check_inputs_fit` then says why on the loaded model)."""
     family, config = source.family, source.config
+    if config.model_type == "clip":  # a whole CLIP checkpoint (zero-shot): the search runs its vision tower
+        config = config.vision_config
     meta = meta_model(config, family.model_class(config))
     parts = family.parts(meta)
     processor = load_processor(source.where, family)

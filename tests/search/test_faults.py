@@ -170,7 +170,11 @@ def _flip_values(path: Path) -> None:
 CACHES = {
     "inputs": lambda cache: sorted((cache / "inputs").rglob("*.arrow")),
     "activations": lambda cache: sorted((cache / "activations").rglob("*.arrow")),
-    "statistics": lambda cache: sorted((cache / "activations").rglob("gram.npy")),
+    "statistics": lambda cache: sorted(
+        p
+        for p in (cache / "activations").rglob("*.npy")
+        if p.name == "gram.npy" or p.parent.name in ("pairs", "branch")
+    ),
     "prefix": lambda cache: sorted((cache / "prefix").rglob("*.arrow")),
     "latency": lambda cache: sorted((cache / "latency").rglob("*.json")),
 }
