@@ -27,8 +27,18 @@ def check_modality(family: Family, split: LabeledSplit, model: str) -> None:
     """The dataset holds what the model takes; else say which models and datasets would fit each other."""
     if split.modality == family.modality:
         return
-    from ..data import DATASET_ALIASES, DIGITS, DOCSTRINGS
+    if family.modality == "causal-lm" and split.modality == "text":  # documents, packed into token sequences later
+        return
+    from ..data import DATASET_ALIASES, DIGITS, DOCSTRINGS, PYTHON_DOCS
     from ..models import MINILM_ALIAS, registered_families
+
+    if family.modality == "causal-lm":
+        lms = ", ".join(t for f in registered_families() if f.modality == "causal-lm" for t in f.model_types)
+        raise DatasetError(
+            f"dataset {split.name!r} holds {split.modality} but model {model!r} is a causal language model: give it "
+            f"text (`dataset` {PYTHON_DOCS} offline, a local .txt file or folder, or a dataset with a text column "
+            f"such as wikitext), or an {split.modality} model with this dataset; causal LM families: {lms}"
+        )
 
     text_families = ", ".join(t for f in registered_families() if f.modality == "text" for t in f.model_types)
     image_data = ", ".join([*DATASET_ALIASES, DIGITS])

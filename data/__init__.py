@@ -1,6 +1,7 @@
 """Data: datasets by alias / hub id / local path, the offline docstrings corpus, and preprocessed inputs."""
 
 from ._checks import check_inputs_fit, check_split
+from ._corpus import PYTHON_DOCS, TOKENS, check_tokenizer, corpus_split, pack_split, packed_tokens
 from ._datasets import (
     DATASET_ALIASES,
     DIGITS,
@@ -30,10 +31,14 @@ __all__ = [
     "DatasetAlias",
     "InputsSpec",
     "LabeledSplit",
+    "PYTHON_DOCS",
     "PreprocessedInputs",
+    "TOKENS",
     "build_docstring_dataset",
     "check_inputs_fit",
     "check_split",
+    "check_tokenizer",
+    "corpus_split",
     "collect_docstrings",
     "default_splits",
     "digits_split_indices",
@@ -42,6 +47,8 @@ __all__ = [
     "length_sorted_batches",
     "load_split",
     "looks_like_path",
+    "pack_split",
+    "packed_tokens",
     "package_version",
     "preprocessing_fingerprint",
     "read_info",

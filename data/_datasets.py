@@ -30,6 +30,7 @@ import torch
 
 from .._hub import hub_access
 from ..errors import DatasetError
+from ._split import LabeledSplit
 
 LABEL_COLUMNS = ("label", "labels", "fine_label", "y", "target")
 TEXT_COLUMNS = ("text", "sentence", "content", "document")
@@ -65,32 +66,6 @@ DATASET_ALIASES: dict[str, DatasetAlias] = {
 DIGITS = "digits"
 DIGITS_FINGERPRINT = "sklearn-load_digits-v1"
 DIGITS_TEST_SIZE = 450
-
-
-@dataclass
-class LabeledSplit:
-    """One split of a dataset: the `datasets.Dataset`, which column holds inputs and which labels."""
-
-    dataset: Any
-    name: str
-    split: str
-    input_column: str
-    label_column: str | None
-    modality: str  # "image" or "text"
-    source_fingerprint: str | None = None  # overrides the `datasets` fingerprint (built-in sets)
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.name}:{self.source_fingerprint or getattr(self.dataset, '_fingerprint', 'unknown')}"
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    @property
-    def labels(self) -> np.ndarray:
-        if self.label_column is None:
-            raise DatasetError(f"dataset {self.name!r} has no label column: pass `label_column`")
-        return np.asarray(self.dataset[self.label_column])
 
 
 def default_splits(name: str) -> tuple[str, str]:
@@ -182,6 +157,11 @@ def load_split(
         return _labeled(
             data, alias.hub_id, split, input_column or alias.input_column, label_column or alias.label_column
         )
+    from ._corpus import corpus_split
+
+    corpus = corpus_split(name, split)  # the offline corpus, or a local text file or folder (documents for an LM)
+    if corpus is not None:
+        return corpus
     if name == DOCSTRINGS:
         name = str(_docstrings_folder(cache_dir))
     if name == DIGITS:
@@ -432,6 +412,9 @@ def iter_batches(
         if split.modality == "image":
             inputs = processor(images=_decoded_images(split, chunk), return_tensors="pt")
             yield chunk, {"pixel_values": inputs["pixel_values"]}
+        elif split.modality == "causal-lm":  # packed token sequences (`toast.data._corpus`): full, no padding
+            tokens = torch.as_tensor(split.dataset[chunk][split.input_column], dtype=torch.long)
+            yield chunk, {"input_ids": tokens, "attention_mask": torch.ones_like(tokens)}
         else:
             rows = split.dataset[chunk][split.input_column]
             enc = processor(list(rows), padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -1,5 +1,5 @@
-"""What a trial is scored on (accuracy, fidelity, GFLOPs, params, latency), the cost and latency tables, and the
-similarity analysis.
+"""What a trial is scored on (accuracy, fidelity, a causal LM's perplexity, KL and top-1 agreement, GFLOPs, params,
+latency), the cost and latency tables, and the similarity analysis.
 
 Each objective is one module that registers itself; the built-in ones are imported here first, in the
 registry's order (the order of the columns of trials.csv and of the front table). `toast.objectives.testing`
@@ -18,10 +18,12 @@ from ._registry import (
     get_objectives,
     list_objectives,
     register_objective,
+    task_score,
 )
 from ._trial import TrialOutputs
 from ._accuracy import HEADS  # (also registers `accuracy`)
 from ._fidelity import feature_fidelity  # registers `fidelity`
+from ._language import DEFAULT_TOP_K, TokenReference, reference_rows, token_scores  # `perplexity`, `kl`, `top1`
 from . import _gflops, _params  # noqa: F401  (register `gflops`, `params`)
 from ._latency import ESTIMATED_FIELD, MEASURED_FIELD  # registers `latency`
 from ._latency_table import LatencyTable
@@ -37,6 +39,7 @@ from ._timing import LatencyResult, measure_latency
 __all__ = [
     "HEADS",
     "DEFAULT_OBJECTIVES",
+    "DEFAULT_TOP_K",
     "ESTIMATED_FIELD",
     "MEASURED_FIELD",
     "OBJECTIVES",
@@ -51,6 +54,7 @@ __all__ = [
     "Role",
     "SampledSimilarity",
     "SimilarityReport",
+    "TokenReference",
     "TrialOutputs",
     "compute_objectives",
     "count_flops",
@@ -64,6 +68,9 @@ __all__ = [
     "plot_cka",
     "plot_similarity",
     "probe_accuracy",
+    "reference_rows",
     "register_objective",
+    "task_score",
+    "token_scores",
     "undefined_field",
 ]

@@ -5,6 +5,8 @@ built-in ones are imported by the package, in the registry's order: the order of
 `front.json`'s fields and the front table's, and of the cost objectives as tie-breaks.
 `OBJECTIVES` is a read-only view; `get_objectives` turns the user's `--objectives` list into
 `Objective`s, in the given order (the order of Optuna's `directions`), reporting every problem at once.
+Several registered objectives may be task scores (`Role.ACCURACY`: accuracy for classifiers, perplexity for causal
+LMs), a study at most one: `task_score` names the one a study's budget choice optimises.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "get_objectives",
     "list_objectives",
     "register_objective",
+    "task_score",
 ]
 
 _REGISTRY: dict[str, Objective] = {}
@@ -39,7 +42,7 @@ DEFAULT_OBJECTIVES: tuple[str, ...] = ("accuracy", "gflops")
 def register_objective(objective: Objective) -> Objective:
     """Add `objective` to the registry (after those already there) and return it.
 
-    Its name and fields must not be another objective's, and only one objective has `Role.ACCURACY`.
+    Its name and fields must not be another objective's.
     """
     if not isinstance(objective, Objective):
         raise ObjectiveError(f"register_objective takes an Objective, got {objective!r}")
@@ -50,10 +53,6 @@ def register_objective(objective: Objective) -> Objective:
     clashes = sorted(c for c in objective.columns if c in taken and taken[c] != objective.name)
     if clashes:
         problems.append(f"fields {clashes} are already reported by {sorted({taken[c] for c in clashes})}")
-    if objective.role is Role.ACCURACY and any(o.role is Role.ACCURACY for o in _REGISTRY.values()):
-        problems.append(
-            f"only one objective has role {Role.ACCURACY.value!r}: {list_objectives(Role.ACCURACY)[0]!r} has it"
-        )
     if problems:
         raise ObjectiveError(f"cannot register objective {objective.name!r}: " + "; ".join(problems))
     _REGISTRY[objective.name] = objective
@@ -79,7 +78,8 @@ def get_objective(name: str) -> Objective:
 
 
 def get_objectives(names: Sequence[str] | str) -> tuple[Objective, ...]:
-    """The objectives named, in order; at least two, known, without duplicates (Optuna multi-objective).
+    """The objectives named, in order; at least two, known, without duplicates (Optuna multi-objective), at most one
+    task score (`Role.ACCURACY`).
 
     A single string is read as a comma-separated list (`"accuracy,gflops"`, as on the command line).
     Raises `ObjectiveError` listing every problem at once.
@@ -100,6 +100,12 @@ def get_objectives(names: Sequence[str] | str) -> tuple[Objective, ...]:
     for name, count in counts.items():
         if count > 1:
             problems.append(f"objective {name!r} is given {count} times; name each objective once")
+    scores = [n for n in counts if n in OBJECTIVES and OBJECTIVES[n].role is Role.ACCURACY]
+    if len(scores) > 1:
+        problems.append(
+            f"{' and '.join(repr(n) for n in scores)} are task scores (role {Role.ACCURACY.value!r}) and a study "
+            "optimises one at most: keep one of them"
+        )
     if len(counts) < 2:
         problems.append(
             f"a search needs at least two distinct objectives (multi-objective), got {len(counts)}; "
@@ -108,6 +114,20 @@ def get_objectives(names: Sequence[str] | str) -> tuple[Objective, ...]:
     if problems:
         raise ObjectiveError("invalid objectives: " + "; ".join(problems))
     return tuple(OBJECTIVES[name] for name in names)
+
+
+def task_score(objectives: Sequence[Objective | str] | None = None) -> Objective | None:
+    """The task score a budget choice optimises (in its own direction) and the Pareto plot's y axis: the first of
+    `objectives` (`Objective`s or names) with `Role.ACCURACY`, None when none has it; without `objectives`, the
+    first registered one (`accuracy`)."""
+    if objectives is None:
+        return next((o for o in _REGISTRY.values() if o.role is Role.ACCURACY), None)
+    for objective in objectives:
+        if isinstance(objective, str):
+            objective = _REGISTRY.get(objective)
+        if isinstance(objective, Objective) and objective.role is Role.ACCURACY:
+            return objective
+    return None
 
 
 def compute_objectives(trial: TrialOutputs, objectives: Sequence[Objective]) -> dict[str, Any]:

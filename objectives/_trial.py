@@ -31,12 +31,12 @@ class TrialOutputs(ABC):
     Always at hand: `plan`, `cost`, `head` (`"probe"`: a linear probe on the features scores accuracy;
     `"original"`: the model's own head), `probe` (the probe protocol, e.g. `"ridge"`), the labels and the
     original model's evaluation features. Computed on first access (`LAZY`): `eval_features`,
-    `probe_features` and `eval_logits`; `time_batch` runs the model. `available(member)` says whether a
-    member can be read without new work on the model; `expect` announces what will be read, so that
-    members from the same pass (evaluation features and logits) are computed together.
+    `probe_features`, `eval_logits` and, for a causal LM, `token_scores`; `time_batch` runs the model.
+    `available(member)` says whether a member can be read without new work on the model; `expect` announces what
+    will be read, so that members from the same pass (evaluation features and logits) are computed together.
     """
 
-    LAZY: ClassVar[tuple[str, ...]] = ("eval_features", "probe_features", "eval_logits")
+    LAZY: ClassVar[tuple[str, ...]] = ("eval_features", "probe_features", "eval_logits", "token_scores")
     MEMBERS: ClassVar[tuple[str, ...]] = (
         "plan",
         "cost",
@@ -102,6 +102,13 @@ class TrialOutputs(ABC):
     def eval_logits(self) -> np.ndarray:
         """The model head's outputs on the evaluation samples, `(n_eval, n_classes)`."""
         return self._lazy("eval_logits")
+
+    @property
+    def token_scores(self) -> np.ndarray:
+        """A causal LM's scores of the evaluation sequences, `(n_eval, 4)` float64, one row per sequence:
+        `[nll_sum, kl_sum, top1_agreements, predicted_tokens]`, sums over its predicting positions `0 … T-2` (of the
+        tokens `1 … T-1`) against the original model's next-token distribution (`toast.objectives.token_scores`)."""
+        return self._lazy("token_scores")
 
     def _lazy(self, name: str) -> np.ndarray:
         if name not in self._values:

@@ -3,8 +3,8 @@
 Like scikit-learn's `check_estimator` and Optuna's shared sampler tests, `check_objective` runs one suite on
 any registered objective (or an `Objective` instance): a valid declaration, a display that formats its
 values, a worst value no real value ranks below, and `compute` on a small real `TrialOutputs`
-(`random_trial`: random features that carry their labels, a plan, its cost) returning finite values of
-the declared fields only, from the declared inputs only, the same values twice. The tests run it over
+(`random_trial`: random features that carry their labels, a causal LM's token scores, a plan, its cost) returning
+finite values of the declared fields only, from the declared inputs only, the same values twice. The tests run it over
 `list_objectives()`, so a new objective is checked on arrival.
 """
 
@@ -17,13 +17,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from toast.spaces import Plan
 
 from ._accuracy import HEADS  # every head the suite scores an objective under
 from ._cost import Cost, CostTable
+from ._language import reference_rows, token_scores
 from ._latency_table import LatencyTable
-from ._objectives import DIRECTIONS, CostObjective, Display, Objective, undefined_field
+from ._objectives import DIRECTIONS, CostObjective, Display, Objective, ObjectiveError, undefined_field
 from ._registry import OBJECTIVES, get_objective
 from ._timing import LatencyResult, measure_latency
 from ._trial import TrialOutputs
@@ -38,6 +40,7 @@ class ArrayTrial(TrialOutputs):
 
     Records which members were read (`read`, the head aside) and how many passes computed each lazy member (`passes`);
     the evaluation features and logits come from one pass when the logits are expected, as in a search.
+    `token_scores` (a causal LM's, `(n_eval, 4)`) is optional: reading it without it raises `ObjectiveError`.
     """
 
     def __init__(
@@ -51,11 +54,14 @@ class ArrayTrial(TrialOutputs):
         eval_labels: np.ndarray,
         probe_labels: np.ndarray,
         original_features: np.ndarray,
+        token_scores: np.ndarray | None = None,
         head: str = "probe",
         probe: str = "ridge",
     ) -> None:
         super().__init__(plan=plan, cost=cost, head=head, probe=probe)
         self._arrays = {"eval_features": eval_features, "probe_features": probe_features, "eval_logits": eval_logits}
+        if token_scores is not None:
+            self._arrays["token_scores"] = token_scores
         self._labels = {"eval_labels": eval_labels, "probe_labels": probe_labels}
         self._original = original_features
         self.read: set[str] = set()
@@ -84,6 +90,9 @@ class ArrayTrial(TrialOutputs):
         names = [name]
         if name in ("eval_features", "eval_logits") and "eval_logits" in self.expected:
             names = ["eval_features", "eval_logits"]
+        missing = [n for n in names if n not in self._arrays]
+        if missing:
+            raise ObjectiveError(f"this trial has no {', '.join(missing)} (token_scores: a causal LM's only)")
         self.passes.update(names)
         return {n: self._arrays[n] for n in names}
 
@@ -102,10 +111,14 @@ def random_trial(
     width: int = 16,
     classes: int = 3,
     num_blocks: int = 4,
+    tokens: int = 8,
+    vocabulary: int = 11,
 ) -> ArrayTrial:
     """A small `ArrayTrial`: features that carry their labels (a probe scores above chance), logits of a
-    head that mostly agrees with them, original features close to the compressed ones, and the plan
-    `0→2:linear` of a `num_blocks`-block model with its cost from a made-up cost and latency table."""
+    head that mostly agrees with them, original features close to the compressed ones, the `token_scores` of
+    `n_eval` sequences of `tokens` tokens (random next-token logits over `vocabulary` tokens, close to an original's
+    whose top 4 are the reference and which drew each next token), and the plan `0→2:linear` of a
+    `num_blocks`-block model with its cost from a made-up cost and latency table."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, width)) * 3.0
     probe_labels = np.arange(n_probe) % classes
@@ -114,6 +127,13 @@ def random_trial(
     eval_features = centers[eval_labels] + rng.normal(size=(n_eval, width))
     logits = eval_features @ centers.T
     original = eval_features + 0.1 * rng.normal(size=eval_features.shape)
+    original_logits = torch.from_numpy(3.0 * rng.normal(size=(n_eval, tokens, vocabulary)))
+    compressed_logits = original_logits + torch.from_numpy(rng.normal(size=original_logits.shape))
+    # each next token drawn from the original's distribution
+    cumulative = torch.softmax(original_logits, dim=-1).cumsum(dim=-1).numpy()
+    drawn = (cumulative[:, :-1] < rng.random((n_eval, tokens - 1, 1))).sum(axis=-1).clip(max=vocabulary - 1)
+    input_ids = torch.from_numpy(np.concatenate([rng.integers(0, vocabulary, (n_eval, 1)), drawn], axis=1))
+    scores = token_scores(compressed_logits, input_ids, reference_rows(original_logits, 4), chunk=3)
     table = CostTable(
         embed=Cost(1_000_000, 10_000),
         blocks=tuple(Cost(5_000_000, 50_000) for _ in range(num_blocks)),
@@ -137,6 +157,7 @@ def random_trial(
         eval_labels=eval_labels,
         probe_labels=probe_labels,
         original_features=original,
+        token_scores=scores,
         head=head,
         probe=probe,
     )

@@ -43,7 +43,18 @@ PLAIN, TOAST, SENTENCE = "plain", "toast", "sentence-transformers"
 LIBRARY_OF_LAYOUT = {PLAIN: "transformers", TOAST: "toast-search", SENTENCE: "sentence-transformers"}
 TAGS = ("toast-search", "depth-compression")
 #: The fields of the card's results table, in order; each is shown when the chosen plan has a value.
-CARD_FIELDS = ("accuracy", "fidelity", "cosine", "gflops", "params", "latency", MEASURED_FIELD)
+CARD_FIELDS = (
+    "accuracy",
+    "perplexity",
+    "kl",
+    "top1",
+    "fidelity",
+    "cosine",
+    "gflops",
+    "params",
+    "latency",
+    MEASURED_FIELD,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,11 +27,13 @@ from toast.objectives import (
     compute_objectives,
     get_objectives,
     measure_latency,
+    reference_rows,
+    token_scores,
 )
 from toast.spaces import Plan, PlanSpace
 
 from ..capture import ActivationCache, CapturedActivations, PrefixStore, calibrate, capture_spec, default_cap_bytes
-from ..data import LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
+from ..data import TOKENS, LabeledSplit, PreprocessedInputs, iter_batches, sample_ids
 from ..models import CompressedModel, LoadedModel
 from ._bank import TranslatorBank
 from ._forward import ForwardCount, plan_forward
@@ -46,12 +48,16 @@ PREFIX_FORMAT = 3  # the prefix store's layout (`toast.capture._prefix`); 2: a t
 
 
 class _OriginalFeatures:
-    """A context's cache of the original model's evaluation features (`SearchContext.original_features`)."""
+    """A context's cache of the original model's evaluation features (`SearchContext.original_features`), and for a
+    causal LM its next-token distributions kept as top-k (`SearchContext.token_reference`) and the evaluation
+    sequences' token ids."""
 
-    __slots__ = ("features",)
+    __slots__ = ("features", "reference", "token_ids")
 
     def __init__(self) -> None:
         self.features: np.ndarray | None = None
+        self.reference: tuple[np.ndarray, np.ndarray] | None = None  # (top ids, top log-probs), (n, T-1, k) each
+        self.token_ids: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,20 +229,72 @@ class SearchContext:
     def model_for(self, plan: Plan) -> CompressedModel:
         return CompressedModel.from_model(self.loaded, plan, self.bank.get(plan))
 
+    @property
+    def causal_lm(self) -> bool:
+        """Whether the model is a causal LM (its evaluation scores its next-token predictions: `token_scores`)."""
+        return self.loaded.family.modality == TOKENS
+
+    def token_ids(self) -> torch.Tensor:
+        """The evaluation sequences' token ids `(n_eval, T)`, in the stored order (read once)."""
+        cache = self._original
+        if cache.token_ids is None:
+            cache.token_ids = self.eval_inputs.as_tensors()["input_ids"]
+        return cache.token_ids
+
+    def token_reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """The original model's next-token distributions on the evaluation sequences, as its top-k token ids and
+        log-probabilities `(n_eval, T-1, k)` (`toast.objectives.reference_rows`): from the baseline's own pass (the
+        empty plan, scored first), else from a pass of the original now."""
+        cache = self._original
+        if cache.reference is None:
+            empty = Plan((), self.loaded.num_blocks)
+            n = len(self.eval_labels)
+            self.group_outputs(self.model_for(empty), "eval", ("eval-reference", np.arange(n)), tokens=True)
+        return cache.reference
+
+    def _keep_reference(self, pos: np.ndarray, top_ids: np.ndarray, top_logprobs: np.ndarray) -> None:
+        """Store the original's top-k rows of the evaluation sequences at positions `pos` (the empty plan's pass)."""
+        cache = self._original
+        n = len(self.eval_labels)
+        if cache.reference is None or cache.reference[0].shape[1:] != top_ids.shape[1:]:
+            cache.reference = (
+                np.zeros((n, *top_ids.shape[1:]), dtype=top_ids.dtype),
+                np.zeros((n, *top_logprobs.shape[1:]), dtype=top_logprobs.dtype),
+            )
+        cache.reference[0][pos] = top_ids
+        cache.reference[1][pos] = top_logprobs
+
     @torch.inference_mode()
     def group_outputs(
-        self, model: CompressedModel, which: str, group: tuple[str, np.ndarray], logits: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ForwardCount]:
+        self,
+        model: CompressedModel,
+        which: str,
+        group: tuple[str, np.ndarray],
+        logits: bool = False,
+        *,
+        tokens: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ForwardCount, np.ndarray | None]:
         """The pooled features of one input group (`which` probe or eval; and, with `logits`, the head's outputs
-        from the same pass), their row positions, and the block forwards spent."""
+        from the same pass; with `tokens`, a causal LM's per-sequence next-token scores, `token_scores`), their row
+        positions, and the block forwards spent. The empty plan's token pass keeps the original's top-k as the
+        reference every other plan's KL and agreement compare with."""
         inputs = self.probe_inputs if which == "probe" else self.eval_inputs
+        original = tokens and not model.plan.spans
+        ids = self.token_ids() if tokens else None
+        reference = None if not tokens or original else self.token_reference()
 
-        def outputs(h: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        def outputs(h: torch.Tensor, mask: torch.Tensor | None, pos: np.ndarray) -> tuple[torch.Tensor, ...]:
             f = model.pooled(h, mask)
-            if not logits:
-                return (f,)
-            y = self.zero_shot.logits(f) if self.zero_shot is not None else model.tail(h, mask)
-            return f, y  # CLIP's zero-shot classes in place of the tower's own output
+            out: list[torch.Tensor | np.ndarray] = [f]
+            if logits:  # CLIP's zero-shot classes in place of the tower's own output
+                out.append(self.zero_shot.logits(f) if self.zero_shot is not None else model.tail(h, mask))
+            if tokens:
+                y = model.tail(h, mask)
+                if original:
+                    self._keep_reference(pos, *reference_rows(y))
+                rows = None if original else (reference[0][pos], reference[1][pos])
+                out.append(token_scores(y, ids[pos].to(y.device), rows))
+            return tuple(out)
 
         name, rows = group
         positions, results, count = plan_forward(
@@ -244,7 +302,8 @@ class SearchContext:
         )
         feats = np.concatenate([r[0] for r in results])
         outs = np.concatenate([r[1] for r in results]) if logits else None
-        return positions, feats, outs, count
+        scores = np.concatenate([r[-1] for r in results]) if tokens else None
+        return positions, feats, outs, count, scores
 
     def outputs(
         self, model: CompressedModel, which: str = "eval", *, logits: bool = False
@@ -252,7 +311,7 @@ class SearchContext:
         """The pooled features of every probe or evaluation input (`which`), in the stored order, and with `logits`
         the head's outputs from the same pass."""
         n = len(self.probe_labels if which == "probe" else self.eval_labels)
-        positions, feats, outs, _ = self.group_outputs(model, which, (f"{which}-all", np.arange(n)), logits=logits)
+        positions, feats, outs, _, _ = self.group_outputs(model, which, (f"{which}-all", np.arange(n)), logits=logits)
         order = np.argsort(positions, kind="stable")
         return (feats[order], outs[order]) if logits else feats[order]
 
@@ -430,27 +489,37 @@ class PlanOutputs(TrialOutputs):
         rows = self._rows("eval")
         return original if rows is None else original[rows]
 
-    def _gather(self, which: str, logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _gather(
+        self, which: str, logits: bool, tokens: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """This stage's outputs of `which` (probe or eval), in row order: each group run once per trial."""
         ctx = self._ctx
-        positions, feats, outs = [], [], []
+        positions, feats, outs, scores = [], [], [], []
         for group in self._groups(which):
             got = self._done.get(group[0])
-            if got is None or (logits and got[2] is None):
-                pos, f, y, count = ctx.group_outputs(self._model, which, group, logits=logits)
-                got = self._done[group[0]] = (pos, f, y)
+            if got is None or (logits and got[2] is None) or (tokens and got[3] is None):
+                pos, f, y, count, s = ctx.group_outputs(self._model, which, group, logits=logits, tokens=tokens)
+                got = self._done[group[0]] = (pos, f, y, s)
                 self.count.add(count)
             positions.append(got[0])
             feats.append(got[1])
             outs.append(got[2])
+            scores.append(got[3])
         order = np.argsort(np.concatenate(positions), kind="stable")  # back to the inputs' stored order
-        return np.concatenate(feats)[order], np.concatenate(outs)[order] if logits else None
+        return (
+            np.concatenate(feats)[order],
+            np.concatenate(outs)[order] if logits else None,
+            np.concatenate(scores)[order] if tokens else None,
+        )
 
     def _compute(self, name: str) -> Mapping[str, np.ndarray]:
         if name == "probe_features":
             return {name: self._gather("probe", False)[0]}
+        if name == "token_scores":
+            features, _, scores = self._gather("eval", False, tokens=True)
+            return {"eval_features": features, "token_scores": scores}
         if name == "eval_logits" or "eval_logits" in self.expected:
-            features, logits = self._gather("eval", True)
+            features, logits, _ = self._gather("eval", True)
             out = {"eval_features": features, "eval_logits": logits}
         else:
             out = {"eval_features": self._gather("eval", False)[0]}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from toast.objectives import PROBES, AdamProbe, Role, get_objectives
+from toast.objectives import PROBES, AdamProbe, get_objectives, task_score
 from toast.spaces import Plan, PlanError
 
 from .._faults import fault_point
@@ -63,12 +63,10 @@ EXPORTED_SEED = 0
 
 
 def scored_head(settings: SearchSettings) -> str | None:
-    """What scored the run's accuracy (`head`: probe, original, zero-shot), or None when no objective is an accuracy."""
-    return (
-        settings.scoring.head
-        if any(o.role is Role.ACCURACY for o in get_objectives(settings.scoring.objectives))
-        else None
-    )
+    """What scored the run's accuracy (`head`: probe, original, zero-shot), or None when the study's task score reads
+    no labels (none at all, or a causal LM's perplexity: the model's own LM head scores it, exported as it is)."""
+    task = task_score(get_objectives(settings.scoring.objectives))
+    return settings.scoring.head if task is not None and "labels" in task.inputs(head=settings.scoring.head) else None
 
 
 def class_names(ctx: SearchContext) -> tuple[str, ...] | None:

@@ -2,9 +2,9 @@
 
 Each step takes what the one before returned: `study_front` (the front of the search-time scores, what trials.csv's
 `on_front`, the caption and the plot count), `rescore_front` (the front plans and the original scored again on the
-whole test split with the chosen probe protocol: `Final`), `choose_plan` (the most accurate plan within the budgets:
-`Choice`), `export_choice` (its model written to `chosen/`). End-to-end latency measurements are `EndToEnd`'s
-(`toast.search._measured`), called where they are needed. Writing and printing are `toast.search._report`'s.
+whole test split with the chosen probe protocol: `Final`), `choose_plan` (the plan with the best task score within
+the budgets: `Choice`), `export_choice` (its model written to `chosen/`). End-to-end latency measurements are
+`EndToEnd`'s (`toast.search._measured`), called where they are needed. Writing and printing are `toast.search._report`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from toast.objectives import OBJECTIVES, Objective, Role
+from toast.objectives import OBJECTIVES, Objective, task_score
 from toast.spaces import Plan
 
 from ._context import SearchContext
@@ -92,7 +92,7 @@ def _search_values(record: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Choice:
-    """The plan chosen within `budgets` (`record` None: no budget, no accuracy objective, or no plan fits) and, once
+    """The plan chosen within `budgets` (`record` None: no budget, no task score objective, or no plan fits) and, once
     written to `chosen/`, its `export` (`record` then the exported model's own scores)."""
 
     budgets: dict[str, float]
@@ -107,13 +107,15 @@ def choose_plan(
     objectives: list[Objective],
     latency: EndToEnd,
 ) -> Choice:
-    """The most accurate plan within `budgets` among the front (final scores) and the other scored trials (search-time
-    scores); with a latency table, its latency measured end to end, and a latency budget met as measured."""
-    if not budgets or not any(o.role is Role.ACCURACY for o in objectives):  # `choose` maximises the accuracy objective
+    """The plan with the best task score (`task_score` of `objectives`: the most accurate, the lowest perplexity)
+    within `budgets` among the front (final scores) and the other scored trials (search-time scores); with a latency
+    table, its latency measured end to end, and a latency budget met as measured."""
+    task = task_score(objectives)
+    if not budgets or task is None:  # `choose` optimises the study's task score
         return Choice(budgets)
     on_front = {json.dumps(r.get("spans")) for r in final.front}
     pool = final.front + [r for r in scored if json.dumps(r.get("spans")) not in on_front]
-    chosen = latency.choose(pool, budgets)
+    chosen = latency.choose(pool, budgets, accuracy_key=task.name)
     return Choice(budgets, latency.measured(chosen) if chosen is not None else None)
 
 

@@ -59,10 +59,10 @@ def plan_forward(
     store: PrefixStore | None,
     *,
     device: torch.device,
-    outputs: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, ...]],
+    outputs: Callable[[torch.Tensor, torch.Tensor | None, np.ndarray], tuple[torch.Tensor | np.ndarray, ...]],
 ) -> tuple[np.ndarray, list[list[np.ndarray]], ForwardCount]:
     """Run `model` over the samples at positions `rows` of `inputs`: the positions in pass order, and per
-    batch the arrays `outputs(last hidden state, token mask)` returns. `group` names the rows (the store keys
+    batch the arrays `outputs(last hidden state, token mask, the batch's row positions)` returns. `group` names the rows (the store keys
     states by it: the same rows, in the same batches, every time)."""
     steps = step_names(model)
     blocks_after = np.cumsum([0] + [kind == "block" for kind, _ in steps][::-1])[::-1]  # blocks in steps[i:]
@@ -102,7 +102,7 @@ def plan_forward(
             h = model.run_steps(h, mask, start=first, on_state=hook)
             count.run += int(blocks_after[first]) * len(pos)
             count.reused += int(blocks_after[0] - blocks_after[first]) * len(pos)
-            results.append([t.float().cpu().numpy() for t in outputs(h, mask)])
+            results.append([_numpy(t) for t in outputs(h, mask, pos)])
             positions.append(pos)
         for w in writers.values():
             w.commit()
@@ -111,3 +111,7 @@ def plan_forward(
             w.abort()
         raise
     return np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64), results, count
+
+
+def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    return t if isinstance(t, np.ndarray) else t.float().cpu().numpy()

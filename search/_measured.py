@@ -56,14 +56,18 @@ class LatencyMeter:
 
 
 def meets_measured_latency(
-    pool: list[dict[str, Any]], budgets: dict[str, float], meter: Callable[[Mapping[str, Any]], float]
+    pool: list[dict[str, Any]],
+    budgets: dict[str, float],
+    meter: Callable[[Mapping[str, Any]], float],
+    *,
+    accuracy_key: str | None = None,
 ) -> dict[str, Any] | None:
-    """The budget choice among `pool` whose measured latency meets the latency budget: the best by estimate, else
-    the next best that meets it as measured (said in one line)."""
+    """The budget choice among `pool` (on the task score `accuracy_key`, as `choose`) whose measured latency meets the
+    latency budget: the best by estimate, else the next best that meets it as measured (said in one line)."""
     limit, missed = budgets["latency"], []
     candidates = list(pool)
     while True:
-        chosen = choose(candidates, budgets=budgets)
+        chosen = choose(candidates, accuracy_key=accuracy_key, budgets=budgets)
         if chosen is None or meter(chosen) <= limit:
             break
         missed.append(chosen)
@@ -118,11 +122,14 @@ class EndToEnd:
             return list(records)
         return [{**r, MEASURED_FIELD: meter.known(r)} if meter.known(r) is not None else r for r in records]
 
-    def choose(self, pool: list[dict[str, Any]], budgets: dict[str, float]) -> dict[str, Any] | None:
-        """The budget choice among `pool` (`choose`); with a latency budget, the best that meets it as measured."""
+    def choose(
+        self, pool: list[dict[str, Any]], budgets: dict[str, float], *, accuracy_key: str | None = None
+    ) -> dict[str, Any] | None:
+        """The budget choice among `pool` on the task score `accuracy_key` (`choose`); with a latency budget, the best
+        that meets it as measured."""
         if self._meter is not None and "latency" in budgets:
-            return meets_measured_latency(pool, budgets, self._meter)
-        return choose(pool, budgets=budgets)
+            return meets_measured_latency(pool, budgets, self._meter, accuracy_key=accuracy_key)
+        return choose(pool, accuracy_key=accuracy_key, budgets=budgets)
 
     def columns(self, names: Sequence[str]) -> list[str]:
         """The front table's columns: the objectives, then the measured latency beside its estimate."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from toast.objectives import OBJECTIVES, Role, list_objectives
+from toast.objectives import OBJECTIVES, Role, list_objectives, task_score
 
 __all__ = [
     "DIRECTIONS",
@@ -32,6 +32,7 @@ __all__ = [
     "non_dominated_sort",
     "objective_values",
     "on_plane",
+    "on_task_plane",
     "pareto_axes",
     "plane_directions",
 ]
@@ -39,19 +40,27 @@ __all__ = [
 DIRECTIONS = ("maximize", "minimize")
 
 
-def _accuracy_name() -> str | None:
-    """The registered objective a budget choice maximises (`Role.ACCURACY`), if any."""
-    return next(iter(list_objectives(Role.ACCURACY)), None)
+def _task_name(objectives: Sequence[str] | None = None) -> str | None:
+    """The task score of `objectives` (`task_score`: the registry's first, accuracy, without them), if any."""
+    task = task_score(objectives)
+    return task.name if task is not None else None
 
 
 def pareto_axes(objectives: Sequence[str] | None = None) -> tuple[str, str]:
-    """The `(x, y)` of the Pareto plot: the accuracy objective against the primary cost (the first cost
-    objective registered: GFLOPs) when `objectives` holds both, or is not given; else the second of
-    `objectives` against the first."""
-    x, y = next(iter(list_objectives(Role.COST)), None), _accuracy_name()
+    """The `(x, y)` of the Pareto plot: the study's task score (`task_score`: accuracy, perplexity) against the
+    primary cost (the first cost objective registered: GFLOPs) when `objectives` holds both, or is not given
+    (accuracy then); else the second of `objectives` against the first."""
+    x, y = next(iter(list_objectives(Role.COST)), None), _task_name(objectives)
     if objectives is None or (x in objectives and y in objectives):
         return x, y
     return objectives[1], objectives[0]
+
+
+def on_task_plane(objectives: Sequence[str]) -> bool:
+    """Whether the Pareto plot of a study of `objectives` is its task score against the primary cost (then drawn with
+    the budget line, and latency beside it when measured)."""
+    y = _task_name(objectives)
+    return y is not None and pareto_axes(objectives) == (next(iter(list_objectives(Role.COST)), None), y)
 
 
 # ---------------------------------------------------------------- arrays
@@ -315,14 +324,16 @@ def choose(
     accuracy_key: str | None = None,
     budgets: Mapping[str, float],
 ) -> dict | None:
-    """The most accurate completed record whose every budgeted cost is within its budget, or None.
+    """The best-scored completed record whose every budgeted cost is within its budget, or None.
 
-    `accuracy_key` defaults to the registered accuracy objective's name (`Role.ACCURACY`). `budgets` maps
-    a cost to its largest allowed value, e.g. `{"gflops": 15.0, "params": 20e6}`; a record that lacks a
-    budgeted cost (or has NaN) does not fit. Ties go to the lower cost objectives in registry order (GFLOPs,
-    then params), then the earlier record. An empty `budgets` picks the most accurate record overall.
+    `accuracy_key` is the task score (`task_score` of the study's objectives: accuracy, perplexity), by default the
+    registry's first (accuracy); it is maximised, or minimised when it is a registered minimised objective
+    (perplexity). `budgets` maps a cost to its largest allowed value, e.g. `{"gflops": 15.0, "params": 20e6}`; a
+    record that lacks a budgeted cost (or has NaN) does not fit. Ties go to the lower cost objectives in registry
+    order (GFLOPs, then params), then the earlier record. An empty `budgets` picks the best-scored record overall.
     """
-    accuracy_key = accuracy_key or _accuracy_name()
+    accuracy_key = accuracy_key or _task_name()
+    sign = -1.0 if accuracy_key not in OBJECTIVES or OBJECTIVES[accuracy_key].maximize else 1.0
     limits = {k: as_number(v) for k, v in budgets.items()}
     bad = sorted(k for k, v in limits.items() if math.isnan(v))
     if bad:
@@ -338,7 +349,7 @@ def choose(
         if any(math.isnan(c) or c > limits[k] for k, c in costs.items()):
             continue
         tie_costs = (as_number(record.get(k)) for k in ties)
-        key = (-accuracy, *(math.inf if math.isnan(c) else c for c in tie_costs), i)
+        key = (sign * accuracy, *(math.inf if math.isnan(c) else c for c in tie_costs), i)
         if best is None or key < best:
             best, chosen = key, record  # type: ignore[assignment]
     return chosen

@@ -26,11 +26,18 @@ __all__ = ["CLIP_SPREAD", "clipped_range", "pareto_figure", "plot_pareto"]
 CLIP_SPREAD = 4.0  # the y axis shows down to this many times the front's upper half below its best value
 
 
-def clipped_range(front_y: Sequence[float], others: Sequence[float]) -> tuple[float, float] | None:
+def clipped_range(
+    front_y: Sequence[float], others: Sequence[float], *, maximize: bool = True
+) -> tuple[float, float] | None:
     """The y range that keeps the useful part of a front readable, or None when nothing needs clipping.
 
     The upper half of the front (best value to median) sets the scale: the axis goes down to `CLIP_SPREAD` times
-    that spread below the best value. Points under it (a chance-level plan with every block removed) are clipped."""
+    that spread below the best value. Points under it (a chance-level plan with every block removed) are clipped.
+    A minimised `y` (perplexity) is the same turned over: the axis goes up to that many spreads above the best value,
+    and the points over it (a plan whose perplexity explodes) are clipped."""
+    if not maximize:
+        flipped = clipped_range([-v for v in front_y], [-v for v in others])
+        return None if flipped is None else (-flipped[1], -flipped[0])
     front_y = np.asarray([v for v in front_y if math.isfinite(v)], dtype=float)
     every = np.asarray([v for v in [*front_y, *others] if math.isfinite(v)], dtype=float)
     if front_y.size < 2 or every.size == 0:
@@ -46,7 +53,7 @@ def clipped_range(front_y: Sequence[float], others: Sequence[float]) -> tuple[fl
 
 def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], **options: Any) -> Path:
     """Write `y` against `x` as a PNG to `path` and return the path; by default (`pareto_axes`) the
-    accuracy objective against the first cost objective (GFLOPs).
+    registry's task score (accuracy) against the first cost objective (GFLOPs).
 
     Every completed trial is a grey dot (a cross when its record has `"feasible": False`), the front a
     line with markers, the original model (`baseline`) a star, the `chosen` record a green diamond, and
@@ -58,7 +65,8 @@ def plot_pareto(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     `panels`: one subplot per `(x, budget)` side by side, sharing `y` (e.g. GFLOPs and latency), each showing `front`,
     or without it its own front on its axes. `measured` maps an `x` to a record field measured for the front plans (`latency` to `latency_ms`):
     drawn as hollow markers beside the estimates. When a chance-level plan would stretch the `y` axis, the axis
-    is clipped to the front's useful part (`clipped_range`) and the clipped points are drawn on its lower edge.
+    is clipped to the front's useful part (`clipped_range`) and the clipped points are drawn on its lower edge (its
+    upper edge for a minimised `y`: perplexity).
     (`options`: `pareto_figure`'s keyword arguments.)
     """
     figure = pareto_figure(records, **options)
@@ -235,19 +243,24 @@ def _draw_panel(
         )
 
     shown_y = values[done][:, 1]
-    limits = clipped_range(points[:, 1], [*shown_y, *marks])
-    if limits is not None:
+    up = dict(zip(front.objectives, front.directions)).get(y) or getattr(OBJECTIVES.get(y), "direction", "maximize")
+    limits = clipped_range(points[:, 1], [*shown_y, *marks], maximize=up == "maximize")
+    if limits is not None:  # the worst points beyond the axis: below it when maximised, above it when minimised
         low, high = limits[0] * y_scale, limits[1] * y_scale
-        under = values[done & (values[:, 1] * y_scale < low)]
+        scaled = values[:, 1] * y_scale
+        maximized = up == "maximize"
+        out = values[done & ((scaled < low) if maximized else (scaled > high))]
+        worst = (out[:, 1].min() if maximized else out[:, 1].max()) * y_scale if len(out) else math.nan
+        where, extreme = ("below", "lowest") if maximized else ("above", "highest")
         ax.set_ylim(low, high)
         ax.scatter(
-            under[:, 0] * x_scale,
-            np.full(len(under), low),
-            marker="v",
+            out[:, 0] * x_scale,
+            np.full(len(out), low if maximized else high),
+            marker="v" if maximized else "^",
             s=30,
             color="0.35",
             clip_on=False,
-            label=f"{len(under)} below the axis (lowest {y_shown.fmt.format(under[:, 1].min() * y_scale)}), clipped",
+            label=f"{len(out)} {where} the axis ({extreme} {y_shown.fmt.format(worst)}), clipped",
             zorder=4,
         )
 

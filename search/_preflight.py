@@ -102,7 +102,7 @@ def check_run_directory(settings: SearchSettings) -> None:
         previous = json.loads(path.read_text())
     except ValueError:
         raise SettingsError(f"{path} is unreadable: use another `out`") from None
-    mine = settings.identity()
+    mine = settings.identity(complete=True)
     defaults = SearchSettings.identity_defaults()
     diff = [k for k in mine if previous.get(k, defaults.get(k)) != mine[k]]
     if diff:

@@ -39,7 +39,17 @@ from ..capture import (
     meta_model,
     resolve_device,
 )
-from ..data import LabeledSplit, check_inputs_fit, check_split, default_splits, iter_batches, load_split, sample_ids
+from ..data import (
+    TOKENS,
+    LabeledSplit,
+    check_inputs_fit,
+    check_split,
+    default_splits,
+    iter_batches,
+    load_split,
+    pack_split,
+    sample_ids,
+)
 from ..models import (
     LoadedModel,
     ModelSource,
@@ -52,7 +62,7 @@ from ..models import (
 from ._calib_data import load_calibration_split
 from ._latency import measure_latency_table
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
-from ._settings import DataSettings, SearchSettings
+from ._settings import DataSettings, SearchSettings, SettingsError
 from ._study import resolve_budgets
 from ._zero_shot import ZeroShotSpec, resolve_zero_shot
 
@@ -176,6 +186,46 @@ def _check_splits(
         check_split(calib, flag="calib_split", labels=False)
 
 
+def _packed(
+    settings: SearchSettings,
+    source: ModelSource,
+    train: LabeledSplit,
+    test: LabeledSplit | None,
+    calib: LabeledSplit,
+) -> tuple[LabeledSplit, LabeledSplit | None, LabeledSplit]:
+    """The splits' documents packed into `seq_len`-token sequences with the model's tokenizer (cached)."""
+    tokenizer = load_processor(source.where, source.family)
+    root = ActivationCache(settings.cache_dir).root
+
+    def pack(split: LabeledSplit | None) -> LabeledSplit | None:
+        if split is None or split.modality == TOKENS:
+            return split
+        return pack_split(split, tokenizer, settings.data.seq_len, root, model=settings.data.model)
+
+    packed_train = pack(train)
+    return packed_train, pack(test), packed_train if calib is train else pack(calib)
+
+
+def check_objectives_fit(settings: SearchSettings, family) -> None:
+    """Each objective scores what the model outputs: perplexity, KL and agreement only a causal LM's next-token
+    logits; `SettingsError` in one line otherwise."""
+    from toast.objectives import get_objectives
+
+    lm = family.modality == TOKENS
+    for objective in get_objectives(settings.scoring.objectives):
+        needs_lm = "token_scores" in objective.needs
+        if needs_lm and not lm:
+            raise SettingsError(
+                f"objective {objective.name!r} scores a causal language model's next-token predictions, but model "
+                f"{settings.data.model!r} is a {family.modality} encoder: use accuracy or fidelity (`objectives`)"
+            )
+        if lm and "labels" in objective.needs:
+            raise SettingsError(
+                f"objective {objective.name!r} needs labelled samples, but model {settings.data.model!r} is a causal "
+                "language model scored on running text: use perplexity, kl or top1 (`objectives`)"
+            )
+
+
 def capture_needs(
     settings: SearchSettings, space: PlanSpace | None, num_blocks: int
 ) -> tuple[frozenset[tuple[int, int]] | None, frozenset[tuple[int, int]] | None, frozenset[int]]:
@@ -297,8 +347,12 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     test = load_split(settings.data.dataset, settings.data.split_test or default_test, **columns) if search else None
     source = resolve_model(settings.data.model)
     check_modality(source.family, train, settings.data.model)  # from the config, before the weights
+    if search:
+        check_objectives_fit(settings, source.family)
     calib = load_calibration_split(settings, train, source.family)
     _check_splits(settings, train, test, calib)
+    if source.family.modality == TOKENS:  # an LM's documents, as packed token sequences (`toast.data._corpus`)
+        train, test, calib = _packed(settings, source, train, test, calib)
     zero_shot = resolve_zero_shot(settings, source, test)
     used, notes = samples_used(settings, train, test, calib)
     estimate = estimate_run(settings, source, calib, used, device, search=search)  # refused here if it cannot fit

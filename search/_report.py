@@ -24,7 +24,7 @@ from ._context import SearchContext
 from ._export import describe_head, export_hint, head_record
 from ._final import Choice, Final
 from ._measured import EndToEnd
-from ._pareto import pareto_axes
+from ._pareto import on_task_plane, pareto_axes
 from ._plot import plot_pareto
 from ._settings import SearchSettings
 from ._similarity_file import read_similarity, write_similarity
@@ -91,14 +91,14 @@ def draw_front(
     names: list[str],
     latency: EndToEnd,
 ) -> None:
-    """pareto.png (every scored trial, the study's front, the original, the chosen plan and the budget; accuracy against
-    the primary cost with latency beside it when measured, else the second objective against the first) and
-    similarity.png (the original's blocks' linear CKA)."""
+    """pareto.png (every scored trial, the study's front, the original, the chosen plan and the budget; the task score
+    (accuracy, perplexity) against the primary cost with latency beside it when measured, else the second objective
+    against the first) and similarity.png (the original's blocks' linear CKA)."""
     out, budgets, chosen = settings.out, choice.budgets, choice.record
     x, y = pareto_axes(names)
     title = f"{settings.data.model} on {settings.data.dataset}"
     scored = latency.known(scored)  # the front plans' measured latency, drawn beside their estimates
-    if (x, y) == pareto_axes():  # accuracy against the primary cost: with its budget line (and latency beside it)
+    if on_task_plane(names):  # the task score against the primary cost: with its budget line (and latency beside it)
         plot_pareto(
             scored,
             out / "pareto.png",

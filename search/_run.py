@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from toast.objectives import OBJECTIVES, Role, get_objectives, list_objectives
+from toast.objectives import get_objectives, task_score
 from toast.runners import get_runner
 from toast.spaces import Plan
 
@@ -91,17 +91,16 @@ def _progress(search: Search, total: int, enabled: bool):
 
     bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled or total == 0, file=sys.stderr)
     best = [None]
-    accuracy = next(
-        (OBJECTIVES[n] for n in list_objectives(Role.ACCURACY)), None
-    )  # the bar shows the best feasible one
+    task = task_score(search.objectives) or task_score()  # the bar shows its best feasible value
+    better = max if task is None or task.maximize else min
 
     def callback(study, trial) -> None:
-        acc = trial.user_attrs.get(accuracy.name) if accuracy is not None else None
-        if acc is not None and trial.user_attrs.get("feasible") and trial.user_attrs.get("scored", True):
-            best[0] = acc if best[0] is None else max(best[0], acc)
+        value = trial.user_attrs.get(task.name) if task is not None else None
+        if value is not None and trial.user_attrs.get("feasible") and trial.user_attrs.get("scored", True):
+            best[0] = value if best[0] is None else better(best[0], value)
         bar.update(1)
         if best[0] is not None:
-            bar.set_postfix_str(f"best feasible {accuracy.name} {accuracy.display.fmt.format(best[0])}{accuracy.unit}")
+            bar.set_postfix_str(f"best feasible {task.name} {task.display.fmt.format(best[0])}{task.display.unit}")
         if bar.n >= bar.total:
             bar.close()
 

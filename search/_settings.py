@@ -26,7 +26,7 @@ from toast.errors import SettingsError
 from toast.objectives import DEFAULT_OBJECTIVES, HEADS, Role, get_objective, list_objectives
 from toast.objectives import PROBES as PROBE_CLASSES
 
-from ._demo import DEFAULT_DATASET, DEFAULT_MODEL, DEMO_BUDGET_FRACTION
+from ._demo import DEFAULT_DATASET, DEFAULT_LM_OBJECTIVES, DEFAULT_MODEL, DEMO_BUDGET_FRACTION
 from ._options import Option, option, options_of
 
 __all__ = [
@@ -82,8 +82,11 @@ IDENTITY_KEYS = (
     "fidelity_fraction",  # which plans reach the full sets: a study mixing two rules would not be one search
     "fidelity_z",
 )
+#: Identity keys added after run directories were named by `run_key`: part of the identity only when set away from
+#: their default, so a run made before them keeps its key (`seq_len`: an LM's packed sequences).
+LATER_IDENTITY_KEYS = ("seq_len",)
 #: upper bounds that catch a typo before minutes of work (a latency batch of 100,000 inputs is timed for minutes)
-UPPER_LIMITS = {"latency_batch_size": 4096, "latency_seq_len": 32768}
+UPPER_LIMITS = {"latency_batch_size": 4096, "latency_seq_len": 32768, "seq_len": 1048576}
 SEED_MAX = 2**32 - 1
 
 
@@ -126,8 +129,9 @@ class DataSettings:
     )
     dataset: str = option(
         help="alias (mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse, imagenet-1k; digits and docstrings "
-        "offline), Hugging Face id, or local path: save_to_disk folder, image folder, parquet (default: {default})",
-        cli_default=DEFAULT_DATASET,
+        "offline; python-docs, the offline text of a causal LM), Hugging Face id, or local path: save_to_disk folder, "
+        "image folder, parquet, text file or folder (default: digits; python-docs for a causal LM)",
+        cli_default=None,
     )
     split_train: str | None = option(
         None, help="split for calibration and the probe's training (default: the dataset's train split)"
@@ -157,6 +161,11 @@ class DataSettings:
         help="calibration samples drawn (seeded) from the train split (default: {default}, or the whole split when "
         "it holds fewer)",
     )
+    seq_len: int = option(
+        256,
+        help="a causal LM's samples: its text packed into sequences of this many tokens (calibration, probe and "
+        "evaluation alike) (default: {default})",
+    )
     # the capture's statistics accumulators held at once (`toast.capture.memory_plan_bytes`); not an identity key:
     # the statistics are the same whatever the plan, only the number of passes over the calibration data changes
     stats_memory_gb: float | None = option(
@@ -169,6 +178,9 @@ class DataSettings:
 
     def problems(self) -> list[str]:
         problems = _at_least_one(self, ("probe_samples", "eval_samples", "calib_samples"))
+        if self.seq_len < 2:
+            problems.append(f"`seq_len` must be at least 2 (a token and the next one to predict), got {self.seq_len}")
+        problems += _upper_limits(self)
         if self.calib_samples < 2:
             problems.append(f"`calib_samples` must be at least 2, got {self.calib_samples}")
         problems += _finite(self, ("stats_memory_gb",))
@@ -251,7 +263,10 @@ class SpaceSettings:
 
 
 def _objectives_help() -> str:
-    return f"two or more of {', '.join(list_objectives())} (default: {{default}})"
+    return (
+        f"two or more of {', '.join(list_objectives())} (default: {','.join(DEFAULT_OBJECTIVES)}; "
+        f"{','.join(DEFAULT_LM_OBJECTIVES)} for a causal LM)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +274,9 @@ class ScoringSettings:
     """How a plan is scored: the objectives, the probe or head, zero-shot's class names and prompts, the
     multi-fidelity rule and the latency measurement's shape."""
 
-    objectives: tuple[str, ...] = option(DEFAULT_OBJECTIVES, help="")  # help: `_objectives_help` (the registry)
+    objectives: tuple[str, ...] = option(
+        DEFAULT_OBJECTIVES, help="", cli_default=None
+    )  # help: `_objectives_help` (the registry)
     probe: str = option(
         "ridge",
         help="linear probe: closed-form ridge (fast) or the papers' Adam protocol (lr 1e-3, 5 epochs, batch 256, 3 "
@@ -665,11 +682,15 @@ class SearchSettings:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
-    def identity(self) -> dict:
+    def identity(self, *, complete: bool = False) -> dict:
         """What a run directory is bound to: every setting that changes what a trial computes (resuming with
-        other values is refused); the others (trials, timeout, sampler, budgets, runner resources …) may differ."""
+        other values is refused); the others (trials, timeout, sampler, budgets, runner resources …) may differ.
+        The keys added later (`LATER_IDENTITY_KEYS`) only where set away from their default, unless `complete` (what a
+        resumed run is compared on)."""
         flat = self.flat()
         out = {k: _plain(flat[k]) for k in IDENTITY_KEYS}
+        defaults = flat_defaults()
+        out.update({k: _plain(flat[k]) for k in LATER_IDENTITY_KEYS if complete or flat[k] != defaults[k]})
         out[CLASS_NAMES_DIGEST] = _file_digest(self.scoring.class_names)  # the file's content, not only its path
         return out
 
@@ -677,7 +698,7 @@ class SearchSettings:
     def identity_defaults(cls) -> dict:
         """The identity fields' defaults: what a `settings.json` written before a field existed meant."""
         defaults = flat_defaults()
-        out = {k: _plain(defaults[k]) for k in IDENTITY_KEYS if k in defaults}
+        out = {k: _plain(defaults[k]) for k in (*IDENTITY_KEYS, *LATER_IDENTITY_KEYS) if k in defaults}
         return {**out, **BEFORE_FIELDS, CLASS_NAMES_DIGEST: None}
 
     def to_json(self) -> dict:
@@ -838,6 +859,7 @@ DATA_OPTIONS = (
     "input_column",
     "label_column",
     "calib_samples",
+    "seq_len",
     "stats_memory_gb",
     "seed",
     "batch_size",

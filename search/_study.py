@@ -20,6 +20,7 @@ from toast.objectives import (
     ESTIMATED_FIELD,
     OBJECTIVES,
     CostTable,
+    Objective,
     Role,
     get_objective,
     get_objectives,
@@ -431,14 +432,23 @@ def promote_rule(front: list[dict[str, Any]], objectives, z: float):
     return lambda metrics, samples: dominating_trial(metrics, samples, front, objectives, z)
 
 
-def trial_columns() -> list[str]:
-    """The columns of `trials.csv`: the trial, every registered objective's fields (registry order), then how it ran."""
+def _reads(objective: Objective, member: str) -> bool:
+    return member in objective.inputs() or member in objective.needs
+
+
+def trial_columns(records: Collection[Mapping[str, Any]] = ()) -> list[str]:
+    """The columns of `trials.csv`: the trial, every registered objective's fields (registry order) that suit the run's
+    model, then how it ran. A causal LM's (`records` hold a next-token score): no objective that reads labels; any
+    other model's: no objective that reads next-token scores."""
+    lm_columns = {c for o in OBJECTIVES.values() if _reads(o, "token_scores") for c in o.columns}
+    lm = any(r.get(c) is not None for r in records for c in lm_columns)
+    suits = (lambda o: not _reads(o, "labels")) if lm else (lambda o: not _reads(o, "token_scores"))
     return [
         "number",
         "state",
         "spans",
         "plan",
-        *(c for o in OBJECTIVES.values() for c in o.columns),
+        *(c for o in OBJECTIVES.values() if suits(o) for c in o.columns),
         "feasible",
         "on_front",
         "scored",
@@ -466,7 +476,7 @@ def write_trials_csv(records: list[dict[str, Any]], path: Path, *, front: Collec
     ]  # a plan not scored has costs only
     f = io.StringIO()
     # written whole or not at all (a kill or a full disk leaves the previous trials.csv)
-    w = csv.DictWriter(f, fieldnames=trial_columns(), extrasaction="ignore")
+    w = csv.DictWriter(f, fieldnames=trial_columns(records), extrasaction="ignore")
     w.writeheader()
     for r in records:
         row = dict(r)

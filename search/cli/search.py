@@ -39,7 +39,7 @@ def build_search_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> SearchSettings:
     """The settings of the parsed options (the demo's budget added when it applies: `with_demo_budget`)."""
-    from .._demo import with_demo_budget
+    from .._demo import with_demo_budget, with_model_defaults
 
     if args.prompts is not None and args.head != "zero-shot":  # `--prompts full` would otherwise pass unnoticed
         raise SettingsError("`prompts` needs `head` zero-shot (the prompt templates of CLIP's class names)")
@@ -48,10 +48,13 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         value = getattr(args, o.dest)
         if isinstance(value, list):
             value = tuple(value)
+        if key in ("dataset", "objectives") and value is None:  # not given: the model's (`with_model_defaults`)
+            values[key] = None
+            continue
         if value is None and o.cli_default is None and o.default is not None:
             continue  # not given: the setting's own default (`--prompts`)
         values[key] = value
-    return SearchSettings.from_flat(**with_demo_budget(values))
+    return SearchSettings.from_flat(**with_demo_budget(with_model_defaults(values)))
 
 
 def cmd_search(args: argparse.Namespace) -> int:

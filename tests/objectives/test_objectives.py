@@ -29,6 +29,7 @@ from toast.objectives import (
     measure_latency,
     probe_accuracy,
     register_objective,
+    task_score,
 )
 from toast.objectives._objectives import CostObjective
 from toast.objectives._probes import DEFAULT_ALPHAS, ProbeResult, RidgeProbe
@@ -73,6 +74,9 @@ def test_registry_declares_name_direction_unit():
     expected = {
         "accuracy": ("maximize", "%"),
         "fidelity": ("maximize", "CKA"),
+        "perplexity": ("minimize", "ppl"),
+        "kl": ("minimize", "nats/token"),
+        "top1": ("maximize", "%"),
         "gflops": ("minimize", "GFLOPs"),
         "params": ("minimize", "M"),
         "latency": ("minimize", "ms"),
@@ -111,7 +115,12 @@ def test_an_objective_without_compute_says_so():
 def test_objectives_declare_their_display_fields_and_roles():
     assert OBJECTIVES["accuracy"].columns == ("accuracy", "accuracy_std")
     assert OBJECTIVES["fidelity"].columns == ("fidelity", "fidelity_undefined", "cosine")
-    assert list_objectives(Role.ACCURACY) == ("accuracy",) and list_objectives("cost")[:2] == ("gflops", "params")
+    assert list_objectives(Role.ACCURACY) == ("accuracy", "perplexity") and list_objectives("cost")[:2] == (
+        "gflops",
+        "params",
+    )
+    assert task_score().name == "accuracy" and task_score(["gflops", "perplexity"]).name == "perplexity"
+    assert task_score(get_objectives("fidelity,gflops")) is None
     assert [OBJECTIVES[n].worst_value for n in ("accuracy", "fidelity", "gflops", "params", "latency")] == [
         0.0,
         0.0,
@@ -126,7 +135,7 @@ def test_objectives_declare_their_display_fields_and_roles():
     assert Display.plain("number").title == "number" and Display.plain("number").format(12345.0) == "1.234e+04"
 
 
-def test_the_registry_refuses_clashes_and_a_second_accuracy():
+def test_the_registry_refuses_clashes_and_a_study_two_task_scores():
     before = list_objectives()
     with pytest.raises(ObjectiveError, match="already registered"):
         register_objective(Objective(name="gflops", direction="minimize", unit="", description=""))
@@ -134,8 +143,6 @@ def test_the_registry_refuses_clashes_and_a_second_accuracy():
         register_objective(
             Objective(name="agreement", direction="maximize", unit="", description="", fields=("cosine",))
         )
-    with pytest.raises(ObjectiveError, match="only one objective has role 'accuracy'"):
-        register_objective(Objective(name="top5", direction="maximize", unit="%", description="", role=Role.ACCURACY))
     with pytest.raises(ObjectiveError, match="takes an Objective"):
         register_objective("speed")
     assert list_objectives() == before  # nothing half-registered
@@ -269,6 +276,7 @@ def test_get_objectives_lists_every_problem_at_once():
         (["accuracy"], "at least two"),
         ([], "got 0"),
         (["speed", "params"], "'speed'"),
+        (["accuracy", "perplexity", "gflops"], "'accuracy' and 'perplexity' are task scores"),
     ],
 )
 def test_get_objectives_rejects(names, fragment):

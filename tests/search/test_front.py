@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import subprocess
 import sys
+from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
 
-from toast.search import Front, choose, format_front_table, hypervolume, non_dominated, non_dominated_sort, plot_pareto
+from toast.objectives import get_objectives
+from toast.search import (
+    Front,
+    SearchSettings,
+    choose,
+    format_front_table,
+    hypervolume,
+    non_dominated,
+    non_dominated_sort,
+    plot_pareto,
+)
+from toast.search._export import scored_head
+from toast.search._final import Final, choose_plan
+from toast.search._measured import EndToEnd, meets_measured_latency
+from toast.search._pareto import on_task_plane, pareto_axes
+from toast.search._plot import clipped_range, pareto_figure
 from toast.spaces import MissingDependencyError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -357,6 +374,72 @@ def test_choose_respects_every_budget_and_breaks_ties():
     assert choose([{"acc": 0.5, "gflops": 1.0}], accuracy_key="acc", budgets={"gflops": 2.0}) is not None
     with pytest.raises(ValueError, match="budget must be a number"):
         choose(records, budgets={"gflops": "fifteen"})
+
+
+PERPLEXITY_RECORDS = [
+    {"spans": [[i, i + 1, "identity"]], **record}  # distinct plans
+    for i, record in enumerate(
+        [
+            {"plan": "a", "perplexity": 12.0, "accuracy": 0.1, "gflops": 10.0, "params": 5.0},
+            {"plan": "b", "perplexity": 9.0, "gflops": 20.0, "params": 5.0},  # the best, over the gflops budget
+            {"plan": "c", "perplexity": 11.0, "gflops": 14.0, "params": 5.0},
+            {"plan": "d", "perplexity": 11.0, "gflops": 13.0, "params": 6.0},  # tie with c: lower gflops wins
+            {"plan": "e", "perplexity": float("nan"), "gflops": 1.0, "params": 1.0},  # undefined: never chosen
+            {"plan": "f", "perplexity": 2.0, "gflops": 1.0, "params": 1.0, "state": "FAIL"},
+        ]
+    )
+]
+
+
+def test_choose_minimises_a_minimised_task_score():
+    records = PERPLEXITY_RECORDS
+    assert choose(records, accuracy_key="perplexity", budgets={"gflops": 15.0})["plan"] == "d"
+    assert choose(records, accuracy_key="perplexity", budgets={})["plan"] == "b"
+    assert choose(records, accuracy_key="perplexity", budgets={"gflops": 0.5}) is None
+    assert choose(records, budgets={"gflops": 15.0})["plan"] == "a"  # by default the registry's first: accuracy
+    assert EndToEnd.off().choose(records, {"gflops": 15.0}, accuracy_key="perplexity")["plan"] == "d"
+    pool = [{**r, "latency": 1.0} for r in records[:4]]
+    measured = {"a": 1.0, "b": 3.0, "c": 1.0, "d": 1.0}  # b is over the latency budget as measured
+    with redirect_stdout(io.StringIO()) as said:
+        chosen = meets_measured_latency(
+            pool, {"latency": 2.0}, lambda r: measured[r["plan"]], accuracy_key="perplexity"
+        )
+    assert chosen["plan"] == "d" and "b is estimated" in said.getvalue()  # the next lowest perplexity
+
+
+def test_the_choice_and_the_plot_follow_the_study_task_score():
+    study = Front.from_values(np.zeros((0, 2)), ["perplexity", "gflops"], ["minimize", "minimize"])
+    final = Final(study=study, context=None, baseline={}, front=list(PERPLEXITY_RECORDS[:2]))
+    scored = PERPLEXITY_RECORDS[2:]
+    lm = choose_plan(final, scored, {"gflops": 15.0}, list(get_objectives("perplexity,gflops")), EndToEnd.off())
+    assert lm.record["plan"] == "d"
+    vision = choose_plan(final, scored, {"gflops": 15.0}, list(get_objectives("accuracy,gflops")), EndToEnd.off())
+    assert vision.record["plan"] == "a"
+    assert (
+        choose_plan(final, scored, {"gflops": 15.0}, list(get_objectives("kl,gflops")), EndToEnd.off()).record is None
+    )
+    assert pareto_axes() == ("gflops", "accuracy") == pareto_axes(["accuracy", "gflops", "latency"])
+    assert (
+        pareto_axes(["perplexity", "gflops"]) == ("gflops", "perplexity") == pareto_axes(["gflops", "kl", "perplexity"])
+    )
+    assert pareto_axes(["kl", "params"]) == ("params", "kl")
+    assert on_task_plane(["perplexity", "gflops"]) and on_task_plane(["latency", "accuracy", "gflops"])
+    assert not on_task_plane(["perplexity", "params"]) and not on_task_plane(["fidelity", "gflops"])
+    settings = SearchSettings.from_flat  # a perplexity is the LM head's own: no classification head to export
+    assert scored_head(settings(model="m", dataset="d", objectives=["perplexity", "gflops"])) is None
+    assert scored_head(settings(model="m", dataset="d", head="original")) == "original"
+
+
+def test_a_minimised_y_is_clipped_above():
+    assert clipped_range([0.9, 0.88, 0.86, 0.85], [0.1]) == pytest.approx((0.7728, 0.9072))  # as before: below
+    low, high = clipped_range([10.0, 11.0, 12.0, 13.0], [5000.0], maximize=False)
+    assert low < 10.0 < 13.0 < high < 5000.0
+    assert clipped_range([10.0, 11.0, 12.0], [11.5], maximize=False) is None
+    records = [*PERPLEXITY_RECORDS[:4], {"plan": "g", "perplexity": 5000.0, "gflops": 2.0, "params": 1.0}]
+    figure = pareto_figure(records, x="gflops", y="perplexity")
+    texts = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("1 above the axis (highest 5000.000)") for t in texts)
+    assert figure.axes[0].get_ylim()[1] < 5000.0
 
 
 # ---------------------------------------------------------------- presenting

@@ -40,11 +40,11 @@ class FakeContext:
             self.original_eval_features = own()
         return self.original_eval_features
 
-    def group_outputs(self, model, which, group, logits=False):
+    def group_outputs(self, model, which, group, logits=False, *, tokens=False):
         name, rows = group
         self.passes.append((which, logits) if name == which else (name, logits))
         features = self.features[which][rows]
-        return rows, features, features[:, :3] if logits else None, ForwardCount(run=len(rows))
+        return rows, features, features[:, :3] if logits else None, ForwardCount(run=len(rows)), None
 
 
 def score(ctx: FakeContext, plan: Plan) -> dict:

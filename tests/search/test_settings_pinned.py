@@ -15,7 +15,7 @@ DEMO_JSON = {
     "split_test": None, "input_column": None, "label_column": None, "translators": ["identity", "linear"],
     "ranks": ["d/16", "d/8", "d/4"], "max_removed": None, "min_kept": None, "objectives": ["accuracy", "gflops"],
     "probe": "ridge", "head": "probe", "class_names": None, "prompts": "full", "calib_dataset": None,
-    "calib_split": None, "probe_samples": 5000, "eval_samples": 2000, "calib_samples": 500, "stats_memory_gb": None,
+    "calib_split": None, "probe_samples": 5000, "eval_samples": 2000, "calib_samples": 500, "seq_len": 256, "stats_memory_gb": None,
     "sampler": "tpe-local",
     "seed": 0, "trials": 40, "timeout": None, "budget_gflops": None, "budget_params": None, "budget_fraction": 0.85,
     "budget_latency_ms": None, "latency_batch_size": 1, "latency_seq_len": 128, "plans": [], "device": "auto",
