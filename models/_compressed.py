@@ -181,10 +181,13 @@ class CompressedModel(nn.Module):
         *,
         start: int = 0,
         on_state: Callable[[int, torch.Tensor], None] | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Steps `start …` of the plan from `h`, the state before step `start` (`h_0` for 0): the last hidden
-        state. `on_state(i, state)` sees the state after each step `i` (a prefix cache records from it)."""
-        kwargs = self.family.block_kwargs(self.config, h, mask)
+        state. `on_state(i, state)` sees the state after each step `i` (a prefix cache records from it). `kwargs`:
+        the blocks' keyword arguments (default the family's `block_kwargs` for `h` and `mask`)."""
+        if kwargs is None:
+            kwargs = self.family.block_kwargs(self.config, h, mask)
         for i in range(start, len(self._steps)):
             kind, key = self._steps[i]
             if kind == "block":
@@ -195,6 +198,20 @@ class CompressedModel(nn.Module):
             if on_state is not None:
                 on_state(i, h)
         return h
+
+    def decode_step(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """A causal LM's next-token logits `(B, n, vocab)` for new tokens `input_ids` `(B, n)` after the tokens of the
+        KV `cache` (a `transformers` `DynamicCache`): each kept block reads and extends its own layer's entry, a
+        translator maps the new tokens' states alone (it is a map of each token). What a decoding step costs: the
+        latency of `--latency-mode decode`."""
+        layers: dict[str, int] = {}  # the first kept layer of each attention kind: its cache entry is filled
+        for b in self.plan.kept:
+            block = self.blocks[str(b)]
+            layers.setdefault(self.family.layer_type(block), int(self.family.attention(block).layer_idx))
+        past = int(cache.get_seq_length(next(iter(layers.values()), 0)))
+        h = self.family.embed_step(self.embeddings, input_ids, past)
+        h = self.run_steps(h, None, kwargs=self.family.decode_kwargs(self.config, h, cache, past, layers))
+        return self.tail(h, None)
 
     def token_mask(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """The token mask `run` gives for `inputs`, without running the embeddings (None for images)."""

@@ -38,6 +38,7 @@ class LatencyTable:
     threads: int = 1
     torch_version: str = ""
     input_description: str = ""
+    mode: str = "prefill"  # causal LMs: "decode", one new token per sequence after `seq_len` cached ones
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks_ms", tuple(float(b) for b in self.blocks_ms))
@@ -90,7 +91,8 @@ class LatencyTable:
     def describe(self) -> str:
         """One line: where and how it was measured."""
         threads = f", {self.threads} CPU threads" if self.device.startswith("cpu") else ""
-        return f"{self.device}, {self.dtype}, batch {self.batch_size} ({self.input_description}){threads}"
+        step = f", one decoding step after {self.seq_len} cached tokens" if self.mode == "decode" else ""
+        return f"{self.device}, {self.dtype}, batch {self.batch_size} ({self.input_description}{step}){threads}"
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+PREFILL, DECODE = "prefill", "decode"  # `--latency-mode`: a forward over whole sequences, or one decoding step
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 3, 15  # each component of the table
 END_TO_END_WARMUP, END_TO_END_REPEATS = 2, 10  # a whole compressed model (front plans, chosen/)
@@ -85,6 +86,7 @@ class LatencySpec:
     threads: int
     kinds: tuple[str, ...]
     inputs: str  # the timed batch's shapes
+    mode: str = PREFILL  # causal LMs: a forward over the inputs, or one decoding step after them (`DECODE`)
     warmup: int = PART_WARMUP
     repeats: int = PART_REPEATS
     version: int = FORMAT_VERSION
@@ -164,7 +166,7 @@ def _time_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: Late
     calls = {"embed": embed, "tail": lambda: model.tail(h, mask)}
     shapes: list[tuple] = []
     for block in loaded.parts.blocks:
-        shape = tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
+        shape = _block_shape(block)
         if shape not in shapes:  # identical blocks take the same time: one of each shape is timed
             shapes.append(shape)
             calls[("block", len(shapes) - 1)] = lambda block=block: family.run_block(block, h, block_kwargs)
@@ -172,11 +174,17 @@ def _time_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: Late
     for kind in spec.kinds:  # one span's module of each kind, of the shape a fitted one has
         module = translator_class(kind).empty_module(loaded.hidden_size).to(device=ref.device, dtype=ref.dtype).eval()
         calls[("kind", kind)] = lambda module=module: module(h)
+    return _table(loaded, calls, shapes, spec)
+
+
+def _block_shape(block: torch.nn.Module) -> tuple:
+    return tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
+
+
+def _table(loaded: LoadedModel, calls: dict, shapes: list[tuple], spec: LatencySpec) -> LatencyTable:
+    """The medians of `calls` (interleaved rounds) as a table: each block the time of its shape's call."""
     ms = interleaved_medians(calls, warmup=spec.warmup, repeats=spec.repeats, device=loaded.device)
-    blocks = []
-    for block in loaded.parts.blocks:
-        shape = tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
-        blocks.append(ms[("block", shapes.index(shape))])
+    blocks = [ms[("block", shapes.index(_block_shape(block)))] for block in loaded.parts.blocks]
     return LatencyTable(
         embed_ms=ms["embed"],
         blocks_ms=tuple(blocks),
@@ -189,7 +197,56 @@ def _time_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: Late
         threads=spec.threads,
         torch_version=spec.torch_version,
         input_description=spec.inputs,
+        mode=spec.mode,
     )
+
+
+@torch.inference_mode()
+def _time_decode_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec) -> LatencyTable:
+    """Each component of a causal LM timed on one decoding step: one new token per sequence after the `inputs`' tokens,
+    whose keys and values the stock model caches first (a `DynamicCache`). A block's call appends its entry and the
+    entry is put back after it, so every call sees the same cache length; the tail is the head on the new token."""
+    from transformers import DynamicCache
+
+    model = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
+    family, config = loaded.family, loaded.config
+    prompt = inputs["input_ids"].to(loaded.device)
+    cache = DynamicCache(config=config)
+    model.decode_step(prompt, cache)  # the prompt's keys and values: what a decoding step attends to
+    past = int(prompt.shape[1])
+    step = prompt[:, -1:]
+    layers = {family.layer_type(b): int(family.attention(b).layer_idx) for b in reversed(loaded.parts.blocks)}
+    h = family.embed_step(model.embeddings, step, past)
+    kwargs = family.decode_kwargs(config, h, cache, past, layers)
+
+    def restoring(fn, index: int):
+        layer = cache.layers[index]
+
+        def call():
+            saved = dict(vars(layer))
+            try:
+                return fn()
+            finally:
+                vars(layer).update(saved)
+
+        return call
+
+    def embed():
+        x = family.embed_step(model.embeddings, step, past)
+        return x, family.decode_kwargs(config, x, cache, past, layers)
+
+    calls = {"embed": embed, "tail": lambda: model.tail(h, None)}
+    shapes: list[tuple] = []
+    for block in loaded.parts.blocks:
+        if _block_shape(block) not in shapes:
+            shapes.append(_block_shape(block))
+            run = lambda block=block: family.run_block(block, h, kwargs)  # noqa: E731
+            calls[("block", len(shapes) - 1)] = restoring(run, int(family.attention(block).layer_idx))
+    ref = next(loaded.model.parameters())
+    for kind in spec.kinds:
+        module = translator_class(kind).empty_module(loaded.hidden_size).to(device=ref.device, dtype=ref.dtype).eval()
+        calls[("kind", kind)] = lambda module=module: module(h)
+    return _table(loaded, calls, shapes, spec)
 
 
 def _read_table(directory: Path, key: str) -> LatencyTable:
@@ -207,13 +264,15 @@ def measure_latency_table(
     cache_dir: str | Path | None = None,
     warmup: int = PART_WARMUP,
     repeats: int = PART_REPEATS,
+    mode: str = PREFILL,
 ) -> tuple[LatencyTable, bool]:
     """`loaded`'s latency table on its device and dtype, and whether it was measured now (False: read from the cache).
+    `mode` decode (causal LMs): each part timed on one new token per sequence after `seq_len` cached ones.
 
     `cache_dir` None: measured and not stored. A corrupt cache entry is measured again (with a warning)."""
     inputs = latency_inputs(loaded, batch_size=batch_size, seq_len=seq_len)
     spec = dataclasses.replace(
-        latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len), warmup=warmup, repeats=repeats
+        latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len), warmup=warmup, repeats=repeats, mode=mode
     )
     directory = Path(cache_dir) / "latency" / spec.key if cache_dir is not None else None
     found = (
@@ -223,7 +282,7 @@ def measure_latency_table(
     )
     if found is not None:
         return found, False
-    table = _time_parts(loaded, inputs, spec)
+    table = (_time_decode_parts if mode == DECODE else _time_parts)(loaded, inputs, spec)
     fault_point("latency")
     if directory is not None:
         with write_artifact(directory, spec.key, f"latency table {directory}") as writer:
@@ -239,10 +298,30 @@ def measure_end_to_end(
     *,
     warmup: int = END_TO_END_WARMUP,
     repeats: int = END_TO_END_REPEATS,
+    mode: str = PREFILL,
 ) -> float:
-    """Median milliseconds of `model(**inputs)` (the whole compressed model, head included) on its device."""
+    """Median milliseconds of `model(**inputs)` (the whole compressed model, head included) on its device; `mode`
+    decode: of one decoding step (`decode_step`) after the inputs' tokens, cached by the model itself first, the cache
+    put back after each step."""
     device = next(model.parameters()).device
-    return measure_latency(lambda: model(**inputs), warmup=warmup, repeats=repeats, device=device).median_ms
+    if mode != DECODE:
+        return measure_latency(lambda: model(**inputs), warmup=warmup, repeats=repeats, device=device).median_ms
+    from transformers import DynamicCache
+
+    prompt = inputs["input_ids"].to(device)
+    cache = DynamicCache(config=model.config)
+    model.decode_step(prompt, cache)
+    saved = [dict(vars(layer)) for layer in cache.layers]
+    step = prompt[:, -1:]
+
+    def decode():
+        try:
+            return model.decode_step(step, cache)
+        finally:
+            for layer, state in zip(cache.layers, saved):
+                vars(layer).update(state)
+
+    return measure_latency(decode, warmup=warmup, repeats=repeats, device=device).median_ms
 
 
 def cheapest_latency_plan(table: LatencyTable, space: PlanSpace) -> tuple[Plan, float]:

@@ -37,6 +37,7 @@ class LatencyMeter:
         self.inputs = latency_inputs(
             ctx.loaded, batch_size=settings.scoring.latency_batch_size, seq_len=settings.scoring.latency_seq_len
         )
+        self.mode = settings.scoring.latency_mode
         self.done: dict[str, float] = {}
 
     @staticmethod
@@ -51,7 +52,7 @@ class LatencyMeter:
         key = self._key(record)
         if key not in self.done:
             plan = Plan.of(record.get("spans") or [], self.ctx.loaded.num_blocks)
-            self.done[key] = measure_end_to_end(self.ctx.model_for(plan), self.inputs)
+            self.done[key] = measure_end_to_end(self.ctx.model_for(plan), self.inputs, mode=self.mode)
         return self.done[key]
 
 

@@ -164,6 +164,7 @@ def _latency_table(settings: SearchSettings, loaded: LoadedModel, space: PlanSpa
         batch_size=settings.scoring.latency_batch_size,
         seq_len=settings.scoring.latency_seq_len,
         cache_dir=ActivationCache(settings.cache_dir).root,
+        mode=settings.scoring.latency_mode,
     )
     notes.append(
         f"latency table {'measured' if measured else 'from the cache'}: {table.describe()}, "
@@ -208,10 +209,26 @@ def _packed(
 
 def check_objectives_fit(settings: SearchSettings, family) -> None:
     """Each objective scores what the model outputs: perplexity, KL and agreement only a causal LM's next-token
-    logits; `SettingsError` in one line otherwise."""
+    logits; a causal LM is scored by its own LM head, so `head` and `probe` (a classifier's) stay at their defaults;
+    `SettingsError` in one line otherwise."""
     from toast.objectives import get_objectives
 
     lm = family.modality == TOKENS
+    if settings.scoring.latency_mode == "decode" and not lm:
+        raise SettingsError(
+            f"`latency_mode` decode times a causal language model's decoding step, but model {settings.data.model!r} "
+            f"is a {family.modality} encoder: use `latency_mode` prefill (a forward over whole inputs)"
+        )
+    if lm:
+        for key, value, default in (
+            ("head", settings.scoring.head, "probe"),
+            ("probe", settings.scoring.probe, "ridge"),
+        ):
+            if value != default:
+                raise SettingsError(
+                    f"`{key}` {value}: model {settings.data.model!r} is a causal language model, scored by its own LM "
+                    f"head on running text (perplexity, kl, top1), with no classifier or probe: leave `{key}` out"
+                )
     for objective in get_objectives(settings.scoring.objectives):
         needs_lm = "token_scores" in objective.needs
         if needs_lm and not lm:

@@ -46,6 +46,7 @@ SAMPLERS = ("tpe-local", "tpe", "nsga2", "random", "exhaustive")
 PROBES = tuple(PROBE_CLASSES)  # ("ridge", "adam")
 PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
 REFITS = ("independent", "sequential")
+LATENCY_MODES = ("prefill", "decode")  # causal LMs: a forward over whole sequences, or one decoding step
 DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATION_DTYPES = ("float16", "bfloat16", "float32")
 DEVICE_MAPS = ("auto",)  # `toast.models.load_model`'s (None: the whole model on `device`)
@@ -84,7 +85,7 @@ IDENTITY_KEYS = (
 )
 #: Identity keys added after run directories were named by `run_key`: part of the identity only when set away from
 #: their default, so a run made before them keeps its key (`seq_len`: an LM's packed sequences).
-LATER_IDENTITY_KEYS = ("seq_len",)
+LATER_IDENTITY_KEYS = ("seq_len", "latency_mode")
 #: upper bounds that catch a typo before minutes of work (a latency batch of 100,000 inputs is timed for minutes)
 UPPER_LIMITS = {"latency_batch_size": 4096, "latency_seq_len": 32768, "seq_len": 1048576}
 SEED_MAX = 2**32 - 1
@@ -124,7 +125,7 @@ class DataSettings:
 
     model: str = option(
         help="alias (vit-tiny … vit-large, deit-small, deit-base, dinov2-small/base/large, clip-vit-b16, demo-vit, "
-        "all-minilm-l6-v2), Hugging Face id, or local model directory (default: {default})",
+        "demo-lm, all-minilm-l6-v2), Hugging Face id, or local model directory (default: {default})",
         cli_default=DEFAULT_MODEL,
     )
     dataset: str = option(
@@ -320,6 +321,12 @@ class ScoringSettings:
         help="text encoders: tokens per input that latency is timed at; images use the processor's crop "
         "(default: {default})",
     )
+    latency_mode: str = option(
+        "prefill",  # causal LMs: a forward over the whole sequences, or one decoding step after them (KV cache)
+        help="causal LMs: time a forward over --latency-batch-size sequences of --latency-seq-len tokens (prefill), "
+        "or one new token per sequence after that many cached ones (decode, with a KV cache) (default: {default})",
+        choices=LATENCY_MODES,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -329,6 +336,7 @@ class ScoringSettings:
             *_one_of("probe", self.probe, PROBES),
             *_one_of("head", self.head, HEADS),
             *_one_of("prompts", self.prompts, PROMPTS),
+            *_one_of("latency_mode", self.latency_mode, LATENCY_MODES),
         ]
         if self.class_names is not None and self.head != "zero-shot":
             problems.append("`class_names` needs `head` zero-shot")
@@ -753,6 +761,7 @@ JSON_ORDER = (
     "budget_latency_ms",
     "latency_batch_size",
     "latency_seq_len",
+    "latency_mode",
     "plans",
     "device",
     "device_map",
@@ -898,6 +907,7 @@ SEARCH_OPTIONS = (
     "budget_latency_ms",
     "latency_batch_size",
     "latency_seq_len",
+    "latency_mode",
     "plans",
     "out",
     "dtype",

@@ -16,7 +16,7 @@ it without owning it, so parameter counts and saved weights hold the matrix once
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,10 +124,18 @@ class CausalLMFamily(TextFamily):
         return SLIDING if getattr(attn.config, "sliding_window", None) is not None else FULL
 
     def causal_masks(
-        self, config: Any, hidden: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor
+        self,
+        config: Any,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor,
+        cache: Any = None,
+        layers: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """The causal mask of each attention kind of `config`, as the stock decoder makes it, always materialized (no
-        shortcut to `is_causal`), so that a traced forward and an eager one agree."""
+        shortcut to `is_causal`), so that a traced forward and an eager one agree; with a KV `cache`, the mask of
+        `hidden`'s tokens over the cached ones and themselves (a decoding step), each kind's sized by the cache entry
+        of its layer in `layers` (by kind: a layer the model still has)."""
         from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
         make = {FULL: create_causal_mask, SLIDING: create_sliding_window_causal_mask}
@@ -137,9 +145,10 @@ class CausalLMFamily(TextFamily):
                 config=config,
                 inputs_embeds=hidden,
                 attention_mask=given,
-                cache=None,
+                cache=cache,
                 position_ids=positions,
                 allow_is_causal_skip=False,
+                layer_idx=(layers or {}).get(kind),
                 **self.mask_overlays(config, kind),
             )
             for kind in dict.fromkeys(self.layer_types(config))
@@ -169,6 +178,26 @@ class CausalLMFamily(TextFamily):
         positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         masks = self.causal_masks(config, hidden, mask, positions)
         kwargs: dict[str, Any] = {"attention_mask": masks, "position_ids": positions}
+        if self.rotary is not None:
+            kwargs["position_embeddings"] = self.position_embeddings(config, hidden, positions, tuple(masks))
+        return kwargs
+
+    # ---- decoding with a KV cache (latency of a decoding step) ---------------------------------
+    def embed_step(self, embeddings: nn.Module, input_ids: torch.Tensor, past: int) -> torch.Tensor:
+        """`h_0` of new tokens after `past` cached ones (the token embeddings; GPT-2 adds those of their positions)."""
+        weight = next(embeddings.parameters())
+        return embeddings(input_ids.to(weight.device))
+
+    def decode_kwargs(
+        self, config: Any, hidden: torch.Tensor, cache: Any, past: int, layers: Mapping[str, int]
+    ) -> dict[str, Any]:
+        """`block_kwargs` of a decoding step after `past` cached tokens: their positions, each attention kind's mask
+        over the cached tokens and the new ones (sized by the cache entry of that kind's layer in `layers`), the rotary
+        embeddings of those positions, and the cache itself (each attention appends its keys and values to its own
+        layer's entry, `layer_idx`)."""
+        positions = torch.arange(past, past + hidden.shape[1], device=hidden.device).unsqueeze(0)
+        masks = self.causal_masks(config, hidden, None, positions, cache=cache, layers=layers)
+        kwargs: dict[str, Any] = {"attention_mask": masks, "position_ids": positions, "cache": cache, "use_cache": True}
         if self.rotary is not None:
             kwargs["position_embeddings"] = self.position_embeddings(config, hidden, positions, tuple(masks))
         return kwargs

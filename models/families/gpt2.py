@@ -83,5 +83,11 @@ class GPT2Family(CausalLMFamily):
     def attention(self, block):
         return block.attn
 
+    def embed_step(self, embeddings, input_ids, past):
+        """The token embeddings plus those of positions `past …` (a decoding step after `past` cached tokens)."""
+        ids = input_ids.to(embeddings.wte.weight.device)
+        positions = torch.arange(past, past + ids.shape[-1], device=ids.device).unsqueeze(0)
+        return embeddings.drop(embeddings.wte(ids) + embeddings.wpe(positions))
+
     def mlp_output_projection(self, block):
         return block.mlp.c_proj  # a Conv1D: `m = x @ weight + bias`, its weight (in, out)

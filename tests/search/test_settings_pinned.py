@@ -18,7 +18,7 @@ DEMO_JSON = {
     "calib_split": None, "probe_samples": 5000, "eval_samples": 2000, "calib_samples": 500, "seq_len": 256, "stats_memory_gb": None,
     "sampler": "tpe-local",
     "seed": 0, "trials": 40, "timeout": None, "budget_gflops": None, "budget_params": None, "budget_fraction": 0.85,
-    "budget_latency_ms": None, "latency_batch_size": 1, "latency_seq_len": 128, "plans": [], "device": "auto",
+    "budget_latency_ms": None, "latency_batch_size": 1, "latency_seq_len": 128, "latency_mode": "prefill", "plans": [], "device": "auto",
     "device_map": None, "dtype": "float32", "activation_dtype": "float16", "refit": "independent",
     "cache_dir": "/tmp/golden/before/cache/1-demo", "batch_size": 32, "runner": "local", "ray_address": None,
     "cpus_per_trial": None, "gpus_per_trial": None, "max_concurrent": None, "max_failures": None, "progress": False,
