@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from toast.spaces import translator_class
+
 from ..capture import PrefixStore, PrefixWriter
 from ..data import PreprocessedInputs
 from ..models import CompressedModel
@@ -36,9 +38,18 @@ class ForwardCount:
 
 def step_names(model: CompressedModel) -> list[tuple[str, str]]:
     """The plan's steps as the prefix store names them: a kept block by its index, a translator by its span and
-    kind (two kinds on one span are different states after it)."""
+    kind (two kinds on one span are different states after it). A kept block that a span folds its map into
+    (`folded`) is another block than the original one: it is named with that span, so the state after it is never
+    taken for the original's."""
+    folds = {s.start: s for s in model.plan.spans if translator_class(s.kind).needs_source_block}
+
+    def span_name(span) -> str:
+        return f"{span.start}->{span.end}:{span.kind}"
+
     return [
-        ("block", str(x)) if kind == "block" else ("span", f"{x.start}->{x.end}:{x.kind}")
+        ("block", str(x) if x not in folds else f"{x}<{span_name(folds[x])}")
+        if kind == "block"
+        else ("span", span_name(x))
         for kind, x in model.plan.steps()
     ]
 

@@ -138,3 +138,19 @@ def test_the_subset_stage_and_the_full_sets_agree_with_a_single_stage(
     assert stopped["accuracy"] == promoted["subset_accuracy"] and stopped["subset_eval_samples"] == 10
     assert stopped["forward_blocks"] * 2 == full["forward_blocks"]  # half of the probe and half of the eval rows
     assert promoted["forward_blocks"] == full["forward_blocks"]  # the subset's forward reused by the full sets
+
+
+def test_a_block_a_span_folds_into_is_never_taken_from_the_original_states(tiny_dirs, image_dataset_dir, tmp_path):
+    """A folded span changes its source block: the state after it is not the original's, so a stored state of the
+    original after that block must not stand in for it (it once did, and a folded plan scored as the identity)."""
+    torch.set_num_threads(1)
+    base = settings_for(tiny_dirs["vit"], image_dataset_dir, tmp_path, translators=("identity", "linear", "folded"))
+    whole = SearchContext.build(base.updated(prefix_cache_gb=0), progress=False)
+    reusing = SearchContext.build(base.updated(prefix_cache_gb=1.0), progress=False)
+    for text in ("1→2:folded", "0→1:folded,2→3:linear", "1→2:linear,2→3:identity"):
+        plan = Plan.parse(text, L)
+        reusing.evaluate(plan)  # stores its own states: a second evaluation may start from them
+        a, b = whole.evaluate(plan), reusing.evaluate(plan)
+        assert {k: a[k] for k in ("fidelity", "cosine")} == {k: b[k] for k in ("fidelity", "cosine")}, text
+    folded, identity = (reusing.evaluate(Plan.parse(f"1→2:{kind}", L)) for kind in ("folded", "identity"))
+    assert folded["cosine"] != identity["cosine"]
