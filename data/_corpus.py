@@ -151,7 +151,7 @@ def packed_tokens(texts: Sequence[str], tokenizer: Any, seq_len: int) -> np.ndar
     prefix = [int(bos)] if bos is not None and _adds_bos(tokenizer) else []
     body = seq_len - len(prefix)
     stream: list[int] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
         stream.extend(ids)
         stream.append(eos)
     n = len(stream) // body
@@ -209,7 +209,7 @@ def pack_split(
         texts = [str(t) for t in split.dataset[split.input_column] if t is not None and str(t).strip()]
         rows = packed_tokens(texts, tokenizer, seq_len)
         if len(rows) == 0:
-            total = sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+            total = sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
             raise DatasetError(
                 f"split {split.split!r} of dataset {split.name!r} holds {total} tokens, fewer than one sequence of "
                 f"`seq_len` {seq_len}: lower `seq_len` or give it more text"

@@ -1,5 +1,6 @@
 """What a trial is scored on (accuracy, fidelity, a causal LM's perplexity, KL and top-1 agreement, GFLOPs, params,
-latency), the cost and latency tables, and the similarity analysis.
+latency, a causal LM's lm-eval task accuracy `downstream` with the extra `[llm]`), the cost and latency tables, and
+the similarity analysis.
 
 Each objective is one module that registers itself; the built-in ones are imported here first, in the
 registry's order (the order of the columns of trials.csv and of the front table). `toast.objectives.testing`
@@ -27,6 +28,13 @@ from ._language import DEFAULT_TOP_K, TokenReference, reference_rows, token_scor
 from . import _gflops, _params  # noqa: F401  (register `gflops`, `params`)
 from ._latency import ESTIMATED_FIELD, MEASURED_FIELD  # registers `latency`
 from ._latency_table import LatencyTable
+from ._downstream import (  # registers `downstream` (lm-eval imported on first use only)
+    DOWNSTREAM_TASKS_FIELD,
+    LM_EVAL_HINT,
+    check_downstream,
+    downstream_scores,
+    require_lm_eval,
+)
 
 # isort: on
 from ._cost import Cost, CostTable
@@ -40,6 +48,7 @@ __all__ = [
     "HEADS",
     "DEFAULT_OBJECTIVES",
     "DEFAULT_TOP_K",
+    "DOWNSTREAM_TASKS_FIELD",
     "ESTIMATED_FIELD",
     "MEASURED_FIELD",
     "OBJECTIVES",
@@ -48,6 +57,7 @@ __all__ = [
     "Cost",
     "CostTable",
     "Display",
+    "LM_EVAL_HINT",
     "LatencyResult",
     "LatencyTable",
     "Objective",
@@ -56,9 +66,11 @@ __all__ = [
     "SimilarityReport",
     "TokenReference",
     "TrialOutputs",
+    "check_downstream",
     "compute_objectives",
     "count_flops",
     "count_params",
+    "downstream_scores",
     "feature_fidelity",
     "get_objective",
     "get_objectives",
@@ -70,6 +82,7 @@ __all__ = [
     "probe_accuracy",
     "reference_rows",
     "register_objective",
+    "require_lm_eval",
     "task_score",
     "token_scores",
     "undefined_field",

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -31,12 +31,13 @@ class TrialOutputs(ABC):
     Always at hand: `plan`, `cost`, `head` (`"probe"`: a linear probe on the features scores accuracy;
     `"original"`: the model's own head), `probe` (the probe protocol, e.g. `"ridge"`), the labels and the
     original model's evaluation features. Computed on first access (`LAZY`): `eval_features`,
-    `probe_features`, `eval_logits` and, for a causal LM, `token_scores`; `time_batch` runs the model.
+    `probe_features`, `eval_logits` and, for a causal LM, `token_scores` and `downstream` (its lm-eval task scores);
+    `time_batch` runs the model.
     `available(member)` says whether a member can be read without new work on the model; `expect` announces what
     will be read, so that members from the same pass (evaluation features and logits) are computed together.
     """
 
-    LAZY: ClassVar[tuple[str, ...]] = ("eval_features", "probe_features", "eval_logits", "token_scores")
+    LAZY: ClassVar[tuple[str, ...]] = ("eval_features", "probe_features", "eval_logits", "token_scores", "downstream")
     MEMBERS: ClassVar[tuple[str, ...]] = (
         "plan",
         "cost",
@@ -55,12 +56,12 @@ class TrialOutputs(ABC):
         self.probe = probe
         self.expected: frozenset[str] = frozenset()
         self.seconds: dict[str, float] = {}
-        self._values: dict[str, np.ndarray] = {}
+        self._values: dict[str, Any] = {}  # arrays; `downstream`: a mapping
         self._nested = 0.0
 
     # ---- what the implementation provides ------------------------------------------------------
     @abstractmethod
-    def _compute(self, name: str) -> Mapping[str, np.ndarray]:
+    def _compute(self, name: str) -> Mapping[str, Any]:
         """Compute the lazy member `name`; the mapping may hold other lazy members from the same pass."""
 
     @abstractmethod
@@ -110,7 +111,13 @@ class TrialOutputs(ABC):
         tokens `1 … T-1`) against the original model's next-token distribution (`toast.objectives.token_scores`)."""
         return self._lazy("token_scores")
 
-    def _lazy(self, name: str) -> np.ndarray:
+    @property
+    def downstream(self) -> Mapping[str, float]:
+        """A causal LM's score (%) on each lm-eval task the run names, `{task: acc_norm, else acc}`
+        (`toast.objectives.downstream_scores`: lm-eval's own documents, not the evaluation samples)."""
+        return self._lazy("downstream")
+
+    def _lazy(self, name: str) -> Any:
         if name not in self._values:
             with self.timed("forward"):
                 self._values.update(self._compute(name))

@@ -3,7 +3,8 @@
 Like scikit-learn's `check_estimator` and Optuna's shared sampler tests, `check_objective` runs one suite on
 any registered objective (or an `Objective` instance): a valid declaration, a display that formats its
 values, a worst value no real value ranks below, and `compute` on a small real `TrialOutputs`
-(`random_trial`: random features that carry their labels, a causal LM's token scores, a plan, its cost) returning
+(`random_trial`: random features that carry their labels, a causal LM's token scores and lm-eval task scores, a plan,
+its cost) returning
 finite values of the declared fields only, from the declared inputs only, the same values twice. The tests run it over
 `list_objectives()`, so a new objective is checked on arrival.
 """
@@ -40,7 +41,8 @@ class ArrayTrial(TrialOutputs):
 
     Records which members were read (`read`, the head aside) and how many passes computed each lazy member (`passes`);
     the evaluation features and logits come from one pass when the logits are expected, as in a search.
-    `token_scores` (a causal LM's, `(n_eval, 4)`) is optional: reading it without it raises `ObjectiveError`.
+    `token_scores` (a causal LM's, `(n_eval, 4)`) and `downstream` (its lm-eval task scores, `{task: %}`) are
+    optional: reading one not given raises `ObjectiveError`.
     """
 
     def __init__(
@@ -55,13 +57,20 @@ class ArrayTrial(TrialOutputs):
         probe_labels: np.ndarray,
         original_features: np.ndarray,
         token_scores: np.ndarray | None = None,
+        downstream: Mapping[str, float] | None = None,
         head: str = "probe",
         probe: str = "ridge",
     ) -> None:
         super().__init__(plan=plan, cost=cost, head=head, probe=probe)
-        self._arrays = {"eval_features": eval_features, "probe_features": probe_features, "eval_logits": eval_logits}
+        self._arrays: dict[str, Any] = {
+            "eval_features": eval_features,
+            "probe_features": probe_features,
+            "eval_logits": eval_logits,
+        }
         if token_scores is not None:
             self._arrays["token_scores"] = token_scores
+        if downstream is not None:
+            self._arrays["downstream"] = dict(downstream)
         self._labels = {"eval_labels": eval_labels, "probe_labels": probe_labels}
         self._original = original_features
         self.read: set[str] = set()
@@ -86,13 +95,15 @@ class ArrayTrial(TrialOutputs):
     def original_features(self) -> np.ndarray:
         return self._original
 
-    def _compute(self, name: str) -> Mapping[str, np.ndarray]:
+    def _compute(self, name: str) -> Mapping[str, Any]:
         names = [name]
         if name in ("eval_features", "eval_logits") and "eval_logits" in self.expected:
             names = ["eval_features", "eval_logits"]
         missing = [n for n in names if n not in self._arrays]
         if missing:
-            raise ObjectiveError(f"this trial has no {', '.join(missing)} (token_scores: a causal LM's only)")
+            raise ObjectiveError(
+                f"this trial has no {', '.join(missing)} (token_scores, downstream: a causal LM's only)"
+            )
         self.passes.update(names)
         return {n: self._arrays[n] for n in names}
 
@@ -117,7 +128,8 @@ def random_trial(
     """A small `ArrayTrial`: features that carry their labels (a probe scores above chance), logits of a
     head that mostly agrees with them, original features close to the compressed ones, the `token_scores` of
     `n_eval` sequences of `tokens` tokens (random next-token logits over `vocabulary` tokens, close to an original's
-    whose top 4 are the reference and which drew each next token), and the plan `0→2:linear` of a
+    whose top 4 are the reference and which drew each next token), scores (%) on two made-up lm-eval tasks
+    (`downstream`), and the plan `0→2:linear` of a
     `num_blocks`-block model with its cost from a made-up cost and latency table."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, width)) * 3.0
@@ -147,6 +159,7 @@ def random_trial(
             device="cpu: made up",
         ),
     )
+    downstream = {"task_a": float(rng.integers(0, 101)), "task_b": 100.0 * float(rng.random())}
     plan = Plan.parse("0→2:linear", num_blocks)
     return ArrayTrial(
         plan=plan,
@@ -158,6 +171,7 @@ def random_trial(
         probe_labels=probe_labels,
         original_features=original,
         token_scores=scores,
+        downstream=downstream,
         head=head,
         probe=probe,
     )

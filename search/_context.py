@@ -25,6 +25,7 @@ from toast.objectives import (
     SimilarityReport,
     TrialOutputs,
     compute_objectives,
+    downstream_scores,
     get_objectives,
     measure_latency,
     reference_rows,
@@ -44,7 +45,8 @@ from ._similarity_file import write_similarity
 from ._stages import FULL, MIN_SUBSET, SCORED_ON, SUBSET, fidelity_rows, subset_fields
 from ._zero_shot import ZeroShotHead, build_zero_shot_head, text_tower_cost, zero_shot_note
 
-PREFIX_FORMAT = 3  # the prefix store's layout (`toast.capture._prefix`); 2: a translator's kind in its step's name; 3: row checksums
+DOWNSTREAM_KEY = "downstream"  # a trial's lm-eval scores in `PlanOutputs`' `done` (beside its groups' outputs)
+PREFIX_FORMAT = 4  # the prefix store's layout (`toast.capture._prefix`); 2: a translator's kind in its step's name; 3: row checksums; 4: a block a span folds into named apart
 
 
 class _OriginalFeatures:
@@ -512,7 +514,9 @@ class PlanOutputs(TrialOutputs):
             np.concatenate(scores)[order] if tokens else None,
         )
 
-    def _compute(self, name: str) -> Mapping[str, np.ndarray]:
+    def _compute(self, name: str) -> Mapping[str, Any]:
+        if name == "downstream":
+            return {name: self._downstream()}
         if name == "probe_features":
             return {name: self._gather("probe", False)[0]}
         if name == "token_scores":
@@ -524,6 +528,32 @@ class PlanOutputs(TrialOutputs):
         else:
             out = {"eval_features": self._gather("eval", False)[0]}
         return out
+
+    def _downstream(self) -> dict[str, float]:
+        """The plan's lm-eval task scores (`downstream_scores` on the compressed model, `lm_eval_*` settings): run
+        once per trial, its subset and full stages sharing them (lm-eval reads its own documents, not the stage's)."""
+        scores = self._done.get(DOWNSTREAM_KEY)
+        if scores is None:
+            ctx, model = self._ctx, self._model
+            scoring = ctx.settings.scoring
+
+            def logits(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                return model(input_ids=input_ids, attention_mask=attention_mask)
+
+            with torch.inference_mode():
+                scores = downstream_scores(
+                    logits,
+                    ctx.loaded.processor,
+                    scoring.lm_eval_tasks,
+                    include_path=scoring.lm_eval_include,
+                    limit=scoring.lm_eval_limit,
+                    batch_size=ctx.settings.batch_size,
+                    config=ctx.loaded.config,
+                    device=ctx.loaded.device,
+                    progress=ctx.settings.show_progress,
+                )
+            self._done[DOWNSTREAM_KEY] = scores
+        return scores
 
     def time_batch(self, *, warmup: int, repeats: int) -> LatencyResult:
         device = self._ctx.loaded.device

@@ -1,5 +1,6 @@
-"""The demo run: `toast-search` with no model, dataset or budget searches the offline demo model on the digits, with
-a GFLOPs budget so that it exports a model that removes at least one block."""
+"""The demo runs: `toast-search` with no model, dataset or budget searches the offline demo model on the digits, and
+`toast-search --model demo-lm` the offline demo LM on the offline corpus, each with a GFLOPs budget so that it exports
+a model that removes at least one block."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ __all__ = [
     "DEFAULT_LM_OBJECTIVES",
     "DEFAULT_MODEL",
     "DEMO_BUDGET_FRACTION",
+    "DEMO_BUDGETS",
     "with_demo_budget",
     "with_model_defaults",
 ]
@@ -20,22 +22,24 @@ DEFAULT_DATASET = "digits"
 DEFAULT_LM_DATASET = "python-docs"  # a causal LM's: the offline corpus (`toast.data.PYTHON_DOCS`)
 DEFAULT_LM_OBJECTIVES = ("perplexity", "gflops")
 DEMO_BUDGET_FRACTION = 0.85  # the demo exports a model: one that removes at least one block
+DEMO_LM = "demo-lm"
+#: Each demo's (model, dataset) and its budget fraction of the original's GFLOPs (the LM's: the issue's 0.75).
+DEMO_BUDGETS = {(DEFAULT_MODEL, DEFAULT_DATASET): DEMO_BUDGET_FRACTION, (DEMO_LM, DEFAULT_LM_DATASET): 0.75}
 
 
 def with_demo_budget(values: dict[str, Any]) -> dict[str, Any]:
-    """Settings' flat keys with the demo's budget (`budget_fraction` 0.85) when they are the demo's model and dataset
-    with no budget and no plans given, said in a note; other settings as they are."""
+    """Settings' flat keys with a demo's budget (`DEMO_BUDGETS`: demo-vit on the digits 0.85, demo-lm on python-docs
+    0.75) when they are a demo's model and dataset with no budget and no plans given, said in a note; other settings
+    as they are."""
     from ._quiet import note
 
-    demo = (values.get("model"), values.get("dataset")) == (DEFAULT_MODEL, DEFAULT_DATASET)
+    pair = (values.get("model"), values.get("dataset"))
     budgets = [v for k, v in values.items() if k.startswith("budget_")]
-    if not demo or values.get("plans") or any(v is not None for v in budgets):
+    if pair not in DEMO_BUDGETS or values.get("plans") or any(v is not None for v in budgets):
         return values
-    note(
-        f"demo: {DEFAULT_MODEL} on {DEFAULT_DATASET}, budget {DEMO_BUDGET_FRACTION:g} × the original's GFLOPs "
-        "(--budget-fraction)"
-    )
-    return {**values, "budget_fraction": DEMO_BUDGET_FRACTION}
+    fraction = DEMO_BUDGETS[pair]
+    note(f"demo: {pair[0]} on {pair[1]}, budget {fraction:g} × the original's GFLOPs (--budget-fraction)")
+    return {**values, "budget_fraction": fraction}
 
 
 def with_model_defaults(values: dict[str, Any]) -> dict[str, Any]:

@@ -197,6 +197,13 @@ def _packed(
     """The splits' documents packed into `seq_len`-token sequences with the model's tokenizer (cached)."""
     tokenizer = load_processor(source.where, source.family)
     root = ActivationCache(settings.cache_dir).root
+    config = source.config
+    longest = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if longest is not None and settings.data.seq_len > int(longest):
+        raise SettingsError(
+            f"`seq_len` {settings.data.seq_len} is longer than model {settings.data.model!r} takes "
+            f"({int(longest)} positions): lower `seq_len` to at most {int(longest)}"
+        )
 
     def pack(split: LabeledSplit | None) -> LabeledSplit | None:
         if split is None or split.modality == TOKENS:
@@ -211,7 +218,7 @@ def check_objectives_fit(settings: SearchSettings, family) -> None:
     """Each objective scores what the model outputs: perplexity, KL and agreement only a causal LM's next-token
     logits; a causal LM is scored by its own LM head, so `head` and `probe` (a classifier's) stay at their defaults;
     `SettingsError` in one line otherwise."""
-    from toast.objectives import get_objectives
+    from toast.objectives import check_downstream, get_objectives
 
     lm = family.modality == TOKENS
     if settings.scoring.latency_mode == "decode" and not lm:
@@ -230,17 +237,19 @@ def check_objectives_fit(settings: SearchSettings, family) -> None:
                     f"head on running text (perplexity, kl, top1), with no classifier or probe: leave `{key}` out"
                 )
     for objective in get_objectives(settings.scoring.objectives):
-        needs_lm = "token_scores" in objective.needs
+        needs_lm = bool({"token_scores", "downstream"} & objective.needs)
         if needs_lm and not lm:
             raise SettingsError(
                 f"objective {objective.name!r} scores a causal language model's next-token predictions, but model "
                 f"{settings.data.model!r} is a {family.modality} encoder: use accuracy or fidelity (`objectives`)"
             )
-        if lm and "labels" in objective.needs:
+        if lm and "labels" in objective.inputs(head=settings.scoring.head):
             raise SettingsError(
                 f"objective {objective.name!r} needs labelled samples, but model {settings.data.model!r} is a causal "
                 "language model scored on running text: use perplexity, kl or top1 (`objectives`)"
             )
+    if "downstream" in settings.scoring.objectives:  # lm-eval installed, its tasks known and scorable: before the model
+        check_downstream(settings.scoring.lm_eval_tasks, settings.scoring.lm_eval_include)
 
 
 def capture_needs(

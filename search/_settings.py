@@ -26,7 +26,14 @@ from toast.errors import SettingsError
 from toast.objectives import DEFAULT_OBJECTIVES, HEADS, Role, get_objective, list_objectives
 from toast.objectives import PROBES as PROBE_CLASSES
 
-from ._demo import DEFAULT_DATASET, DEFAULT_LM_OBJECTIVES, DEFAULT_MODEL, DEMO_BUDGET_FRACTION
+from ._demo import (
+    DEFAULT_DATASET,
+    DEFAULT_LM_DATASET,
+    DEFAULT_LM_OBJECTIVES,
+    DEFAULT_MODEL,
+    DEMO_BUDGET_FRACTION,
+    DEMO_BUDGETS,
+)
 from ._options import Option, option, options_of
 
 __all__ = [
@@ -85,10 +92,12 @@ IDENTITY_KEYS = (
 )
 #: Identity keys added after run directories were named by `run_key`: part of the identity only when set away from
 #: their default, so a run made before them keeps its key (`seq_len`: an LM's packed sequences).
-LATER_IDENTITY_KEYS = ("seq_len", "latency_mode")
+LATER_IDENTITY_KEYS = ("seq_len", "latency_mode", "lm_eval_tasks", "lm_eval_include", "lm_eval_limit")
 #: upper bounds that catch a typo before minutes of work (a latency batch of 100,000 inputs is timed for minutes)
 UPPER_LIMITS = {"latency_batch_size": 4096, "latency_seq_len": 32768, "seq_len": 1048576}
 SEED_MAX = 2**32 - 1
+DOWNSTREAM = "downstream"  # the objective `lm_eval_*` configure (`toast.objectives._downstream`)
+LM_EVAL_LIMIT = 100  # `lm_eval_limit`'s default
 
 
 def _finite(section: Any, names: tuple[str, ...]) -> list[str]:
@@ -327,9 +336,27 @@ class ScoringSettings:
         "or one new token per sequence after that many cached ones (decode, with a KV cache) (default: {default})",
         choices=LATENCY_MODES,
     )
+    lm_eval_tasks: tuple[str, ...] = option(
+        (),  # objective downstream: the lm-eval tasks a causal LM is scored on (the extra `[llm]`)
+        help="objective downstream: lm-eval-harness tasks to score a causal LM on, comma-separated: names of "
+        "lm-eval's own tasks or of task YAML files in --lm-eval-include; log-likelihood tasks only (multiple choice, "
+        "loglikelihood), no generation (default: none)",
+    )
+    lm_eval_include: Path | None = option(
+        None,  # objective downstream: a local folder of lm-eval task YAML files
+        help="objective downstream: a local folder of lm-eval task YAML files (each naming its task and its data, "
+        "e.g. dataset_path: json with local data_files) (default: lm-eval's own tasks only)",
+    )
+    lm_eval_limit: int = option(
+        LM_EVAL_LIMIT,  # objective downstream: documents scored per task, the first ones
+        help="objective downstream: documents scored per lm-eval task, its first ones (default: {default})",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
+        object.__setattr__(self, "lm_eval_tasks", tuple(self.lm_eval_tasks))
+        if self.lm_eval_include is not None:
+            object.__setattr__(self, "lm_eval_include", Path(self.lm_eval_include))
 
     def problems(self) -> list[str]:
         problems = [
@@ -351,6 +378,27 @@ class ScoringSettings:
             )
         if self.fidelity_z < 0:
             problems.append(f"`fidelity_z` must be >= 0, got {self.fidelity_z}")
+        return problems + self._lm_eval_problems()
+
+    def _lm_eval_problems(self) -> list[str]:
+        """`lm_eval_tasks` given exactly when `downstream` is an objective; `lm_eval_limit` a whole number >= 1."""
+        problems = []
+        downstream = DOWNSTREAM in self.objectives
+        if downstream and not self.lm_eval_tasks:
+            problems.append(
+                f"objective {DOWNSTREAM} needs `lm_eval_tasks`: the lm-eval tasks to score, comma-separated "
+                "(e.g. hellaswag,arc_easy, or the names of task files in `lm_eval_include`)"
+            )
+        if not downstream:
+            given = [k for k in ("lm_eval_tasks", "lm_eval_include") if getattr(self, k)]
+            if self.lm_eval_limit != LM_EVAL_LIMIT:
+                given.append("lm_eval_limit")
+            problems += [f"`{k}` needs objective {DOWNSTREAM} (`objectives`)" for k in given]
+        limit = self.lm_eval_limit
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            problems.append(f"`lm_eval_limit` must be a whole number of documents per task, got {limit!r}")
+        elif limit < 1:
+            problems.append(f"`lm_eval_limit` must be at least 1, got {limit}")
         return problems
 
     @property
@@ -391,7 +439,8 @@ def budget_options() -> list[Option]:
         key=BUDGET_FRACTION,
         flag="--budget-fraction",
         help="limit as a fraction of the original GFLOPs, e.g. 0.7 (default: none; the demo run, "
-        f"{DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION})",
+        f"{DEFAULT_MODEL} on {DEFAULT_DATASET} with no budget given, uses {DEMO_BUDGET_FRACTION}; demo-lm on its "
+        f"corpus {DEMO_BUDGETS[('demo-lm', DEFAULT_LM_DATASET)]})",
         type=float,
         section="study",
     )
@@ -762,6 +811,9 @@ JSON_ORDER = (
     "latency_batch_size",
     "latency_seq_len",
     "latency_mode",
+    "lm_eval_tasks",
+    "lm_eval_include",
+    "lm_eval_limit",
     "plans",
     "device",
     "device_map",
@@ -908,6 +960,9 @@ SEARCH_OPTIONS = (
     "latency_batch_size",
     "latency_seq_len",
     "latency_mode",
+    "lm_eval_tasks",
+    "lm_eval_include",
+    "lm_eval_limit",
     "plans",
     "out",
     "dtype",

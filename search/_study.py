@@ -439,16 +439,21 @@ def _reads(objective: Objective, member: str) -> bool:
 def trial_columns(records: Collection[Mapping[str, Any]] = ()) -> list[str]:
     """The columns of `trials.csv`: the trial, every registered objective's fields (registry order) that suit the run's
     model, then how it ran. A causal LM's (`records` hold a next-token score): no objective that reads labels; any
-    other model's: no objective that reads next-token scores."""
+    other model's: no objective that reads next-token scores; lm-eval's `downstream` only where a record holds it."""
     lm_columns = {c for o in OBJECTIVES.values() if _reads(o, "token_scores") for c in o.columns}
     lm = any(r.get(c) is not None for r in records for c in lm_columns)
     suits = (lambda o: not _reads(o, "labels")) if lm else (lambda o: not _reads(o, "token_scores"))
+    scored = {k for r in records for k, v in r.items() if v is not None}
+
+    def shown(o: Objective) -> bool:  # lm-eval's tasks: only in a run that scored them
+        return suits(o) and (not _reads(o, "downstream") or o.name in scored)
+
     return [
         "number",
         "state",
         "spans",
         "plan",
-        *(c for o in OBJECTIVES.values() if suits(o) for c in o.columns),
+        *(c for o in OBJECTIVES.values() if shown(o) for c in o.columns),
         "feasible",
         "on_front",
         "scored",
