@@ -68,7 +68,7 @@ def plain_model(model: Any) -> nn.Module:
     if reason:
         raise ValueError(f"not a plain checkpoint: {reason}")
     ref = next(model.parameters())
-    skeleton = getattr(transformers, model.model_class)(model.family.kept_config(model.config, model.plan.kept))
+    skeleton = getattr(transformers, model.model_class)(_plain_config(model))
     skeleton = skeleton.to(dtype=ref.dtype).eval()
     parts = model.family.parts(skeleton)
     if len(parts.blocks) != len(model.plan.kept):
@@ -81,12 +81,39 @@ def plain_model(model: Any) -> nn.Module:
         pairs.append((parts.head, model.head))
     covered = set()
     for target, source in pairs:
-        target.load_state_dict(source.state_dict(), strict=True)
+        _load_exactly(target, source.state_dict(), model.model_class)
         covered |= {id(t) for t in target.state_dict(keep_vars=True).values()}
     left = [k for k, t in skeleton.state_dict(keep_vars=True).items() if id(t) not in covered]
     if left:  # a weight of the class the compressed model has no part for would be saved at random
         raise ValueError(f"{model.model_class} weights outside the compressed model's parts: {', '.join(left[:5])}")
     return skeleton
+
+
+def _plain_config(model: Any) -> Any:
+    """The kept layers' config (`Family.kept_config`), with `mlp_bias` on where the source's config has it off but a
+    kept block's MLP output projection holds a bias (a `folded` span's `b`): Llama's MLP then has a bias on each of
+    its projections, the ones the compressed model has none for saved as zeros (`_load_exactly`), the same output."""
+    config = model.family.kept_config(model.config, model.plan.kept)
+    if getattr(config, "mlp_bias", None) is False:
+        projections = [model.family.mlp_output_projection(model.blocks[str(b)]) for b in model.plan.kept]
+        if any(getattr(p, "bias", None) is not None for p in projections):
+            config.mlp_bias = True
+    return config
+
+
+def _load_exactly(target: nn.Module, state: dict[str, torch.Tensor], model_class: str) -> None:
+    """`target.load_state_dict(state)`, a bias `state` lacks set to zero (the same map); a weight of `state` that
+    `target` has no place for (a folded bias in a class whose MLP has none) is a `ValueError`: not a plain checkpoint."""
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{model_class} has no place for the compressed model's {', '.join(unexpected[:5])}")
+    weights = target.state_dict(keep_vars=True)
+    unset = [k for k in missing if not k.endswith("bias")]
+    if unset:
+        raise ValueError(f"the compressed model has no {', '.join(unset[:5])} for {model_class}")
+    with torch.no_grad():
+        for key in missing:
+            weights[key].zero_()
 
 
 def save_toast_config(config: Any, directory: Path) -> dict:

@@ -3,9 +3,10 @@
 `save_pretrained` + `push_to_hub` and sentence-transformers' `save` each write a README.md the Hub shows as the
 model's page; a run's `chosen/` gets one too. The card is rendered with `huggingface_hub.ModelCard`, so its YAML
 front matter (`base_model`, `library_name`, `tags`, `pipeline_tag`, `datasets`) is what the Hub reads, and it says
-in words: the source model and revision, which blocks were removed and what stands in for them, accuracy with the
-head and data it was measured on, GFLOPs, parameters, latency where it was measured, the loading snippet for the
-folder's layout, and the `toast-search` command that produced it.
+in words: the source model and revision, which blocks were removed and what stands in for them, the task score
+(accuracy with the head and data it was measured on; a causal LM's perplexity on its held-out sequences), GFLOPs,
+parameters, latency where it was measured, the loading snippet for the folder's layout, and the `toast-search`
+command that produced it.
 
 `write_model_card` takes plain data; `write_run_card` gathers it from a finished run (`finalize`).
 `ordinary_modes` gives the folder's files the mode a plain `open()` would (safetensors writes 0600).
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toast.objectives import MEASURED_FIELD, OBJECTIVES, Display, Role
+from toast.objectives import MEASURED_FIELD, OBJECTIVES, Display, Role, get_objectives, task_score
 from toast.spaces import Plan, translator_class
+
+from ..data import TOKENS
 
 if TYPE_CHECKING:
     from ._context import SearchContext
@@ -74,9 +77,12 @@ class Latency:
 def pipeline_tag_for(modality: str, layout: str, model_class: str | None) -> str:
     """The Hub's `pipeline_tag`: what the saved model computes, read from its modality, layout and class.
 
-    A class with a classification head classifies (`image-classification`, `text-classification`); a
-    sentence-transformers folder embeds sentences (`sentence-similarity`); anything else gives features."""
+    A causal LM generates text (`text-generation`, whatever its layout); a class with a classification head
+    classifies (`image-classification`, `text-classification`); a sentence-transformers folder embeds sentences
+    (`sentence-similarity`); anything else gives features."""
     name = model_class or ""
+    if modality == TOKENS:
+        return "text-generation"
     if modality == "text":
         if layout == SENTENCE:
             return "sentence-similarity"
@@ -141,6 +147,8 @@ def _results_table(scores: Mapping[str, Any], baseline: Mapping[str, Any] | None
             if record is scores and value is not None and base:
                 if k == "accuracy":
                     text += f" ({_display(k).format_delta(value, base)} pts)"
+                elif k in OBJECTIVES and OBJECTIVES[k].role is Role.ACCURACY:  # perplexity: its own delta
+                    text += f" ({_display(k).format_delta(value, base)})"
                 elif k == MEASURED_FIELD or (k in OBJECTIVES and OBJECTIVES[k].role is Role.COST):
                     text += f" ({value / base:.0%})"
             cells.append(text)
@@ -164,6 +172,8 @@ def load_snippet(layout: str, modality: str, model_class: str | None, pipeline_t
     """The Python that loads the folder in its layout and runs it on a batch (`path`: this folder, or its Hub repo id
     once pushed; the processor is saved beside the weights)."""
     path = 'path = "."  # this folder, or its Hub repo id once pushed\n'
+    if modality == TOKENS:
+        return _causal_lm_snippet(layout, path)
     if layout == SENTENCE:
         return (
             "from sentence_transformers import SentenceTransformer\n\n"
@@ -197,6 +207,36 @@ def load_snippet(layout: str, modality: str, model_class: str | None, pipeline_t
         f"{batch}"
         "features = model.features(inputs)  # the pooled features\n"
         "outputs = model(**inputs)  # the head's output (logits) when the model has one, else the pooled features\n"
+    )
+
+
+def _causal_lm_snippet(layout: str, path: str) -> str:
+    """A causal LM's loading code: a plain checkpoint generates with Transformers alone (its KV cache included);
+    the toast format gives next-token logits through `CompressedModel` (no `generate()`: greedy steps by hand)."""
+    prompt = 'inputs = tokenizer("def fibonacci(n):", return_tensors="pt")\n'
+    if layout == PLAIN:
+        return (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline\n\n"
+            f"{path}model = AutoModelForCausalLM.from_pretrained(path)\n"
+            "tokenizer = AutoTokenizer.from_pretrained(path)\n"
+            f"{prompt}"
+            "tokens = model.generate(**inputs, max_new_tokens=20, do_sample=False)\n"
+            "print(tokenizer.decode(tokens[0]))\n\n"
+            'generate = pipeline("text-generation", model=path)  # or as a pipeline\n'
+        )
+    return (
+        "import torch\n"
+        "from transformers import AutoTokenizer\n\n"
+        "from toast.models import CompressedModel  # pip install toast-search\n\n"
+        f"{path}model = CompressedModel.from_pretrained(path)  # no original checkpoint needed\n"
+        "tokenizer = AutoTokenizer.from_pretrained(path)\n"
+        f"{prompt}"
+        'ids = inputs["input_ids"]\n'
+        "with torch.no_grad():\n"
+        "    for _ in range(20):  # greedy, every token recomputed (no KV cache, no generate())\n"
+        "        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids))  # (batch, tokens, vocabulary)\n"
+        "        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)\n"
+        "print(tokenizer.decode(ids[0]))\n"
     )
 
 
@@ -257,6 +297,7 @@ def write_model_card(
     datasets: Sequence[str] = (),
     latency: Latency | None = None,
     budgets: Mapping[str, float] | None = None,
+    task: str = "accuracy",
 ) -> Path:
     """Write `directory/README.md`, the model card of a compressed model, and return its path.
 
@@ -266,7 +307,8 @@ def write_model_card(
     record (front.json's fields); `head` and `data`: what accuracy was measured with and on, `calibration`: what the
     translators were fitted on; `layout`: `plain`, `toast` or `sentence-transformers` (what loads it: the card's
     `library_name` and loading snippet); `command`: the `toast-search` command that produced it; `latency`: the
-    chosen plan's measured latency, when the run measured it; `budgets`: the budgets it was chosen within.
+    chosen plan's measured latency, when the run measured it; `budgets`: the budgets it was chosen within; `task`:
+    the task score the search optimised and `head` and `data` describe (`accuracy`, a causal LM's `perplexity`).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -281,6 +323,7 @@ def write_model_card(
         datasets=list(datasets) or None,
     )
     kept, n = plan.kept, plan.num_blocks
+    best = _best(task)
     name = Path(source).name or source
     revision_text = f" at revision `{revision}`" if revision else ""
     lines = [
@@ -288,7 +331,7 @@ def write_model_card(
         "",
         f"`{source}`{revision_text} with {len(plan.removed)} of its {n} transformer blocks removed and replaced by "
         "cheap translators fitted on a few calibration samples, without retraining, by toast-search (which searched "
-        "the plans of spans × translator kinds for the best accuracy at each cost).",
+        f"the plans of spans × translator kinds for {best} at each cost).",
         "",
         "## Source model",
         "",
@@ -299,7 +342,7 @@ def write_model_card(
         "",
         "## What was removed",
         "",
-        f"Plan `{plan}`: blocks {', '.join(map(str, sorted(plan.removed)))} removed, "
+        f"Plan `{plan}`: block{'s' if len(plan.removed) > 1 else ''} {', '.join(map(str, sorted(plan.removed)))} removed, "
         f"{', '.join(map(str, kept)) or 'none'} kept (numbered 0…{n - 1} as in the source; a span `s→e` removes "
         "blocks s+1 … e and maps block s's output, -1 the embeddings', to block e's).",
         "",
@@ -311,7 +354,7 @@ def write_model_card(
         "",
         *_results_table(scores, baseline),
         "",
-        f"- accuracy measured with: {head}",
+        f"- {_display(task).name} measured with: {head}",
         f"- on: {data}",
         *([f"- translators fitted on: {calibration}"] if calibration else []),
         *(
@@ -327,7 +370,7 @@ def write_model_card(
         *(
             [
                 "",
-                "Chosen as the most accurate plan within "
+                f"Chosen as the plan with {best} within "
                 + ", ".join(f"{_display(k).name} <= {v:.4g}" for k, v in budgets.items())
                 + ".",
             ]
@@ -354,6 +397,13 @@ def write_model_card(
     path = directory / CARD_NAME
     card.save(path)
     return path
+
+
+def _best(task: str) -> str:
+    """The task score at its best, in words: "the best accuracy", "the lowest perplexity"."""
+    objective = OBJECTIVES.get(task)
+    name = _display(task).name
+    return f"the lowest {name}" if objective is not None and objective.direction == "minimize" else f"the best {name}"
 
 
 def ordinary_modes(directory: str | os.PathLike[str]) -> None:
@@ -412,7 +462,13 @@ def source_fields(settings: SearchSettings, ctx: SearchContext) -> dict[str, str
 
 
 def _head_text(settings: SearchSettings, ctx: SearchContext, head: Mapping[str, Any] | None) -> str:
-    """What accuracy was measured with, in words; `head`: front.json's `head` record, when the export made one."""
+    """What accuracy was measured with, in words; `head`: front.json's `head` record, when the export made one. A
+    causal LM's perplexity: its own LM head, exported as it is."""
+    if ctx.loaded.family.modality == TOKENS:
+        return (
+            "the model's own LM head (exported as it is): the next-token log-likelihood of every token of a sequence "
+            "after its first"
+        )
     pooled = (
         "the mean of the final hidden states over real tokens"
         if ctx.loaded.family.modality == "text"
@@ -439,7 +495,10 @@ def _head_text(settings: SearchSettings, ctx: SearchContext, head: Mapping[str, 
 def _data_text(
     settings: SearchSettings, ctx: SearchContext, scores: Mapping[str, Any], head: Mapping[str, Any] | None
 ) -> str:
-    """Which samples accuracy was measured on, in words."""
+    """Which samples accuracy was measured on, in words; a causal LM's: the packed sequences it was scored on."""
+    if ctx.loaded.family.modality == TOKENS:
+        n = len(ctx.eval_labels)
+        return f"{_sequences(n, settings, ctx.test)}, {n * (settings.data.seq_len - 1):,} predicted tokens"
     if head and head.get("scored_on"):
         return f"top-1 on {head['scored_on']}"
     rescored = any(o.search_field in scores for o in OBJECTIVES.values() if o.search_field)
@@ -451,7 +510,17 @@ def _calibration_text(settings: SearchSettings, ctx: SearchContext) -> str:
     """Which samples the translators were fitted on, in words."""
     calib = ctx.calib or ctx.train
     samples = ctx.samples_used.get("calib_samples", settings.data.calib_samples)
+    if ctx.loaded.family.modality == TOKENS:
+        return _sequences(samples, settings, calib, settings.data.calib_dataset or settings.data.dataset)
     return f"{samples:,} {calib.split} samples of {settings.data.calib_dataset or settings.data.dataset}"
+
+
+def _sequences(n: int, settings: SearchSettings, split: Any, dataset: str | None = None) -> str:
+    """A causal LM's samples in words: "341 sequences of 256 tokens packed from the test split of python-docs"."""
+    return (
+        f"{n:,} sequences of {settings.data.seq_len} tokens packed from the {split.split} split of "
+        f"{dataset or settings.data.dataset}"
+    )
 
 
 def write_run_card(
@@ -505,4 +574,5 @@ def write_run_card(
         datasets=[dataset] if dataset else (),
         latency=latency,
         budgets=budgets,
+        task=task.name if (task := task_score(get_objectives(settings.scoring.objectives))) is not None else "accuracy",
     )

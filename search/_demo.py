@@ -52,10 +52,11 @@ def with_model_defaults(values: dict[str, Any]) -> dict[str, Any]:
         return values
     lm = False
     try:
+        from ..data import TOKENS
         from ..errors import ToastError
         from ..models import resolve_model
 
-        lm = resolve_model(values["model"]).family.modality == "causal-lm"
+        lm = resolve_model(values["model"]).family.modality == TOKENS
     except (ToastError, OSError, ValueError):
         pass
     defaults = {

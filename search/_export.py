@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from toast.objectives import PROBES, AdamProbe, get_objectives, task_score
+from toast.objectives import OBJECTIVES, PROBES, AdamProbe, compute_objectives, get_objectives, task_score
 from toast.spaces import Plan, PlanError
 
 from .._faults import fault_point
@@ -37,7 +37,7 @@ from ._card import ordinary_modes, source_fields, write_run_card
 from ._context import PlanOutputs, SearchContext
 from ._settings import SearchSettings, SettingsError
 from ._stages import FULL
-from ._study import reported
+from ._study import reported, undefined_key
 
 __all__ = [
     "EXPORTED_SEED",
@@ -51,6 +51,7 @@ __all__ = [
     "export_plan",
     "export_run_plan",
     "exported_accuracy",
+    "exported_token_scores",
     "head_record",
     "load_run_settings",
     "plan_slug",
@@ -143,6 +144,24 @@ def exported_accuracy(ctx: SearchContext, plan: Plan, exported: ExportedModel) -
     if exported.probe is not None:
         probe = float(exported.probe.score(outputs.eval_features, labels))
     return accuracy, probe
+
+
+def exported_token_scores(ctx: SearchContext, plan: Plan, exported: ExportedModel) -> dict[str, Any]:
+    """A causal LM's exported model scored on `ctx`'s evaluation sequences (the whole test split at the end of a run):
+    the fields of the objectives a run measures again at the end (`Objective.rescored`: perplexity, kl, top1,
+    fidelity), its LM head's own. A front plan's are the numbers the front was rescored with; a plan chosen from
+    outside the front (search-time scores, maybe on a subset) gets its numbers on the whole split, as the card says."""
+    head = ctx.settings.scoring.head
+    rescored = [o for o in OBJECTIVES.values() if o.rescored and not {"labels", "probe"} & o.inputs(head=head)]
+    outputs = PlanOutputs(_fresh(ctx), plan, exported.model, probe=ctx.settings.scoring.probe, stage=FULL)
+    values = compute_objectives(outputs, rescored)  # one pass over the sequences; no lm-eval, no timing
+    return {
+        key: values.get(key)
+        for o in OBJECTIVES.values()
+        if o.rescored
+        for key in o.columns
+        if key in values or key == undefined_key(o.name)
+    }
 
 
 def head_record(settings: SearchSettings, ctx: SearchContext, *, exported: bool, model: Any = None) -> dict | None:
@@ -256,6 +275,8 @@ def export_plan(
         if settings.scoring.probe == "adam" and settings.scoring.head == "probe":
             record.pop("accuracy_std", None)  # one seed's probe is exported and scored
         record["accuracy"] = accuracy
+    elif ctx.causal_lm:
+        record.update(exported_token_scores(ctx, plan, exported))
     head = head_record(settings, ctx, exported=True, model=exported.model)
     if head is not None and probe_accuracy is not None and probe_accuracy != record.get("accuracy"):
         head["probe_accuracy"] = probe_accuracy  # the probe's float64 number, a near-tie broken the other way

@@ -51,7 +51,7 @@ def front_document(
         "dataset": settings.data.dataset,
         "objectives": [{"name": o.name, "direction": o.direction, "unit": o.unit} for o in objectives],
         "budgets": choice.budgets,
-        "probe": settings.scoring.probe if settings.scoring.head == "probe" else f"{settings.scoring.head}-head",
+        "probe": _probe_field(settings, ctx),
         "head": exported.head if exported is not None else head_record(settings, final.context, exported=False),
         "calibration": calibration_record(ctx.calib, ctx.train, ctx.samples_used.get("calib_samples")),
         **({"zero_shot": zero_shot_record(ctx.zero_shot, ctx.zero_shot_cost)} if ctx.zero_shot else {}),
@@ -66,6 +66,14 @@ def front_document(
         list(dict.fromkeys(k for r in (doc["baseline"], *doc["front"], doc["chosen"] or {}) for k in r))
     )
     return doc
+
+
+def _probe_field(settings: SearchSettings, ctx: SearchContext) -> str | None:
+    """front.json's `probe`: the probe protocol, `<head>-head` for another head, None for a causal LM (scored by its
+    own LM head)."""
+    if ctx.causal_lm:
+        return None
+    return settings.scoring.probe if settings.scoring.head == "probe" else f"{settings.scoring.head}-head"
 
 
 def _chosen_format(directory: Path) -> str:
