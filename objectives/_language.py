@@ -199,6 +199,17 @@ def token_scores(
 # ---------------------------------------------------------------- the objectives
 
 
+def _spread(trial: TrialOutputs, column: int) -> float | None:
+    """The standard error of the mean over sequences of `column` per predicted token (sequences of equal length, as
+    packed ones are, weigh alike): None with fewer than two sequences. Packed sequences of one text are not fully
+    independent, so it is an approximation, as every per-sample error of the multi-fidelity rule is."""
+    scores = np.asarray(trial.token_scores, dtype=np.float64)
+    if len(scores) < 2:
+        return None
+    per = scores[:, column] / np.maximum(scores[:, 3], 1.0)
+    return float(per.std(ddof=1) / math.sqrt(len(per))) if np.isfinite(per).all() else None
+
+
 def _totals(trial: TrialOutputs) -> tuple[np.ndarray, float]:
     """The column sums of the trial's `token_scores` and the number of predicted tokens."""
     scores = np.asarray(trial.token_scores, dtype=np.float64)
@@ -212,6 +223,10 @@ def _totals(trial: TrialOutputs) -> tuple[np.ndarray, float]:
     return totals, float(totals[3])
 
 
+#: each objective's standard-error field (`Objective.error_field`), from the spread over the evaluation sequences
+ERROR = {"perplexity": "perplexity_se", "kl": "kl_se", "top1": "top1_se"}
+_SE = "standard error of {}, from its spread over the evaluation sequences (each sequence's mean per token)"
+
 _NOT_FINITE = "the compressed model's next-token log-probabilities are not finite (NaN or infinite logits)"
 
 
@@ -219,7 +234,8 @@ class Perplexity(Objective):
     """`exp(Σ nll / Σ tokens)` over every predicted token of the evaluation sequences: the LM's task score.
 
     Undefined (None, ranked worst, the reason in `perplexity_undefined`) when the logits are not finite or the mean
-    NLL overflows. No standard error: the per-sequence spread is not known from the value alone."""
+    NLL overflows. Its standard error is not known from the value alone: `perplexity_se` carries it, from the spread
+    over the evaluation sequences."""
 
     def compute(self, trial: TrialOutputs) -> dict[str, Any]:
         """`{"perplexity": value}`, or None with `perplexity_undefined`."""
@@ -227,7 +243,8 @@ class Perplexity(Objective):
         mean = totals[0] / tokens
         value = math.exp(mean) if math.isfinite(mean) and mean < math.log(np.finfo(np.float64).max) else math.nan
         if math.isfinite(value):
-            return {self.name: value}
+            spread = _spread(trial, 0)  # the delta method: d exp(m) = exp(m) dm
+            return {self.name: value, **({ERROR["perplexity"]: value * spread} if spread is not None else {})}
         reason = _NOT_FINITE if not math.isfinite(mean) else f"the mean NLL ({mean:.4g} nats) overflows exp"
         return {self.name: None, undefined_field(self.name): reason}
 
@@ -243,19 +260,22 @@ class KLDivergence(Objective):
         totals, tokens = _totals(trial)
         value = float(max(totals[1], 0.0) / tokens) if math.isfinite(totals[1]) else math.nan
         if math.isfinite(value):
-            return {self.name: value}
+            spread = _spread(trial, 1)
+            return {self.name: value, **({ERROR["kl"]: spread} if spread is not None else {})}
         return {self.name: None, undefined_field(self.name): _NOT_FINITE}
 
 
 class TopOneAgreement(Objective):
     """The percentage of predicted tokens where the compressed model's most likely next token is the original's.
 
-    No standard error: the tokens of a sequence are not independent trials."""
+    Its standard error (`top1_se`) is from the spread of the sequences' agreement, not the tokens' (the tokens of a
+    sequence are not independent trials)."""
 
     def compute(self, trial: TrialOutputs) -> dict[str, Any]:
         """`{"top1": %}`."""
         totals, tokens = _totals(trial)
-        return {self.name: float(100.0 * totals[2] / tokens)}
+        spread = _spread(trial, 2)
+        return {self.name: float(100.0 * totals[2] / tokens), **({ERROR["top1"]: 100 * spread} if spread else {})}
 
 
 _NEEDS = frozenset({"token_scores"})
@@ -275,10 +295,12 @@ PERPLEXITY = register_objective(
             delta="Δ ppl",
             delta_fmt="{:+.3f}",
         ),
-        fields=(undefined_field("perplexity"),),
+        fields=(undefined_field("perplexity"), ERROR["perplexity"]),
         field_descriptions={
             undefined_field("perplexity"): "why perplexity has no value for this plan (it then ranks as the worst)",
+            ERROR["perplexity"]: _SE.format("perplexity (the delta method on the mean NLL)"),
         },
+        error_field=ERROR["perplexity"],
         role=Role.ACCURACY,
         rescored=True,
         needs=_NEEDS,
@@ -293,10 +315,12 @@ KL = register_objective(
         description="mean per-token KL divergence of the compressed from the original model's next-token "
         "distribution, from the original's top-k tokens (a lower bound, exact when k covers the vocabulary)",
         display=Display(title="KL nats/token", axis="KL to the original (nats/token)", name="KL", fmt="{:.4f}"),
-        fields=(undefined_field("kl"),),
+        fields=(undefined_field("kl"), ERROR["kl"]),
         field_descriptions={
             undefined_field("kl"): "why the KL divergence has no value for this plan (it then ranks as the worst)",
+            ERROR["kl"]: _SE.format("the KL divergence (nats/token)"),
         },
+        error_field=ERROR["kl"],
         rescored=True,
         needs=_NEEDS,
     )
@@ -316,6 +340,9 @@ TOP1 = register_objective(
             fmt="{:.2f}",
         ),
         worst=0.0,  # no token agrees
+        fields=(ERROR["top1"],),
+        field_descriptions={ERROR["top1"]: _SE.format("top-1 agreement (%)")},
+        error_field=ERROR["top1"],
         rescored=True,
         needs=_NEEDS,
     )

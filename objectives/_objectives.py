@@ -104,6 +104,9 @@ class Objective:
     search_field: str | None = None
     deterministic: bool = True
     needs: frozenset[str] = field(default=frozenset())
+    #: the record field (one of `fields`) where `compute` puts the value's standard error when it is known from the
+    #: samples' spread and not from the value alone (`standard_error` None): the multi-fidelity rule reads it there
+    error_field: str | None = None
     field_descriptions: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +119,8 @@ class Objective:
             problems.append(f"role must be a Role ({', '.join(r.value for r in Role)}), got {self.role!r}")
         if self.worst is not None and (not isinstance(self.worst, (int, float)) or math.isnan(self.worst)):
             problems.append(f"worst must be a number (not NaN), got {self.worst!r}")
+        if self.error_field is not None and self.error_field not in self.fields:
+            problems.append(f"error_field {self.error_field!r} must be one of fields {self.fields!r}")
         if self.name in self.fields or len(set(self.fields)) != len(self.fields):
             problems.append(f"fields must be distinct and differ from the name, got {self.fields!r}")
         unknown = sorted(

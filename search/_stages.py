@@ -5,7 +5,8 @@ The rule compares like with like: a plan stops at the subset when a trial alread
 (so on the subset too, on the same samples) is no worse in every cost and better by more than `z` standard
 errors of the difference in every measured objective, at the subset. Comparing subset scores with full-set
 ones would be biased (a probe fitted on fewer samples scores lower). An objective with no standard error
-(`Objective.standard_error` None) never lets a plan stop early. The front, the choice and `front.json` hold
+(`Objective.standard_error` None and no `error_field`, such as a causal LM's perplexity has from the spread over its
+sequences) never lets a plan stop early. The front, the choice and `front.json` hold
 full-set scores only; `trials.csv` says which fidelity each trial reached (`scored_on`: subset or full).
 """
 
@@ -51,6 +52,9 @@ def fidelity_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 def subset_fields(metrics: Mapping[str, Any], objectives: Iterable[Objective], eval_samples: int) -> dict[str, Any]:
     """A subset stage's scores as a full trial keeps them (`subset_<name>`, and how many samples scored them)."""
     out = {f"{SUBSET_PREFIX}{o.name}": metrics.get(o.name) for o in objectives if o.role is not Role.COST}
+    out.update(
+        {f"{SUBSET_PREFIX}{o.error_field}": metrics.get(o.error_field) for o in objectives if o.error_field is not None}
+    )
     out[SUBSET_SAMPLES] = int(eval_samples)
     return out
 
@@ -65,12 +69,24 @@ def front_snapshot(records: Iterable[Mapping[str, Any]], objectives: Sequence[Ob
         for o in objectives:
             key = o.name if o.role is Role.COST else f"{SUBSET_PREFIX}{o.name}"
             entry[key] = r.get(key)
+            if o.error_field is not None:
+                entry[f"{SUBSET_PREFIX}{o.error_field}"] = r.get(f"{SUBSET_PREFIX}{o.error_field}")
         out.append(entry)
     return out
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _error(objective: Objective, value: float, samples: int, record: Mapping[str, Any], prefix: str) -> float | None:
+    """The standard error of `objective`'s `value` on `samples` samples: from the value (`standard_error`), else the
+    record's own field (`error_field`, under `prefix` in a snapshot), else None."""
+    se = objective.standard_error(value, samples)
+    if se is None and objective.error_field is not None:
+        found = record.get(f"{prefix}{objective.error_field}")
+        se = float(found) if _finite(found) else None
+    return se
 
 
 def dominating_trial(
@@ -86,7 +102,7 @@ def dominating_trial(
     costs = [o for o in objectives if o.role is Role.COST]
     if any(not _finite(metrics.get(o.name)) for o in objectives):
         return None
-    errors = {o.name: o.standard_error(float(metrics[o.name]), eval_samples) for o in measured}
+    errors = {o.name: _error(o, float(metrics[o.name]), eval_samples, metrics, "") for o in measured}
     if any(e is None for e in errors.values()):
         return None
     for q in snapshot:
@@ -98,7 +114,7 @@ def dominating_trial(
             if not _finite(v):
                 confident = False
                 break
-            se_q = o.standard_error(float(v), int(q[SUBSET_SAMPLES])) or 0.0
+            se_q = _error(o, float(v), int(q[SUBSET_SAMPLES]), q, SUBSET_PREFIX) or 0.0
             margin = z * math.sqrt(errors[o.name] ** 2 + se_q**2)
             gap = (v - metrics[o.name]) if o.maximize else (metrics[o.name] - v)
             if not gap > margin:

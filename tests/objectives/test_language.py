@@ -206,7 +206,12 @@ def test_the_objectives_read_their_values_from_the_token_scores():
     values = compute_objectives(trial, get_objectives("perplexity,gflops"))
     assert values["perplexity"] == pytest.approx(math.exp(16.0 / 16.0))
     assert values["kl"] == pytest.approx(0.8 / 16.0) and values["top1"] == pytest.approx(100 * 12 / 16)
-    assert list(values)[:3] == ["perplexity", "kl", "top1"]  # the others read the same pass: reported too
+    assert [k for k in values if not k.endswith("_se")][:3] == ["perplexity", "kl", "top1"]  # the same pass
+    # standard errors from the spread over the two sequences (each one's mean per token), independently computed
+    nll, kl, agree = np.array([10.0, 6.0]) / 8, np.array([0.5, 0.3]) / 8, np.array([7.0, 5.0]) / 8
+    assert values["perplexity_se"] == pytest.approx(math.exp(1.0) * nll.std(ddof=1) / math.sqrt(2))
+    assert values["kl_se"] == pytest.approx(kl.std(ddof=1) / math.sqrt(2))
+    assert values["top1_se"] == pytest.approx(100 * agree.std(ddof=1) / math.sqrt(2))
     assert trial.passes == {"token_scores": 1} and trial.read >= {"token_scores"}
 
 

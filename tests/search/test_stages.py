@@ -171,3 +171,18 @@ def test_a_staged_cli_run_writes_the_fidelity_of_each_trial_and_a_full_front(
     front = json.loads((out / "front.json").read_text())
     subset_plans = {r["plan"] for r in scored if r["scored_on"] == "subset"}
     assert front["front"] and not subset_plans & {r["plan"] for r in front["front"]}
+
+
+def test_an_objective_with_an_error_field_lets_a_plan_stop_early():
+    """A causal LM's perplexity has no standard error from its value alone: its `perplexity_se` (the spread over the
+    sequences) stands in, for the new plan and for the fully scored one it is compared with."""
+    objectives = get_objectives("perplexity,gflops")
+    snapshot = [
+        {"number": 3, "gflops": 1.0, "subset_perplexity": 30.0, "subset_perplexity_se": 0.5, "subset_eval_samples": 50}
+    ]
+    worse = {"perplexity": 40.0, "perplexity_se": 0.5, "gflops": 1.0}
+    assert dominating_trial(worse, 50, snapshot, objectives, z=2.0) == 3
+    close = {"perplexity": 30.9, "perplexity_se": 0.5, "gflops": 1.0}  # within 2 standard errors of the difference
+    assert dominating_trial(close, 50, snapshot, objectives, z=2.0) is None
+    unknown = {"perplexity": 40.0, "gflops": 1.0}  # no error known: never stopped early
+    assert dominating_trial(unknown, 50, snapshot, objectives, z=2.0) is None
