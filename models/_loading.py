@@ -37,9 +37,11 @@ MODEL_ALIASES: dict[str, str] = {
     "clip-vit-b16": "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
 }
 
-#: Models that ship inside this package (`models/demo/`, see `scripts/train_demo_vit.py`): they load offline.
+#: Models that ship inside this package (`models/demo/`, see `scripts/train_demo_vit.py`; `models/demo-lm/`, see
+#: `scripts/train_demo_lm.py`): they load offline.
 LOCAL_ALIASES: dict[str, Path] = {
     "demo-vit": Path(__file__).resolve().parent / "demo",
+    "demo-lm": Path(__file__).resolve().parent / "demo-lm",
 }
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
