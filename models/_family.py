@@ -210,10 +210,15 @@ class Family:
         """The per-channel scale γ the MLP branch's output is multiplied by (DINOv2), or None."""
         return None
 
+    def mlp_output_bias(self, block: nn.Module) -> bool:
+        """Whether `block`'s MLP output projection holds a bias, or its checkpoint class can give it one (a folded
+        map's bias then fits in a plain checkpoint). Encoders' projections have one."""
+        return True
+
     def fold_mlp_output(self, block: nn.Module, weight, bias) -> nn.Module:
         """A copy of `block` whose MLP branch computes `m @ weight + bias` in place of `m` (`weight` (d, d),
-        `bias` (d,), float64 arrays): γ and the map multiplied into the output projection (γ then set to 1).
-        The original block is left untouched."""
+        `bias` (d,) or None, float64 arrays): γ and the map multiplied into the output projection (γ then set to
+        1); with no bias and a projection without one, none is added. The original block is left untouched."""
         import numpy as np
 
         if self.mlp_branch(block) is None:
@@ -221,7 +226,7 @@ class Family:
         new = copy.deepcopy(block)
         proj = self.mlp_output_projection(new)
         a = torch.as_tensor(np.asarray(weight), dtype=torch.float64)
-        b = torch.as_tensor(np.asarray(bias), dtype=torch.float64)
+        b = torch.as_tensor(np.asarray(bias), dtype=torch.float64) if bias is not None else None
         if not isinstance(proj, nn.Linear) and type(proj).__name__ != "Conv1D":
             raise UnsupportedModelError(f"{self.name}: no map folds into a {type(proj).__name__} (a Linear or Conv1D)")
         input_major = not isinstance(proj, nn.Linear)  # Conv1D: weight (in, out)
@@ -239,9 +244,10 @@ class Family:
         with torch.no_grad():
             folded = w @ a
             proj.weight.copy_((folded if input_major else folded.T).to(proj.weight.dtype))
-            if proj.bias is None:
-                proj.bias = nn.Parameter(torch.zeros(folded.shape[1], dtype=proj.weight.dtype))
-            proj.bias.copy_((b_out @ a + b).to(proj.bias.dtype))
+            if proj.bias is not None or b is not None:
+                if proj.bias is None:
+                    proj.bias = nn.Parameter(torch.zeros(folded.shape[1], dtype=proj.weight.dtype))
+                proj.bias.copy_((b_out @ a + (b if b is not None else 0.0)).to(proj.bias.dtype))
             if gamma is not None:
                 gamma.fill_(1.0)
         return new

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..errors import PlanError
-from ._linear import LinearTranslator
+from ._linear import LinearTranslator, _solve_spd
 from ._translators import NoModule, register_translator
 
 NO_SOURCE_BLOCK = "a folded span needs a kept source block s to fold into: s = -1 (the embeddings) has none"
@@ -32,6 +33,16 @@ class FoldedTranslator(NoModule, LinearTranslator):
 
     needs_branches = True  # the capture gathers the MLP-branch statistics only for a run that may use this kind
     needs_source_block = True  # the space never puts it at block 0 nor right after another span
+
+    def fit(self, stats) -> FoldedTranslator:
+        """`m A + b`, least squares (`LinearTranslator.fit`), and beside it the map without a bias, `m A0` (least
+        squares through the origin: `ReplaceMe`'s form), for a block whose output projection cannot take a bias."""
+        super().fit(stats)
+        n = float(stats.n)
+        gram = stats.sxx + n * np.outer(stats.mean_x, stats.mean_x)  # Σ m mᵀ, uncentered
+        cross = stats.sxy + n * np.outer(stats.mean_x, stats.mean_y)
+        self.weight_no_bias_, _ = _solve_spd(gram, cross)
+        return self
 
     def fit_span(self, data) -> FoldedTranslator:
         """Fit from the MLP-branch statistics of the span (`data.branch_stats`)."""
@@ -52,8 +63,9 @@ class FoldedTranslator(NoModule, LinearTranslator):
     def refuse_family(cls, family: Any, block: Any) -> str | None:
         if family.mlp_branch(block) is None:
             return (
-                f"translator kind 'folded' needs a pre-norm block with an additive MLP branch "
-                f"(ViT, DeiT, DINOv2, CLIP vision); {family.name} blocks are post-norm"
+                f"translator kind 'folded' needs a block whose MLP branch is added to the residual stream as it is "
+                f"(`h + mlp(norm(h))`: ViT, DeiT, DINOv2, CLIP vision, Llama, Mistral, Qwen, Phi-3, GPT-2); "
+                f"{family.name} blocks norm the branch after the MLP or the sum (post-norm)"
             )
         return None
 
@@ -64,6 +76,10 @@ class FoldedTranslator(NoModule, LinearTranslator):
         return stats.branch_pair(span.start, span.target)
 
     def fold_into(self, block: Any, family: Any) -> nn.Module:
-        """A copy of `block` with `A`, `b` multiplied into its MLP output projection (and layer scale)."""
+        """A copy of `block` with `A`, `b` multiplied into its MLP output projection (and layer scale); where the
+        family's checkpoint class cannot give that projection a bias (`Family.mlp_output_bias`: Qwen, Mistral, Gemma,
+        Phi-3), the map without a bias, `A0`, so the compressed model is still a checkpoint of its class."""
         self._require_fitted()
-        return family.fold_mlp_output(block, self.weight_, self.bias_)
+        if family.mlp_output_bias(block) or not hasattr(self, "weight_no_bias_"):
+            return family.fold_mlp_output(block, self.weight_, self.bias_)
+        return family.fold_mlp_output(block, self.weight_no_bias_, None)

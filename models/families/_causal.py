@@ -231,6 +231,12 @@ class CausalLMFamily(TextFamily):
     def mlp_output_projection(self, block):
         return block.mlp.down_proj
 
+    def mlp_output_bias(self, block):
+        """A `down_proj` with a bias, or a class whose config can give it one (Llama's `mlp_bias`): Qwen, Mistral,
+        Gemma and Phi-3 have neither, so a folded map there has no bias."""
+        proj = self.mlp_output_projection(block)
+        return getattr(proj, "bias", None) is not None or hasattr(self.attention(block).config, "mlp_bias")
+
     # ---- export ------------------------------------------------------------------------
     def kept_config(self, config, kept):
         """The base renumbering (`num_hidden_layers`, `layer_types`), and Qwen's `max_window_layers` (the layers

@@ -61,3 +61,35 @@ def test_sequential_refit_runs_on_an_lm(llama, tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
     assert {r["plan"] for r in rows} >= {"0→1:linear, 2→3:folded", "-1→0:linear, 1→2:mlp"}
     assert all(math.isfinite(float(r["perplexity"])) for r in rows)
+
+
+def test_a_folded_map_has_no_bias_where_the_class_cannot_hold_one(tmp_path):
+    """Qwen2's `down_proj` has no bias and its config no `mlp_bias`: the folded map is fitted through the origin
+    (least squares with no intercept, checked against numpy), so the compressed model is a plain Qwen2 checkpoint
+    that scores as the compressed model does; Llama's keeps its bias (`mlp_bias` turned on at export)."""
+    import numpy as np
+
+    from toast.spaces import PairStats, translator_class
+
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((400, 6)) + 0.5
+    y = m @ rng.standard_normal((6, 6)) + 0.3 + 0.01 * rng.standard_normal((400, 6))
+    folded = translator_class("folded")().fit(PairStats.from_arrays(m, y))
+    expected, *_ = np.linalg.lstsq(m, y, rcond=None)  # through the origin
+    np.testing.assert_allclose(folded.weight_no_bias_, expected, atol=1e-8)
+
+    torch.set_num_threads(1)
+    qwen = save_tiny("qwen2", tmp_path / "qwen2")
+    ctx = SearchContext.build(settings(qwen, tmp_path), progress=False, notes=False)
+    plan = Plan.parse("0→1:folded", ctx.loaded.num_blocks)
+    model = ctx.model_for(plan)
+    assert model.blocks["0"].mlp.down_proj.bias is None
+    folder = model.save_pretrained(tmp_path / "plain", processor=ctx.loaded.processor, layout="plain")
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = torch.randint(5, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model.eval()(input_ids=ids, attention_mask=torch.ones_like(ids))
+        theirs = plain(input_ids=ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-4), float((ours - theirs).abs().max())

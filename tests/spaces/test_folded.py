@@ -227,7 +227,7 @@ def test_refused_where_it_cannot_apply(loaded):
     with pytest.raises(PlanError, match=r"span 1→2:folded: .*source block 1, which another span removes"):
         CompressedModel.from_model(vit, Plan.parse("0→1:identity,1→2:folded", 4), {Span(1, 2, "folded"): t})
     with pytest.raises(
-        PlanError, match=r"^translator kind 'folded' needs a pre-norm block .*bert blocks are post-norm"
+        PlanError, match=r"^translator kind 'folded' needs a block whose MLP branch is added .*bert blocks norm the branch"
     ):
         CompressedModel.from_model(bert, Plan.parse("0→1:folded", 4), {Span(0, 1, "folded"): t})
     for message in (FoldedTranslator.refuse_span(Span(-1, 0, "folded")),):
@@ -276,6 +276,6 @@ def test_a_post_norm_model_leaves_folded_out_of_the_space_with_a_note(
     assert prepared.space.kinds == ("identity", "linear")
     notes = [n for n in prepared.notes if "folded" in n]
     assert len(notes) == 1 and "\n" not in notes[0]
-    assert re.match(r"note: --translators folded left out of the space: .*bert blocks are post-norm", notes[0])
+    assert re.match(r"note: --translators folded left out of the space: .*bert blocks norm the branch", notes[0])
     vit = prepare(settings.updated(model=str(tiny_dirs["vit"])))
     assert vit.space.kinds == ("identity", "linear", "folded")
