@@ -227,7 +227,8 @@ def test_refused_where_it_cannot_apply(loaded):
     with pytest.raises(PlanError, match=r"span 1→2:folded: .*source block 1, which another span removes"):
         CompressedModel.from_model(vit, Plan.parse("0→1:identity,1→2:folded", 4), {Span(1, 2, "folded"): t})
     with pytest.raises(
-        PlanError, match=r"^translator kind 'folded' needs a block whose MLP branch is added .*bert blocks norm the branch"
+        PlanError,
+        match=r"^translator kind 'folded' needs a block whose MLP branch is added .*bert blocks norm the branch",
     ):
         CompressedModel.from_model(bert, Plan.parse("0→1:folded", 4), {Span(0, 1, "folded"): t})
     for message in (FoldedTranslator.refuse_span(Span(-1, 0, "folded")),):
