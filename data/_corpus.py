@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ import numpy as np
 
 from .._artifacts import read_or_discard, spec_key, write_artifact
 from ..errors import DatasetError
-from ._split import LabeledSplit
+from ._split import IMAGE_SUFFIXES, LabeledSplit
 
 __all__ = [
     "PYTHON_DOCS",
@@ -53,6 +54,8 @@ PYTHON_DOCS = "python-docs"
 #: The modality of packed token sequences: what a causal LM family takes (`CausalLMFamily.modality`).
 TOKENS = "causal-lm"
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
+#: the files of the other local datasets (`load_split`'s parquet and image folders): a folder of these is not text
+DATA_SUFFIXES = (".parquet", ".arrow", *IMAGE_SUFFIXES)
 HELD_OUT_EVERY = 10  # every tenth document (in order) is the `test` split of a corpus with no splits of its own
 FORMAT_VERSION = 1
 FILE = "tokens.npy"
@@ -92,12 +95,21 @@ def _text_documents(path: Path) -> list[str]:
 
 
 def is_text_source(path: Path) -> bool:
-    """A local text file, or a folder holding text files and no dataset (what `corpus_split` reads)."""
+    """A local text file, or a folder whose first data file (in sorted walk order) is a text file and that holds no
+    `save_to_disk` dataset (what `corpus_split` reads). The walk stops at the first data file: cheap on a huge image
+    folder."""
     if path.is_file():
         return path.suffix.lower() in TEXT_SUFFIXES
     if not path.is_dir() or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return False
-    return any(p.suffix.lower() in TEXT_SUFFIXES for p in path.rglob("*") if p.is_file())
+    data = (*TEXT_SUFFIXES, *DATA_SUFFIXES)
+    for _, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in data:
+                return suffix in TEXT_SUFFIXES
+    return False
 
 
 def corpus_split(name: str, split: str) -> LabeledSplit | None:

@@ -30,11 +30,10 @@ import torch
 
 from .._hub import hub_access
 from ..errors import DatasetError
-from ._split import LabeledSplit
+from ._split import IMAGE_SUFFIXES, LabeledSplit
 
 LABEL_COLUMNS = ("label", "labels", "fine_label", "y", "target")
 TEXT_COLUMNS = ("text", "sentence", "content", "document")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LOCAL_FORMATS = (
     "a folder written by datasets' save_to_disk, an image folder (class subfolders, optionally under train/ and test/), "
     "or a parquet file or folder"

@@ -9,7 +9,10 @@ import numpy as np
 
 from ..errors import DatasetError
 
-__all__ = ["LabeledSplit"]
+__all__ = ["IMAGE_SUFFIXES", "LabeledSplit"]
+
+#: the files of a local image folder dataset
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass
