@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         out = {}
         for span in plan.spans:
             translator = translator_class(span.kind)()
-            if span.kind == "linear":
+            if translator_class(span.kind).needs_fit:  # the plans' affine kinds: the identity map
                 translator.weight_, translator.bias_ = np.eye(d), np.zeros(d)
             out[span] = translator
         return out
