@@ -11,7 +11,7 @@ import torch
 from toast.models import registered_families
 from toast.models.testing import NO_TOAST
 
-__all__ = ["FAMILY_NAMES", "NO_TOAST", "SMALL_RUN", "example_inputs", "save_tiny", "tiny_model"]
+__all__ = ["FAMILY_NAMES", "NO_TOAST", "SMALL_RUN", "example_inputs", "run_main", "save_tiny", "tiny_model"]
 
 #: The sample counts of a small end-to-end run on the tiny models and the made-up datasets (seconds on one core).
 SMALL_RUN = [
@@ -109,3 +109,19 @@ def graded_dataset_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("graded") / "colours"
     datasets.DatasetDict({"train": make(60), "test": make(40)}).save_to_disk(str(path))
     return path
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    """`toast-search args` in this process: its exit status (argparse's usage errors included), stdout and stderr."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from toast.search.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()

@@ -8,30 +8,16 @@ are full, nothing is ever padded (`--dry-run` goes through).
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny
-
-from toast.search.cli import main
+from conftest import run_main, save_tiny
 
 pytestmark = pytest.mark.slow
 
 LM_RUN = ["--seq-len", "32", "--calib-samples", "8", "--eval-samples", "8", "--trials", "2", "--no-progress"]
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _without(source: Path, target: Path, *, keys: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> Path:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import save_tiny
+from conftest import run_main, save_tiny
 from huggingface_hub import ModelCard
 
 from toast.data import PYTHON_DOCS, corpus_split, pack_split
@@ -32,7 +32,6 @@ from toast.models.testing import run_without_toast
 from toast.search._card import CARD_NAME
 from toast.search._context import SearchContext
 from toast.search._export import export_plan, load_run_settings
-from toast.search.cli import main
 from toast.spaces import Plan
 
 pytestmark = pytest.mark.slow
@@ -126,16 +125,6 @@ for case, folder in manifest["toast"].items():
 out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
 open(manifest["result"], "w").write(json.dumps(out))
 """
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(args)
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def front(run: Path) -> dict:
