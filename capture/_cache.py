@@ -49,8 +49,9 @@ STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32
 _ARROW_TYPES = {"float16": pa.float16(), "bfloat16": pa.uint16(), "float32": pa.float32()}
 SHARD_BYTES = 512 << 20
 EXTENSION = "ext-"  # an extension artifact's folder inside an entry: `ext-<hash>`
-# 2: the statistics hold the MLP branch outputs of pre-norm families (`folded`); 3: those per branch block
-FORMAT_VERSION = 3
+# 2: the statistics hold the MLP branch outputs of pre-norm families (`folded`); 3: those per branch block;
+# 4: the mean token cosine of every pair of states (the peers' signals, `--sampler shortgpt` / `replaceme`)
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ the same preparation as the search, with nothing captured and nothing written.""
 from __future__ import annotations
 
 from ._settings import SearchSettings
+from .samplers import SamplerContext, get_sampler
 
 __all__ = ["describe_run"]
 
@@ -43,6 +44,9 @@ def describe_run(settings: SearchSettings) -> list[str]:
     lines += [*estimate, *prepared.notes, *notes]
     study = settings.study
     plans = settings.space.plans
-    what = f"score {len(plans)} given plan(s)" if plans else f"{study.sampler} sampler, up to {study.trials} trials"
+    trials, spec = study.trials, get_sampler(study.sampler)
+    if spec.planned is not None:  # a peer's rule proposes so many plans and no more
+        trials = min(trials, spec.planned(SamplerContext(space=space, seed=study.seed, trials=study.trials)))
+    what = f"score {len(plans)} given plan(s)" if plans else f"{study.sampler} sampler, up to {trials} trials"
     lines.append(f"would run  {what}; out {settings.out}" + (" (resuming its study)" if resumed else ""))
     return lines

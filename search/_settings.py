@@ -35,6 +35,8 @@ from ._demo import (
     DEMO_BUDGETS,
 )
 from ._options import Option, option, options_of
+from .samplers import SAMPLERS as SAMPLER_SPECS
+from .samplers import list_samplers
 
 __all__ = [
     "DataSettings",
@@ -49,7 +51,7 @@ __all__ = [
     "search_options",
 ]
 
-SAMPLERS = ("tpe-local", "tpe", "nsga2", "random", "exhaustive")
+SAMPLERS = list_samplers()  # the registered strategies (`toast.search.samplers`), Optuna's and the peers'
 PROBES = tuple(PROBE_CLASSES)  # ("ridge", "adam")
 PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
 REFITS = ("independent", "sequential")
@@ -458,10 +460,12 @@ class StudySettings:
 
     sampler: str = option(
         "tpe-local",  # multivariate TPE with local steps from the front, seeded by the DP: bench_front.py
-        help="Optuna sampler. tpe-local (the default): multivariate TPE, every other trial an untried one-gene "
-        "neighbour of a front plan, a repeated plan replaced by an untried one near it (it reached the exhaustive "
-        "front fastest in bench/bench_front.py); tpe: multivariate TPE alone; exhaustive scores every plan of a "
-        "small space (default: {default})",
+        help="what proposes the plans. tpe-local (the default): multivariate TPE, every other trial an untried "
+        "one-gene neighbour of a front plan, a repeated plan replaced by an untried one near it (it reached the "
+        "exhaustive front fastest in bench/bench_front.py); tpe: multivariate TPE alone; exhaustive scores every plan "
+        "of a small space; the peers' rules on the same study: shortgpt (least Block Influence), sleb (greedy, one "
+        "block at a time), replaceme (closest window, linear map), evopress (evolutionary, per removal level) "
+        "(default: {default})",
         choices=SAMPLERS,
     )
     seed: int = option(0, help="seed of every random draw and of the sampler (default: {default})")
@@ -614,6 +618,7 @@ class SearchSettings:
         problems += _finite(self, ("prefix_cache_gb",))
         if self.prefix_cache_gb is not None and self.prefix_cache_gb < 0:
             problems.append(f"`prefix_cache_gb` must be >= 0 (0: no prefix reuse), got {self.prefix_cache_gb}")
+        problems += self._sampler_problems()
         if problems:
             raise SettingsError("; ".join(problems))
         if self.cache_dir is not None:
@@ -622,6 +627,26 @@ class SearchSettings:
             object.__setattr__(self, "study", replace(self.study, out=default_run_dir(self)))
 
     # ---- the flat view: settings.json's keys ----------------------------------------------------------------------
+    def _sampler_problems(self) -> list[str]:
+        """A peer's strategy needs the kind its rule proposes in the space, and a sequential one one trial at a time."""
+        spec = SAMPLER_SPECS.get(self.study.sampler)
+        if spec is None:
+            return []  # the study section says so
+        problems = []
+        missing = spec.missing_kinds(tuple(self.space.translators))
+        if missing is not None:
+            problems.append(
+                f"--sampler {spec.name} proposes {missing} spans: add {missing} to --translators "
+                f"(given: {','.join(self.space.translators)})"
+            )
+        concurrent = getattr(self.runner.options, "max_concurrent", None)
+        if spec.sequential and self.runner.name != "local" and concurrent != 1:
+            problems.append(
+                f"--sampler {spec.name} needs each plan's score before it proposes the next: with --runner "
+                f"{self.runner.name} set --max-concurrent 1"
+            )
+        return problems
+
     @classmethod
     def from_flat(cls, **values: Any) -> SearchSettings:
         """Settings from settings.json's flat keys (`model=..., trials=..., budget_gflops=...`), each routed to its
@@ -741,13 +766,17 @@ class SearchSettings:
 
     def identity(self, *, complete: bool = False) -> dict:
         """What a run directory is bound to: every setting that changes what a trial computes (resuming with
-        other values is refused); the others (trials, timeout, sampler, budgets, runner resources …) may differ.
+        other values is refused); the others (trials, timeout, sampler, budgets, runner resources …) may differ, but
+        a peer's strategy (`Sampler.own_run`: shortgpt, sleb, replaceme, evopress) binds its run to it.
         The keys added later (`LATER_IDENTITY_KEYS`) only where set away from their default, unless `complete` (what a
         resumed run is compared on)."""
         flat = self.flat()
         out = {k: _plain(flat[k]) for k in IDENTITY_KEYS}
         defaults = flat_defaults()
         out.update({k: _plain(flat[k]) for k in LATER_IDENTITY_KEYS if complete or flat[k] != defaults[k]})
+        spec = SAMPLER_SPECS.get(flat["sampler"])
+        if spec is not None and spec.own_run:  # a peer's study is its own, beside the default search's
+            out["sampler"] = flat["sampler"]
         out[CLASS_NAMES_DIGEST] = _file_digest(self.scoring.class_names)  # the file's content, not only its path
         return out
 

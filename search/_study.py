@@ -36,6 +36,7 @@ from ..errors import DISK_ERRORS
 from ._settings import SearchSettings, SettingsError, StudySettings
 from ._stages import FULL, SCORED_ON, SUBSET_SAMPLES, dominating_trial, front_snapshot, subset_fields
 from ._storage import STUDY_NAME, open_storage
+from .samplers import Sampler, SamplerContext, get_sampler, one_shot_plans
 
 FAR_OVER_BUDGET = 1.25  # plans costing more than this × a budget are not scored
 INTERRUPTED = "interrupted: the process ended while this trial ran"
@@ -198,24 +199,24 @@ class Search:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names([o.name for o in self.objectives])
 
+    @property
+    def sampler_spec(self) -> Sampler:
+        """The registered strategy the settings name (`toast.search.samplers`)."""
+        return get_sampler(self.study_settings.sampler)
+
+    def sampler_context(self) -> SamplerContext:
+        """What the strategy is built from: the space, seed, trials, objectives, constraints and statistics."""
+        return SamplerContext(
+            space=self.space,
+            seed=self.study_settings.seed,
+            trials=self.study_settings.trials,
+            objectives=tuple(self.objectives),
+            feasible=lambda plan: all(v <= 0 for v in self.constraints(plan).values()),  # budgets and the space's
+            stats=self.stats,
+        )
+
     def _sampler(self):
-        import optuna
-
-        s = self.study_settings
-        if s.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(8, s.trials // 4)))
-        if s.sampler == "tpe":
-            return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
-        if s.sampler == "tpe-local":
-            from ._sampler import LocalFrontSampler
-
-            return LocalFrontSampler(
-                space=self.space,
-                inner=optuna.samplers.TPESampler(seed=s.seed, multivariate=True),
-                feasible=lambda plan: all(v <= 0 for v in self.constraints(plan).values()),  # budgets and the space's
-                seed=s.seed,
-            )
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return self.sampler_spec.build(self.sampler_context())
 
     def _mark_interrupted(self) -> None:
         """Trials left RUNNING by a killed process are recorded as failed, with the reason."""
@@ -371,10 +372,14 @@ class Search:
         import optuna
 
         waiting = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        if self.study_settings.sampler == "exhaustive":
+        spec = self.sampler_spec
+        if spec.enumerates:
             return waiting
         complete = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        return max(0, self.study_settings.trials - complete)
+        trials = self.study_settings.trials
+        if spec.planned is not None:  # a peer's rule proposes so many plans and no more
+            trials = min(trials, spec.planned(self.sampler_context()))
+        return max(0, trials - complete)
 
     #: how a new study is seeded from the statistics: "front" (`front_seed_plans`: the predicted-best plan at each
     #: cost level, exact under the additive residual model) or "greedy" (`seed_plans`: best single spans, grown);
@@ -383,9 +388,10 @@ class Search:
 
     def prepare(self) -> None:
         """Seed a new study (exhaustive: every plan; otherwise the plans the statistics predict best)."""
-        if self.study_settings.sampler == "exhaustive":
+        spec = self.sampler_spec
+        if spec.enumerates:
             self.enqueue(list(self.space.enumerate()))
-        elif self.new and self.stats is not None and self.study_settings.seeds_per_study > 0:
+        elif spec.seeded and self.new and self.stats is not None and self.study_settings.seeds_per_study > 0:
             self.enqueue(self.seeds()[: max(1, self.study_settings.trials // 2)])
 
     def seeds(self) -> list[Plan]:
@@ -400,6 +406,17 @@ class Search:
         if self.seeding == "greedy":
             return seed_plans(self.stats, self.space, cost, budget, k=k, ranked=ranked)
         return front_seed_plans(ranked, self.space, cost, k=k, budget=budget)
+
+    def peer_plans(self, names: tuple[str, ...] = ("shortgpt", "replaceme")) -> list[Plan]:
+        """The plans the peers' one-shot rules choose from the statistics alone (no evaluation), in their order;
+        those whose kinds the space lacks are left out."""
+        ctx = self.sampler_context()
+        out: list[Plan] = []
+        for name in names:
+            spec = get_sampler(name)
+            if spec.missing_kinds(self.space.kinds) is None:
+                out += [p for p in one_shot_plans(spec.build(ctx)) if self.space.contains(p)]
+        return out
 
     @property
     def seed_cost(self) -> str:

@@ -11,7 +11,7 @@ from . import _identity, _lowrank, _mlp, _resmlp, _ridge  # noqa: F401  (registe
 from ._folded import FoldedTranslator
 from ._linear import LinearTranslator
 from ._plan import Plan, Span
-from ._space import PlanSpace, front_seed_plans, rank_spans, seed_plans
+from ._space import KEEP, PlanSpace, front_seed_plans, rank_spans, seed_plans
 from ._span_data import HOLDOUT_FRACTION, ArraySpanData, Part, SpanData, holdout_samples, part_mask
 from ._stats import (
     BRANCH_DIR,
@@ -44,6 +44,7 @@ from ._translators import (
 __all__ = [
     "BRANCH_DIR",
     "HOLDOUT_FRACTION",
+    "KEEP",
     "ActivationStats",
     "BlockFiles",
     "BranchPair",

@@ -67,6 +67,9 @@ class ActivationStats:
     sums: np.ndarray  # (S, d): Σ (h - c)
     gram: np.ndarray | None  # (S·d, S·d); None: the blocks are in `pairs`
     cls_cosine_sum: np.ndarray  # (S, S): Σ over samples of cos(h_i[cls], h_j[cls])
+    # (S, S): Σ over real tokens of cos(h_i[t], h_j[t]), the peers' signal (ShortGPT's Block Influence, ReplaceMe's
+    # window distance); None in statistics made before it was gathered
+    token_cosine_sum: np.ndarray | None = None
     # The MLP branch output `m_s` of each block s (pre-norm families; None where not captured), for `folded`:
     branch_shift: np.ndarray | None = None  # (L, d)
     branch_sums: np.ndarray | None = None  # (L, d): Σ (m_s - c_s)
@@ -117,6 +120,12 @@ class ActivationStats:
                 "that needs it (the capture adds the missing pairs to the cache entry)"
             )
         return np.asarray(found if i <= j else found.T, dtype=np.float64)
+
+    def token_cosine(self) -> np.ndarray | None:
+        """Mean cosine similarity over tokens between every pair of states `(S, S)`, or None where not gathered."""
+        if self.token_cosine_sum is None or self.n <= 0:
+            return None
+        return np.asarray(self.token_cosine_sum, dtype=np.float64) / self.n
 
     def mean(self, i: int) -> np.ndarray:
         return self.shift[i] + self.sums[i] / self.n
@@ -200,7 +209,10 @@ class ActivationStats:
             names = ["gram.npy"]
         else:
             names = save_pairs(directory, self.pairs)
-        np.savez(directory / "stats.npz", shift=self.shift, sums=self.sums, cls_cosine_sum=self.cls_cosine_sum)
+        arrays = {"shift": self.shift, "sums": self.sums, "cls_cosine_sum": self.cls_cosine_sum}
+        if self.token_cosine_sum is not None:
+            arrays["token_cosine_sum"] = self.token_cosine_sum
+        np.savez(directory / "stats.npz", **arrays)
         names += ["stats.npz", "stats.json"]
         if self.has_branches:
             names += save_pairs(directory, self.branch_blocks or {}, folder=BRANCH_DIR)
@@ -225,6 +237,7 @@ class ActivationStats:
         meta = json.loads((directory / "stats.json").read_text())
         with np.load(directory / "stats.npz") as z:
             shift, sums, cos = z["shift"], z["sums"], z["cls_cosine_sum"]
+            token_cos = z["token_cosine_sum"] if "token_cosine_sum" in z.files else None
         gram = np.load(directory / "gram.npy", mmap_mode="r") if (directory / "gram.npy").is_file() else None
         held = None if gram is not None else _union(pairs, load_pairs(directory))
         branches = {}
@@ -232,7 +245,7 @@ class ActivationStats:
             with np.load(directory / "branch_stats.npz") as z:
                 branches = {"branch_shift": z["shift"], "branch_sums": z["sums"]}
             branches["branch_blocks"] = _union(branch_blocks, load_pairs(directory, folder=BRANCH_DIR))
-        return cls(meta["n"], meta["num_samples"], shift, sums, gram, cos, **branches, pairs=held)
+        return cls(meta["n"], meta["num_samples"], shift, sums, gram, cos, token_cos, **branches, pairs=held)
 
 
 def _union(first: Mapping | None, second: BlockFiles) -> Mapping:
@@ -399,6 +412,7 @@ class StatsAccumulator:
         self._rows = {} if self.pairs is None else _row_runs(self.pairs)
         self._branch_rows = _row_runs([(s, t) for s, t in self.branch_pairs if t > s])
         self._cos: torch.Tensor | None = None
+        self._token_cos: torch.Tensor | None = None
         self._branch: dict | None = None
 
     @torch.no_grad()
@@ -430,6 +444,7 @@ class StatsAccumulator:
             else:
                 self._blocks = {p: torch.zeros(d, d, dtype=torch.float64, device=device) for p in self.pairs}
             self._cos = torch.zeros(S, S, dtype=torch.float64, device=device)
+            self._token_cos = torch.zeros(S, S, dtype=torch.float64, device=device)
         given = None if self._given_shift is None else self._given_shift.to(device)
         shift = self._shift if self._shift is not None else given
         flat, self._shift = _shifted_tokens(states, keep, shift, self._sums, self.product_dtype)
@@ -446,6 +461,7 @@ class StatsAccumulator:
         cls = torch.stack([h[:, cls_index, :].to(device=device, dtype=torch.float64) for h in states])  # (S, B, d)
         cls = torch.nn.functional.normalize(cls, dim=-1)
         self._cos += torch.einsum("sbd,tbd->st", cls, cls)
+        self._token_cos += _token_cosines(states, keep, device)
         self.n += flat.shape[0]
         self.num_samples += B
 
@@ -510,9 +526,24 @@ class StatsAccumulator:
             sums=self._sums.cpu().numpy(),
             gram=gram,
             cls_cosine_sum=self._cos.cpu().numpy(),
+            token_cosine_sum=self._token_cos.cpu().numpy(),
             **branch,
             pairs=pairs,
         )
+
+
+def _token_cosines(states: list[torch.Tensor], keep: torch.Tensor | None, device) -> torch.Tensor:
+    """`(S, S)`: Σ over the batch's real tokens of `cos(h_i[t], h_j[t])`: each pair's row products over the rows'
+    norms, in float32 with float64 sums; no unit-row copy of the states is kept."""
+    S = len(states)
+    rows = [h.to(device).reshape(-1, h.shape[-1]) if keep is None else h.to(device)[keep] for h in states]
+    inverse = [1.0 / r.float().norm(dim=-1).clamp_min(1e-12) for r in rows]
+    out = torch.zeros(S, S, dtype=torch.float64, device=device)
+    for i in range(S):
+        for j in range(i, S):
+            dots = (rows[i].float() * rows[j].float()).sum(dim=-1)
+            out[i, j] = out[j, i] = (dots * inverse[i] * inverse[j]).sum(dtype=torch.float64)
+    return out
 
 
 def _shifted_tokens(

@@ -142,7 +142,7 @@ def test_two_node_cluster_spreads_trials_and_captures_once(tiny_dirs, image_data
 def test_the_default_sampler_steps_from_the_front_on_ray(tiny_dirs, image_dataset_dir, tmp_path, local_ray):
     """`tpe-local` asks on the driver through Ray Tune's searcher: its local steps and untried-plan replacements are
     the trials' plans, and no plan is scored twice."""
-    from toast.search._sampler import PROPOSED_BY
+    from toast.search.samplers import PROPOSED_BY
 
     cache, out = tmp_path / "cache", tmp_path / "run"
     # no removal limit: a plan past it is not scored, and TPE's first draws would leave too few fully scored plans

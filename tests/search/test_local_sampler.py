@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from toast.search import non_dominated
-from toast.search._sampler import PROPOSED_BY, LocalFrontSampler
+from toast.search.samplers import PROPOSED_BY, LocalFrontSampler
 from toast.spaces import Plan, PlanSpace
 
 L = 6

@@ -28,9 +28,9 @@ import torch
 from toast.search import hypervolume, load_run_study, non_dominated
 from toast.search._context import SearchContext
 from toast.search._export import build_export
-from toast.search._sampler import PROPOSED_BY
 from toast.search._study import STUDY_NAME, plan_key
 from toast.search.cli import build_search_parser, main, settings_from
+from toast.search.samplers import PROPOSED_BY
 from toast.spaces import Plan, PlanSpace
 
 pytestmark = pytest.mark.slow

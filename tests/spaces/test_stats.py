@@ -70,6 +70,13 @@ def cls_cosines(batches) -> np.ndarray:
     return total
 
 
+def token_cosines(batches, masks) -> np.ndarray:
+    """Mean over real tokens of cos(h_i[t], h_j[t]), directly (the peers' signal: ShortGPT, ReplaceMe)."""
+    tokens = stacked(batches, masks)
+    unit = [t / np.linalg.norm(t, axis=1, keepdims=True) for t in tokens]
+    return np.array([[np.mean(np.sum(unit[i] * unit[j], axis=1)) for j in range(S)] for i in range(S)])
+
+
 # float64 products are exact up to summation order; float32 products to float32 precision
 PRECISION = {torch.float64: 1e-10, torch.float32: 2e-6}
 
@@ -97,6 +104,7 @@ def test_statistics_equal_direct_numpy(masked, product_dtype, offset):
             ssd = np.sum((tokens[j] - tokens[i]) ** 2)
             assert stats.sum_sq_diff(i, j) == pytest.approx(ssd, rel=rtol, abs=rtol * n)
     np.testing.assert_allclose(stats.cls_cosine_sum, cls_cosines(batches), rtol=1e-12)
+    np.testing.assert_allclose(stats.token_cosine(), token_cosines(batches, masks), rtol=0, atol=1e-6)
     # the lower blocks of the Gram matrix mirror the upper ones; diagonal blocks are symmetric to precision
     for i in range(S):
         block = stats.block(i, i)
@@ -148,13 +156,26 @@ def test_save_load_round_trip(tmp_path):
     assert isinstance(loaded.gram, np.memmap)  # read lazily, block by block
     assert not loaded.gram.flags.writeable
     assert (loaded.n, loaded.num_samples) == (stats.n, stats.num_samples)
-    for field in ("shift", "sums", "gram", "cls_cosine_sum"):
+    for field in ("shift", "sums", "gram", "cls_cosine_sum", "token_cosine_sum"):
         np.testing.assert_array_equal(np.asarray(getattr(loaded, field)), getattr(stats, field), err_msg=field)
     for i, j in [(0, 3), (2, 1)]:
         a, b = loaded.pair(i, j), stats.pair(i, j)
         for field in ("mean_x", "mean_y", "sxx", "sxy", "syy"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
         assert loaded.sum_sq_diff(i, j) == stats.sum_sq_diff(i, j)
+
+
+def test_statistics_saved_before_token_cosines_load_without_them(tmp_path):
+    """An older capture's `stats.npz` has no token cosines: it loads, and says it has none (the peers then ask
+    for a new capture in one line)."""
+    stats = accumulate(make_batches(5))
+    stats.save(tmp_path)
+    with np.load(tmp_path / "stats.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "token_cosine_sum"}
+    np.savez(tmp_path / "stats.npz", **arrays)
+    loaded = ActivationStats.load(tmp_path)
+    assert loaded.token_cosine_sum is None and loaded.token_cosine() is None
+    np.testing.assert_array_equal(loaded.cls_cosine_sum, stats.cls_cosine_sum)
 
 
 @pytest.mark.parametrize("i, j", [(0, S), (S, 0), (-1, 0), (1, -2), (S + 3, S + 3)])
