@@ -392,7 +392,20 @@ class Search:
         if spec.enumerates:
             self.enqueue(list(self.space.enumerate()))
         elif spec.seeded and self.new and self.stats is not None and self.study_settings.seeds_per_study > 0:
-            self.enqueue(self.seeds()[: max(1, self.study_settings.trials // 2)])
+            plans = [*self.peer_seeds(), *self.seeds()] if self.peer_seeding else self.seeds()
+            self.enqueue(plans[: max(1, self.study_settings.trials // 2)])
+
+    #: whether a new study's seeds start with the peers' one-shot plans (`peer_seeds`); chosen by
+    #: `bench/bench_peers.py` (they lift the early useful-region hypervolume, RESULTS.md)
+    peer_seeding: bool = True
+
+    def peer_seeds(self) -> list[Plan]:
+        """The peers' one-shot plans (ShortGPT's and ReplaceMe's, `peer_plans`), fewest removed blocks first, at most
+        `seeds_per_study` of them; none where the statistics hold no token cosines (a capture made before them)."""
+        if self.stats is None or self.stats.token_cosine() is None:
+            return []
+        plans = sorted(self.peer_plans(), key=lambda p: len(p.removed))  # stable: ShortGPT's first at each level
+        return plans[: self.study_settings.seeds_per_study]
 
     def seeds(self) -> list[Plan]:
         """The plans the similarity analysis predicts best (`seeding`), from the capture alone: no forward pass."""

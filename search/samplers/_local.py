@@ -158,6 +158,7 @@ def _tpe_local(ctx: SamplerContext) -> LocalFrontSampler:
         inner=optuna.samplers.TPESampler(seed=ctx.seed, multivariate=True),
         feasible=ctx.is_feasible,  # budgets and the space's limits
         seed=ctx.seed,
+        **{k: int(ctx.options[k]) for k in ("local_every", "startup") if k in ctx.options},  # bench variants
     )
 
 
