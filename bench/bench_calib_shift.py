@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, baseline = [], None
         for label, calib in sources.items():
             start = time.perf_counter()
-            settings = SearchSettings(
+            settings = SearchSettings.from_flat(
                 model=args.model,
                 dataset=dataset,
                 out=root / "run",

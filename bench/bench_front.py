@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 CHECKPOINTS = (25, 50, 100)
@@ -132,7 +132,7 @@ def main() -> int:
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="toast-bench-front-"))
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=args.model,
         dataset=args.dataset,
         out=work / "run",
@@ -238,8 +238,7 @@ def _lookup_studies(ctx, settings, table, configs, seeds, original, floor, hv_al
         for seed in seeds:
             LookupSearch.population, LookupSearch.seeding = config.population, config.seeding
             LookupSearch.gp = config.sampler == "gp"
-            s = replace(
-                settings,
+            s = settings.updated(
                 sampler="random" if config.sampler == "gp" else config.sampler,
                 seed=seed,
                 seeds_per_study=config.seeds,
@@ -297,8 +296,7 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
         fractions: dict[tuple[str, int], list[float]] = {}
         work_share, work_scored, saved, stopped, missed, walls = [], [], [], [], [], []
         for seed in seeds:
-            s = replace(
-                settings,
+            s = settings.updated(
                 seed=seed,
                 fidelity_fraction=v.fidelity_fraction,
                 fidelity_z=v.fidelity_z,
@@ -306,7 +304,7 @@ def _live_studies(settings, table, variants, seeds, original, floor, hv_all, hv_
                 out=work / f"live-{v.fidelity_fraction}-{v.fidelity_z}-{v.prefix_cache_gb}-{seed}",
             )
             # the data and the translators are the table's (settings.seed); only the sampler's seed varies
-            ctx = SearchContext.build(replace(s, seed=settings.seed), progress=False)
+            ctx = SearchContext.build(s.updated(seed=settings.seed), progress=False)
             if ctx.prefix_store is not None:  # every variant and seed starts from the original's states only
                 for name in [n for n in ctx.prefix_store.sizes if n.endswith("-c")]:
                     ctx.prefix_store.drop(name)

@@ -83,7 +83,7 @@ def main() -> int:
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-ray-"))
     model = str(tiny_vit(work / "tiny-vit", layers=4, width=64)) if args.model == "tiny" else args.model
-    base = SearchSettings(
+    base = SearchSettings.from_flat(
         model=model,
         dataset=args.dataset,
         out=work / "prep",
@@ -103,9 +103,7 @@ def main() -> int:
     plans = list(ctx.space.enumerate())[: args.plans]
 
     def fresh(name: str, **changes) -> Search:
-        from dataclasses import replace
-
-        settings = replace(base, out=work / name, **changes)
+        settings = base.updated(out=work / name, **changes)
         search = Search(settings, space=ctx.space, costs=ctx.costs, evaluate=ctx.evaluate)
         assert search.enqueue(plans) == len(plans)
         return search

@@ -45,7 +45,7 @@ def main() -> int:
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-search-"))
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=args.model,
         dataset=args.dataset,
         out=work / "run",

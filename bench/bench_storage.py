@@ -53,14 +53,12 @@ def make_storage(name: str, out: Path):
 def one_study(name: str, settings, ctx, out: Path) -> dict[str, float]:
     """One fresh study on storage `name`: wall, Σ evaluate, trials, the study file's size, and how long
     `optuna.load_study` plus reading every trial back takes (what a resume or optuna-dashboard pays)."""
-    import dataclasses
-
     import optuna
 
     from toast.runners import run_local
     from toast.search._study import STUDY_NAME, Search
 
-    settings = dataclasses.replace(settings, out=out)
+    settings = settings.updated(out=out)
     spent = [0.0]
 
     def evaluate(plan, **kwargs):
@@ -126,7 +124,7 @@ def main() -> int:
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-storage-", dir=args.dir))
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=args.model,
         dataset=args.dataset,
         out=work / "prepare",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 CKA_MARGIN = 1e-3  # "lower CKA" means lower by more than this (ridge often equals linear to 4 digits)
@@ -53,7 +52,7 @@ def main() -> int:
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-translators-"))
-    settings = SearchSettings(
+    settings = SearchSettings.from_flat(
         model=args.model,
         dataset=args.dataset,
         out=work / "run",
@@ -119,7 +118,7 @@ def main() -> int:
         table(multi_span_plans(n), "multi-span plans (every span of the plan with the same kind)", count=False)
 
     # the same multi-span plans with --refit sequential: later spans fitted on the compressed prefix's own states
-    sequential = SearchContext.build(replace(settings, out=work / "run-sequential", refit="sequential"), progress=False)
+    sequential = SearchContext.build(settings.updated(out=work / "run-sequential", refit="sequential"), progress=False)
     print("### multi-span plans: independent fits vs sequential refit (`--refit sequential`)\n")
     print(
         "| plan | kind | cosine indep. | cosine seq. | CKA indep. | CKA seq. | accuracy indep. | accuracy seq. | fit s seq. |"
