@@ -399,13 +399,14 @@ class Search:
     #: `bench/bench_peers.py` (they lift the early useful-region hypervolume, RESULTS.md)
     peer_seeding: bool = True
 
-    def peer_seeds(self) -> list[Plan]:
-        """The peers' one-shot plans (ShortGPT's and ReplaceMe's, `peer_plans`), fewest removed blocks first, at most
-        `seeds_per_study` of them; none where the statistics hold no token cosines (a capture made before them)."""
+    def peer_seeds(self, names: tuple[str, ...] = ("shortgpt", "replaceme")) -> list[Plan]:
+        """The peers' one-shot plans (`peer_plans`): each peer's first `seeds_per_study / len(names)` (fewest removed
+        blocks first), ShortGPT's then ReplaceMe's; none where the statistics hold no token cosines (a capture made
+        before them). So the default study holds ShortGPT's own choice after as many trials as ShortGPT spends."""
         if self.stats is None or self.stats.token_cosine() is None:
             return []
-        plans = sorted(self.peer_plans(), key=lambda p: len(p.removed))  # stable: ShortGPT's first at each level
-        return plans[: self.study_settings.seeds_per_study]
+        share = -(-self.study_settings.seeds_per_study // len(names))
+        return [plan for name in names for plan in self.peer_plans((name,))[:share]]
 
     def seeds(self) -> list[Plan]:
         """The plans the similarity analysis predicts best (`seeding`), from the capture alone: no forward pass."""

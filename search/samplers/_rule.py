@@ -4,8 +4,9 @@ A peer's rule (`RuleSampler.rule`) is a generator: it yields the plans it wants 
 each plan's fitness (lower is better; None for a plan still running, which only a rule that does not read scores
 may get). The sampler replays the rule from the start at every trial, sending the scores the study already holds,
 and proposes the first plan the study has not scored; so a resumed study goes on where it stopped, with no state
-kept outside the study. A rule that has proposed everything it would proposes nothing more: the study stops at
-the rule's own number of plans (`Sampler.planned`).
+kept outside the study. The study runs at most the rule's own number of plans (`Sampler.planned`); where the rule
+ends sooner (its plans repeat, and a repeat is looked up, not proposed), the study stops on one last repeat, whose
+scores are reused.
 
 The peers remove blocks by setting their genes to `identity` (`removal_plan`): consecutive removed blocks are one
 span, as the genome reads them, which is the same model as the blocks dropped one by one.
