@@ -51,7 +51,7 @@ __all__ = [
     "search_options",
 ]
 
-SAMPLERS = list_samplers()  # the registered strategies (`toast.search.samplers`), Optuna's and the peers'
+SAMPLERS = list_samplers()  # the strategies registered with toast (`toast.search.samplers`): the option's choices
 PROBES = tuple(PROBE_CLASSES)  # ("ridge", "adam")
 PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
 REFITS = ("independent", "sequential")
@@ -488,7 +488,7 @@ class StudySettings:
             object.__setattr__(self, "out", Path(self.out))
 
     def problems(self) -> list[str]:
-        problems = [*_one_of("sampler", self.sampler, SAMPLERS), *_at_least_one(self, ("trials",))]
+        problems = [*_one_of("sampler", self.sampler, list_samplers()), *_at_least_one(self, ("trials",))]
         limits = {budget_key(k): v for k, v in self.budgets.items()}
         cost = set(list_objectives(Role.COST))
         problems += [f"`{budget_key(k)}`: {k!r} is no cost objective" for k in self.budgets if k not in cost]

@@ -171,3 +171,19 @@ def test_statistics_without_token_cosines_are_refused_in_one_line():
         with pytest.raises(SettingsError, match="--cache-dir") as info:
             get_sampler(name).build(old)
         assert "\n" not in str(info.value)
+
+
+def test_a_sampler_registered_after_import_is_accepted_by_the_settings(tmp_path):
+    from toast.search import SearchSettings
+    from toast.search.samplers import SAMPLERS, Sampler, register_sampler
+    from toast.search.samplers._registry import _REGISTRY
+
+    register_sampler(
+        Sampler(name="my-random", build=lambda ctx: optuna.samplers.RandomSampler(seed=ctx.seed), help="x")
+    )
+    try:
+        settings = SearchSettings.from_flat(model="demo-vit", dataset="digits", sampler="my-random", out=tmp_path)
+        assert settings.study.sampler == "my-random" and "my-random" in SAMPLERS
+        check_sampler("my-random", num_blocks=4, trials=6)
+    finally:
+        del _REGISTRY["my-random"]
