@@ -355,7 +355,15 @@ class Search:
 
     # ---- driving -------------------------------------------------------------------------------
     def enqueue(self, plans: list[Plan]) -> int:
-        """Enqueue plans not yet tried; returns how many were queued."""
+        """Queue the plans not yet scored; returns how many wait to run. A plan already waiting (queued by an
+        interrupted invocation) counts without a second entry; a plan whose trial failed is queued again (Optuna's
+        `skip_if_exists` would skip it, yet count it, so a run would spend that trial on the sampler's own plan)."""
+        import optuna
+
+        waiting = {
+            json.dumps(t.system_attrs.get("fixed_params", t.params), sort_keys=True)
+            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        }
         seen = set(self._done)
         n = 0
         for plan in plans:
@@ -363,7 +371,9 @@ class Search:
             if key in seen or not self.space.contains(plan):
                 continue
             seen.add(key)
-            self.study.enqueue_trial(self.space.encode(plan), skip_if_exists=True)
+            genome = self.space.encode(plan)
+            if json.dumps(genome, sort_keys=True) not in waiting:
+                self.study.enqueue_trial(genome)
             n += 1
         return n
 

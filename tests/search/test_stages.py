@@ -108,6 +108,26 @@ def test_the_study_holds_full_scores_on_its_front_and_stops_dominated_plans(tmp_
     assert [e["number"] for e in search.front()] == [0, 2]  # only fully scored trials are compared with
 
 
+def test_a_plan_whose_trial_failed_is_queued_again_and_a_waiting_one_counted_once(tmp_path):
+    """`enqueue` counts what will run: a failed plan is queued again (Optuna's `skip_if_exists` would count it and
+    skip it), a plan already waiting is counted without a second entry."""
+    search = make_search(tmp_path / "run", FakeEvaluate())
+    failed, other = Plan.parse("0→1:identity", L), Plan.parse("0→2:identity", L)
+    assert search.enqueue([failed]) == 1
+
+    def boom(trial):
+        raise RuntimeError("boom")
+
+    search.study.optimize(boom, n_trials=1, catch=(RuntimeError,))
+    assert search.study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert search.enqueue([failed, other]) == 2
+    assert search.enqueue([failed, other]) == 2  # both wait already: no second entry
+    waiting = search.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert sorted(str(search.space.decode(t.system_attrs["fixed_params"])) for t in waiting) == sorted(
+        [str(failed), str(other)]
+    )
+
+
 def test_a_resumed_study_does_not_rescore_an_interrupted_trials_subset(tmp_path):
     evaluate = FakeEvaluate()
     search = make_search(tmp_path / "run", evaluate)
