@@ -7,17 +7,15 @@ entry, the same statistics), and its translators are D2's, not D1's.
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 from toast.search._context import SearchContext
 from toast.search._settings import SearchSettings
-from toast.search.cli import main
 from toast.spaces import Plan, Span
 
 pytestmark = pytest.mark.slow
@@ -71,13 +69,6 @@ def settings(model, data, out, cache_dir, **kw) -> SearchSettings:
         progress=False,
     )
     return SearchSettings.from_flat(**{**base, **kw})
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_the_calibration_comes_from_the_other_dataset(tiny_dirs, image_dataset_dir, inverted_dir, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import io
 import json
 import os
 import re
@@ -23,15 +22,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_RUN
-
-from toast.search.cli import main
+from conftest import SMALL_RUN, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -68,16 +64,6 @@ def snapshot(path: Path) -> dict[str, str] | None:
         for p in sorted(path.rglob("*"))
         if p.is_file()
     }
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_process(args: list[str]) -> tuple[int, str, str, float]:

@@ -11,17 +11,16 @@ probe: its probe is a classifier on the pooled features that `CompressedModel.fr
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 from safetensors import safe_open
 from test_hub_layouts import HUB, IMAGENET_MEAN, IMAGENET_STD
 from test_plain_checkpoint import VIT_BASE, _save_source, _shrunk, _sources, _vision_processor
@@ -29,7 +28,6 @@ from test_zero_shot import save_tiny_clip
 
 from toast.data import iter_batches, load_split
 from toast.models import CompressedModel
-from toast.search.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -114,16 +112,6 @@ for case, spec in manifest["folders"].items():
 out["toast_modules"] = sorted(m for m in sys.modules if m == "toast" or m.startswith("toast."))
 open(manifest["result"], "w").write(json.dumps(out))
 """
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(args)
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def front(run: Path) -> dict:

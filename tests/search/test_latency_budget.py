@@ -6,21 +6,19 @@ table's own estimates, and measured values are only checked for being positive a
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_main
 
 from toast.models import load_model
 from toast.search import measure_latency_table
 from toast.search._latency import cheapest_latency_plan
 from toast.search._measured import meets_measured_latency as _meets_measured_latency
 from toast.search._storage import study_file
-from toast.search.cli import main
 from toast.spaces import Plan, PlanSpace
 
 TINY = [
@@ -50,13 +48,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from toast.capture._calibration import capture_spec
 from toast.data import iter_batches
 from toast.models import CompressedModel
 from toast.search import SearchSettings
 from toast.search._context import SearchContext
-from toast.search.cli import main
 from toast.spaces import Plan, Span
 
 L = 4
@@ -136,13 +134,6 @@ def test_sequential_fits_the_calibration_target_at_least_as_well(contexts, text,
         x = prefix_tokens(ctx, plan, step)  # the plan's last step: its last span's output
         errors[mode] = float(((x - y) ** 2).sum())
     assert errors["sequential"] <= errors["independent"] * (1 + 1e-6), errors
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_the_cli_runs_a_sequential_plan_and_a_resume_with_another_refit_is_refused(settings, tmp_path, capsys):

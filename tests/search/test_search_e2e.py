@@ -11,19 +11,18 @@ from __future__ import annotations
 import collections
 import csv
 import hashlib
-import io
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from toast.search import hypervolume, load_run_study, non_dominated
 from toast.search._context import SearchContext
@@ -103,14 +102,6 @@ def argv(model: Path, dataset: Path, cache: Path, out: Path, *extra: str) -> lis
         *SMALL_RUN,
         *extra,
     ]
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    """`main(args)` in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 def load_study(out: Path):

@@ -8,18 +8,16 @@ against a hand-written computation with `CLIPModel.get_image_features` / `get_te
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from toast.search._settings import SearchSettings
 from toast.search._zero_shot import FULL_TEMPLATES, PROMPT_SETS, SHORT_TEMPLATES, embeddings_key, read_class_names
-from toast.search.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -95,13 +93,6 @@ def clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 def settings(clip_dir, data, out, cache_dir, **kw) -> SearchSettings:

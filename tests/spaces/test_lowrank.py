@@ -8,21 +8,20 @@ The shared suite (`toast.spaces.testing`) runs on `lowrank:1`, `lowrank:4` and `
 from __future__ import annotations
 
 import csv
-import io
 import json
 import pickle
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from toast.errors import SettingsError, SpaceError
 from toast.models import CompressedModel, example_inputs, load_model, measure_cost_table, model_flops
 from toast.objectives import count_flops, count_params
 from toast.search import SearchSettings
 from toast.search._prepare import space_kinds
-from toast.search.cli import as_flags, main
+from toast.search.cli import as_flags
 from toast.spaces import (
     LinearTranslator,
     PairStats,
@@ -330,13 +329,6 @@ def test_a_compressed_model_with_lowrank_spans_saves_and_loads(tiny_vit, tmp_pat
 
 
 # ---------------------------------------------------------------- end to end
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 def small_run(tiny_dirs, dataset, cache, out, *extra: str) -> list[str]:
