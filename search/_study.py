@@ -405,8 +405,8 @@ class Search:
             plans = [*self.peer_seeds(), *self.seeds()] if self.peer_seeding else self.seeds()
             self.enqueue(plans[: max(1, self.study_settings.trials // 2)])
 
-    #: whether a new study's seeds start with the peers' one-shot plans (`peer_seeds`); chosen by
-    #: `bench/bench_peers.py` (they lift the early useful-region hypervolume, RESULTS.md)
+    #: whether a new study's seeds start with the peers' one-shot plans (`peer_seeds`); `bench/bench_peers.py`: they
+    #: lift the early useful-region hypervolume on demo-vit and demo-lm, not on MiniLM (RESULTS.md, issue 24)
     peer_seeding: bool = True
 
     def peer_seeds(self, names: tuple[str, ...] = ("shortgpt", "replaceme")) -> list[Plan]:
