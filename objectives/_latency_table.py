@@ -1,10 +1,14 @@
-"""A latency model of the target device: per-component milliseconds, summed along a plan, as the cost table sums FLOPs.
+"""A latency model of the target device and runtime: per-component milliseconds, summed along a plan, as the cost
+table sums FLOPs.
 
-A `LatencyTable` holds what was timed once per run, in isolation (warm-up, median of repeats) on one device, dtype,
-batch size and input size: the embeddings (with the block attention mask they build), each block (blocks of one
-shape share one measurement), one span of each translator kind at the model's width, and the tail (final norm,
-pooling and head). `estimate(plan)` is the sum of the parts the compressed model runs: instant, no model built.
-The table is measured and cached by `toast.search` (`measure_latency_table`); here it is data only.
+A `LatencyTable` holds what was measured once on one device, in one runtime (PyTorch eager, `torch.compile`, ONNX
+Runtime …), dtype, batch size and input size: the fixed part of a forward (embeddings, final norm and head, and the
+runtime's own per-call work: `embed_ms`, with `tail_ms` where it was timed apart), a kept block (blocks of one shape
+share one measurement), and one span of each translator kind at the model's width. `estimate(plan)` is the sum of
+the parts the compressed model runs: instant, no model built. `toast.search` measures it (`measure_latency_table`:
+whole models timed in the runtime, the parts solved from their differences) and writes it as a portable file
+(`toast-search latency-table`), which names the model's architecture (`fingerprint`), the runtime and its versions,
+the device and the thread count; here it is data only.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ class LatencyTable:
 
     `translators` maps a kind string to the milliseconds of one span of that kind (every span of a kind maps the
     same tensor, so they cost the same). `device` names the hardware (CPU model or GPU name), `threads` is the CPU
-    thread count the parts were timed with, `input_description` the batch's shapes.
+    thread count the parts were timed with, `input_description` the batch's shapes, `runtime` what ran the model
+    (`toast.search.runtimes`) with the `versions` of its packages, and `fingerprint` the model's architecture
+    (`architecture_fingerprint`: its config; the weights' values do not change a latency).
     """
 
     embed_ms: float
@@ -39,10 +45,14 @@ class LatencyTable:
     torch_version: str = ""
     input_description: str = ""
     mode: str = "prefill"  # causal LMs: "decode", one new token per sequence after `seq_len` cached ones
+    runtime: str = "eager"
+    versions: Mapping[str, str] = field(default_factory=dict)
+    fingerprint: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks_ms", tuple(float(b) for b in self.blocks_ms))
         object.__setattr__(self, "translators_ms", {str(k): float(v) for k, v in self.translators_ms.items()})
+        object.__setattr__(self, "versions", {str(k): str(v) for k, v in self.versions.items()})
         bad = [
             name
             for name, v in (
@@ -92,12 +102,16 @@ class LatencyTable:
         """One line: where and how it was measured."""
         threads = f", {self.threads} CPU threads" if self.device.startswith("cpu") else ""
         step = f", one decoding step after {self.seq_len} cached tokens" if self.mode == "decode" else ""
-        return f"{self.device}, {self.dtype}, batch {self.batch_size} ({self.input_description}{step}){threads}"
+        return (
+            f"{self.runtime} on {self.device}, {self.dtype}, batch {self.batch_size} ({self.input_description}{step})"
+            f"{threads}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["blocks_ms"] = list(self.blocks_ms)
         doc["translators_ms"] = dict(self.translators_ms)
+        doc["versions"] = dict(self.versions)
         return doc
 
     @classmethod

@@ -1,24 +1,32 @@
-"""Measuring a model's `LatencyTable` on the run's device (cached), and a compressed model end to end.
+"""Measuring a model's `LatencyTable` in a runtime on a device (cached), and a compressed model end to end.
 
-    measure_latency_table(loaded, kinds=..., batch_size=1, seq_len=128, cache_dir=...)  ->  (LatencyTable, measured)
+    measure_latency_table(loaded, kinds=..., batch_size=1, seq_len=128, runtime="eager", cache_dir=...)
+        ->  (LatencyTable, measured)
 
-Each component is timed in isolation on a batch at the model's input size (`example_inputs`, the cost table's
-inputs, repeated to the batch; text: `seq_len` tokens): the embeddings with the block mask they build, one block of
-each shape, each translator kind's module at the model's width (`empty_module(d)`: the same shape as a fitted one),
-and the tail. Warm-up, then the median of repeats (`measure_latency`, CUDA synchronised; the parts interleaved round
-by round, a fast part in a burst of back-to-back calls), with the thread count the process uses. The table is stored under `<cache>/latency/<key>`, keyed by everything it depends on
-(`LatencySpec`), so a second run on the same machine measures nothing.
+The table is solved from whole models, each run end to end in the runtime (`toast.search.runtimes`: PyTorch eager,
+`torch.compile`, ONNX Runtime …) on a batch at the model's input size (`example_inputs`, the cost table's inputs
+repeated to the batch; text: `seq_len` tokens): the original, a model with one identity span over about half the
+blocks, and for each translator kind (identity included) a model whose every other block is a one-block span of
+that kind (`probe_plans`). Their medians are linear in the unknowns (the fixed part, a block, a span of each kind),
+solved by least squares (`solve_probes`). Timing whole models rather than parts alone counts what a runtime does
+around and between them (its per-call work, fusions across a block boundary, caches warm from the previous part),
+which is what a plan's estimate must add up to; every runtime is timed the same way (warm-up, then the median of
+rounds). Translators are their kind's module at the fitted shape with default-initialised weights
+(`timing_model`): a latency does not depend on the values. The table is stored under `<cache>/latency/<key>`,
+keyed by everything it depends on (`LatencySpec`), so a second run on the same machine measures nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,24 +37,32 @@ from toast.spaces import Plan, PlanSpace, Span, translator_class
 from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
 from .._faults import fault_point
 from ..models import CompressedModel, LoadedModel, example_inputs
+from .runtimes import PREFILL, Runtime, get_runtime
 
 __all__ = [
     "LatencySpec",
+    "architecture_fingerprint",
     "cheapest_latency_plan",
+    "describe_inputs",
     "device_name",
     "interleaved_medians",
     "latency_inputs",
     "latency_spec",
     "measure_end_to_end",
     "measure_latency_table",
+    "probe_plans",
+    "solve_probes",
+    "time_models",
+    "timing_model",
 ]
 
-FORMAT_VERSION = 1
-PREFILL, DECODE = "prefill", "decode"  # `--latency-mode`: a forward over whole sequences, or one decoding step
+FORMAT_VERSION = 2  # 2: solved from whole models in a runtime (1: parts timed alone, eager only)
 TABLE_FILE = "latency.json"
-PART_WARMUP, PART_REPEATS = 3, 15  # each component of the table
+PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
 END_TO_END_WARMUP, END_TO_END_REPEATS = 2, 10  # a whole compressed model (front plans, chosen/)
-BURST_MS, MAX_BURST = 2.0, 200  # a part faster than this runs back to back in a timed burst (at most this many calls)
+BURST_MS, MAX_BURST = 2.0, 200  # a call faster than this runs back to back in a timed burst (at most this many calls)
+#: config fields that name a copy or a release, not the architecture: left out of the fingerprint
+NOT_ARCHITECTURE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash", "architectures")
 
 
 def device_name(device: torch.device | str) -> str:
@@ -71,6 +87,20 @@ def _dtype_name(loaded: LoadedModel) -> str:
     return str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
 
 
+def architecture_config(config: Any) -> str:
+    """`config` as canonical JSON without the fields that name a copy or a release (`NOT_ARCHITECTURE`)."""
+    doc = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    doc = {k: v for k, v in doc.items() if k not in NOT_ARCHITECTURE and not k.startswith("_")}
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def architecture_fingerprint(config: Any) -> str:
+    """The model's architecture as a short hash of its config (`architecture_config`): what a latency depends on. The
+    same for any copy of the model (a local folder, the hub, a fine-tuned one), so a table travels between machines;
+    readable from the config alone, before any weight is loaded."""
+    return "sha256:" + hashlib.sha256(architecture_config(config).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class LatencySpec:
     """Everything a latency table depends on; its hash is the cache key."""
@@ -89,6 +119,8 @@ class LatencySpec:
     mode: str = PREFILL  # causal LMs: a forward over the inputs, or one decoding step after them (`DECODE`)
     warmup: int = PART_WARMUP
     repeats: int = PART_REPEATS
+    runtime: str = "eager"
+    versions: str = ""  # the runtime's package versions (JSON)
     version: int = FORMAT_VERSION
 
     @property
@@ -102,7 +134,7 @@ def latency_inputs(loaded: LoadedModel, *, batch_size: int = 1, seq_len: int = 1
     return example_inputs(loaded, batch=batch_size, seq_len=seq_len)
 
 
-def _describe(inputs: dict[str, torch.Tensor]) -> str:
+def describe_inputs(inputs: dict[str, torch.Tensor]) -> str:
     return ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
 
 
@@ -110,13 +142,10 @@ def latency_spec(
     loaded: LoadedModel, inputs: dict[str, torch.Tensor], *, kinds: Iterable[str], seq_len: int | None
 ) -> LatencySpec:
     """The cache key of `loaded`'s latency table on its device, with `inputs` and this process's thread count."""
-    config = json.loads(loaded.config.to_json_string(use_diff=False))
-    for name in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
-        config.pop(name, None)
     return LatencySpec(
         model_id=loaded.model_id,
         revision=loaded.revision,
-        config=json.dumps(config, sort_keys=True, default=str),
+        config=architecture_config(loaded.config),
         device=device_name(loaded.device),
         torch_version=torch.__version__,
         dtype=_dtype_name(loaded),
@@ -124,7 +153,7 @@ def latency_spec(
         seq_len=seq_len if loaded.family.sequence_inputs else None,
         threads=torch.get_num_threads(),
         kinds=tuple(dict.fromkeys(kinds)),
-        inputs=_describe(inputs),
+        inputs=describe_inputs(inputs),
     )
 
 
@@ -151,45 +180,99 @@ def interleaved_medians(calls: dict, *, warmup: int, repeats: int, device, burst
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-@torch.inference_mode()
-def _time_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec) -> LatencyTable:
-    """Each component of `loaded` timed in isolation on `inputs` (interleaved rounds, median per part)."""
-    model = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
-    family, config = loaded.family, loaded.config
+class _ShapeOnly:
+    """A stand-in for a fitted translator of `kind` at width `dim`: its module of the fitted shape, default-initialised
+    (a folded span's source block is kept as it is: the folded copy has the same shapes)."""
 
-    def embed():
-        x, mask = family.embed(model.embeddings, dict(inputs))
-        return x, family.block_kwargs(config, x, mask)
+    def __init__(self, kind: str, dim: int) -> None:
+        self.kind, self.dim = kind, dim
 
-    h, mask, _ = model.run(inputs)
-    block_kwargs = family.block_kwargs(config, h, mask)
-    calls = {"embed": embed, "tail": lambda: model.tail(h, mask)}
-    shapes: list[tuple] = []
-    for block in loaded.parts.blocks:
-        shape = _block_shape(block)
-        if shape not in shapes:  # identical blocks take the same time: one of each shape is timed
-            shapes.append(shape)
-            calls[("block", len(shapes) - 1)] = lambda block=block: family.run_block(block, h, block_kwargs)
-    ref = next(loaded.model.parameters())
-    for kind in spec.kinds:  # one span's module of each kind, of the shape a fitted one has
-        module = translator_class(kind).empty_module(loaded.hidden_size).to(device=ref.device, dtype=ref.dtype).eval()
-        calls[("kind", kind)] = lambda module=module: module(h)
-    return _table(loaded, calls, shapes, spec)
+    def to_module(self) -> torch.nn.Module:
+        return translator_class(self.kind).empty_module(self.dim)
+
+    def fold_into(self, block: Any, family: Any) -> None:
+        return None
 
 
-def _block_shape(block: torch.nn.Module) -> tuple:
-    return tuple((n, tuple(p.shape)) for n, p in block.named_parameters())
+def timing_model(loaded: LoadedModel, plan: Plan) -> CompressedModel:
+    """`plan` over `loaded` with every translator at its fitted shape and default-initialised weights: what a latency
+    is measured on (it depends on the shapes, not the values), no statistics needed."""
+    stand_ins = {s: _ShapeOnly(s.kind, loaded.hidden_size) for s in plan.spans if translator_class(s.kind).needs_fit}
+    return CompressedModel.from_model(loaded, plan, stand_ins).eval()  # type: ignore[arg-type]
 
 
-def _table(loaded: LoadedModel, calls: dict, shapes: list[tuple], spec: LatencySpec) -> LatencyTable:
-    """The medians of `calls` (interleaved rounds) as a table: each block the time of its shape's call."""
-    ms = interleaved_medians(calls, warmup=spec.warmup, repeats=spec.repeats, device=loaded.device)
-    blocks = [ms[("block", shapes.index(_block_shape(block)))] for block in loaded.parts.blocks]
+def probe_plans(num_blocks: int, kinds: Iterable[str]) -> dict[Plan, dict[str, int]]:
+    """The whole models a table is solved from, each with its count of each unknown (`fixed`, `block`, one per kind):
+    the original; one identity span over the last ⌊L/2⌋ blocks (every block below 4 blocks, where ⌊L/2⌋ one-block
+    spans would count the same); and per kind (identity first, always) ⌊L/2⌋ one-block spans, each after a kept block
+    (blocks 1, 3, 5 … replaced), so that a kind that folds into its source block fits."""
+    L = int(num_blocks)
+    if L < 2:
+        raise ValueError(f"a latency table needs a model of 2 or more blocks, got {L}")
+    half = L // 2
+    kinds = list(dict.fromkeys(["identity", *kinds]))
+    probes: dict[Plan, dict[str, int]] = {Plan((), L): {"fixed": 1, "block": L}}
+    one = half if half >= 2 else L
+    probes[Plan((Span(L - 1 - one, L - 1, "identity"),), L)] = {"fixed": 1, "block": L - one, "identity": 1}
+    for kind in kinds:
+        spans = tuple(Span(2 * i, 2 * i + 1, kind) for i in range(half))
+        probes[Plan(spans, L)] = {"fixed": 1, "block": L - half, kind: half}
+    return probes
+
+
+def solve_probes(probes: Mapping[Plan, Mapping[str, int]], ms: Mapping[Plan, float]) -> dict[str, float]:
+    """The unknowns of `probes` (`fixed`, `block`, each kind) from the probes' measured milliseconds `ms`: least
+    squares, a negative solution (noise around a free part) clipped to 0."""
+    names = list(dict.fromkeys(n for counts in probes.values() for n in counts))
+    a = np.array([[counts.get(n, 0) for n in names] for counts in probes.values()], dtype=float)
+    b = np.array([ms[plan] for plan in probes], dtype=float)
+    x, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return {n: max(float(v), 0.0) for n, v in zip(names, x)}
+
+
+def time_models(
+    runtime: Runtime,
+    models: Mapping[Any, Callable[[], CompressedModel]],
+    inputs: dict[str, torch.Tensor],
+    *,
+    mode: str = PREFILL,
+    warmup: int = PART_WARMUP,
+    repeats: int = PART_REPEATS,
+    device: torch.device | str | None = None,
+) -> dict[Any, float]:
+    """Median milliseconds per call of each model of `models` (built when needed: `key -> build()`) on `inputs` in
+    `runtime`: side by side in rounds (`interleaved_medians`) where the runtime allows, else one model after the
+    other, each released before the next is prepared."""
+    if runtime.interleaved:
+        calls = {key: runtime.prepare(build(), inputs, mode=mode) for key, build in models.items()}
+        return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=device)
+    out = {}
+    for key, build in models.items():
+        call = runtime.prepare(build(), inputs, mode=mode)
+        out[key] = interleaved_medians({key: call}, warmup=warmup, repeats=repeats, device=device)[key]
+        del call
+        runtime.release()
+    return out
+
+
+def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec, runtime: Runtime) -> LatencyTable:
+    """The table of `spec`: the probe models timed in `runtime`, the parts solved from them."""
+    probes = probe_plans(loaded.num_blocks, spec.kinds)
+    ms = time_models(
+        runtime,
+        {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in probes},
+        inputs,
+        mode=spec.mode,
+        warmup=spec.warmup,
+        repeats=spec.repeats,
+        device=loaded.device,
+    )
+    parts = solve_probes(probes, ms)
     return LatencyTable(
-        embed_ms=ms["embed"],
-        blocks_ms=tuple(blocks),
-        tail_ms=ms["tail"],
-        translators_ms={kind: ms[("kind", kind)] for kind in spec.kinds},
+        embed_ms=parts["fixed"],
+        blocks_ms=(parts["block"],) * loaded.num_blocks,
+        tail_ms=0.0,
+        translators_ms={kind: parts[kind] for kind in spec.kinds},
         device=spec.device,
         dtype=spec.dtype,
         batch_size=spec.batch_size,
@@ -198,55 +281,10 @@ def _table(loaded: LoadedModel, calls: dict, shapes: list[tuple], spec: LatencyS
         torch_version=spec.torch_version,
         input_description=spec.inputs,
         mode=spec.mode,
+        runtime=spec.runtime,
+        versions=json.loads(spec.versions or "{}"),
+        fingerprint=architecture_fingerprint(loaded.config),
     )
-
-
-@torch.inference_mode()
-def _time_decode_parts(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec) -> LatencyTable:
-    """Each component of a causal LM timed on one decoding step: one new token per sequence after the `inputs`' tokens,
-    whose keys and values the stock model caches first (a `DynamicCache`). A block's call appends its entry and the
-    entry is put back after it, so every call sees the same cache length; the tail is the head on the new token."""
-    from transformers import DynamicCache
-
-    model = CompressedModel.from_model(loaded, Plan((), loaded.num_blocks))
-    family, config = loaded.family, loaded.config
-    prompt = inputs["input_ids"].to(loaded.device)
-    cache = DynamicCache(config=config)
-    model.decode_step(prompt, cache)  # the prompt's keys and values: what a decoding step attends to
-    past = int(prompt.shape[1])
-    step = prompt[:, -1:]
-    layers = {family.layer_type(b): int(family.attention(b).layer_idx) for b in reversed(loaded.parts.blocks)}
-    h = family.embed_step(model.embeddings, step, past)
-    kwargs = family.decode_kwargs(config, h, cache, past, layers)
-
-    def restoring(fn, index: int):
-        layer = cache.layers[index]
-
-        def call():
-            saved = dict(vars(layer))
-            try:
-                return fn()
-            finally:
-                vars(layer).update(saved)
-
-        return call
-
-    def embed():
-        x = family.embed_step(model.embeddings, step, past)
-        return x, family.decode_kwargs(config, x, cache, past, layers)
-
-    calls = {"embed": embed, "tail": lambda: model.tail(h, None)}
-    shapes: list[tuple] = []
-    for block in loaded.parts.blocks:
-        if _block_shape(block) not in shapes:
-            shapes.append(_block_shape(block))
-            run = lambda block=block: family.run_block(block, h, kwargs)  # noqa: E731
-            calls[("block", len(shapes) - 1)] = restoring(run, int(family.attention(block).layer_idx))
-    ref = next(loaded.model.parameters())
-    for kind in spec.kinds:
-        module = translator_class(kind).empty_module(loaded.hidden_size).to(device=ref.device, dtype=ref.dtype).eval()
-        calls[("kind", kind)] = lambda module=module: module(h)
-    return _table(loaded, calls, shapes, spec)
 
 
 def _read_table(directory: Path, key: str) -> LatencyTable:
@@ -265,14 +303,23 @@ def measure_latency_table(
     warmup: int = PART_WARMUP,
     repeats: int = PART_REPEATS,
     mode: str = PREFILL,
+    runtime: str = "eager",
 ) -> tuple[LatencyTable, bool]:
-    """`loaded`'s latency table on its device and dtype, and whether it was measured now (False: read from the cache).
-    `mode` decode (causal LMs): each part timed on one new token per sequence after `seq_len` cached ones.
+    """`loaded`'s latency table in `runtime` on its device and dtype, and whether it was measured now (False: read
+    from the cache). `mode` decode (causal LMs): one new token per sequence after `seq_len` cached ones.
 
     `cache_dir` None: measured and not stored. A corrupt cache entry is measured again (with a warning)."""
+    engine = get_runtime(runtime)
+    engine.check(loaded.device, mode)
     inputs = latency_inputs(loaded, batch_size=batch_size, seq_len=seq_len)
     spec = dataclasses.replace(
-        latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len), warmup=warmup, repeats=repeats, mode=mode
+        latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len),
+        warmup=warmup,
+        repeats=repeats,
+        mode=mode,
+        runtime=engine.name,
+        device=engine.device_label(loaded.device),
+        versions=json.dumps(engine.versions(), sort_keys=True),
     )
     directory = Path(cache_dir) / "latency" / spec.key if cache_dir is not None else None
     found = (
@@ -282,7 +329,7 @@ def measure_latency_table(
     )
     if found is not None:
         return found, False
-    table = (_time_decode_parts if mode == DECODE else _time_parts)(loaded, inputs, spec)
+    table = _table(loaded, inputs, spec, engine)
     fault_point("latency")
     if directory is not None:
         with write_artifact(directory, spec.key, f"latency table {directory}") as writer:
@@ -291,7 +338,6 @@ def measure_latency_table(
     return table, True
 
 
-@torch.inference_mode()
 def measure_end_to_end(
     model: CompressedModel,
     inputs: dict[str, torch.Tensor],
@@ -299,29 +345,16 @@ def measure_end_to_end(
     warmup: int = END_TO_END_WARMUP,
     repeats: int = END_TO_END_REPEATS,
     mode: str = PREFILL,
+    runtime: str = "eager",
 ) -> float:
-    """Median milliseconds of `model(**inputs)` (the whole compressed model, head included) on its device; `mode`
-    decode: of one decoding step (`decode_step`) after the inputs' tokens, cached by the model itself first, the cache
-    put back after each step."""
+    """Median milliseconds of the whole compressed model, head included, on `inputs` in `runtime` on its device
+    (`mode` decode: one decoding step after the inputs' tokens, cached by the model itself first, the cache put back
+    after each step)."""
+    engine = get_runtime(runtime)
     device = next(model.parameters()).device
-    if mode != DECODE:
-        return measure_latency(lambda: model(**inputs), warmup=warmup, repeats=repeats, device=device).median_ms
-    from transformers import DynamicCache
-
-    prompt = inputs["input_ids"].to(device)
-    cache = DynamicCache(config=model.config)
-    model.decode_step(prompt, cache)
-    saved = [dict(vars(layer)) for layer in cache.layers]
-    step = prompt[:, -1:]
-
-    def decode():
-        try:
-            return model.decode_step(step, cache)
-        finally:
-            for layer, state in zip(cache.layers, saved):
-                vars(layer).update(state)
-
-    return measure_latency(decode, warmup=warmup, repeats=repeats, device=device).median_ms
+    return time_models(
+        engine, {"model": lambda: model}, inputs, mode=mode, warmup=warmup, repeats=repeats, device=device
+    )["model"]
 
 
 def cheapest_latency_plan(table: LatencyTable, space: PlanSpace) -> tuple[Plan, float]:

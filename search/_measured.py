@@ -5,7 +5,9 @@ table (latency an objective or budgeted), the end of the run measures end to end
 original, every front plan and the chosen one, each once; the chosen plan meets a latency budget as measured (the best
 by estimate, else the next best that meets it); trials.csv gets the measured values of the plans measured, and the
 front table and the Pareto plot show them beside the estimates. Without a latency table (`EndToEnd.off`) nothing is
-measured and every method gives its records back as they were.
+measured and every method gives its records back as they were; nor with a `latency_table` file, measured on another
+machine or runtime, where `toast-search measure RUN` measures the front on the deployment machine
+(`toast.search._measure_run`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class LatencyMeter:
             ctx.loaded, batch_size=settings.scoring.latency_batch_size, seq_len=settings.scoring.latency_seq_len
         )
         self.mode = settings.scoring.latency_mode
+        self.runtime = settings.scoring.latency_runtime
         self.done: dict[str, float] = {}
 
     @staticmethod
@@ -52,7 +55,9 @@ class LatencyMeter:
         key = self._key(record)
         if key not in self.done:
             plan = Plan.of(record.get("spans") or [], self.ctx.loaded.num_blocks)
-            self.done[key] = measure_end_to_end(self.ctx.model_for(plan), self.inputs, mode=self.mode)
+            self.done[key] = measure_end_to_end(
+                self.ctx.model_for(plan), self.inputs, mode=self.mode, runtime=self.runtime
+            )
         return self.done[key]
 
 
@@ -101,8 +106,11 @@ class EndToEnd:
 
     @classmethod
     def for_run(cls, settings: SearchSettings, ctx: SearchContext) -> EndToEnd:
-        """Measuring on the run's latency inputs when it has a latency table, else `off`."""
-        return cls(LatencyMeter(settings, ctx) if ctx.costs.latency is not None else None)
+        """Measuring on the run's latency inputs in its `latency_runtime` when it measured a latency table here, else
+        `off` (no table, or a `latency_table` file measured on the deployment machine: `toast-search measure` times
+        the front there)."""
+        here = ctx.costs.latency is not None and settings.scoring.latency_table is None
+        return cls(LatencyMeter(settings, ctx) if here else None)
 
     @classmethod
     def off(cls) -> EndToEnd:

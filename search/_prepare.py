@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from toast.objectives import CostTable, get_objectives
+from toast.objectives import CostTable, LatencyTable, get_objectives
 from toast.spaces import (
     Plan,
     PlanError,
@@ -60,11 +60,13 @@ from ..models import (
     resolve_model,
 )
 from ._calib_data import load_calibration_split
-from ._latency import measure_latency_table
+from ._latency import architecture_fingerprint, describe_inputs, latency_inputs, measure_latency_table
+from ._latency_file import check_latency_file, check_table_fits, read_latency_file
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import DataSettings, SearchSettings, SettingsError
 from ._study import resolve_budgets
 from ._zero_shot import ZeroShotSpec, resolve_zero_shot
+from .runtimes import get_runtime
 
 __all__ = ["DTYPES", "Prepared", "preflight", "prepare", "samples_used", "space_kinds"]
 
@@ -155,9 +157,29 @@ def space_kinds(settings: SearchSettings, width: int) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-def _latency_table(settings: SearchSettings, loaded: LoadedModel, space: PlanSpace, notes: list[str]):
-    """The run's latency table (space kinds and those of `plans`), from the cache or measured now (said in a note)."""
+def _latency_table(
+    settings: SearchSettings, loaded: LoadedModel, space: PlanSpace, notes: list[str], given: LatencyTable | None
+):
+    """The run's latency table (space kinds and those of `plans`): the `latency_table` file `given` (checked to fit the
+    run), else from the cache or measured now in `latency_runtime` (said in a note)."""
     kinds = [*space.kinds, *(s.kind for t in settings.space.plans for s in Plan.parse(t, loaded.num_blocks).spans)]
+    if given is not None:
+        inputs = latency_inputs(
+            loaded, batch_size=settings.scoring.latency_batch_size, seq_len=settings.scoring.latency_seq_len
+        )
+        check_table_fits(
+            given,
+            settings.scoring.latency_table,
+            num_blocks=loaded.num_blocks,
+            inputs=describe_inputs(inputs),
+            mode=settings.scoring.latency_mode,
+            kinds=dict.fromkeys(kinds),
+        )
+        notes.append(
+            f"latency table from {settings.scoring.latency_table}: {given.describe()}, original estimated "
+            f"{given.original_ms:.4g} ms per batch (measured there: the end of the run does not time it here)"
+        )
+        return given
     table, measured = measure_latency_table(
         loaded,
         kinds=kinds,
@@ -165,12 +187,24 @@ def _latency_table(settings: SearchSettings, loaded: LoadedModel, space: PlanSpa
         seq_len=settings.scoring.latency_seq_len,
         cache_dir=ActivationCache(settings.cache_dir).root,
         mode=settings.scoring.latency_mode,
+        runtime=settings.scoring.latency_runtime,
     )
     notes.append(
         f"latency table {'measured' if measured else 'from the cache'}: {table.describe()}, "
         f"original estimated {table.original_ms:.4g} ms per batch"
     )
     return table
+
+
+def _given_latency_table(settings: SearchSettings, device: torch.device) -> LatencyTable | None:
+    """The `latency_table` file's table (read and checked to be one), or None; without one, a runtime that cannot
+    run here (`latency_runtime`) is refused now, in one line."""
+    if not settings.needs_latency:
+        return None
+    if settings.scoring.latency_table is not None:
+        return read_latency_file(settings.scoring.latency_table)
+    get_runtime(settings.scoring.latency_runtime).check(device, settings.scoring.latency_mode)
+    return None
 
 
 def _check_splits(
@@ -363,6 +397,7 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     if check_paths:
         preflight(settings, run=search)
     device = resolve_device(settings.device)
+    given = _given_latency_table(settings, device) if search else None  # a bad file or runtime: before any loading
     columns = {
         "input_column": settings.data.input_column,
         "label_column": settings.data.label_column,
@@ -372,6 +407,13 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
     train = load_split(settings.data.dataset, settings.data.split_train or default_train, **columns)
     test = load_split(settings.data.dataset, settings.data.split_test or default_test, **columns) if search else None
     source = resolve_model(settings.data.model)
+    if given is not None:  # another architecture's table: from the config, before the weights
+        check_latency_file(
+            given,
+            settings.scoring.latency_table,
+            fingerprint=architecture_fingerprint(source.config),
+            model=settings.data.model,
+        )
     check_modality(source.family, train, settings.data.model)  # from the config, before the weights
     if search:
         check_objectives_fit(settings, source.family)
@@ -420,7 +462,7 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
             except PlanError as e:
                 raise PlanError(f"`plans` {text!r}: {e}") from None
         if settings.needs_latency:  # timed once per machine and cached; budgets checked before any capture
-            costs = replace(costs, latency=_latency_table(settings, loaded, space, notes))
+            costs = replace(costs, latency=_latency_table(settings, loaded, space, notes, given))
         resolve_budgets(settings.study, costs, space)
     # MLP-branch statistics cost about a third more capture time and memory: gathered only when a kind needs them
     kinds = set(space.kinds if space is not None else ()) | {

@@ -35,6 +35,7 @@ from ._demo import (
     DEMO_BUDGETS,
 )
 from ._options import Option, option, options_of
+from .runtimes import list_runtimes
 from .samplers import SAMPLERS as SAMPLER_SPECS
 from .samplers import list_samplers
 
@@ -51,6 +52,7 @@ __all__ = [
     "search_options",
 ]
 
+RUNTIMES = list_runtimes()  # what latency is measured in (`toast.search.runtimes`): `latency_runtime`'s choices
 SAMPLERS = list_samplers()  # the strategies registered with toast (`toast.search.samplers`): the option's choices
 PROBES = tuple(PROBE_CLASSES)  # ("ridge", "adam")
 PROMPTS = ("full", "short")  # `head` zero-shot: the 80 CLIP ImageNet templates, or 7 of them
@@ -94,7 +96,17 @@ IDENTITY_KEYS = (
 )
 #: Identity keys added after run directories were named by `run_key`: part of the identity only when set away from
 #: their default, so a run made before them keeps its key (`seq_len`: an LM's packed sequences).
-LATER_IDENTITY_KEYS = ("seq_len", "latency_mode", "lm_eval_tasks", "lm_eval_include", "lm_eval_limit")
+LATER_IDENTITY_KEYS = (
+    "seq_len",
+    "latency_mode",
+    "latency_runtime",
+    "latency_table",
+    "lm_eval_tasks",
+    "lm_eval_include",
+    "lm_eval_limit",
+    "latency_runtime",  # with latency an objective, the runtime and the table define its values
+    "latency_table",
+)
 #: upper bounds that catch a typo before minutes of work (a latency batch of 100,000 inputs is timed for minutes)
 UPPER_LIMITS = {"latency_batch_size": 4096, "latency_seq_len": 32768, "seq_len": 1048576}
 SEED_MAX = 2**32 - 1
@@ -338,6 +350,20 @@ class ScoringSettings:
         "or one new token per sequence after that many cached ones (decode, with a KV cache) (default: {default})",
         choices=LATENCY_MODES,
     )
+    latency_runtime: str = option(
+        "eager",  # what the run's own latency table is measured in (`toast.search.runtimes`)
+        help="what the run's latency table and its end-of-run measurements run the model in, on --device: eager "
+        "(PyTorch), compile (torch.compile), onnxruntime (CPU or CUDA execution provider), onnxruntime-tensorrt "
+        "(default: {default})",
+        choices=RUNTIMES,
+    )
+    latency_table: Path | None = option(
+        None,  # a table measured on the deployment machine (`toast-search latency-table`), in place of measuring one
+        help="a latency table file written by `toast-search latency-table` on the deployment machine and runtime: "
+        "latency (objective, budget) is estimated from it instead of measured here; it must be of this model's "
+        "architecture, at --latency-batch-size / --latency-seq-len / --latency-mode, with every kind of "
+        "--translators; measure the result there with `toast-search measure RUN` (default: none)",
+    )
     lm_eval_tasks: tuple[str, ...] = option(
         (),  # objective downstream: the lm-eval tasks a causal LM is scored on (the extra `[llm]`)
         help="objective downstream: lm-eval-harness tasks to score a causal LM on, comma-separated: names of "
@@ -359,6 +385,8 @@ class ScoringSettings:
         object.__setattr__(self, "lm_eval_tasks", tuple(self.lm_eval_tasks))
         if self.lm_eval_include is not None:
             object.__setattr__(self, "lm_eval_include", Path(self.lm_eval_include))
+        if self.latency_table is not None:
+            object.__setattr__(self, "latency_table", Path(self.latency_table))
 
     def problems(self) -> list[str]:
         problems = [
@@ -366,7 +394,10 @@ class ScoringSettings:
             *_one_of("head", self.head, HEADS),
             *_one_of("prompts", self.prompts, PROMPTS),
             *_one_of("latency_mode", self.latency_mode, LATENCY_MODES),
+            *_one_of("latency_runtime", self.latency_runtime, tuple(list_runtimes())),
         ]
+        if self.latency_table is not None and self.latency_runtime != "eager":
+            problems.append("`latency_table` names the runtime it was measured in: leave `latency_runtime` out with it")
         if self.class_names is not None and self.head != "zero-shot":
             problems.append("`class_names` needs `head` zero-shot")
         if self.prompts != "full" and self.head != "zero-shot":
@@ -614,6 +645,15 @@ class SearchSettings:
                 "latency (an objective or --budget-latency-ms) is timed on the whole model on one device, and "
                 "`device_map` auto may put blocks on disk: drop one of them"
             )
+        for key, given in (
+            ("latency_table", self.scoring.latency_table is not None),
+            ("latency_runtime", self.scoring.latency_runtime != "eager"),
+        ):
+            if given and not self.needs_latency:
+                problems.append(
+                    f"`{key}` is for latency: make latency an objective (`objectives` …,latency) or give "
+                    "`budget_latency_ms`"
+                )
         problems += _at_least_one(self, ("batch_size",))
         problems += _finite(self, ("prefix_cache_gb",))
         if self.prefix_cache_gb is not None and self.prefix_cache_gb < 0:
@@ -840,6 +880,8 @@ JSON_ORDER = (
     "latency_batch_size",
     "latency_seq_len",
     "latency_mode",
+    "latency_runtime",
+    "latency_table",
     "lm_eval_tasks",
     "lm_eval_include",
     "lm_eval_limit",
@@ -989,6 +1031,8 @@ SEARCH_OPTIONS = (
     "latency_batch_size",
     "latency_seq_len",
     "latency_mode",
+    "latency_runtime",
+    "latency_table",
     "lm_eval_tasks",
     "lm_eval_include",
     "lm_eval_limit",
