@@ -1,25 +1,39 @@
-"""Measured speedup of compressed models against their GFLOPs ratio, and the latency table's estimate error.
+"""The latency table's estimate error in each runtime, and how often a plan chosen under a budget from one runtime's
+table misses that budget when measured in another runtime (issue 25).
 
-    python bench/bench_latency.py                       # DINOv2-base config (random weights) and demo-vit, CPU
-    python bench/bench_latency.py --threads 1 --random-plans 30
+    python bench/bench_latency.py                     # DINOv2-base config (random weights) and demo-vit; eager,
+                                                      # compile and onnxruntime; batch 1 and 32; CPU, 2 threads
+    python bench/bench_latency.py --models demo-vit --batches 1 --random-plans 4 --runtimes eager,onnxruntime
+    python bench/bench_latency.py --threads 1 --big-random-plans 8 --runtimes eager,onnxruntime
     python bench/bench_latency.py --device cuda --dtype bfloat16 --batches 256 --models dinov2-base \
-        --plans "0→4:linear" --no-onnx --random-plans 0       # the GPU check of issue 11 (TOAST: 1.39x on an H100)
+        --runtimes eager,onnxruntime --plans "0→4:linear" --random-plans 8     # the GPU check of issue 25
 
-All measured side by side in one process on this machine (PyTorch eager, float32): a model with DINOv2-base's
-config at 224x224 (the hub's config and processor, random weights) and demo-vit. For each model and batch size
-(1 and 32), plans removing 1 to 6 blocks in one span (identity and linear translators; linear with random weights,
-which take the same time as fitted ones) are timed end to end against the original (warm-up, then rounds that time
-every plan once in turn, median per plan: a shared machine's changing load shifts all plans alike):
-measured speedup, GFLOPs ratio (the cost table's, per input), their quotient, and the latency table's estimate
-(`toast.search` measures it as a run does). The estimate error, median and max of |estimated - measured| /
-measured, is over `--random-plans` random plans of the space (identity and linear spans anywhere), plus the table's
-plans and the original. The same plans in onnxruntime (CPU; exported through `toast-search export`'s path) are timed
-the same way (`--no-onnx`: skipped), their speedup over onnxruntime's original beside PyTorch's.
+Models: a model with DINOv2-base's config at 224x224 (the hub's config and processor, random weights) and demo-vit,
+loaded as `toast-search` loads them (`--device`, `--dtype`). For each model, batch size and runtime
+(`toast.search.runtimes`; one that cannot run here, e.g. onnxruntime not installed, is skipped with one line):
+
+1. **Estimate error.** The runtime's latency table is measured as a search measures it (`measure_latency_table`
+   with identity and linear translators: probe models timed whole in the runtime, the parts solved from them).
+   Then the original and `--random-plans` random plans (identity and linear spans anywhere; the same plans in every
+   runtime for one batch size, `--plans` added to them) are timed end to end in the same runtime (`time_models` on
+   `timing_model`: translators at their fitted shape, default weights; warm-up, then the median of rounds). The
+   error is |estimated - measured| / measured over the plans (the original's shown apart).
+2. **Choice under a budget.** For each model and batch, each target runtime T and each table runtime A: for 10
+   budgets spread evenly inside (cheapest, most expensive) of the plans' times measured in T, the plan A's table
+   estimates slowest within the budget is chosen (the plan a search would keep: the hardest case), and it misses
+   when its time measured in T is over the budget. Rows A, columns T: misses / budgets and the worst overshoot; the
+   diagonal is the right table, the rest the wrong runtime's table. ("none": A's table says no plan fits.)
+
+DINOv2-base at batch > 1 on a CPU (hidden size >= 512: a forward of batch 32 takes ~10 s on 2 cores) is timed
+cheaper: `--big-random-plans` plans, no warm-up round and `--big-repeats` rounds end to end, table probes with one
+warm-up and 3 rounds (every runtime already warms a model in `prepare`). Everything runs in one process, one model at
+a time; the header says the versions, threads, seconds in all and the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -30,64 +44,46 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("identity", "linear")
-REMOVED = range(1, 7)
+BUDGETS = 10
+TABLE_WARMUP, TABLE_REPEATS = 2, 7  # the table's probes, as a search measures them (`toast.search._latency`)
+BIG_TABLE_WARMUP, BIG_TABLE_REPEATS = 1, 3
 
 
-@dataclass(frozen=True)
-class Row:
-    """One plan at one batch size on one runtime."""
+@dataclass
+class Case:
+    """One model at one batch size in one runtime: its latency table and the plans measured end to end."""
 
     model: str
     runtime: str
     batch: int
-    plan: str
-    removed: int
-    kind: str
-    measured_ms: float
-    estimated_ms: float | None
-    speedup: float
-    gflops_ratio: float
+    table: object  # LatencyTable
+    measured: dict  # Plan -> median ms, the original first
+    n_random: int
+    table_s: float
+    timing_s: float
 
     @property
-    def quotient(self) -> float:
-        return self.speedup / self.gflops_ratio
+    def original(self):
+        return next(iter(self.measured))
+
+    def errors(self) -> np.ndarray:
+        """|estimated - measured| / measured of every plan but the original."""
+        return np.array(
+            [abs(self.table.estimate(p) - ms) / ms for p, ms in self.measured.items() if p != self.original]
+        )
+
+
+def is_big(loaded, batch: int) -> bool:
+    """DINOv2-base's size on a CPU at batch > 1 (seconds a forward): timed cheaper (see the module)."""
+    return loaded.device.type == "cpu" and batch > 1 and loaded.hidden_size >= 512
 
 
 def dinov2_base_folder(root: Path) -> Path:
     """DINOv2-base's hub config and processor (crop 224) with random weights (as tests/models/test_hub_layouts.py)."""
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "models"))
     from test_hub_layouts import save_hub_layout
 
     return save_hub_layout("facebook/dinov2-base", root / "dinov2-base")
-
-
-def random_translators(plan, width: int, seed: int) -> dict:
-    """A linear translator of random weights per linear span (near-identity maps: the timing is what matters)."""
-    from toast.spaces import create_translator, translator_class
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for span in plan.spans:
-        if translator_class(span.kind).needs_fit:  # the bench's plans use identity and linear only
-            t = create_translator(span.kind)
-            t.weight_ = np.eye(width, dtype=np.float32) + 0.01 * rng.standard_normal((width, width), dtype=np.float32)
-            t.bias_ = np.zeros(width, dtype=np.float32)
-            out[span] = t
-    return out
-
-
-def table_plans(num_blocks: int) -> list:
-    """One span removing k = 1 … 6 blocks, ending before the last block (all blocks when k reaches the depth)."""
-    from toast.spaces import Plan, Span
-
-    plans = []
-    for k in REMOVED:
-        if k > num_blocks:
-            continue
-        start = max(-1, num_blocks - 2 - k)
-        for kind in KINDS:
-            plans.append(Plan((Span(start, start + k, kind),), num_blocks))
-    return plans
 
 
 def random_plans(num_blocks: int, n: int, seed: int) -> list:
@@ -98,209 +94,156 @@ def random_plans(num_blocks: int, n: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
     seen, out = set(), []
     for _ in range(50 * n):
+        if len(out) == n:
+            break
         genes = ["keep" if rng.random() < 0.6 else str(rng.choice(KINDS)) for _ in range(num_blocks)]
         plan = space.decode(genes)
         if plan.spans and plan not in seen:
             seen.add(plan)
             out.append(plan)
-        if len(out) == n:
-            break
     return out
 
 
-def pytorch_times(loaded, batch: int, plans: list, *, warmup: int, repeats: int) -> dict:
-    """Median ms of each plan's compressed model end to end in PyTorch eager: the plans interleaved round by round
-    (`interleaved_medians`), so that the load of a shared machine shifts them alike."""
-    import torch
+def usable_runtimes(names: list[str], device) -> list[str]:
+    """The runtimes of `names` that can run here; each other one said in one line on stderr."""
+    from toast.errors import ToastError
+    from toast.search.runtimes import get_runtime
 
-    from toast.models import CompressedModel
-    from toast.search._latency import interleaved_medians, latency_inputs
-
-    inputs = latency_inputs(loaded, batch_size=batch)
-    models = {
-        plan: CompressedModel.from_model(loaded, plan, random_translators(plan, loaded.hidden_size, seed=0))
-        for plan in plans
-    }
-    calls = {plan: (lambda m=m: m(**inputs)) for plan, m in models.items()}
-    with torch.inference_mode():
-        if warmup == 0:  # the plans share the original's modules: one warm call of the first warms them all
-            next(iter(calls.values()))()
-        return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=loaded.device)
+    out = []
+    for name in names:
+        try:
+            get_runtime(name).check(device)
+        except ToastError as e:
+            print(f"runtime {name} skipped: {e}", file=sys.stderr)
+            continue
+        out.append(name)
+    return out
 
 
-def runtime_rows(name: str, loaded, batch: int, plans: list, costs, *, warmup: int, repeats: int) -> list[Row]:
-    """onnxruntime (CPU) rows of model `name`: each plan's compressed model (and the original) exported once per model through
-    toast's ONNX export path (dynamic batch axis, so one file serves every batch size), timed end to end on the
-    same inputs in interleaved rounds; no estimate (the latency table models PyTorch). None without the extra."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        print("  onnxruntime rows skipped: pip install 'toast-search[onnx]'", file=sys.stderr)
-        return []
-    import torch
-
-    from toast.models import CompressedModel
-    from toast.search._latency import interleaved_medians, latency_inputs
-    from toast.search._onnx import _export
-    from toast.spaces import Plan
-
-    original = Plan((), loaded.num_blocks)
-    files = _ONNX_FILES.setdefault(id(loaded), {})
-    example = latency_inputs(loaded, batch_size=2)
-    for plan in [original, *plans]:
-        if plan not in files:
-            model = CompressedModel.from_model(loaded, plan, random_translators(plan, loaded.hidden_size, seed=0))
-            path = Path(tempfile.mkdtemp(prefix="toast-bench-onnx-")) / "model.onnx"
-            _export(model.float().eval(), example, path, None)
-            files[plan] = path
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    inputs = {k: v.numpy() for k, v in latency_inputs(loaded, batch_size=batch).items()}
-    calls = {}
-    for plan in [original, *plans]:
-        session = ort.InferenceSession(str(files[plan]), options, providers=["CPUExecutionProvider"])
-        feed = {i.name: inputs[i.name] for i in session.get_inputs()}
-        calls[plan] = lambda s=session, f=feed: s.run(None, f)
-    measured = interleaved_medians(calls, warmup=warmup, repeats=repeats, device=None)
-    base = measured[original]
-    _ORT_ORIGINAL[name, batch] = base
-    return [
-        Row(
-            model=name,
-            runtime=f"onnxruntime {ort.__version__}",
-            batch=batch,
-            plan=str(plan),
-            removed=len(plan.removed),
-            kind=plan.spans[0].kind,
-            measured_ms=measured[plan],
-            estimated_ms=None,
-            speedup=base / measured[plan],
-            gflops_ratio=costs.original.flops / costs.cost(plan).flops,
-        )
-        for plan in plans
-    ]
-
-
-_ONNX_FILES: dict[int, dict] = {}  # exported models, per loaded model and plan (one file serves every batch)
-_ORT_ORIGINAL: dict[tuple[str, int], float] = {}  # onnxruntime's original ms, per (model, batch)
-
-
-def bench_model(name: str, loaded, batches, args) -> tuple[list[Row], dict]:
-    """The table's rows of one model and its estimate errors per batch size."""
-    import torch
-
-    from toast.models import measure_cost_table
+def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_random: int, args) -> Case:
+    """`loaded`'s latency table in `runtime` at `batch`, and `plans` (the original first) timed end to end there."""
     from toast.search import measure_latency_table
-    from toast.spaces import Plan
+    from toast.search._latency import latency_inputs, time_models, timing_model
+    from toast.search.runtimes import get_runtime
 
-    costs = measure_cost_table(loaded, kinds=KINDS)
-    original = Plan((), loaded.num_blocks)
-    rows, errors = [], {}
-    for batch in batches:
-        on_cpu = loaded.device.type == "cpu"
-        big = on_cpu and batch > 1 and loaded.hidden_size >= 512  # DINOv2 at batch 32: seconds a block on two cores
-        large = on_cpu and loaded.hidden_size >= 512
-        warmup, repeats = (0, args.big_repeats) if big else (1, 3) if large else (args.warmup, args.repeats)
-        start = time.perf_counter()
-        table, _ = measure_latency_table(
-            loaded, kinds=KINDS, batch_size=batch, warmup=1 if large else 3, repeats=3 if big else 9 if large else 15
-        )
-        structured = (
-            [Plan.parse(t, loaded.num_blocks) for t in args.plans.split(";")]
-            if args.plans
-            else table_plans(loaded.num_blocks)
-        )
-        randoms = [] if big else random_plans(loaded.num_blocks, args.random_plans, seed=batch)
-        plans = list(dict.fromkeys([original, *structured, *randoms]))
-        measured = pytorch_times(loaded, batch, plans, warmup=warmup, repeats=repeats)
-        base = measured[original]
-        for plan in structured:
-            ms = measured[plan]
-            span = plan.spans[0]
-            rows.append(
-                Row(
-                    model=name,
-                    runtime=f"pytorch {torch.__version__}",
-                    batch=batch,
-                    plan=str(plan),
-                    removed=len(plan.removed),
-                    kind=span.kind,
-                    measured_ms=ms,
-                    estimated_ms=table.estimate(plan),
-                    speedup=base / ms,
-                    gflops_ratio=costs.original.flops / costs.cost(plan).flops,
-                )
-            )
-        rel = np.array([abs(table.estimate(p) - ms) / ms for p, ms in measured.items()])
-        errors[batch] = (float(np.median(rel)), float(rel.max()), len(rel), len(randoms), base, table.original_ms)
-        if args.onnx:
-            ort_warmup, ort_repeats = (1, max(args.big_repeats, 1)) if big else (args.warmup, args.repeats)
-            rows += runtime_rows(name, loaded, batch, structured, costs, warmup=ort_warmup, repeats=ort_repeats)
-            if (name, batch) in _ORT_ORIGINAL:
-                print(
-                    f"  {name} batch {batch}: original {base:.2f} ms in PyTorch, {_ORT_ORIGINAL[name, batch]:.2f} ms "
-                    "in onnxruntime",
-                    file=sys.stderr,
-                )
-        print(f"  {name} batch {batch}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return rows, errors
-
-
-def print_tables(rows: list[Row], errors: dict[str, dict]) -> None:
-    print(
-        "| model | runtime | batch | plan | removed | translator | measured ms | inputs/s | estimated ms | speedup | GFLOPs ratio | speedup / GFLOPs ratio |"
+    big = is_big(loaded, batch)
+    start = time.perf_counter()
+    table, _ = measure_latency_table(
+        loaded,
+        kinds=KINDS,
+        batch_size=batch,
+        runtime=runtime,
+        warmup=BIG_TABLE_WARMUP if big else TABLE_WARMUP,
+        repeats=BIG_TABLE_REPEATS if big else TABLE_REPEATS,
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        est = "–" if r.estimated_ms is None else f"{r.estimated_ms:.2f}"
+    table_s = time.perf_counter() - start
+    measured = time_models(
+        get_runtime(runtime),
+        {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in plans},
+        latency_inputs(loaded, batch_size=batch),
+        warmup=0 if big else args.warmup,
+        repeats=args.big_repeats if big else args.repeats,
+        device=loaded.device,
+    )
+    timing_s = time.perf_counter() - start - table_s
+    measured = {plan: measured[plan] for plan in plans}  # the original first
+    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s)
+
+
+def choices(table_case: Case, target: Case) -> tuple[int, int, float]:
+    """Over `BUDGETS` budgets evenly inside the range of `target`'s measured times: the misses (the plan
+    `table_case`'s table estimates slowest within the budget measures over it in `target`), the budgets where the
+    table says no plan fits, and the worst overshoot (0 without a miss)."""
+    times = target.measured
+    budgets = np.linspace(min(times.values()), max(times.values()), BUDGETS + 2)[1:-1]
+    estimates = {plan: table_case.table.estimate(plan) for plan in times}
+    misses, none, worst = 0, 0, 0.0
+    for budget in budgets:
+        fits = [plan for plan, est in estimates.items() if est <= budget]
+        if not fits:
+            none += 1
+            continue
+        chosen = max(fits, key=estimates.__getitem__)
+        if times[chosen] > budget:
+            misses += 1
+            worst = max(worst, times[chosen] / budget - 1)
+    return misses, none, worst
+
+
+def print_tables(cases: list[Case]) -> None:
+    print("### Estimate error (each runtime's table against the same runtime's end-to-end times)\n")
+    print(
+        "| model | runtime | batch | original measured ms | original estimated ms | plans (random) | "
+        "median error | max error | table s | timing s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in cases:
+        err = c.errors()
+        base = c.measured[c.original]
+        median, worst = (f"**{np.median(err):.1%}**", f"{err.max():.1%}") if len(err) else ("–", "–")
         print(
-            f"| {r.model} | {r.runtime} | {r.batch} | `{r.plan}` | {r.removed} | {r.kind} | {r.measured_ms:.2f} | "
-            f"{1000 * r.batch / r.measured_ms:.0f} | {est} | "
-            f"{r.speedup:.3f}x | {r.gflops_ratio:.3f}x | **{r.quotient:.3f}** |"
+            f"| {c.model} | {c.runtime} | {c.batch} | {base:.2f} | {c.table.original_ms:.2f} | "
+            f"{len(err)} ({c.n_random}) | {median} | {worst} | {c.table_s:.0f} | {c.timing_s:.0f} |"
         )
     print()
-    print(
-        "| model | batch | original measured ms | original estimated ms | plans (random) | median estimate error | max estimate error |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for model, per_batch in errors.items():
-        for batch, (median, worst, n, n_random, base, est) in per_batch.items():
-            print(f"| {model} | {batch} | {base:.2f} | {est:.2f} | {n} ({n_random}) | **{median:.1%}** | {worst:.1%} |")
-    print()
-    for batch in sorted({r.batch for r in rows}):
-        quotients = [r.quotient for r in rows if r.batch == batch]
-        print(f"batch {batch}: speedup / GFLOPs ratio min {min(quotients):.3f}, median {np.median(quotients):.3f}")
+    for model, batch in dict.fromkeys((c.model, c.batch) for c in cases):
+        group = [c for c in cases if (c.model, c.batch) == (model, batch)]
+        print(
+            f"### Choice under a budget: {model}, batch {batch} ({len(group[0].measured)} plans; rows: the table's "
+            f"runtime, columns: the runtime measured; misses / {BUDGETS} budgets, worst overshoot)\n"
+        )
+        print("| table \\ measured | " + " | ".join(c.runtime for c in group) + " |")
+        print("| --- |" + " --- |" * len(group))
+        for a in group:
+            cells = []
+            for t in group:
+                misses, none, worst = choices(a, t)
+                cell = (
+                    f"{misses}/{BUDGETS}" + (f" (+{worst:.1%})" if misses else "") + (f", {none} none" if none else "")
+                )
+                cells.append(f"**{cell}**" if a is t else cell)
+            print(f"| {a.runtime} | " + " | ".join(cells) + " |")
+        print()
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime CPU threads (default: 2)")
+    p.add_argument("--models", default="dinov2-base,demo-vit", help="dinov2-base and/or any model toast loads")
+    p.add_argument("--runtimes", default="eager,compile,onnxruntime", help="toast.search.runtimes names")
     p.add_argument("--batches", default="1,32")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--big-repeats", type=int, default=1, help="rounds for DINOv2-base at batch > 1 (default: 1)")
-    p.add_argument("--random-plans", type=int, default=20)
-    p.add_argument("--models", default="dinov2-base,demo-vit")
-    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="no onnxruntime rows")
+    p.add_argument("--random-plans", type=int, default=20, help="random plans per model and batch (default: 20)")
+    p.add_argument(
+        "--big-random-plans", type=int, default=20, help="random plans for hidden size >= 512 at batch > 1 on CPU"
+    )
+    p.add_argument("--warmup", type=int, default=2, help="warm-up rounds end to end (default: 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds end to end (default: 5)")
+    p.add_argument(
+        "--big-repeats", type=int, default=1, help="rounds end to end for hidden size >= 512 at batch > 1 on CPU"
+    )
+    p.add_argument("--plans", default="", help='plans timed besides the random ones, ";"-separated: "0→4:linear"')
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
-    p.add_argument(
-        "--plans", default="", help='plans separated by ";" in place of the 1-to-6-removed table, e.g. "0→4:linear"'
-    )
     args = p.parse_args()
 
     import torch
 
+    from toast.errors import SettingsError
     from toast.models import load_model
     from toast.search._quiet import quiet_libraries
+    from toast.search.runtimes import get_runtime
+    from toast.spaces import Plan
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
+    try:
+        names = [get_runtime(r).name for r in args.runtimes.split(",")]
+    except SettingsError as e:
+        p.error(str(e))
+    runtimes = usable_runtimes(names, args.device)
     work = Path(tempfile.mkdtemp(prefix="toast-bench-latency-"))
-    rows, errors = [], {}
+    cases: list[Case] = []
     start = time.perf_counter()
     for name in args.models.split(","):
         loaded = load_model(
@@ -308,13 +251,33 @@ def main() -> int:
             device=args.device,
             dtype=getattr(torch, args.dtype),
         )
-        model_rows, errors[name] = bench_model(name, loaded, batches, args)
-        rows += model_rows
+        L = loaded.num_blocks
+        original = Plan((), L)
+        extra = [Plan.parse(t, L) for t in args.plans.split(";")] if args.plans else []
+        for batch in batches:
+            n = args.big_random_plans if is_big(loaded, batch) else args.random_plans
+            randoms = random_plans(L, n, seed=batch)  # the same plans in every runtime
+            plans = list(dict.fromkeys([original, *extra, *randoms]))
+            for runtime in runtimes:
+                cases.append(bench_case(name, loaded, runtime, batch, plans, len(randoms), args))
+                c = cases[-1]
+                print(
+                    f"  {name} {runtime} batch {batch}: table {c.table_s:.0f} s, {len(plans)} plans {c.timing_s:.0f} s "
+                    f"({time.perf_counter() - start:.0f} s in all)",
+                    file=sys.stderr,
+                )
+        del loaded
+    try:
+        import onnxruntime
+
+        ort = f"onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = "no onnxruntime"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-        f"{time.perf_counter() - start:.0f} s in all\n"
+        f"torch {torch.__version__}, {ort}, {torch.get_num_threads()} threads, {args.device} {args.dtype}, "
+        f"{time.perf_counter() - start:.0f} s in all: `python {shlex.join(sys.argv)}`\n"
     )
-    print_tables(rows, errors)
+    print_tables(cases)
     return 0
 
 

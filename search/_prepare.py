@@ -63,7 +63,7 @@ from ._calib_data import load_calibration_split
 from ._latency import architecture_fingerprint, describe_inputs, latency_inputs, measure_latency_table
 from ._latency_file import check_latency_file, check_table_fits, read_latency_file
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
-from ._settings import DataSettings, SearchSettings, SettingsError
+from ._settings import DataSettings, SearchSettings, SettingsError, SpaceSettings
 from ._study import resolve_budgets
 from ._zero_shot import ZeroShotSpec, resolve_zero_shot
 from .runtimes import get_runtime
@@ -145,13 +145,14 @@ def samples_used(
     return used, notes
 
 
-def space_kinds(settings: SearchSettings, width: int) -> tuple[str, ...]:
+def space_kinds(settings: SearchSettings | SpaceSettings, width: int) -> tuple[str, ...]:
     """The space's kind strings: `translators`, with each bare kind that takes a rank (`lowrank`) as one
     `kind:r` per rank of `ranks` at the model's `width` (`lowrank` with ranks d/16,d/8 at 768: lowrank:48,lowrank:96)."""
+    space = settings.space if isinstance(settings, SearchSettings) else settings
     kinds: list[str] = []
-    for kind in settings.space.translators:
+    for kind in space.translators:
         if ":" not in kind and kind_parameter(kind) == "rank":
-            kinds += [f"{kind}:{r}" for r in settings.space.resolved_ranks(width)]
+            kinds += [f"{kind}:{r}" for r in space.resolved_ranks(width)]
         else:
             kinds.append(kind)
     return tuple(dict.fromkeys(kinds))

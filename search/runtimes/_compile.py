@@ -42,7 +42,7 @@ class CompileRuntime(Runtime):
         if mode == DECODE:  # the step itself compiled; the cache's bookkeeping stays Python, as in a server
             call = decode_call(torch.compile(model.decode_step), model, inputs)
         else:
-            call = forward_call(torch.compile(model), inputs)
+            call = forward_call(torch.compile(model.export_module()), inputs)
         for _ in range(WARM_CALLS):
             call()
         return call

@@ -58,7 +58,7 @@ class EagerRuntime(Runtime):
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
         if mode == DECODE:
             return decode_call(model.decode_step, model, inputs)
-        return forward_call(model, inputs)
+        return forward_call(model.export_module(), inputs)
 
 
 EAGER = register_runtime(EagerRuntime())

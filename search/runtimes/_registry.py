@@ -70,8 +70,10 @@ class Runtime:
             )
 
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
-        """A call that runs `inputs` (a batch on the model's device) through `model` once in this runtime (`mode`
-        decode: one new token per sequence after the inputs' tokens, cached once here). Everything done once per
+        """A call that runs `inputs` (a batch on the model's device) through `model` once in this runtime: what a
+        deployment runs, the model's export graph (`CompressedModel.export_module`: an image model's head, a text
+        encoder's token and sentence embeddings, an LM's logits) in every runtime alike; `mode` decode: one new token
+        per sequence after the inputs' tokens, cached once here. Everything done once per
         model (compiling, exporting, warming up) is done here."""
         raise NotImplementedError
 

@@ -1,0 +1,125 @@
+"""The runtimes latency is measured in, and the latency table solved from whole models.
+
+Every registered runtime passes the conformance suite on a tiny image model, a text encoder and a causal LM (the same
+outputs as eager, one-line refusals of what it does not run); the probes' solution recovers known parts exactly from
+synthetic times, for every depth and kind; and the table estimates a model it never timed within the noise of the
+machine is not asserted (no timed assertions: `bench/bench_latency.py` measures the error)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import save_tiny
+
+from toast.errors import SettingsError
+from toast.models import CompressedModel, load_model
+from toast.search._latency import measure_latency_table, probe_plans, solve_probes, timing_model
+from toast.search.runtimes import get_runtime, list_runtimes
+from toast.search.runtimes.testing import check_runtime
+from toast.spaces import Plan, list_translators
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {name: load_model(str(save_tiny(name, root / name))) for name in ("vit", "bert", "llama")}
+
+
+def test_the_registry_lists_the_runtimes_the_issue_names():
+    assert list_runtimes()[:3] == ["eager", "compile", "onnxruntime"] and "onnxruntime-tensorrt" in list_runtimes()
+    with pytest.raises(SettingsError, match="unknown runtime 'tensorflow': use one of eager"):
+        get_runtime("tensorflow")
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime", "onnxruntime-tensorrt"])
+@pytest.mark.parametrize("family", ["vit", "bert", "llama"])
+def test_runtime_conformance(runtime, family, tiny):
+    reason = check_runtime(runtime, tiny[family])
+    if runtime == "onnxruntime-tensorrt":  # no GPU here: the suite checked the one-line refusal instead
+        assert reason is not None and "onnxruntime-tensorrt" in reason
+
+
+def test_compile_conformance(tiny):
+    """torch.compile on one family (compiling costs seconds per model on this CPU)."""
+    assert check_runtime("compile", tiny["vit"]) is None
+
+
+def test_tensorrt_runs_on_cuda_only():
+    with pytest.raises(SettingsError, match="does not run on cpu"):
+        get_runtime("onnxruntime-tensorrt").check("cpu")
+
+
+@pytest.mark.parametrize("num_blocks", [2, 3, 4, 7, 12])
+def test_the_probes_recover_known_parts_exactly(num_blocks):
+    """Times made from known parts (a fixed part, a block, a span of each kind) are solved back exactly: the probes'
+    design has full rank at every depth, for every registered kind."""
+    kinds = [k if k != "lowrank" else "lowrank:4" for k in list_translators()]
+    truth = {"fixed": 0.7, "block": 2.5, **{k: 0.1 * (i + 1) for i, k in enumerate(["identity", *kinds])}}
+    probes = probe_plans(num_blocks, kinds)
+    assert len(probes) == 3 + len([k for k in kinds if k != "identity"])
+    for plan, counts in probes.items():  # the counts are the plan's own: kept blocks and spans of each kind
+        assert counts["block"] == len(plan.kept) and counts["fixed"] == 1
+        assert sum(v for k, v in counts.items() if k not in ("fixed", "block")) == len(plan.spans)
+    ms = {plan: sum(truth[k] * n for k, n in counts.items()) for plan, counts in probes.items()}
+    solved = solve_probes(probes, ms)
+    assert solved == pytest.approx({k: truth[k] for k in solved})
+
+
+def test_the_fingerprint_is_the_same_from_the_config_alone_and_from_the_loaded_model(tiny):
+    """A table is checked against the config before any weight loads: both must name the same architecture."""
+    from toast.models import resolve_model
+    from toast.search._latency import architecture_fingerprint
+
+    for name, loaded in tiny.items():
+        source = resolve_model(loaded.model_id)
+        assert architecture_fingerprint(source.config) == architecture_fingerprint(loaded.config), name
+    assert architecture_fingerprint(tiny["vit"].config) != architecture_fingerprint(tiny["bert"].config)
+
+
+def test_every_probe_is_a_model_the_compressed_model_builds(tiny):
+    """A probe of each kind is built at its fitted shapes (folded included: it keeps its source block)."""
+    loaded = tiny["vit"]
+    kinds = [k if k != "lowrank" else "lowrank:4" for k in list_translators()]
+    for plan in probe_plans(loaded.num_blocks, kinds):
+        model = timing_model(loaded, plan)
+        assert isinstance(model, CompressedModel) and model.plan == plan
+
+
+def test_a_table_in_another_runtime_is_another_cache_entry(tiny, tmp_path):
+    loaded = tiny["vit"]
+    kw = {"kinds": ("identity", "linear"), "cache_dir": tmp_path, "repeats": 2, "warmup": 1}
+    eager, measured = measure_latency_table(loaded, **kw)
+    assert measured and eager.runtime == "eager"
+    ort, measured = measure_latency_table(loaded, runtime="onnxruntime", **kw)
+    assert measured and ort.runtime == "onnxruntime" and "onnxruntime" in ort.versions
+    assert "CPUExecutionProvider" in ort.device and ort.fingerprint == eager.fingerprint
+    _, measured = measure_latency_table(loaded, runtime="onnxruntime", **kw)
+    assert not measured
+
+
+def test_decode_is_refused_in_one_line_by_a_runtime_without_a_cache(tiny):
+    with pytest.raises(
+        SettingsError, match="runtime onnxruntime cannot time a decode step .* use runtime eager or compile"
+    ):
+        measure_latency_table(tiny["llama"], kinds=("identity",), mode="decode", runtime="onnxruntime")
+
+
+def test_decode_in_compile_steps_the_same_cache(tiny):
+    """torch.compile's decoding step: the compiled step returns eager's logits on the same cache."""
+    loaded = tiny["llama"]
+    from toast.search._latency import latency_inputs
+
+    inputs = latency_inputs(loaded, batch_size=2, seq_len=8)
+    model = timing_model(loaded, Plan.parse("0→1:linear", loaded.num_blocks))
+    eager = get_runtime("eager").prepare(model, inputs, mode="decode")()
+    compiled = get_runtime("compile").prepare(model, inputs, mode="decode")()
+    get_runtime("compile").release()
+    assert torch.allclose(eager, compiled, atol=1e-4)
