@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import platform
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from toast.spaces import Plan, PlanSpace, Span, translator_class
 from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
 from .._faults import fault_point
 from ..models import CompressedModel, LoadedModel, example_inputs
-from .runtimes import PREFILL, Runtime, get_runtime
+from .runtimes import PREFILL, Runtime, device_name, get_runtime
 
 __all__ = [
     "LatencySpec",
@@ -63,24 +62,6 @@ END_TO_END_WARMUP, END_TO_END_REPEATS = 2, 10  # a whole compressed model (front
 BURST_MS, MAX_BURST = 2.0, 200  # a call faster than this runs back to back in a timed burst (at most this many calls)
 #: config fields that name a copy or a release, not the architecture: left out of the fingerprint
 NOT_ARCHITECTURE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash", "architectures")
-
-
-def device_name(device: torch.device | str) -> str:
-    """The hardware behind `device`: `cuda: <GPU name>`, or `cpu: <model name>` (from /proc/cpuinfo where it exists)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    if device.type != "cpu":
-        return device.type
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {name or platform.processor() or platform.machine() or 'unknown'}"
 
 
 def _dtype_name(loaded: LoadedModel) -> str:

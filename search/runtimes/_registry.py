@@ -12,18 +12,20 @@ testing.check_runtime` is the conformance suite every registered runtime passes.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
 
 from toast.errors import SettingsError
 
 if TYPE_CHECKING:
-    import torch
-
     from toast.models import CompressedModel
 
-__all__ = ["RUNTIMES", "Runtime", "get_runtime", "list_runtimes", "register_runtime"]
+__all__ = ["RUNTIMES", "Runtime", "device_name", "get_runtime", "list_runtimes", "register_runtime"]
 
 PREFILL, DECODE = "prefill", "decode"
 
@@ -82,12 +84,28 @@ class Runtime:
 
     def device_label(self, device: torch.device | str) -> str:
         """What a latency table and front.json name as where it ran: the runtime and the hardware."""
-        from .._latency import device_name
-
         return device_name(device)
 
     def __repr__(self) -> str:
         return f"<runtime {self.name}>"
+
+
+def device_name(device: torch.device | str) -> str:
+    """The hardware behind `device`: `cuda: <GPU name>`, or `cpu: <model name>` (from /proc/cpuinfo where it exists)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type != "cpu":
+        return device.type
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {name or platform.processor() or platform.machine() or 'unknown'}"
 
 
 _REGISTRY: dict[str, Runtime] = {}

@@ -19,6 +19,7 @@ DEMO_JSON = {
     "sampler": "tpe-local",
     "seed": 0, "trials": 40, "timeout": None, "budget_gflops": None, "budget_params": None, "budget_fraction": 0.85,
     "budget_latency_ms": None, "latency_batch_size": 1, "latency_seq_len": 128, "latency_mode": "prefill",
+    "latency_runtime": "eager", "latency_table": None,
     "lm_eval_tasks": [], "lm_eval_include": None, "lm_eval_limit": 100, "plans": [], "device": "auto",
     "device_map": None, "dtype": "float32", "activation_dtype": "float16", "refit": "independent",
     "cache_dir": "/tmp/golden/before/cache/1-demo", "batch_size": 32, "runner": "local", "ray_address": None,
