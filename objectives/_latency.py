@@ -44,15 +44,15 @@ LATENCY = register_objective(
         name="latency",
         direction="minimize",
         unit="ms",
-        description="milliseconds per batch on the run's device, estimated from its latency table "
-        "(--latency-batch-size inputs at the model's input size)",
+        description="milliseconds per batch on the run's device and runtime (or the --latency-table file's), estimated "
+        "from its latency table (--latency-batch-size inputs at the model's input size)",
         display=Display(
             title="latency ms", axis="latency (ms per batch, estimated)", name="latency", unit="ms", fmt="{:.2f}"
         ),
         fields=(MEASURED_FIELD, ESTIMATED_FIELD),
         field_descriptions={
             MEASURED_FIELD: "milliseconds per batch measured end to end at the end of the run (median of repeats; "
-            "the original, the front plans and the chosen one) on the run's device and dtype",
+            "the original, the front plans and the chosen one) on the run's device, dtype and --latency-runtime",
             ESTIMATED_FIELD: "the latency table's estimate of latency, beside the measured value (ms)",
         },
     )

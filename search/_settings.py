@@ -447,9 +447,10 @@ BUDGET_KEYS = {"latency": "budget_latency_ms"}
 BUDGET_HELP = {
     "gflops": "cost limit in GFLOPs per input (default: none)",
     "params": "limit in millions of parameters (default: none)",
-    "latency": "latency limit in milliseconds per batch of --latency-batch-size inputs on --device / --dtype: the "
-    "search uses the run's latency table (each block, translator kind, embeddings and head timed once, cached), "
-    "chosen/ must meet it measured end to end (default: none)",
+    "latency": "latency limit in milliseconds per batch of --latency-batch-size inputs on --device / --dtype in "
+    "--latency-runtime, or as the --latency-table file says: the search estimates it from the latency table (whole "
+    "models timed once, cached), chosen/ must meet it measured end to end here (a table file: measured there by "
+    "`toast-search measure`) (default: none)",
 }
 BUDGET_FRACTION = "budget_fraction"
 
