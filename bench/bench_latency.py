@@ -274,7 +274,7 @@ def main() -> int:
     except ImportError:
         ort = "no onnxruntime"
     print(
-        f"torch {torch.__version__}, {ort}, {torch.get_num_threads()} threads, {args.device} {args.dtype}, "
+        f"torch {torch.__version__}, {ort}, {torch.get_num_threads()} CPU thread(s), {args.device} {args.dtype}, "
         f"{time.perf_counter() - start:.0f} s in all: `python {shlex.join(sys.argv)}`\n"
     )
     print_tables(cases)

@@ -1,17 +1,22 @@
-"""demo-lm's latency in both modes, the latency table's estimate against the end-to-end measurement.
+"""demo-lm's latency in every runtime and mode that runs it: the latency table's estimate against the end-to-end
+measurement.
 
-For prefill (a forward over `batch × seq` tokens) and decode (one new token per sequence after `seq` cached ones,
-`CompressedModel.decode_step` with a `DynamicCache`), at batch 1 and 8: the table's estimate and the measured median
-of the original and two plans, with the functions a run uses (`measure_latency_table`, `measure_end_to_end`; the
-measured value is the median of 3 medians of 10). The plans' linear maps are identity matrices: timing does not depend
-on their values. Prints one line per mode and batch.
+For each runtime (`eager`, `compile`, `onnxruntime`) and mode it runs (prefill: a forward over `batch × seq` tokens;
+decode: one new token per sequence after `seq` cached ones, `CompressedModel.decode_step` with a `DynamicCache`;
+onnxruntime runs prefill only), at batch 1 and 8: the runtime's table (`measure_latency_table(runtime=…)`, solved
+from whole models) and the measured median of the original and the plans, timed end to end in the same runtime
+(`time_models`, the models at their fitted shapes: timing does not depend on the weights' values). Prints a markdown
+table: estimate, measurement, error per plan, and the median error per runtime, mode and batch.
 
     python bench/bench_lm_latency.py
+    python bench/bench_lm_latency.py --runtimes eager,compile --batches 1
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 import numpy as np
 import torch
@@ -21,40 +26,68 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo-lm")
     p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--plans", nargs="*", default=["2→5:linear, 7→8:linear", "2→8:identity"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runtimes", default="eager,compile,onnxruntime")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--plans", nargs="*", default=["2→5:linear, 7→8:linear", "2→8:identity", "0→1:linear, 4→6:identity"])
     args = p.parse_args(argv)
-    from toast.models import CompressedModel, load_model
-    from toast.search._latency import latency_inputs, measure_end_to_end, measure_latency_table
-    from toast.spaces import Plan, translator_class
+    from toast.errors import ToastError
+    from toast.models import load_model
+    from toast.search._latency import latency_inputs, measure_latency_table, time_models, timing_model
+    from toast.search._quiet import quiet_libraries
+    from toast.search.runtimes import get_runtime
+    from toast.spaces import Plan
 
+    quiet_libraries()
+    torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu")
-    L, d = loaded.num_blocks, loaded.hidden_size
-
-    def fitted(plan: Plan) -> dict:
-        out = {}
-        for span in plan.spans:
-            translator = translator_class(span.kind)()
-            if translator_class(span.kind).needs_fit:  # the plans' affine kinds: the identity map
-                translator.weight_, translator.bias_ = np.eye(d), np.zeros(d)
-            out[span] = translator
-        return out
-
-    print(f"{args.model}, {torch.get_num_threads()} threads, float32")
-    for mode in ("prefill", "decode"):
-        for batch in (1, 8):
-            table, _ = measure_latency_table(
-                loaded, kinds=["identity", "linear"], batch_size=batch, seq_len=args.seq, mode=mode
-            )
-            inputs = latency_inputs(loaded, batch_size=batch, seq_len=args.seq)
-            rows = []
-            for text in ("", *args.plans):
-                plan = Plan.parse(text, L) if text else Plan((), L)
-                model = CompressedModel.from_model(loaded, plan, fitted(plan)).eval()
-                estimate = table.estimate(plan)
-                measured = float(np.median([measure_end_to_end(model, inputs, mode=mode) for _ in range(3)]))
-                error = 100 * (estimate - measured) / measured
-                rows.append(f"{text or 'original'}: est {estimate:.3f} ms, measured {measured:.3f} ms ({error:+.0f}%)")
-            print(f"{mode} batch {batch} x {args.seq}: " + " | ".join(rows))
+    L = loaded.num_blocks
+    plans = [Plan((), L), *(Plan.parse(t, L) for t in args.plans)]
+    start = time.perf_counter()
+    rows, summary = [], []
+    for name in args.runtimes.split(","):
+        runtime = get_runtime(name)
+        for mode in ("prefill", "decode"):
+            try:
+                runtime.check(loaded.device, mode)
+            except ToastError as exc:
+                print(f"  {name} {mode}: skipped: {exc}", file=sys.stderr)
+                continue
+            for batch in (int(b) for b in args.batches.split(",")):
+                t0 = time.perf_counter()
+                table, _ = measure_latency_table(
+                    loaded, kinds=["identity", "linear"], batch_size=batch, seq_len=args.seq, mode=mode, runtime=name
+                )
+                inputs = latency_inputs(loaded, batch_size=batch, seq_len=args.seq)
+                measured = time_models(
+                    runtime,
+                    {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in plans},
+                    inputs,
+                    mode=mode,
+                    warmup=2,
+                    repeats=args.repeats,
+                )
+                errors = []
+                for plan in plans:
+                    est, ms = table.estimate(plan), measured[plan]
+                    errors.append(abs(est - ms) / ms)
+                    rows.append(
+                        f"| {name} | {mode} | {batch} | `{plan if plan.spans else 'original'}` | {est:.3f} | {ms:.3f} | "
+                        f"{100 * (est - ms) / ms:+.1f}% |"
+                    )
+                summary.append(f"| {name} | {mode} | {batch} | {np.median(errors):.1%} | {max(errors):.1%} |")
+                print(f"  {name} {mode} batch {batch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(
+        f"{args.model}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+        f"{time.perf_counter() - start:.0f} s in all\n"
+    )
+    print("| runtime | mode | batch | plan | estimated ms | measured ms | error |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    print("\n| runtime | mode | batch | median error | max error |")
+    print("| --- | --- | --- | --- | --- |")
+    print("\n".join(summary))
     return 0
 
 

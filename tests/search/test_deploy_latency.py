@@ -255,3 +255,24 @@ def test_the_table_file_round_trips(tmp_path):
     )  # fmt: skip
     path = write_latency_file(table, tmp_path / "t.json", model="m")
     assert read_latency_file(path) == table
+
+
+def test_a_search_measures_its_own_table_and_front_in_latency_runtime(tmp_path):
+    """`--latency-runtime onnxruntime`: the table is onnxruntime's (cached apart from eager's) and the end of the run
+    times the front in onnxruntime."""
+    args = [
+        *SEARCH,
+        "--latency-runtime",
+        "onnxruntime",
+        "--budget-latency-ms",
+        "1000",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    code, stdout, err = run_main([*args, "--out", str(tmp_path / "r")])
+    assert code == 0, err
+    assert "latency table measured: onnxruntime on cpu" in stdout
+    front = json.loads((tmp_path / "r" / "front.json").read_text())
+    assert all(r["latency_ms"] > 0 and r["latency_ms_estimated"] > 0 for r in front["front"])
+    code, stdout, err = run_main([*args, "--out", str(tmp_path / "r2")])
+    assert code == 0 and "latency table from the cache: onnxruntime on cpu" in stdout, err
