@@ -28,6 +28,7 @@ from toast.spaces import Plan, translator_class
 
 from .._artifacts import atomic_write_text
 from ..capture import resolve_device
+from ..data import TOKENS
 from ..models import load_model, resolve_model
 from ._latency import (
     END_TO_END_REPEATS,
@@ -49,7 +50,7 @@ MEASUREMENTS = "latency_measurements"  # front.json's list of measurements (wher
 
 
 def _check_mode(family: Any, mode: str, model: str) -> None:
-    if mode == DECODE and family.modality != "causal-lm":
+    if mode == DECODE and family.modality != TOKENS:
         raise SettingsError(
             f"--mode decode times a causal language model's decoding step, but model {model!r} is a "
             f"{family.modality} encoder: use --mode prefill"
