@@ -81,7 +81,8 @@ def is_big(loaded, batch: int) -> bool:
 
 def dinov2_base_folder(root: Path) -> Path:
     """DINOv2-base's hub config and processor (crop 224) with random weights (as tests/models/test_hub_layouts.py)."""
-    sys.path.insert(0, str(REPO / "tests" / "models"))
+    for folder in ("tests", "tests/models", "tests/objectives"):  # the test modules import each other by name
+        sys.path.insert(0, str(REPO / folder))
     from test_hub_layouts import save_hub_layout
 
     return save_hub_layout("facebook/dinov2-base", root / "dinov2-base")
