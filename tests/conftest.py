@@ -125,3 +125,13 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the module's tests (`pytestmark = pytest.mark.usefixtures("one_thread")`): tiny models
+    run fastest so, several threads only contend on a shared machine, and a latency table is keyed by the count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -35,16 +35,9 @@ from toast.objectives._objectives import CostObjective
 from toast.objectives._probes import DEFAULT_ALPHAS, ProbeResult, RidgeProbe
 from toast.objectives.testing import ArrayTrial, random_trial
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
+
 LABEL_VALUES = np.array([3, 7, 10, 42, 99])  # not contiguous, not starting at 0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices run fastest on one thread, and a busy CI machine makes threaded BLAS spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- data

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import FAMILY_NAMES
 
 from toast.search.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 ALL_KINDS = "identity,linear,lowrank,mlp,resmlp,folded"
 SMALL = ["--calib-samples", "16", "--probe-samples", "30", "--eval-samples", "20", "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,14 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import run_main
 
 from toast.objectives import LatencyTable
 from toast.search import _deploy_latency
 from toast.search._latency_file import read_latency_file, write_latency_file
 from toast.spaces import Plan
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 SEARCH = [
     "--model",
@@ -38,14 +39,6 @@ SEARCH = [
     "--trials",
     "6",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from test_zero_shot import save_tiny_clip
 from toast.data import iter_batches, load_split
 from toast.models import CompressedModel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 DEIT = (  # facebook/deit-base-distilled-patch16-224 as published, loaded as its backbone (the class with one head)
     {
@@ -116,14 +116,6 @@ open(manifest["result"], "w").write(json.dumps(out))
 
 def front(run: Path) -> dict:
     return json.loads((run / "front.json").read_text())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import run_main
 
 from toast.models import load_model
@@ -20,6 +19,8 @@ from toast.search._latency import cheapest_latency_plan
 from toast.search._measured import meets_measured_latency as _meets_measured_latency
 from toast.search._storage import study_file
 from toast.spaces import Plan, PlanSpace
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 TINY = [
     "--model",
@@ -39,15 +40,6 @@ TINY = [
     "4",
 ]
 KINDS = ("identity", "linear")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The latency table is keyed by the thread count: the test and the runs it starts use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from toast.search._latency import (
 )
 from toast.spaces import Plan, PlanSpace
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
+
 TABLE = LatencyTable(
     embed_ms=0.5,
     blocks_ms=(2.0, 2.0, 3.0, 2.0, 1.0),
@@ -28,14 +30,6 @@ TABLE = LatencyTable(
     translators_ms={"identity": 0.001, "linear": 0.3},
     device="cpu: made up",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

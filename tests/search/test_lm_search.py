@@ -34,7 +34,7 @@ from toast.search._context import SearchContext
 from toast.search._export import export_plan, load_run_settings
 from toast.spaces import Plan
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SEQ_LEN = 32
 SMALL = ["--seq-len", str(SEQ_LEN), "--calib-samples", "16", "--eval-samples", "20", "--device", "cpu", "--no-progress"]
@@ -139,14 +139,6 @@ def packed_test_split(folder: Path, cache: Path) -> np.ndarray:
         corpus_split(PYTHON_DOCS, "test"), AutoTokenizer.from_pretrained(folder), SEQ_LEN, cache, model=str(folder)
     )
     return np.asarray(split.dataset["input_ids"], dtype=np.int64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,6 @@ PLANS = {
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _fitted(lm, plan: Plan) -> dict:
     """Every span of `plan` fitted on the tiny model's own hidden states (trained kinds: a few steps)."""
     with torch.no_grad():
@@ -277,6 +269,8 @@ OPTIMUM_CHECK = (
 import torch
 from optimum.onnxruntime import ORTModelForFeatureExtraction
 from sentence_transformers import SentenceTransformer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 manifest = json.loads(open(sys.argv[1]).read())
 out = {}

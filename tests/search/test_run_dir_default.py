@@ -11,7 +11,6 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-import torch
 
 from toast.search import SearchSettings
 from toast.search._settings import default_run_dir
@@ -34,15 +33,6 @@ def test_the_default_run_directory_is_named_by_what_binds_the_run():
     # an explicit `out` is kept as given, and `replace` keeps the directory already derived
     assert SearchSettings.from_flat(model="m", dataset="d", out="elsewhere").out == Path("elsewhere")
     assert base.updated(trials=3).out == base.out
-
-
-@pytest.fixture
-def one_thread():
-    """The tiny models run fastest on one thread (several only contend on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(args: list[str]) -> tuple[int, str, str]:

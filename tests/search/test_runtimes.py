@@ -18,13 +18,7 @@ from toast.search.runtimes import get_runtime, list_runtimes
 from toast.search.runtimes.testing import check_runtime
 from toast.spaces import Plan, list_translators
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")

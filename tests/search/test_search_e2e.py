@@ -32,7 +32,7 @@ from toast.search.cli import build_search_parser, main, settings_from
 from toast.search.samplers import PROPOSED_BY
 from toast.spaces import Plan, PlanSpace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 L = 4  # blocks of the tiny models (conftest.SMALL)
 SMALL_RUN = [
@@ -59,15 +59,6 @@ TRIAL_CSV_COLUMNS = ["number", "state", "spans", "plan", "accuracy", "gflops", "
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models run fastest on one thread (several only contend on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -340,15 +340,6 @@ def small_run(tiny_dirs, dataset, cache, out, *extra: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny model runs fastest on one thread (several only contend on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 def test_search_over_lowrank_ranks_end_to_end(tiny_dirs, image_dataset_dir, tmp_path, one_thread):
     cache, kinds = tmp_path / "cache", ["--translators", "identity,linear,lowrank", "--ranks", "4,8"]

@@ -25,15 +25,9 @@ from toast.spaces._mlp import MLPTranslator
 from toast.spaces._resmlp import ResMLPTranslator
 from toast.spaces._trained import TrainedTranslator
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
+
 FAST = dict(lr=1e-2, batch_tokens=256, eval_every=20)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def teacher_data(kind: str, *, d: int = 8, samples: int = 200, tokens: int = 8, seed: int = 0) -> ArraySpanData:
