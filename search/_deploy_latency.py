@@ -33,6 +33,7 @@ from ..models import load_model, resolve_model
 from ._latency import (
     END_TO_END_REPEATS,
     END_TO_END_WARMUP,
+    describe_inputs,
     latency_inputs,
     measure_latency_table,
     time_models,
@@ -40,11 +41,11 @@ from ._latency import (
 )
 from ._latency_file import FILE_FORMAT, write_latency_file
 from ._pareto import choose
+from ._prepare import DTYPES
 from .runtimes import DECODE, PREFILL, get_runtime
 
 __all__ = ["MeasuredRun", "make_latency_table", "measure_run"]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MEASURED = "latency_measured"  # each record's measured times: a list of {runtime, device, …, ms}
 MEASUREMENTS = "latency_measurements"  # front.json's list of measurements (where, how, what it found)
 
@@ -233,7 +234,7 @@ def measure_run(
             "dtype": dtype,
             "threads": torch.get_num_threads(),
             "batch_size": settings.scoring.latency_batch_size,
-            "inputs": ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items()),
+            "inputs": describe_inputs(inputs),
             "mode": mode,
             "versions": engine.versions(),
         }
