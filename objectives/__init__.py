@@ -27,7 +27,7 @@ from ._fidelity import feature_fidelity  # registers `fidelity`
 from ._language import DEFAULT_TOP_K, TokenReference, reference_rows, token_scores  # `perplexity`, `kl`, `top1`
 from . import _gflops, _params  # noqa: F401  (register `gflops`, `params`)
 from ._latency import ESTIMATED_FIELD, MEASURED_FIELD  # registers `latency`
-from ._latency_table import LatencyTable
+from ._latency_table import LatencyTable, held_budgets
 from ._downstream import (  # registers `downstream` (lm-eval imported on first use only)
     DOWNSTREAM_TASKS_FIELD,
     LM_EVAL_HINT,
@@ -74,6 +74,7 @@ __all__ = [
     "feature_fidelity",
     "get_objective",
     "get_objectives",
+    "held_budgets",
     "list_objectives",
     "measure_latency",
     "new_figure",

@@ -5,21 +5,24 @@ A `LatencyTable` holds what was measured once on one device, in one runtime (PyT
 Runtime …), dtype, batch size and input size: the fixed part of a forward (embeddings, final norm and head, and the
 runtime's own per-call work: `embed_ms`, with `tail_ms` where it was timed apart), a kept block (blocks of one shape
 share one measurement), and one span of each translator kind at the model's width. `estimate(plan)` is the sum of
-the parts the compressed model runs: instant, no model built. `toast.search` measures it (`measure_latency_table`:
-whole models timed in the runtime, the parts solved from their differences) and writes it as a portable file
-(`toast-search latency-table`), which names the model's architecture (`fingerprint`), the runtime and its versions,
-the device and the thread count; here it is data only.
+the parts the compressed model runs: instant, no model built. `margin` is how far below the measured time the
+estimate fell on the table's check plans (whole models timed besides the probes): a latency budget holds estimates to
+`budget / (1 + margin)` (`held_limit`), so that a plan chosen within it meets the budget when run. `toast.search`
+measures the table (`measure_latency_table`: whole models timed in the runtime, the parts solved from their
+differences) and writes it as a portable file (`toast-search latency-table`), which names the model's architecture
+(`fingerprint`), the runtime and its versions, the device and the thread count; here it is data only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from toast.spaces import Plan
 
-__all__ = ["LatencyTable"]
+__all__ = ["LatencyTable", "held_budgets"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +33,8 @@ class LatencyTable:
     same tensor, so they cost the same). `device` names the hardware (CPU model or GPU name), `threads` is the CPU
     thread count the parts were timed with, `input_description` the batch's shapes, `runtime` what ran the model
     (`toast.search.runtimes`) with the `versions` of its packages, and `fingerprint` the model's architecture
-    (`architecture_fingerprint`: its config; the weights' values do not change a latency).
+    (`architecture_fingerprint`: its config; the weights' values do not change a latency). `margin` is the largest
+    relative under-estimate over the check plans timed with the table (0: none ran, or none ran slower than estimated).
     """
 
     embed_ms: float
@@ -48,24 +52,27 @@ class LatencyTable:
     runtime: str = "eager"
     versions: Mapping[str, str] = field(default_factory=dict)
     fingerprint: str = ""
+    margin: float = 0.0  # how much slower than their estimates the table's check plans ran, at most (relative)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks_ms", tuple(float(b) for b in self.blocks_ms))
         object.__setattr__(self, "translators_ms", {str(k): float(v) for k, v in self.translators_ms.items()})
         object.__setattr__(self, "versions", {str(k): str(v) for k, v in self.versions.items()})
+        object.__setattr__(self, "margin", float(self.margin))
         bad = [
             name
             for name, v in (
                 ("embed_ms", self.embed_ms),
                 ("tail_ms", self.tail_ms),
+                ("margin", self.margin),
                 *(("blocks_ms", b) for b in self.blocks_ms),
             )
-            if not v >= 0
+            if not 0 <= v < math.inf
         ]
-        bad += [f"translators_ms[{k!r}]" for k, v in self.translators_ms.items() if not v >= 0]
+        bad += [f"translators_ms[{k!r}]" for k, v in self.translators_ms.items() if not 0 <= v < math.inf]
         if bad or not self.blocks_ms:
             raise ValueError(
-                f"a latency table needs blocks and non-negative times; bad: {', '.join(bad) or 'no blocks'}"
+                f"a latency table needs blocks and finite non-negative times and margin; bad: {', '.join(bad) or 'no blocks'}"
             )
 
     @property
@@ -93,6 +100,15 @@ class LatencyTable:
             + sum(self.translator(span.kind) for span in plan.spans)
         )
 
+    def bound(self, plan: Plan) -> float:
+        """`estimate(plan)` with the table's `margin` added: what a latency budget holds the plan to, so that a plan
+        within the budget by this bound meets it when run (as the table's check plans did)."""
+        return self.estimate(plan) * (1.0 + self.margin)
+
+    def held_limit(self, budget_ms: float) -> float:
+        """The largest estimate that meets a budget of `budget_ms` with the table's `margin`: `budget / (1 + margin)`."""
+        return budget_ms / (1.0 + self.margin)
+
     @property
     def original_ms(self) -> float:
         """The estimate for the original model (every block kept)."""
@@ -118,3 +134,12 @@ class LatencyTable:
     def from_json(cls, doc: Mapping[str, Any]) -> LatencyTable:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: (tuple(v) if k == "blocks_ms" else v) for k, v in doc.items() if k in known})
+
+
+def held_budgets(budgets: Mapping[str, float], table: LatencyTable | None) -> dict[str, float]:
+    """The limits the plans' estimates are held to: a latency budget less the latency table's margin
+    (`LatencyTable.held_limit`: how much slower than estimated its check plans ran), the others as given."""
+    out = dict(budgets)
+    if table is not None and "latency" in out:
+        out["latency"] = table.held_limit(out["latency"])
+    return out

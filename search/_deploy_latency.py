@@ -32,6 +32,7 @@ from ..data import TOKENS
 from ..models import load_model, resolve_model
 from ._latency import (
     END_TO_END_REPEATS,
+    END_TO_END_SECONDS,
     END_TO_END_WARMUP,
     describe_inputs,
     latency_inputs,
@@ -225,7 +226,16 @@ def measure_run(
                 return built["model"]
 
             builds["chosen/"] = chosen_build
-        times = time_models(engine, builds, inputs, mode=mode, warmup=END_TO_END_WARMUP, repeats=repeats, device=where)
+        times = time_models(
+            engine,
+            builds,
+            inputs,
+            mode=mode,
+            warmup=END_TO_END_WARMUP,
+            repeats=repeats,
+            seconds=END_TO_END_SECONDS,
+            device=where,
+        )
         if "chosen/" in builds:
             how = built.get("how")
         measurement = {

@@ -8,7 +8,8 @@ The table is solved from whole models, each run end to end in the runtime (`toas
 repeated to the batch; text: `seq_len` tokens): the original, a model with one identity span over about half the
 blocks, and for each translator kind (identity included) a model whose every other block is a one-block span of
 that kind (`probe_plans`). Their medians are linear in the unknowns (the fixed part, a block, a span of each kind),
-solved by least squares (`solve_probes`). Timing whole models rather than parts alone counts what a runtime does
+solved by least squares (`solve_probes`); a few more whole models (`check_plans`), timed with the probes, give the
+table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models rather than parts alone counts what a runtime does
 around and between them (its per-call work, fusions across a block boundary, caches warm from the previous part),
 which is what a plan's estimate must add up to; every runtime is timed the same way (warm-up, then the median of
 rounds). Translators are their kind's module at the fitted shape with default-initialised weights
@@ -22,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from toast.errors import PlanError
 from toast.objectives import LatencyTable, measure_latency
 from toast.spaces import Plan, PlanSpace, Span, translator_class
 
@@ -41,6 +44,7 @@ from .runtimes import PREFILL, Runtime, device_name, get_runtime
 __all__ = [
     "LatencySpec",
     "architecture_fingerprint",
+    "check_plans",
     "cheapest_latency_plan",
     "describe_inputs",
     "device_name",
@@ -55,9 +59,13 @@ __all__ = [
     "timing_model",
 ]
 
-FORMAT_VERSION = 2  # 2: solved from whole models in a runtime (1: parts timed alone, eager only)
+FORMAT_VERSION = 3  # 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
+#: rounds go on until they have lasted this long (at most `MAX_ROUNDS`): a fast model's few rounds would take a
+#: fraction of a second, at the mercy of one burst of another process's work
+TABLE_SECONDS, END_TO_END_SECONDS, MAX_ROUNDS = 2.0, 1.0, 1000
+CHECK_PLANS = 3  # whole models timed besides the probes, for the table's margin (`check_plans`)
 END_TO_END_WARMUP, END_TO_END_REPEATS = 2, 10  # a whole compressed model (front plans, chosen/)
 BURST_MS, MAX_BURST = 2.0, 200  # a call faster than this runs back to back in a timed burst (at most this many calls)
 #: config fields that name a copy or a release, not the architecture: left out of the fingerprint
@@ -100,8 +108,10 @@ class LatencySpec:
     mode: str = PREFILL  # causal LMs: a forward over the inputs, or one decoding step after them (`DECODE`)
     warmup: int = PART_WARMUP
     repeats: int = PART_REPEATS
+    seconds: float = TABLE_SECONDS
     runtime: str = "eager"
     versions: str = ""  # the runtime's package versions (JSON)
+    checks: int = CHECK_PLANS
     version: int = FORMAT_VERSION
 
     @property
@@ -138,9 +148,12 @@ def latency_spec(
     )
 
 
-def interleaved_medians(calls: dict, *, warmup: int, repeats: int, device, burst_ms: float = BURST_MS) -> dict:
+def interleaved_medians(
+    calls: dict, *, warmup: int, repeats: int, device, burst_ms: float = BURST_MS, seconds: float = 0.0
+) -> dict:
     """Median milliseconds per call of each callable of `calls`, timed in `repeats` rounds that time each in turn
-    (after `warmup` rounds), so that a change of load on a shared machine shifts every part alike.
+    (after `warmup` rounds), so that a change of load on a shared machine shifts every part alike; more rounds while
+    the timed ones have lasted less than `seconds` (at most `MAX_ROUNDS`).
 
     In a round a callable runs as a burst of back-to-back calls lasting about `burst_ms` (one call when it is
     slower), timed as one and divided: a sub-millisecond part timed alone between other work runs slower (colder
@@ -153,7 +166,9 @@ def interleaved_medians(calls: dict, *, warmup: int, repeats: int, device, burst
         once = measure_latency(fn, warmup=0, repeats=1, device=device).median_ms
         bursts[name] = max(1, min(MAX_BURST, math.ceil(burst_ms / max(once, 1e-6))))
     times: dict = {name: [] for name in calls}
-    for _ in range(repeats):
+    start, rounds = time.perf_counter(), 0
+    while rounds < repeats or (time.perf_counter() - start < seconds and rounds < MAX_ROUNDS):
+        rounds += 1
         for name, fn in calls.items():
             k = bursts[name]
             ms = measure_latency(lambda fn=fn, k=k: [fn() for _ in range(k)], warmup=0, repeats=1, device=device)
@@ -211,6 +226,32 @@ def solve_probes(probes: Mapping[Plan, Mapping[str, int]], ms: Mapping[Plan, flo
     return {n: max(float(v), 0.0) for n, v in zip(names, x)}
 
 
+def check_plans(num_blocks: int, kinds: Iterable[str], n: int = CHECK_PLANS) -> list[Plan]:
+    """`n` plans, neither the original nor a probe, that the table's estimate is checked on (its `margin`): seeded, so
+    the same for every table of a depth and kinds; each block kept with probability 0.6, else a span of a random kind
+    (identity included), at least one span each."""
+    L, kinds = int(num_blocks), list(dict.fromkeys(["identity", *kinds]))
+    space = PlanSpace(num_blocks=L, kinds=tuple(kinds))
+    rng = np.random.default_rng(20261206)
+    probes, out = probe_plans(L, kinds), []
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        try:
+            plan = space.decode(["keep" if rng.random() < 0.6 else str(rng.choice(kinds)) for _ in range(L)])
+        except PlanError:  # a kind that needs a source block drawn at block 0
+            continue
+        if plan.spans and space.contains(plan) and plan not in probes and plan not in out:
+            out.append(plan)
+    return out
+
+
+def check_margin(table: LatencyTable, ms: Mapping[Plan, float]) -> float:
+    """The largest relative amount by which the check plans' measured milliseconds `ms` exceed `table`'s estimates
+    (0 when none ran slower than estimated)."""
+    return max([0.0, *(t / table.estimate(plan) - 1.0 for plan, t in ms.items() if table.estimate(plan) > 0)])
+
+
 def time_models(
     runtime: Runtime,
     models: Mapping[Any, Callable[[], CompressedModel]],
@@ -219,37 +260,41 @@ def time_models(
     mode: str = PREFILL,
     warmup: int = PART_WARMUP,
     repeats: int = PART_REPEATS,
+    seconds: float = 0.0,
     device: torch.device | str | None = None,
 ) -> dict[Any, float]:
     """Median milliseconds per call of each model of `models` (built when needed: `key -> build()`) on `inputs` in
     `runtime`: side by side in rounds (`interleaved_medians`) where the runtime allows, else one model after the
-    other, each released before the next is prepared."""
+    other, each released before the next is prepared; each timed over at least `seconds` (`interleaved_medians`)."""
     if runtime.interleaved:
         calls = {key: runtime.prepare(build(), inputs, mode=mode) for key, build in models.items()}
-        return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=device)
+        return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=device, seconds=seconds)
     out = {}
     for key, build in models.items():
         call = runtime.prepare(build(), inputs, mode=mode)
-        out[key] = interleaved_medians({key: call}, warmup=warmup, repeats=repeats, device=device)[key]
+        out[key] = interleaved_medians({key: call}, warmup=warmup, repeats=repeats, device=device, seconds=seconds)[key]
         del call
         runtime.release()
     return out
 
 
 def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec, runtime: Runtime) -> LatencyTable:
-    """The table of `spec`: the probe models timed in `runtime`, the parts solved from them."""
+    """The table of `spec`: the probe models timed in `runtime`, the parts solved from them, and its margin from the
+    check plans timed with them."""
     probes = probe_plans(loaded.num_blocks, spec.kinds)
+    checks = check_plans(loaded.num_blocks, spec.kinds, spec.checks)
     ms = time_models(
         runtime,
-        {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in probes},
+        {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in [*probes, *checks]},
         inputs,
         mode=spec.mode,
         warmup=spec.warmup,
         repeats=spec.repeats,
+        seconds=spec.seconds,
         device=loaded.device,
     )
     parts = solve_probes(probes, ms)
-    return LatencyTable(
+    table = LatencyTable(
         embed_ms=parts["fixed"],
         blocks_ms=(parts["block"],) * loaded.num_blocks,
         tail_ms=0.0,
@@ -266,6 +311,7 @@ def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySp
         versions=json.loads(spec.versions or "{}"),
         fingerprint=architecture_fingerprint(loaded.config),
     )
+    return dataclasses.replace(table, margin=check_margin(table, {plan: ms[plan] for plan in checks}))
 
 
 def _read_table(directory: Path, key: str) -> LatencyTable:
@@ -285,9 +331,13 @@ def measure_latency_table(
     repeats: int = PART_REPEATS,
     mode: str = PREFILL,
     runtime: str = "eager",
+    checks: int = CHECK_PLANS,
+    seconds: float = TABLE_SECONDS,
 ) -> tuple[LatencyTable, bool]:
     """`loaded`'s latency table in `runtime` on its device and dtype, and whether it was measured now (False: read
-    from the cache). `mode` decode (causal LMs): one new token per sequence after `seq_len` cached ones.
+    from the cache). `mode` decode (causal LMs): one new token per sequence after `seq_len` cached ones. `checks`:
+    how many check plans give the table's margin (0: none, margin 0). `seconds`: each probe is timed over at least
+    this long (rounds go on past `repeats`).
 
     `cache_dir` None: measured and not stored. A corrupt cache entry is measured again (with a warning)."""
     engine = get_runtime(runtime)
@@ -297,6 +347,8 @@ def measure_latency_table(
         latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len),
         warmup=warmup,
         repeats=repeats,
+        checks=checks,
+        seconds=seconds,
         mode=mode,
         runtime=engine.name,
         device=engine.device_label(loaded.device),
@@ -327,6 +379,7 @@ def measure_end_to_end(
     repeats: int = END_TO_END_REPEATS,
     mode: str = PREFILL,
     runtime: str = "eager",
+    seconds: float = END_TO_END_SECONDS,
 ) -> float:
     """Median milliseconds of the whole compressed model, head included, on `inputs` in `runtime` on its device
     (`mode` decode: one decoding step after the inputs' tokens, cached by the model itself first, the cache put back
@@ -334,7 +387,14 @@ def measure_end_to_end(
     engine = get_runtime(runtime)
     device = next(model.parameters()).device
     return time_models(
-        engine, {"model": lambda: model}, inputs, mode=mode, warmup=warmup, repeats=repeats, device=device
+        engine,
+        {"model": lambda: model},
+        inputs,
+        mode=mode,
+        warmup=warmup,
+        repeats=repeats,
+        seconds=seconds,
+        device=device,
     )["model"]
 
 

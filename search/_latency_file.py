@@ -11,7 +11,6 @@ without a kind of the run's space.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def write_latency_file(table: LatencyTable, path: str | Path, *, model: str) -> 
 
 def read_latency_file(path: str | Path) -> LatencyTable:
     """The table in `path`; a `SettingsError` in one line when it is missing, unreadable, not JSON, not a toast
-    latency table, of a newer format, or holds an invalid value."""
+    latency table, of a newer format, or holds an invalid value (a negative, NaN or infinite time or margin)."""
     path = Path(path).expanduser()
     redo = "write it with `toast-search latency-table --model M --runtime R --out FILE` on the deployment machine"
     try:
@@ -65,9 +64,6 @@ def read_latency_file(path: str | Path) -> LatencyTable:
         table = LatencyTable.from_json(doc)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"`latency_table` {path}: {str(exc).splitlines()[0]}: {redo}") from None
-    values = [table.embed_ms, table.tail_ms, *table.blocks_ms, *table.translators_ms.values()]
-    if not all(math.isfinite(v) for v in values):
-        raise SettingsError(f"`latency_table` {path} holds a non-finite time: {redo}")
     return table
 
 

@@ -17,13 +17,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from toast.objectives import MEASURED_FIELD
+from toast.objectives import MEASURED_FIELD, held_budgets
 from toast.spaces import Plan
 
 from ._latency import latency_inputs, measure_end_to_end
 from ._pareto import choose
 
 if TYPE_CHECKING:
+    from toast.objectives import LatencyTable
+
     from ._context import SearchContext
     from ._settings import SearchSettings
 
@@ -101,8 +103,9 @@ class EndToEnd:
     #: the record field the Pareto plot draws beside an axis's estimate: latency's measured milliseconds
     PLOTTED: Mapping[str, str] = {"latency": MEASURED_FIELD}
 
-    def __init__(self, meter: LatencyMeter | None) -> None:
+    def __init__(self, meter: LatencyMeter | None, table: LatencyTable | None = None) -> None:
         self._meter = meter
+        self._table = table  # the run's latency table: its margin holds estimates when nothing is measured
 
     @classmethod
     def for_run(cls, settings: SearchSettings, ctx: SearchContext) -> EndToEnd:
@@ -110,7 +113,7 @@ class EndToEnd:
         `off` (no table, or a `latency_table` file measured on the deployment machine: `toast-search measure` times
         the front there)."""
         here = ctx.costs.latency is not None and settings.scoring.latency_table is None
-        return cls(LatencyMeter(settings, ctx) if here else None)
+        return cls(LatencyMeter(settings, ctx) if here else None, ctx.costs.latency)
 
     @classmethod
     def off(cls) -> EndToEnd:
@@ -135,10 +138,11 @@ class EndToEnd:
         self, pool: list[dict[str, Any]], budgets: dict[str, float], *, accuracy_key: str | None = None
     ) -> dict[str, Any] | None:
         """The budget choice among `pool` on the task score `accuracy_key` (`choose`); with a latency budget, the best
-        that meets it as measured."""
+        that meets it as measured, or where nothing is measured here (a table file), the best whose estimate meets it
+        with the table's margin (`held_budgets`)."""
         if self._meter is not None and "latency" in budgets:
             return meets_measured_latency(pool, budgets, self._meter, accuracy_key=accuracy_key)
-        return choose(pool, accuracy_key=accuracy_key, budgets=budgets)
+        return choose(pool, accuracy_key=accuracy_key, budgets=held_budgets(budgets, self._table))
 
     def columns(self, names: Sequence[str]) -> list[str]:
         """The front table's columns: the objectives, then the measured latency beside its estimate."""

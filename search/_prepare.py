@@ -178,7 +178,8 @@ def _latency_table(
         )
         notes.append(
             f"latency table from {settings.scoring.latency_table}: {given.describe()}, original estimated "
-            f"{given.original_ms:.4g} ms per batch (measured there: the end of the run does not time it here)"
+            f"{given.original_ms:.4g} ms per batch, margin {given.margin:.1%} (measured there: the end of the run does "
+            "not time it here)"
         )
         return given
     table, measured = measure_latency_table(
@@ -192,7 +193,7 @@ def _latency_table(
     )
     notes.append(
         f"latency table {'measured' if measured else 'from the cache'}: {table.describe()}, "
-        f"original estimated {table.original_ms:.4g} ms per batch"
+        f"original estimated {table.original_ms:.4g} ms per batch, margin {table.margin:.1%}"
     )
     return table
 

@@ -24,6 +24,7 @@ from toast.objectives import (
     Role,
     get_objective,
     get_objectives,
+    held_budgets,
     list_objectives,
     undefined_field,
 )
@@ -102,7 +103,7 @@ def resolve_budgets(study: StudySettings, costs: CostTable, space: PlanSpace) ->
 
 def _latency_notes(limit: float | None, costs: CostTable, space: PlanSpace) -> list[str]:
     """A latency budget against the latency table: a `SettingsError` naming the cheapest plan when it is below
-    that plan's estimate, a note when every plan fits."""
+    that plan's estimate with the table's margin, a note on the margin and when every plan fits."""
     if limit is None:
         return []
     table = costs.latency
@@ -113,14 +114,24 @@ def _latency_notes(limit: float | None, costs: CostTable, space: PlanSpace) -> l
     plan, low = cheapest_latency_plan(table, space)
     full = table.original_ms
     where = f"ms per batch of {table.batch_size} on {table.device}"
-    if limit < low - 1e-12:
+    held = table.held_limit(limit)
+    margin = f" plus the table's {table.margin:.1%} margin" if table.margin > 0 else ""
+    if held < low - 1e-12:
         raise SettingsError(
-            f"budget {limit:.4g} ms is below the cheapest plan in this space ({plan}: estimated {low:.4g} {where}; "
-            f"the original {full:.4g} ms): raise the budget or allow more removed blocks"
+            f"budget {limit:.4g} ms is below the cheapest plan in this space ({plan}: estimated {low:.4g} {where}"
+            f"{margin}; the original {full:.4g} ms): raise the budget or allow more removed blocks"
         )
-    if limit >= full:
-        return [f"budget {limit:.4g} ms is above the original model's estimated {full:.4g} {where}: every plan fits"]
-    return []
+    notes = []
+    if table.margin > 0:
+        notes.append(
+            f"latency budget {limit:.4g} ms: plans are held to an estimate of {held:.4g} ms, the table's margin "
+            f"(its check plans ran up to {table.margin:.1%} slower than estimated)"
+        )
+    if held >= full:
+        notes.append(
+            f"budget {limit:.4g} ms is above the original model's estimated {full:.4g} {where}: every plan fits"
+        )
+    return notes
 
 
 def cheapest_cost(costs: CostTable, space: PlanSpace) -> tuple[float, float]:
@@ -162,6 +173,7 @@ class Search:
         self.stats = stats
         self.objectives = get_objectives(self.scoring.objectives)
         self.budgets, self.notes = resolve_budgets(self.study_settings, costs, space)
+        self.held = held_budgets(self.budgets, costs.latency)  # what the constraints hold estimates to
         self.study_settings.out.mkdir(parents=True, exist_ok=True)
         self.storage = storage if storage is not None else open_storage(self.study_settings.out)
         self.study = optuna.create_study(
@@ -229,7 +241,7 @@ class Search:
     # ---- the trial ---------------------------------------------------------------------------
     def constraints(self, plan: Plan) -> dict[str, float]:
         cost = self.costs.cost(plan)
-        out = {name: get_objective(name).of_plan(plan, cost) - limit for name, limit in self.budgets.items()}
+        out = {name: get_objective(name).of_plan(plan, cost) - limit for name, limit in self.held.items()}
         for i, v in enumerate(self.space.constraint_violations(plan)):
             out[f"space{i}"] = float(v)
         return out

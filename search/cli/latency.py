@@ -155,7 +155,8 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {v:.4g}" for k, v in table.translators_ms.items())
     print(
         f"ms per batch: fixed part {table.embed_ms:.4g}, a block {table.blocks_ms[0]:.4g}, a span of {kinds}; "
-        f"original {table.original_ms:.4g}"
+        f"original {table.original_ms:.4g}; margin {table.margin:.1%} (its check plans ran up to that much slower "
+        f"than estimated: a latency budget holds estimates to budget / (1 + margin))"
     )
     print(f"search against it: toast-search --model {args.model} … --latency-table {path} --budget-latency-ms MS")
     return 0

@@ -6,18 +6,24 @@ table's own estimates, and measured values are only checked for being positive a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import run_main
 
+from toast.errors import SettingsError
 from toast.models import load_model
+from toast.objectives import LatencyTable
 from toast.search import measure_latency_table
 from toast.search._latency import cheapest_latency_plan
+from toast.search._measured import EndToEnd
 from toast.search._measured import meets_measured_latency as _meets_measured_latency
 from toast.search._storage import study_file
+from toast.search._study import _latency_notes
 from toast.spaces import Plan, PlanSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
@@ -40,6 +46,7 @@ TINY = [
     "4",
 ]
 KINDS = ("identity", "linear")
+MADE_UP = LatencyTable(embed_ms=0.5, blocks_ms=(2.0,) * 5, tail_ms=0.0, translators_ms={"identity": 0.0, "linear": 0.3})
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +172,26 @@ def test_the_next_best_plan_is_taken_when_the_best_misses_the_budget_as_measured
     assert _meets_measured_latency(pool, {"latency": 1.0}, meter)["plan"] == "c"
     measured["c"] = math.inf
     assert _meets_measured_latency(pool, {"latency": 1.0}, meter) is None
+
+
+def test_without_measuring_here_the_choice_holds_estimates_to_the_tables_margin():
+    """A run against a table file measures nothing here: its estimates meet a budget only with the table's margin."""
+    pool = [
+        {"plan": "a", "spans": [[0, 1, "identity"]], "accuracy": 90.0, "latency": 0.9},
+        {"plan": "b", "spans": [[0, 2, "identity"]], "accuracy": 80.0, "latency": 0.8},
+    ]
+    held = dataclasses.replace(MADE_UP, margin=0.25)  # a 1.0 ms budget holds estimates to 0.8 ms
+    assert EndToEnd(None, MADE_UP).choose(pool, {"latency": 1.0})["plan"] == "a"
+    assert EndToEnd(None, held).choose(pool, {"latency": 1.0})["plan"] == "b"
+    assert EndToEnd(None, held).choose(pool, {"latency": 0.7}) is None
+
+
+def test_a_budget_the_cheapest_plan_meets_only_without_the_margin_is_refused_and_the_margin_is_said():
+    space = PlanSpace(num_blocks=MADE_UP.num_blocks, kinds=KINDS)
+    plan, low = cheapest_latency_plan(MADE_UP, space)
+    held = SimpleNamespace(latency=dataclasses.replace(MADE_UP, margin=0.2))
+    with pytest.raises(SettingsError, match=rf"below the cheapest plan in this space \({plan}: .* 20.0% margin"):
+        _latency_notes(low * 1.1, held, space)
+    (note,) = _latency_notes(low * 1.3, held, space)
+    assert f"held to an estimate of {low * 1.3 / 1.2:.4g} ms" in note and "up to 20.0% slower" in note
+    assert _latency_notes(low * 1.1, SimpleNamespace(latency=MADE_UP), space) == []

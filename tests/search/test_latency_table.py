@@ -5,19 +5,24 @@ are only checked for being positive and consistent (the parts' solution is check
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from toast.models import CompressedModel, load_model, measure_cost_table
-from toast.objectives import LatencyTable
+from toast.objectives import LatencyTable, held_budgets
 from toast.search import _latency as latency_module
 from toast.search._latency import (
+    CHECK_PLANS,
     architecture_fingerprint,
     cheapest_latency_plan,
+    check_margin,
+    check_plans,
     latency_inputs,
     measure_end_to_end,
     measure_latency_table,
+    probe_plans,
 )
 from toast.spaces import Plan, PlanSpace
 
@@ -115,3 +120,65 @@ def test_the_cost_table_carries_the_estimate_and_the_model_runs_on_its_inputs(de
     inputs = latency_inputs(demo, batch_size=3)
     assert inputs["pixel_values"].shape == (3, 3, 32, 32)
     assert measure_end_to_end(CompressedModel.from_model(demo, plan), inputs, warmup=1, repeats=2) > 0
+
+
+def test_the_margin_is_validated_and_holds_a_budget():
+    table = dataclasses.replace(TABLE, margin=0.25)
+    plan = Plan.parse("1→3:linear", TABLE.num_blocks)
+    assert table.estimate(plan) == TABLE.estimate(plan)  # the estimate is the parts' sum, with or without a margin
+    assert table.bound(plan) == pytest.approx(1.25 * TABLE.estimate(plan))
+    assert table.held_limit(10.0) == pytest.approx(8.0)
+    assert LatencyTable.from_json(table.to_json()) == table
+    old = TABLE.to_json()
+    del old["margin"]  # a table written before margins: none
+    assert LatencyTable.from_json(old).margin == 0.0
+    for bad in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="bad: margin"):
+            dataclasses.replace(TABLE, margin=bad)
+
+
+def test_held_budgets_lower_the_latency_budget_only():
+    table = dataclasses.replace(TABLE, margin=0.25)
+    assert held_budgets({"gflops": 2.0, "latency": 10.0}, table) == {"gflops": 2.0, "latency": pytest.approx(8.0)}
+    assert held_budgets({"latency": 10.0}, None) == {"latency": 10.0}
+    assert held_budgets({"gflops": 2.0}, table) == {"gflops": 2.0}
+
+
+@pytest.mark.parametrize("num_blocks", [2, 3, 4, 7, 12])
+def test_check_plans_are_seeded_plans_of_the_space_that_no_probe_is(num_blocks):
+    kinds = ("linear", "folded")
+    plans = check_plans(num_blocks, kinds)
+    assert len(set(plans)) == CHECK_PLANS == len(plans)
+    space = PlanSpace(num_blocks=num_blocks, kinds=("identity", *kinds))
+    probes = probe_plans(num_blocks, kinds)
+    assert all(plan.spans and space.contains(plan) and plan not in probes for plan in plans)
+    assert check_plans(num_blocks, kinds) == plans
+
+
+def test_check_margin_is_the_largest_relative_underestimate():
+    a, b = Plan.parse("1→3:linear", 5), Plan.parse("0→4:identity", 5)
+    assert check_margin(TABLE, {a: 1.2 * TABLE.estimate(a), b: 0.9 * TABLE.estimate(b)}) == pytest.approx(0.2)
+    assert check_margin(TABLE, {b: 0.9 * TABLE.estimate(b)}) == 0.0
+    assert check_margin(TABLE, {}) == 0.0
+
+
+def test_the_table_is_solved_from_the_probes_and_its_margin_from_the_check_plans(demo, monkeypatch):
+    """Made-up times, exact sums of known parts for the probes and 10% over them for the check plans: the parts come
+    back exactly, and the margin is 10%."""
+    parts = {"fixed": 1.0, "block": 2.0, "identity": 0.01, "linear": 0.5}
+    L, kinds = demo.num_blocks, ("identity", "linear")
+    checks, timed = check_plans(L, kinds), []
+
+    def made_up(runtime, models, inputs, **kwargs):
+        timed.append(set(models))
+        ms = {p: parts["fixed"] + parts["block"] * len(p.kept) + sum(parts[s.kind] for s in p.spans) for p in models}
+        return {p: t * (1.1 if p in checks else 1.0) for p, t in ms.items()}
+
+    monkeypatch.setattr(latency_module, "time_models", made_up)
+    table, measured = measure_latency_table(demo, kinds=kinds)
+    assert measured and table.margin == pytest.approx(0.1)
+    assert table.embed_ms == pytest.approx(1.0) and table.blocks_ms == pytest.approx((2.0,) * L)
+    assert table.translators_ms == pytest.approx({"identity": 0.01, "linear": 0.5})
+    table, _ = measure_latency_table(demo, kinds=kinds, checks=0)
+    assert table.margin == 0.0
+    assert timed == [set(probe_plans(L, kinds)) | set(checks), set(probe_plans(L, kinds))]  # timed together
