@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--runtimes", default="eager,compile,onnxruntime")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--seconds", type=float, default=2.0, help="end-to-end rounds last at least this long")
     p.add_argument("--plans", nargs="*", default=["2→5:linear, 7→8:linear", "2→8:identity", "0→1:linear, 4→6:identity"])
     args = p.parse_args(argv)
     from toast.errors import ToastError
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
                     mode=mode,
                     warmup=2,
                     repeats=args.repeats,
+                    seconds=args.seconds,
                 )
                 errors = []
                 for plan in plans:
@@ -76,7 +78,9 @@ def main(argv=None) -> int:
                         f"| {name} | {mode} | {batch} | `{plan if plan.spans else 'original'}` | {est:.3f} | {ms:.3f} | "
                         f"{100 * (est - ms) / ms:+.1f}% |"
                     )
-                summary.append(f"| {name} | {mode} | {batch} | {np.median(errors):.1%} | {max(errors):.1%} |")
+                summary.append(
+                    f"| {name} | {mode} | {batch} | {np.median(errors):.1%} | {max(errors):.1%} | {table.margin:.1%} |"
+                )
                 print(f"  {name} {mode} batch {batch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(
         f"{args.model}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
@@ -85,8 +89,8 @@ def main(argv=None) -> int:
     print("| runtime | mode | batch | plan | estimated ms | measured ms | error |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print("\n| runtime | mode | batch | median error | max error |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| runtime | mode | batch | median error | max error | table margin |")
+    print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(summary))
     return 0
 
