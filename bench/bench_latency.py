@@ -63,6 +63,7 @@ class Case:
     n_random: int
     table_s: float
     timing_s: float
+    timing_drift: float = 0.0  # the machine's change of speed while the plans were timed (`Timings.drift`)
 
     @property
     def original(self):
@@ -151,8 +152,9 @@ def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_rando
         device=loaded.device,
     )
     timing_s = time.perf_counter() - start - table_s
+    drift = measured.drift
     measured = {plan: measured[plan] for plan in plans}  # the original first
-    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s)
+    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s, drift)
 
 
 def choices(table_case: Case, target: Case, *, held: bool = True) -> tuple[int, int, float]:
@@ -181,17 +183,17 @@ def print_tables(cases: list[Case]) -> None:
     print("### Estimate error (each runtime's table against the same runtime's end-to-end times)\n")
     print(
         "| model | runtime | batch | original measured ms | original estimated ms | plans (random) | "
-        "median error | max error | margin | table s | timing s |"
+        "median error | max error | margin | drift (table, plans) | table s | timing s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in cases:
         err = c.errors()
         base = c.measured[c.original]
         median, worst = (f"**{np.median(err):.1%}**", f"{err.max():.1%}") if len(err) else ("–", "–")
         print(
             f"| {c.model} | {c.runtime} | {c.batch} | {base:.2f} | {c.table.original_ms:.2f} | "
-            f"{len(err)} ({c.n_random}) | {median} | {worst} | {c.table.margin:.1%} | {c.table_s:.0f} | "
-            f"{c.timing_s:.0f} |"
+            f"{len(err)} ({c.n_random}) | {median} | {worst} | {c.table.margin:.1%} | "
+            f"{c.table.drift:+.0%}, {c.timing_drift:+.0%} | {c.table_s:.0f} | {c.timing_s:.0f} |"
         )
     print()
     for (model, batch), held in itertools.product(dict.fromkeys((c.model, c.batch) for c in cases), (True, False)):

@@ -34,7 +34,9 @@ class LatencyTable:
     thread count the parts were timed with, `input_description` the batch's shapes, `runtime` what ran the model
     (`toast.search.runtimes`) with the `versions` of its packages, and `fingerprint` the model's architecture
     (`architecture_fingerprint`: its config; the weights' values do not change a latency). `margin` is the largest
-    relative under-estimate over the check plans timed with the table (0: none ran, or none ran slower than estimated).
+    relative under-estimate over the check plans timed with the table (0: none ran, or none ran slower than estimated),
+    `drift` how much the machine's own speed changed while the table was timed (`toast.search._latency.Timings`): a
+    table timed on an unsteady machine is off by about that much.
     """
 
     embed_ms: float
@@ -53,12 +55,14 @@ class LatencyTable:
     versions: Mapping[str, str] = field(default_factory=dict)
     fingerprint: str = ""
     margin: float = 0.0  # how much slower than their estimates the table's check plans ran, at most (relative)
+    drift: float = 0.0  # how much slower (> 0) the machine ran at the end of the table's timing than at its start
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks_ms", tuple(float(b) for b in self.blocks_ms))
         object.__setattr__(self, "translators_ms", {str(k): float(v) for k, v in self.translators_ms.items()})
         object.__setattr__(self, "versions", {str(k): str(v) for k, v in self.versions.items()})
         object.__setattr__(self, "margin", float(self.margin))
+        object.__setattr__(self, "drift", float(self.drift))
         bad = [
             name
             for name, v in (
@@ -70,6 +74,7 @@ class LatencyTable:
             if not 0 <= v < math.inf
         ]
         bad += [f"translators_ms[{k!r}]" for k, v in self.translators_ms.items() if not 0 <= v < math.inf]
+        bad += ["drift"] if not -1 < self.drift < math.inf else []
         if bad or not self.blocks_ms:
             raise ValueError(
                 f"a latency table needs blocks and finite non-negative times and margin; bad: {', '.join(bad) or 'no blocks'}"

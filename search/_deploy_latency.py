@@ -39,6 +39,7 @@ from ._latency import (
     measure_latency_table,
     time_models,
     timing_model,
+    unsteady,
 )
 from ._latency_file import FILE_FORMAT, write_latency_file
 from ._pareto import choose
@@ -247,6 +248,7 @@ def measure_run(
             "inputs": describe_inputs(inputs),
             "mode": mode,
             "versions": engine.versions(),
+            "drift": getattr(times, "drift", 0.0),
         }
         budget = budget_ms if budget_ms is not None else (doc.get("budgets") or {}).get("latency")
         result = _judge(doc, times, measurement, budget, how)
@@ -270,6 +272,7 @@ def _judge(
     where = f"{measurement['runtime']} on {measurement['device']}"
     lines = [f"measured end to end in {where}, {measurement['dtype']}, {measurement['inputs']} ({measurement['mode']})"]
     lines.append(f"  original: {times['original']:.4g} ms")
+    lines += [f"warning: {line}" for line in [unsteady(measurement.get("drift", 0.0))] if line]
     for record in doc["front"]:
         est = record.get("latency")
         said = f" (estimated {est:.4g})" if isinstance(est, (int, float)) else ""

@@ -55,6 +55,8 @@ __all__ = [
     "measure_latency_table",
     "probe_plans",
     "solve_probes",
+    "Timings",
+    "unsteady",
     "time_models",
     "timing_model",
 ]
@@ -65,6 +67,7 @@ PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
 #: rounds go on until they have lasted this long (at most `MAX_ROUNDS`): a fast model's few rounds would take a
 #: fraction of a second, at the mercy of one burst of another process's work
 TABLE_SECONDS, END_TO_END_SECONDS, MAX_ROUNDS = 2.0, 1.0, 1000
+DRIFT_WARN = 0.1  # a machine whose speed changed by more than this while timing is said to be unsteady
 CHECK_PLANS = 3  # whole models timed besides the probes, for the table's margin (`check_plans`)
 END_TO_END_WARMUP, END_TO_END_REPEATS = 2, 10  # a whole compressed model (front plans, chosen/)
 BURST_MS, MAX_BURST = 2.0, 200  # a call faster than this runs back to back in a timed burst (at most this many calls)
@@ -148,12 +151,36 @@ def latency_spec(
     )
 
 
+class Timings(dict):
+    """Median milliseconds by model, and `drift`: how much slower (> 0) or faster (< 0) the machine ran the same work
+    at the end of the timing than at its start, relative (the later half of the rounds against the earlier half, or
+    the first model timed again after the others); 0 where it could not be told (one model, few rounds)."""
+
+    drift: float = 0.0
+
+    def __init__(self, medians: Mapping[Any, float], drift: float = 0.0) -> None:
+        super().__init__(medians)
+        self.drift = float(drift)
+
+
+def unsteady(drift: float) -> str | None:
+    """A line saying the machine's speed changed while timing when `drift` is over `DRIFT_WARN`, else None."""
+    if not abs(drift) > DRIFT_WARN:
+        return None
+    return (
+        f"the machine ran {abs(drift):.0%} {'slower' if drift > 0 else 'faster'} at the end of the timing than at its "
+        "start: these times are not steady; time on an otherwise idle machine (or with OMP_NUM_THREADS=1 on a shared "
+        "one) and compare"
+    )
+
+
 def interleaved_medians(
     calls: dict, *, warmup: int, repeats: int, device, burst_ms: float = BURST_MS, seconds: float = 0.0
-) -> dict:
+) -> Timings:
     """Median milliseconds per call of each callable of `calls`, timed in `repeats` rounds that time each in turn
     (after `warmup` rounds), so that a change of load on a shared machine shifts every part alike; more rounds while
-    the timed ones have lasted less than `seconds` (at most `MAX_ROUNDS`).
+    the timed ones have lasted less than `seconds` (at most `MAX_ROUNDS`). Its `drift` compares the later half of the
+    rounds' totals with the earlier half (4 rounds or more).
 
     In a round a callable runs as a burst of back-to-back calls lasting about `burst_ms` (one call when it is
     slower), timed as one and divided: a sub-millisecond part timed alone between other work runs slower (colder
@@ -173,7 +200,10 @@ def interleaved_medians(
             k = bursts[name]
             ms = measure_latency(lambda fn=fn, k=k: [fn() for _ in range(k)], warmup=0, repeats=1, device=device)
             times[name].append(ms.median_ms / k)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    totals = np.sum([t for t in times.values()], axis=0)
+    half = len(totals) // 2
+    drift = float(np.median(totals[-half:]) / np.median(totals[:half]) - 1.0) if half >= 2 else 0.0
+    return Timings({name: float(np.median(t)) for name, t in times.items()}, drift)
 
 
 class _ShapeOnly:
@@ -262,20 +292,28 @@ def time_models(
     repeats: int = PART_REPEATS,
     seconds: float = 0.0,
     device: torch.device | str | None = None,
-) -> dict[Any, float]:
+) -> Timings:
     """Median milliseconds per call of each model of `models` (built when needed: `key -> build()`) on `inputs` in
     `runtime`: side by side in rounds (`interleaved_medians`) where the runtime allows, else one model after the
-    other, each released before the next is prepared; each timed over at least `seconds` (`interleaved_medians`)."""
+    other, each released before the next is prepared; each timed over at least `seconds` (`interleaved_medians`).
+    One after the other, the first model is timed again at the end for the `drift`."""
     if runtime.interleaved:
         calls = {key: runtime.prepare(build(), inputs, mode=mode) for key, build in models.items()}
         return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=device, seconds=seconds)
-    out = {}
-    for key, build in models.items():
+
+    def alone(build: Callable[[], CompressedModel]) -> float:
         call = runtime.prepare(build(), inputs, mode=mode)
-        out[key] = interleaved_medians({key: call}, warmup=warmup, repeats=repeats, device=device, seconds=seconds)[key]
-        del call
-        runtime.release()
-    return out
+        try:
+            return interleaved_medians({0: call}, warmup=warmup, repeats=repeats, device=device, seconds=seconds)[0]
+        finally:
+            del call
+            runtime.release()
+
+    out = {key: alone(build) for key, build in models.items()}
+    if len(out) < 2:
+        return Timings(out)
+    first = next(iter(models))
+    return Timings(out, alone(models[first]) / out[first] - 1.0)
 
 
 def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec, runtime: Runtime) -> LatencyTable:
@@ -311,7 +349,8 @@ def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySp
         versions=json.loads(spec.versions or "{}"),
         fingerprint=architecture_fingerprint(loaded.config),
     )
-    return dataclasses.replace(table, margin=check_margin(table, {plan: ms[plan] for plan in checks}))
+    margin = check_margin(table, {plan: ms[plan] for plan in checks})
+    return dataclasses.replace(table, margin=margin, drift=getattr(ms, "drift", 0.0))
 
 
 def _read_table(directory: Path, key: str) -> LatencyTable:

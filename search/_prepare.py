@@ -60,7 +60,7 @@ from ..models import (
     resolve_model,
 )
 from ._calib_data import load_calibration_split
-from ._latency import architecture_fingerprint, describe_inputs, latency_inputs, measure_latency_table
+from ._latency import architecture_fingerprint, describe_inputs, latency_inputs, measure_latency_table, unsteady
 from ._latency_file import check_latency_file, check_table_fits, read_latency_file
 from ._preflight import check_cache_dir, check_run_directory, check_writable_dir
 from ._settings import DataSettings, SearchSettings, SettingsError, SpaceSettings
@@ -181,6 +181,7 @@ def _latency_table(
             f"{given.original_ms:.4g} ms per batch, margin {given.margin:.1%} (measured there: the end of the run does "
             "not time it here)"
         )
+        notes += [f"latency table {settings.scoring.latency_table}: {line}" for line in [unsteady(given.drift)] if line]
         return given
     table, measured = measure_latency_table(
         loaded,
@@ -195,6 +196,7 @@ def _latency_table(
         f"latency table {'measured' if measured else 'from the cache'}: {table.describe()}, "
         f"original estimated {table.original_ms:.4g} ms per batch, margin {table.margin:.1%}"
     )
+    notes += [f"latency table: {line}" for line in [unsteady(table.drift)] if line]
     return table
 
 

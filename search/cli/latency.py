@@ -134,6 +134,7 @@ def _threads(args: argparse.Namespace) -> None:
 
 def cmd_latency_table(args: argparse.Namespace) -> int:
     from .._deploy_latency import make_latency_table
+    from .._latency import unsteady
 
     _threads(args)
     table, path, notes = make_latency_table(
@@ -158,6 +159,9 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
         f"original {table.original_ms:.4g}; margin {table.margin:.1%} (its check plans ran up to that much slower "
         f"than estimated: a latency budget holds estimates to budget / (1 + margin))"
     )
+    line = unsteady(table.drift)
+    if line:
+        print(f"warning: {line}")
     print(f"search against it: toast-search --model {args.model} … --latency-table {path} --budget-latency-ms MS")
     return 0
 

@@ -98,6 +98,7 @@ def test_measure_writes_each_plans_time_into_front_json(run_dir):
     front = json.loads((run / "front.json").read_text())
     (measurement,) = front["latency_measurements"]
     assert measurement["runtime"] == "eager" and measurement["budget_ms"] == front["budgets"]["latency"]
+    assert math.isfinite(measurement["drift"])  # how steady the machine was while timing
     for record in [front["baseline"], *front["front"], front["chosen"]]:
         (entry,) = record["latency_measured"]
         assert entry["runtime"] == "eager" and entry["ms"] > 0 and entry["threads"] == 1

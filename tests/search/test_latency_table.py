@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,7 +24,9 @@ from toast.search._latency import (
     measure_end_to_end,
     measure_latency_table,
     probe_plans,
+    unsteady,
 )
+from toast.search.runtimes import Runtime
 from toast.spaces import Plan, PlanSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
@@ -182,3 +185,51 @@ def test_the_table_is_solved_from_the_probes_and_its_margin_from_the_check_plans
     table, _ = measure_latency_table(demo, kinds=kinds, checks=0)
     assert table.margin == 0.0
     assert timed == [set(probe_plans(L, kinds)) | set(checks), set(probe_plans(L, kinds))]  # timed together
+
+
+class _Scripted:
+    """`measure_latency` replaced by scripted milliseconds: each call's time is the next of `times`."""
+
+    def __init__(self, times):
+        self.times = iter(times)
+
+    def __call__(self, fn, **kwargs):
+        return SimpleNamespace(median_ms=next(self.times))
+
+
+def test_side_by_side_the_drift_is_the_later_rounds_against_the_earlier(monkeypatch):
+    calls = {"a": lambda: None, "b": lambda: None}
+    rounds = [(1.0, 3.0)] * 4 + [(1.5, 4.5)] * 4  # the machine 50% slower in the later half
+    monkeypatch.setattr(latency_module, "measure_latency", _Scripted([10.0, 10.0, *(t for r in rounds for t in r)]))
+    out = latency_module.interleaved_medians(calls, warmup=0, repeats=8, device="cpu", burst_ms=0.0)
+    assert out == {"a": pytest.approx(1.25), "b": pytest.approx(3.75)} and out.drift == pytest.approx(0.5)
+    monkeypatch.setattr(latency_module, "measure_latency", _Scripted([10.0, 1.0, 1.0, 1.0]))
+    assert latency_module.interleaved_medians({"a": calls["a"]}, warmup=0, repeats=3, device="cpu").drift == 0.0
+
+
+def test_one_after_the_other_the_first_model_is_timed_again_for_the_drift(monkeypatch):
+    class Alone(Runtime):
+        name, interleaved = "alone-for-test", False
+        prepared: list = []
+
+        def prepare(self, model, inputs, *, mode="prefill"):
+            self.prepared.append(model)
+            return lambda: None
+
+    times = iter([2.0, 5.0, 2.2])  # a, b, then a again: 10% slower
+    monkeypatch.setattr(latency_module, "interleaved_medians", lambda calls, **kw: {0: next(times)})
+    runtime = Alone()
+    out = latency_module.time_models(runtime, {"a": lambda: "A", "b": lambda: "B"}, {})
+    assert out == {"a": 2.0, "b": 5.0} and out.drift == pytest.approx(0.1)
+    assert runtime.prepared == ["A", "B", "A"]
+    times = iter([2.0])
+    assert latency_module.time_models(runtime, {"a": lambda: "A"}, {}).drift == 0.0  # one model: nothing to tell
+
+
+def test_an_unsteady_machine_is_said_and_a_bad_drift_refused():
+    assert unsteady(0.05) is None and unsteady(-0.09) is None
+    assert "ran 25% slower at the end" in unsteady(0.25) and "ran 30% faster" in unsteady(-0.3)
+    assert dataclasses.replace(TABLE, drift=-0.2).drift == -0.2
+    for bad in (math.nan, -1.0, math.inf):
+        with pytest.raises(ValueError, match="bad: drift"):
+            dataclasses.replace(TABLE, drift=bad)
