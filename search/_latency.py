@@ -9,10 +9,11 @@ repeated to the batch; text: `seq_len` tokens): the original, a model with one i
 blocks, and for each translator kind (identity included) a model whose every other block is a one-block span of
 that kind (`probe_plans`). Their medians are linear in the unknowns (the fixed part, a block, a span of each kind),
 solved by least squares (`solve_probes`); a few more whole models (`check_plans`), timed with the probes, give the
-table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models rather than parts alone counts what a runtime does
-around and between them (its per-call work, fusions across a block boundary, caches warm from the previous part),
-which is what a plan's estimate must add up to; every runtime is timed the same way (warm-up, then the median of
-rounds). Translators are their kind's module at the fitted shape with default-initialised weights
+table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models rather
+than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
+boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is
+timed the same way (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with the machine's `drift`
+over them: `Timings`). Translators are their kind's module at the fitted shape with default-initialised weights
 (`timing_model`): a latency does not depend on the values. The table is stored under `<cache>/latency/<key>`,
 keyed by everything it depends on (`LatencySpec`), so a second run on the same machine measures nothing.
 """
