@@ -34,6 +34,21 @@ FAMILY_NAMES = ["vit", "vit-cls", "deit", "dinov2", "dinov2-reg", "clip", "bert"
 assert set(FAMILY_NAMES) <= set(TINY_CASES), f"a case of FAMILY_NAMES is none of the tiny models {sorted(TINY_CASES)}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def short_timing_windows():
+    """Latency timings in the tests run their `repeats` rounds only, without the product's minimum window of seconds
+    (`TABLE_SECONDS`, `END_TO_END_SECONDS`): no test asserts a timed value, and the windows would add minutes to CI.
+    A test of the window itself passes `seconds` explicitly."""
+    from toast.search import _deploy_latency, _latency
+
+    patch = pytest.MonkeyPatch()
+    for function in (_latency.measure_latency_table, _latency.measure_end_to_end):
+        patch.setitem(function.__kwdefaults__, "seconds", 0.0)
+    patch.setattr(_deploy_latency, "END_TO_END_SECONDS", 0.0)
+    yield
+    patch.undo()
+
+
 def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
     """A tiny randomly initialised Hugging Face model: the tiny model `name` of its family (`Family.tiny_models`)."""
     import transformers as T

@@ -207,6 +207,26 @@ def test_side_by_side_the_drift_is_the_later_rounds_against_the_earlier(monkeypa
     assert latency_module.interleaved_medians({"a": calls["a"]}, warmup=0, repeats=3, device="cpu").drift == 0.0
 
 
+def test_rounds_go_on_for_the_timing_window_and_stop_at_the_most_rounds(monkeypatch):
+    import time
+
+    counts = {"slow": 0, "fast": 0}
+
+    def slow():
+        counts["slow"] += 1
+        time.sleep(0.005)  # every call at least 5 ms: 0.1 s holds at most 21 rounds
+
+    out = latency_module.interleaved_medians({"s": slow}, warmup=0, repeats=1, device="cpu", burst_ms=0.0, seconds=0.1)
+    assert 2 < counts["slow"] - 1 <= 21 and out["s"] >= 5.0  # minus the one call that sizes the burst
+    monkeypatch.setattr(latency_module, "MAX_ROUNDS", 30)
+    fast = lambda: counts.__setitem__("fast", counts["fast"] + 1)  # noqa: E731
+    latency_module.interleaved_medians({"f": fast}, warmup=0, repeats=1, device="cpu", burst_ms=0.0, seconds=60.0)
+    assert counts["fast"] - 1 == 30  # the most rounds end a window a fast call would never fill
+    # The product's windows are the module's constants (the tests' conftest sets them to 0, which is what this
+    # undoes: a table timed by a user lasts at least TABLE_SECONDS).
+    assert latency_module.TABLE_SECONDS >= 1.0 and latency_module.END_TO_END_SECONDS >= 1.0
+
+
 def test_one_after_the_other_the_first_model_is_timed_again_for_the_drift(monkeypatch):
     class Alone(Runtime):
         name, interleaved = "alone-for-test", False
