@@ -6,7 +6,8 @@ decode: one new token per sequence after `seq` cached ones, `CompressedModel.dec
 onnxruntime runs prefill only), at batch 1 and 8: the runtime's table (`measure_latency_table(runtime=…)`, solved
 from whole models) and the measured median of the original and the plans, timed end to end in the same runtime
 (`time_models`, the models at their fitted shapes: timing does not depend on the weights' values). Prints a markdown
-table: estimate, measurement, error per plan, and the median error per runtime, mode and batch.
+table: estimate, measurement, error per plan, and per runtime, mode and batch the median error, the table's margin and
+how much the machine's speed changed while the table and the plans were timed (`Timings.drift`).
 
     python bench/bench_lm_latency.py
     python bench/bench_lm_latency.py --runtimes eager,compile --batches 1
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
                         f"{100 * (est - ms) / ms:+.1f}% |"
                     )
                 summary.append(
-                    f"| {name} | {mode} | {batch} | {np.median(errors):.1%} | {max(errors):.1%} | {table.margin:.1%} |"
+                    f"| {name} | {mode} | {batch} | {np.median(errors):.1%} | {max(errors):.1%} | {table.margin:.1%} | "
+                    f"{table.drift:+.0%}, {getattr(measured, 'drift', 0.0):+.0%} |"
                 )
                 print(f"  {name} {mode} batch {batch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(
@@ -89,8 +91,8 @@ def main(argv=None) -> int:
     print("| runtime | mode | batch | plan | estimated ms | measured ms | error |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print("\n| runtime | mode | batch | median error | max error | table margin |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| runtime | mode | batch | median error | max error | table margin | drift (table, plans) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(summary))
     return 0
 
