@@ -228,6 +228,26 @@ def test_rounds_go_on_for_the_timing_window_and_stop_at_the_most_rounds(monkeypa
     assert latency_module.TABLE_SECONDS >= 1.0 and latency_module.END_TO_END_SECONDS >= 1.0
 
 
+@pytest.mark.parametrize(
+    ("drifts", "kept", "timed"),
+    [((0.02,), 0.02, 1), ((0.3, -0.05), -0.05, 2), ((-0.3, 0.5), -0.3, 2), ((0.3, 0.2, 0.01), 0.2, 2)],
+)
+def test_an_unsteady_table_is_timed_again_and_the_steadiest_kept(demo, tmp_path, monkeypatch, drifts, kept, timed):
+    calls = iter(drifts)
+    timings = []
+
+    def scripted(loaded, inputs, spec, runtime):
+        timings.append(spec.key)
+        return dataclasses.replace(TABLE, drift=next(calls))
+
+    monkeypatch.setattr(latency_module, "_table", scripted)
+    table, measured = measure_latency_table(demo, kinds=("identity",), cache_dir=tmp_path)
+    assert measured and table.drift == kept and len(timings) == timed  # at most UNSTEADY_RETRIES more
+    assert latency_module.UNSTEADY_RETRIES == 1
+    again, measured = measure_latency_table(demo, kinds=("identity",), cache_dir=tmp_path)
+    assert not measured and again.drift == kept  # the kept timing is the one stored
+
+
 def test_one_after_the_other_the_first_model_is_timed_again_for_the_drift(monkeypatch):
     class Alone(Runtime):
         name, interleaved = "alone-for-test", False
