@@ -17,7 +17,9 @@ loaded as `toast-search` loads them (`--device`, `--dtype`). For each model, bat
    Then the original and `--random-plans` random plans (identity and linear spans anywhere; the same plans in every
    runtime for one batch size, `--plans` added to them) are timed end to end in the same runtime (`time_models` on
    `timing_model`: translators at their fitted shape, default weights; warm-up, then the median of rounds). The
-   error is |estimated - measured| / measured over the plans (the original's shown apart).
+   error is |estimated - measured| / measured over the plans (the original's shown apart). Beside it, the same error
+   of each plan's time relative to the original's: the table's shape without the machine's level, which on a shared
+   machine can change between the table's timing and the plans' (the original is timed with the plans).
 2. **Choice under a budget.** For each model and batch, each target runtime T and each table runtime A: for 10
    budgets spread evenly inside (cheapest, most expensive) of the plans' times measured in T, the plan A's table
    estimates slowest within the budget is chosen (the plan a search would keep: the hardest case), and it misses
@@ -73,6 +75,19 @@ class Case:
         """|estimated - measured| / measured of every plan but the original."""
         return np.array(
             [abs(self.table.estimate(p) - ms) / ms for p, ms in self.measured.items() if p != self.original]
+        )
+
+    def relative_errors(self) -> np.ndarray:
+        """The same error of each plan's time relative to the original's (estimated against measured): what is left
+        when the machine ran the plans' timing at another speed than the table's, since the original is timed with
+        the plans (side by side where the runtime allows)."""
+        est0, ms0 = self.table.estimate(self.original), self.measured[self.original]
+        return np.array(
+            [
+                abs(self.table.estimate(p) / est0 - ms / ms0) / (ms / ms0)
+                for p, ms in self.measured.items()
+                if p != self.original
+            ]
         )
 
 
@@ -183,16 +198,18 @@ def print_tables(cases: list[Case]) -> None:
     print("### Estimate error (each runtime's table against the same runtime's end-to-end times)\n")
     print(
         "| model | runtime | batch | original measured ms | original estimated ms | plans (random) | "
-        "median error | max error | margin | drift (table, plans) | table s | timing s |"
+        "median error | max error | relative to the original: median, max | margin | drift (table, plans) | "
+        "table s | timing s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in cases:
-        err = c.errors()
+        err, rel = c.errors(), c.relative_errors()
         base = c.measured[c.original]
         median, worst = (f"**{np.median(err):.1%}**", f"{err.max():.1%}") if len(err) else ("–", "–")
+        relative = f"{np.median(rel):.1%}, {rel.max():.1%}" if len(rel) else "–"
         print(
             f"| {c.model} | {c.runtime} | {c.batch} | {base:.2f} | {c.table.original_ms:.2f} | "
-            f"{len(err)} ({c.n_random}) | {median} | {worst} | {c.table.margin:.1%} | "
+            f"{len(err)} ({c.n_random}) | {median} | {worst} | {relative} | {c.table.margin:.1%} | "
             f"{c.table.drift:+.0%}, {c.timing_drift:+.0%} | {c.table_s:.0f} | {c.timing_s:.0f} |"
         )
     print()

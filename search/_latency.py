@@ -12,8 +12,9 @@ solved by least squares (`solve_probes`); a few more whole models (`check_plans`
 table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models rather
 than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
 boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is
-timed the same way (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with the machine's `drift`
-over them: `Timings`). Translators are their kind's module at the fitted shape with default-initialised weights
+timed the same way: side by side, round by round, so that the machine's changes of speed (on a shared machine, 2×
+within seconds) shift every model alike (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with the
+machine's `drift` over them: `Timings`). Translators are their kind's module at the fitted shape with default-initialised weights
 (`timing_model`): a latency does not depend on the values. The table is stored under `<cache>/latency/<key>`,
 keyed by everything it depends on (`LatencySpec`), so a second run on the same machine measures nothing.
 """
@@ -40,7 +41,7 @@ from toast.spaces import Plan, PlanSpace, Span, translator_class
 from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
 from .._faults import fault_point
 from ..models import CompressedModel, LoadedModel, example_inputs
-from .runtimes import PREFILL, Runtime, device_name, get_runtime
+from .runtimes import PREFILL, Runtime, device_memory, device_name, get_runtime
 
 __all__ = [
     "LatencySpec",
@@ -55,14 +56,16 @@ __all__ = [
     "measure_end_to_end",
     "measure_latency_table",
     "probe_plans",
+    "side_by_side",
     "solve_probes",
     "Timings",
     "unsteady",
     "time_models",
     "timing_model",
+    "weight_bytes",
 ]
 
-FORMAT_VERSION = 3  # 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
+FORMAT_VERSION = 4  # 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
 #: rounds go on until they have lasted this long (at most `MAX_ROUNDS`): a fast model's few rounds would take a
@@ -284,6 +287,29 @@ def check_margin(table: LatencyTable, ms: Mapping[Plan, float]) -> float:
     return max([0.0, *(t / table.estimate(plan) - 1.0 for plan, t in ms.items() if table.estimate(plan) > 0)])
 
 
+#: models whose own copies of the weights (`Runtime.copies_weights`: twice the weights, a copy and its working memory)
+#: would take more than this share of the device's memory are timed one after the other instead of side by side
+SIDE_BY_SIDE_SHARE = 0.25
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of `model`'s parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def side_by_side(runtime: Runtime, models: Mapping[Any, Callable[[], CompressedModel]], device: Any) -> bool:
+    """Whether `models` are timed side by side in `runtime`: where it allows it and, for a runtime whose prepared
+    models copy the weights, while twice the first model's weights (the original, the largest) for each model fit in
+    `SIDE_BY_SIDE_SHARE` of the memory of `device`."""
+    if not runtime.interleaved:
+        return False
+    if not runtime.copies_weights or len(models) < 2:
+        return True
+    first = next(iter(models.values()))()
+    need = 2 * len(models) * weight_bytes(first)
+    return need <= SIDE_BY_SIDE_SHARE * device_memory(device if device is not None else next(first.parameters()).device)
+
+
 def time_models(
     runtime: Runtime,
     models: Mapping[Any, Callable[[], CompressedModel]],
@@ -296,12 +322,17 @@ def time_models(
     device: torch.device | str | None = None,
 ) -> Timings:
     """Median milliseconds per call of each model of `models` (built when needed: `key -> build()`) on `inputs` in
-    `runtime`: side by side in rounds (`interleaved_medians`) where the runtime allows, else one model after the
-    other, each released before the next is prepared; each timed over at least `seconds` (`interleaved_medians`).
-    One after the other, the first model is timed again at the end for the `drift`."""
-    if runtime.interleaved:
-        calls = {key: runtime.prepare(build(), inputs, mode=mode) for key, build in models.items()}
-        return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=device, seconds=seconds)
+    `runtime`: side by side in rounds (`interleaved_medians`) where the runtime allows and they fit (`side_by_side`),
+    so that a change of the machine's speed shifts them alike; else one model after the other, each released before
+    the next is prepared, and the first model timed again at the end for the `drift`. Each is timed over at least
+    `seconds` (`interleaved_medians`)."""
+    if side_by_side(runtime, models, device):
+        with runtime.side_by_side(len(models)):
+            calls = {key: runtime.prepare(build(), inputs, mode=mode) for key, build in models.items()}
+            try:
+                return interleaved_medians(calls, warmup=warmup, repeats=repeats, device=device, seconds=seconds)
+            finally:
+                calls.clear()  # before the runtime lets go of what it built (`side_by_side`'s release)
 
     def alone(build: Callable[[], CompressedModel]) -> float:
         call = runtime.prepare(build(), inputs, mode=mode)

@@ -9,7 +9,17 @@ the CPU or CUDA execution provider) and `onnxruntime-tensorrt`. A new runtime is
 from . import _eager  # noqa: F401, I001
 from . import _compile, _onnxruntime  # noqa: F401
 from ._eager import decode_call, forward_call
-from ._registry import DECODE, PREFILL, RUNTIMES, Runtime, device_name, get_runtime, list_runtimes, register_runtime
+from ._registry import (
+    DECODE,
+    PREFILL,
+    RUNTIMES,
+    Runtime,
+    device_memory,
+    device_name,
+    get_runtime,
+    list_runtimes,
+    register_runtime,
+)
 
 __all__ = [
     "DECODE",
@@ -17,6 +27,7 @@ __all__ = [
     "RUNTIMES",
     "Runtime",
     "decode_call",
+    "device_memory",
     "device_name",
     "forward_call",
     "get_runtime",

@@ -5,8 +5,12 @@ for what TensorRT does not take). The session uses as many intra-op threads as t
 so a table names one thread count for every runtime. Inputs are fed as host arrays, as a server fed by a network
 does; a prefill only (an exported graph has no KV cache to decode with).
 
-Sessions are timed one at a time (`interleaved = False`): each session's thread pool spins between runs, so sessions
-timed side by side take the cores from one another (5 demo-vit sessions in turn measured 6× their time alone).
+A session's thread pool would spin on after each run and take the cores from the next session timed side by side (5
+demo-vit sessions in turn measured 6× their time alone), so sessions stop spinning when a run returns
+(`session.force_spinning_stop`; within a run they spin as usual): side by side, each measures its time alone. On this
+2-core CPU the option changed a session's time by +3% (demo-vit, batch 1) and −1% (batch 32), medians of 20
+alternations. Each session holds a copy of the weights (`copies_weights`), so models too big to hold together are
+timed one after the other.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ WARM_CALLS = 3  # the first runs allocate and (TensorRT) build engines
 
 
 def session_options(ort: Any) -> Any:
-    """Session options: torch's intra-op thread count, one inter-op thread, only errors logged."""
+    """Session options: torch's intra-op thread count, one inter-op thread, no spinning once a run has returned, only
+    errors logged."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
     return options
 
@@ -48,7 +54,7 @@ class OnnxRuntime(Runtime):
     help = "ONNX Runtime on the exported graph: CPU execution provider on cpu, CUDA's on cuda (pip install 'toast-search[onnx]'; onnxruntime-gpu for CUDA)"
     devices = ("cpu", "cuda")
     modes = (PREFILL,)
-    interleaved = False
+    copies_weights = True
     providers_by_device = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider",)}
 
     def _ort(self) -> Any:

@@ -12,8 +12,10 @@ testing.check_runtime` is the conformance suite every registered runtime passes.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,7 +27,15 @@ from toast.errors import SettingsError
 if TYPE_CHECKING:
     from toast.models import CompressedModel
 
-__all__ = ["RUNTIMES", "Runtime", "device_name", "get_runtime", "list_runtimes", "register_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Runtime",
+    "device_memory",
+    "device_name",
+    "get_runtime",
+    "list_runtimes",
+    "register_runtime",
+]
 
 PREFILL, DECODE = "prefill", "decode"
 
@@ -45,6 +55,10 @@ class Runtime:
     #: whether several prepared models can be timed side by side, round by round (a shared machine's changing load
     #: then shifts them alike); False: one model prepared, timed and released at a time
     interleaved: ClassVar[bool] = True
+    #: whether each prepared model holds its own copy of the weights (an ONNX Runtime session does; eager and compile
+    #: run the loaded model's own): such models are timed side by side only while the copies fit in memory
+    #: (`toast.search._latency.time_models`)
+    copies_weights: ClassVar[bool] = False
 
     def versions(self) -> dict[str, str]:
         """The versions of what runs the model (`{"torch": "2.13.0+cpu", "onnxruntime": "1.32.0"}`): a latency table
@@ -80,7 +94,16 @@ class Runtime:
         raise NotImplementedError
 
     def release(self) -> None:
-        """Let go of what `prepare` built and no call holds any more (a runtime that is not `interleaved`)."""
+        """Let go of what `prepare` built and no call holds any more."""
+
+    @contextlib.contextmanager
+    def side_by_side(self, n: int) -> Iterator[None]:
+        """Entered around preparing `n` models and timing them side by side: what the runtime needs to hold them all
+        at once (compile: room for `n` graphs in dynamo's cache); everything is let go at the end (`release`)."""
+        try:
+            yield
+        finally:
+            self.release()
 
     def device_label(self, device: torch.device | str) -> str:
         """What a latency table and front.json name as where it ran: the runtime and the hardware."""
@@ -106,6 +129,18 @@ def device_name(device: torch.device | str) -> str:
     except OSError:
         pass
     return f"cpu: {name or platform.processor() or platform.machine() or 'unknown'}"
+
+
+def device_memory(device: torch.device | str) -> int:
+    """Bytes of memory on `device`: the GPU's, or the machine's physical memory for the CPU (0 where it cannot be
+    read)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return 0
 
 
 _REGISTRY: dict[str, Runtime] = {}

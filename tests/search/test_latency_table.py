@@ -274,3 +274,27 @@ def test_an_unsteady_machine_is_said_and_a_bad_drift_refused():
     for bad in (math.nan, -1.0, math.inf):
         with pytest.raises(ValueError, match="bad: drift"):
             dataclasses.replace(TABLE, drift=bad)
+
+
+@pytest.mark.parametrize(("memory", "together"), [(10**9, True), (10**4, False)])
+def test_models_that_copy_their_weights_are_timed_side_by_side_while_the_copies_fit(monkeypatch, memory, together):
+    """Two 4 kB models (a copy and its working memory each: 16 kB in all) fit in a quarter of 1 GB, not of 10 kB."""
+
+    class Copying(Runtime):
+        name, copies_weights = "copying-for-test", True
+        prepared: list = []
+
+        def prepare(self, model, inputs, *, mode="prefill"):
+            self.prepared.append(model)
+            return lambda: None
+
+    timed = []
+    monkeypatch.setattr(
+        latency_module, "interleaved_medians", lambda calls, **kw: timed.append(len(calls)) or {k: 1.0 for k in calls}
+    )
+    monkeypatch.setattr(latency_module, "device_memory", lambda device: memory)
+    runtime, a, b = Copying(), torch.nn.Linear(31, 32), torch.nn.Linear(31, 32)  # 32·32 floats: 4 kB each
+    assert latency_module.weight_bytes(a) == 4096
+    latency_module.time_models(runtime, {"a": lambda: a, "b": lambda: b}, {}, device="cpu")
+    assert timed == ([2] if together else [1, 1, 1])  # one after the other: the first timed again for the drift
+    assert runtime.prepared == ([a, b] if together else [a, b, a])

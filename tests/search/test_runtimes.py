@@ -117,3 +117,34 @@ def test_decode_in_compile_steps_the_same_cache(tiny):
     compiled = get_runtime("compile").prepare(model, inputs, mode="decode")()
     get_runtime("compile").release()
     assert torch.allclose(eager, compiled, atol=1e-4)
+
+
+def test_compile_times_more_models_side_by_side_than_dynamo_holds(tiny):
+    """Past dynamo's recompile limit a model would silently run eager: side by side, every model is compiled (one
+    graph each), the limit is put back and the caches are cleared after."""
+    from torch._dynamo.utils import counters
+
+    from toast.search._latency import latency_inputs, time_models
+    from toast.search.runtimes._compile import RECOMPILE_LIMIT
+
+    loaded = tiny["vit"]
+    L = loaded.num_blocks
+    plans = [Plan((), L), Plan.parse("0→1:identity", L), Plan.parse("0→1:linear", L)]
+    inputs = latency_inputs(loaded, batch_size=2)
+    runtime = get_runtime("compile")
+    with torch._dynamo.config.patch(**{RECOMPILE_LIMIT: 2}):  # fewer graphs than models
+        before = counters["stats"]["unique_graphs"]
+        ms = time_models(runtime, {p: (lambda p=p: timing_model(loaded, p)) for p in plans}, inputs, repeats=2)
+        assert counters["stats"]["unique_graphs"] - before == len(plans)  # none fell back to eager
+        assert getattr(torch._dynamo.config, RECOMPILE_LIMIT) == 2
+    assert set(ms) == set(plans) and all(t > 0 for t in ms.values())
+
+
+def test_onnxruntime_sessions_stop_spinning_when_a_run_returns():
+    """A session's threads spinning after its run would take the cores from the next session timed side by side."""
+    import onnxruntime as ort
+
+    from toast.search.runtimes._onnxruntime import session_options
+
+    assert session_options(ort).get_session_config_entry("session.force_spinning_stop") == "1"
+    assert get_runtime("onnxruntime").interleaved and get_runtime("onnxruntime").copies_weights
