@@ -13,10 +13,11 @@ table's `margin`: how much slower than its estimate a plan ran, at most (`check_
 than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
 boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is
 timed the same way: side by side, round by round, so that the machine's changes of speed (on a shared machine, 2×
-within seconds) shift every model alike (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with the
-machine's `drift` over them: `Timings`). Translators are their kind's module at the fitted shape with default-initialised weights
-(`timing_model`): a latency does not depend on the values. The table is stored under `<cache>/latency/<key>`,
-keyed by everything it depends on (`LatencySpec`), so a second run on the same machine measures nothing.
+within seconds) shift every model alike (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with
+the machine's `drift` over them: `Timings`). Translators are their kind's module at the fitted shape with
+default-initialised weights (`timing_model`): a latency does not depend on the values. The table is stored under
+`<cache>/latency/<key>`, keyed by everything it depends on (`LatencySpec`), so a second run on the same machine
+measures nothing.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ __all__ = [
     "weight_bytes",
 ]
 
-FORMAT_VERSION = 4  # 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
+#: 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved from whole models;
+#: 1: parts timed alone, eager only
+FORMAT_VERSION = 4
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
 #: rounds go on until they have lasted this long (at most `MAX_ROUNDS`): a fast model's few rounds would take a
