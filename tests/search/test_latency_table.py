@@ -248,18 +248,23 @@ def test_an_unsteady_table_is_timed_again_and_the_steadiest_kept(demo, tmp_path,
     assert not measured and again.drift == kept  # the kept timing is the one stored
 
 
+class _Recording(Runtime):
+    """A runtime that records the models it prepares, in order, and runs nothing."""
+
+    name = "recording-for-test"
+
+    def __init__(self, *, interleaved: bool = True, copies_weights: bool = False) -> None:
+        self.interleaved, self.copies_weights, self.prepared = interleaved, copies_weights, []
+
+    def prepare(self, model, inputs, *, mode="prefill"):
+        self.prepared.append(model)
+        return lambda: None
+
+
 def test_one_after_the_other_the_first_model_is_timed_again_for_the_drift(monkeypatch):
-    class Alone(Runtime):
-        name, interleaved = "alone-for-test", False
-        prepared: list = []
-
-        def prepare(self, model, inputs, *, mode="prefill"):
-            self.prepared.append(model)
-            return lambda: None
-
     times = iter([2.0, 5.0, 2.2])  # a, b, then a again: 10% slower
     monkeypatch.setattr(latency_module, "interleaved_medians", lambda calls, **kw: {0: next(times)})
-    runtime = Alone()
+    runtime = _Recording(interleaved=False)
     out = latency_module.time_models(runtime, {"a": lambda: "A", "b": lambda: "B"}, {})
     assert out == {"a": 2.0, "b": 5.0} and out.drift == pytest.approx(0.1)
     assert runtime.prepared == ["A", "B", "A"]
@@ -280,20 +285,16 @@ def test_an_unsteady_machine_is_said_and_a_bad_drift_refused():
 def test_models_that_copy_their_weights_are_timed_side_by_side_while_the_copies_fit(monkeypatch, memory, together):
     """Two 4 kB models (a copy and its working memory each: 16 kB in all) fit in a quarter of 1 GB, not of 10 kB."""
 
-    class Copying(Runtime):
-        name, copies_weights = "copying-for-test", True
-        prepared: list = []
-
-        def prepare(self, model, inputs, *, mode="prefill"):
-            self.prepared.append(model)
-            return lambda: None
-
     timed = []
     monkeypatch.setattr(
         latency_module, "interleaved_medians", lambda calls, **kw: timed.append(len(calls)) or {k: 1.0 for k in calls}
     )
     monkeypatch.setattr(latency_module, "device_memory", lambda device: memory)
-    runtime, a, b = Copying(), torch.nn.Linear(31, 32), torch.nn.Linear(31, 32)  # 32·32 floats: 4 kB each
+    runtime, a, b = (
+        _Recording(copies_weights=True),
+        torch.nn.Linear(31, 32),
+        torch.nn.Linear(31, 32),
+    )  # 32·32 floats: 4 kB each
     assert latency_module.weight_bytes(a) == 4096
     latency_module.time_models(runtime, {"a": lambda: a, "b": lambda: b}, {}, device="cpu")
     assert timed == ([2] if together else [1, 1, 1])  # one after the other: the first timed again for the drift
