@@ -5,6 +5,7 @@ table misses that budget when measured in another runtime (issue 25).
                                                       # compile and onnxruntime; batch 1 and 32; CPU, 2 threads
     python bench/bench_latency.py --models demo-vit --batches 1 --random-plans 4 --runtimes eager,onnxruntime
     python bench/bench_latency.py --threads 1 --big-random-plans 8 --runtimes eager,onnxruntime
+    python bench/bench_latency.py --models demo-vit --trials 3          # the median of 3 trials (a shared machine)
     python bench/bench_latency.py --device cuda --dtype bfloat16 --batches 256 --models dinov2-base \
         --runtimes eager,onnxruntime --plans "0→4:linear" --random-plans 8     # the GPU check of issue 25
 
@@ -25,6 +26,11 @@ loaded as `toast-search` loads them (`--device`, `--dtype`). For each model, bat
    estimates slowest within the budget is chosen (the plan a search would keep: the hardest case), and it misses
    when its time measured in T is over the budget. Rows A, columns T: misses / budgets and the worst overshoot; the
    diagonal is the right table, the rest the wrong runtime's table. ("none": A's table says no plan fits.)
+3. **Trials** (`--trials N`): every case is timed N times, a trial after the other (a new table, then the plans
+   again), and the median over the trials of the median error is shown beside each trial's; the choices count every
+   trial's table against the same trial's times. On a shared machine a slow spell of a few seconds can fall on one
+   timing and not the next (this project's 2-core VM: an onnxruntime demo-vit at batch 1 ran 1.7x slower in spells of
+   about 5 s, its every session alike), which no table timed before it can foresee.
 
 DINOv2-base at batch > 1 on a CPU (hidden size >= 512: a forward of batch 32 takes ~10 s on 2 cores) is timed
 cheaper: the first `--big-random-plans` plans, no warm-up round and `--big-repeats` rounds end to end, table probes with one
@@ -66,6 +72,11 @@ class Case:
     table_s: float
     timing_s: float
     timing_drift: float = 0.0  # the machine's change of speed while the plans were timed (`Timings.drift`)
+    trial: int = 1  # which of `--trials` (table and plans timed again, after every other case of the trial before)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.model, self.runtime, self.batch
 
     @property
     def original(self):
@@ -140,7 +151,7 @@ def usable_runtimes(names: list[str], device) -> list[str]:
     return out
 
 
-def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_random: int, args) -> Case:
+def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_random: int, args, trial: int = 1) -> Case:
     """`loaded`'s latency table in `runtime` at `batch`, and `plans` (the original first) timed end to end there."""
     from toast.search import measure_latency_table
     from toast.search._latency import latency_inputs, time_models, timing_model
@@ -169,7 +180,7 @@ def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_rando
     timing_s = time.perf_counter() - start - table_s
     drift = measured.drift
     measured = {plan: measured[plan] for plan in plans}  # the original first
-    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s, drift)
+    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s, drift, trial)
 
 
 def choices(table_case: Case, target: Case, *, held: bool = True) -> tuple[int, int, float]:
@@ -194,43 +205,75 @@ def choices(table_case: Case, target: Case, *, held: bool = True) -> tuple[int, 
     return misses, none, worst
 
 
+def median_error(c: Case) -> float:
+    err = c.errors()
+    return float(np.median(err)) if len(err) else float("nan")
+
+
+def print_summary(cases: list[Case]) -> None:
+    """One row per model, runtime and batch: the median over the trials of the median error, and each trial's."""
+    trials = max(c.trial for c in cases)
+    print(f"### Estimate error, median over {trials} trial(s) (each: a table timed, then the plans)\n")
+    print("| model | runtime | batch | median error | each trial | relative to the original: median, each trial |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for key in dict.fromkeys(c.key for c in cases):
+        group = [c for c in cases if c.key == key]
+        err = [median_error(c) for c in group]
+        rel = [float(np.median(c.relative_errors())) if len(c.measured) > 1 else float("nan") for c in group]
+        print(
+            f"| {key[0]} | {key[1]} | {key[2]} | **{np.median(err):.1%}** | {', '.join(f'{e:.1%}' for e in err)} | "
+            f"{np.median(rel):.1%}; {', '.join(f'{e:.1%}' for e in rel)} |"
+        )
+    print()
+
+
 def print_tables(cases: list[Case]) -> None:
-    print("### Estimate error (each runtime's table against the same runtime's end-to-end times)\n")
+    print_summary(cases)
+    print("### Estimate error, every trial (each runtime's table against the same runtime's end-to-end times)\n")
     print(
-        "| model | runtime | batch | original measured ms | original estimated ms | plans (random) | "
+        "| model | runtime | batch | trial | original measured ms | original estimated ms | plans (random) | "
         "median error | max error | relative to the original: median, max | margin | drift (table, plans) | "
         "table s | timing s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for c in cases:
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in sorted(cases, key=lambda c: list(dict.fromkeys(c.key for c in cases)).index(c.key)):
         err, rel = c.errors(), c.relative_errors()
         base = c.measured[c.original]
         median, worst = (f"**{np.median(err):.1%}**", f"{err.max():.1%}") if len(err) else ("–", "–")
         relative = f"{np.median(rel):.1%}, {rel.max():.1%}" if len(rel) else "–"
         print(
-            f"| {c.model} | {c.runtime} | {c.batch} | {base:.2f} | {c.table.original_ms:.2f} | "
+            f"| {c.model} | {c.runtime} | {c.batch} | {c.trial} | {base:.2f} | {c.table.original_ms:.2f} | "
             f"{len(err)} ({c.n_random}) | {median} | {worst} | {relative} | {c.table.margin:.1%} | "
             f"{c.table.drift:+.0%}, {c.timing_drift:+.0%} | {c.table_s:.0f} | {c.timing_s:.0f} |"
         )
     print()
+    trials = max(c.trial for c in cases)
     for (model, batch), held in itertools.product(dict.fromkeys((c.model, c.batch) for c in cases), (True, False)):
         group = [c for c in cases if (c.model, c.batch) == (model, batch)]
+        runtimes = list(dict.fromkeys(c.runtime for c in group))
         how = "estimates held to the budget with the table's margin" if held else "the estimates alone, no margin"
         print(
             f"### Choice under a budget: {model}, batch {batch}, {how} ({len(group[0].measured)} plans; rows: the "
-            f"table's runtime, columns: the runtime measured; misses / {BUDGETS} budgets, worst overshoot)\n"
+            f"table's runtime, columns: the runtime measured; misses / {BUDGETS} budgets × {trials} trial(s), each "
+            "trial's table against the same trial's times; worst overshoot)\n"
         )
-        print("| table \\ measured | " + " | ".join(c.runtime for c in group) + " |")
-        print("| --- |" + " --- |" * len(group))
-        for a in group:
+        print("| table \\ measured | " + " | ".join(runtimes) + " |")
+        print("| --- |" + " --- |" * len(runtimes))
+        for a_name in runtimes:
             cells = []
-            for t in group:
-                misses, none, worst = choices(a, t, held=held)
+            for t_name in runtimes:
+                pairs = [
+                    (a, t) for a in group for t in group if (a.runtime, t.runtime, a.trial) == (a_name, t_name, t.trial)
+                ]
+                got = [choices(a, t, held=held) for a, t in pairs]
+                misses, none, worst = sum(g[0] for g in got), sum(g[1] for g in got), max(g[2] for g in got)
                 cell = (
-                    f"{misses}/{BUDGETS}" + (f" (+{worst:.1%})" if misses else "") + (f", {none} none" if none else "")
+                    f"{misses}/{BUDGETS * len(got)}"
+                    + (f" (+{worst:.1%})" if misses else "")
+                    + (f", {none} none" if none else "")
                 )
-                cells.append(f"**{cell}**" if a is t else cell)
-            print(f"| {a.runtime} | " + " | ".join(cells) + " |")
+                cells.append(f"**{cell}**" if a_name == t_name else cell)
+            print(f"| {a_name} | " + " | ".join(cells) + " |")
         print()
 
 
@@ -276,6 +319,12 @@ def main() -> int:
         "--big-repeats", type=int, default=1, help="rounds end to end for hidden size >= 512 at batch > 1 on CPU"
     )
     p.add_argument("--plans", default="", help='plans timed besides the random ones, ";"-separated: "0→4:linear"')
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="each model's cases timed this many times, one trial after the other (default: 1)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
     args = p.parse_args()
@@ -311,16 +360,16 @@ def main() -> int:
         original = Plan((), L)
         extra = [Plan.parse(t, L) for t in args.plans.split(";")] if args.plans else []
         pool = random_plans(L, max(args.random_plans, args.big_random_plans), seed=0, avoid=check_plans(L, KINDS))
-        for batch in batches:
+        for trial, batch in itertools.product(range(1, args.trials + 1), batches):
             n = args.big_random_plans if is_big(loaded, batch) else args.random_plans
             randoms = pool[:n]  # the same plans in every runtime and batch (an ONNX export serves every batch)
             plans = list(dict.fromkeys([original, *extra, *randoms]))
             for runtime in runtimes:
-                cases.append(bench_case(name, loaded, runtime, batch, plans, len(randoms), args))
+                cases.append(bench_case(name, loaded, runtime, batch, plans, len(randoms), args, trial))
                 c = cases[-1]
                 print(
-                    f"  {name} {runtime} batch {batch}: table {c.table_s:.0f} s, {len(plans)} plans {c.timing_s:.0f} s "
-                    f"({time.perf_counter() - start:.0f} s in all)",
+                    f"  {name} {runtime} batch {batch} trial {trial}: table {c.table_s:.0f} s, {len(plans)} plans "
+                    f"{c.timing_s:.0f} s ({time.perf_counter() - start:.0f} s in all)",
                     file=sys.stderr,
                 )
         del loaded
