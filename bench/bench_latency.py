@@ -255,7 +255,7 @@ def print_tables(cases: list[Case]) -> None:
         print(
             f"### Choice under a budget: {model}, batch {batch}, {how} ({len(group[0].measured)} plans; rows: the "
             f"table's runtime, columns: the runtime measured; misses / {BUDGETS} budgets × {trials} trial(s), each "
-            "trial's table against the same trial's times; worst overshoot)\n"
+            "trial's table against the same trial's times; in brackets each trial's misses and the worst overshoot)\n"
         )
         print("| table \\ measured | " + " | ".join(runtimes) + " |")
         print("| --- |" + " --- |" * len(runtimes))
@@ -267,9 +267,10 @@ def print_tables(cases: list[Case]) -> None:
                 ]
                 got = [choices(a, t, held=held) for a, t in pairs]
                 misses, none, worst = sum(g[0] for g in got), sum(g[1] for g in got), max(g[2] for g in got)
+                each = f"{', '.join(str(g[0]) for g in got)}; " if len(got) > 1 and misses else ""
                 cell = (
                     f"{misses}/{BUDGETS * len(got)}"
-                    + (f" (+{worst:.1%})" if misses else "")
+                    + (f" ({each}+{worst:.1%})" if misses else "")
                     + (f", {none} none" if none else "")
                 )
                 cells.append(f"**{cell}**" if a_name == t_name else cell)
