@@ -11,11 +11,17 @@ how much the machine's speed changed while the table and the plans were timed (`
 
     python bench/bench_lm_latency.py
     python bench/bench_lm_latency.py --runtimes eager,compile --batches 1
+    python bench/bench_lm_latency.py --trials 3      # each case timed 3 times (a new table each): the median of 3
+
+With `--trials N` every case is measured N times, a trial after the other (each: a new table, then the plans), and
+the summary shows the median over the trials of each trial's median error, beside each trial's: on a shared machine a
+slow spell of a few seconds can fall on one timing and not the next.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 
@@ -32,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,8")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--seconds", type=float, default=2.0, help="end-to-end rounds last at least this long")
+    p.add_argument("--trials", type=int, default=1, help="each case measured this many times (default: 1)")
     p.add_argument("--plans", nargs="*", default=["2→5:linear, 7→8:linear", "2→8:identity", "0→1:linear, 4→6:identity"])
     args = p.parse_args(argv)
     from toast.errors import ToastError
@@ -47,14 +54,15 @@ def main(argv=None) -> int:
     L = loaded.num_blocks
     plans = [Plan((), L), *(Plan.parse(t, L) for t in args.plans)]
     start = time.perf_counter()
-    rows, summary = [], []
-    for name in args.runtimes.split(","):
+    rows, cases = [], {}  # (runtime, mode, batch) -> [(median error, max error, margin, drifts)] by trial
+    for trial, name in itertools.product(range(1, args.trials + 1), args.runtimes.split(",")):
         runtime = get_runtime(name)
         for mode in ("prefill", "decode"):
             try:
                 runtime.check(loaded.device, mode)
             except ToastError as exc:
-                print(f"  {name} {mode}: skipped: {exc}", file=sys.stderr)
+                if trial == 1:
+                    print(f"  {name} {mode}: skipped: {exc}", file=sys.stderr)
                 continue
             for batch in (int(b) for b in args.batches.split(",")):
                 t0 = time.perf_counter()
@@ -76,23 +84,32 @@ def main(argv=None) -> int:
                     est, ms = table.estimate(plan), measured[plan]
                     errors.append(abs(est - ms) / ms)
                     rows.append(
-                        f"| {name} | {mode} | {batch} | `{plan if plan.spans else 'original'}` | {est:.3f} | {ms:.3f} | "
-                        f"{100 * (est - ms) / ms:+.1f}% |"
+                        f"| {name} | {mode} | {batch} | {trial} | `{plan if plan.spans else 'original'}` | {est:.3f} | "
+                        f"{ms:.3f} | {100 * (est - ms) / ms:+.1f}% |"
                     )
-                summary.append(
-                    f"| {name} | {mode} | {batch} | {np.median(errors):.1%} | {max(errors):.1%} | {table.margin:.1%} | "
-                    f"{table.drift:+.0%}, {getattr(measured, 'drift', 0.0):+.0%} |"
+                drift = f"{table.drift:+.0%}, {getattr(measured, 'drift', 0.0):+.0%}"
+                cases.setdefault((name, mode, batch), []).append(
+                    (float(np.median(errors)), max(errors), table.margin, drift)
                 )
-                print(f"  {name} {mode} batch {batch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+                print(f"  {name} {mode} batch {batch} trial {trial}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    summary = [
+        f"| {name} | {mode} | {batch} | {np.median([t[0] for t in trials]):.1%} | "
+        f"{', '.join(f'{t[0]:.1%}' for t in trials)} | {max(t[1] for t in trials):.1%} | "
+        f"{'; '.join(f'{t[2]:.1%}' for t in trials)} | {'; '.join(t[3] for t in trials)} |"
+        for (name, mode, batch), trials in cases.items()
+    ]
     print(
         f"{args.model}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
         f"{time.perf_counter() - start:.0f} s in all\n"
     )
-    print("| runtime | mode | batch | plan | estimated ms | measured ms | error |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| runtime | mode | batch | trial | plan | estimated ms | measured ms | error |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print("\n| runtime | mode | batch | median error | max error | table margin | drift (table, plans) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "\n| runtime | mode | batch | median error (median over the trials) | each trial | max error | table margin | "
+        "drift (table, plans) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(summary))
     return 0
 
