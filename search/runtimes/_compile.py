@@ -4,9 +4,9 @@ call.
 
 Dynamo keeps the compiled code of a function per guard set, and every compressed model shares one `forward`: past
 its recompile limit (8 graphs) dynamo silently runs eager. Models timed side by side (`side_by_side`) are compiled
-together with the limit raised to hold them all, dynamo's caches cleared before and after; the first call of a model's
-burst tests the other models' guards (microseconds, against a millisecond or more per burst). A model prepared alone
-is compiled alone (`release` first).
+together with the limit raised to hold them all, dynamo's caches cleared before and after; the first call after
+another model's tests the other models' guards (microseconds), and for a fast model it is the untimed call before its
+burst (`interleaved_medians`). A model prepared alone is compiled alone (`release` first).
 """
 
 from __future__ import annotations
