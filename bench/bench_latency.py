@@ -329,6 +329,8 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
     args = p.parse_args()
+    if args.trials < 1:
+        p.error(f"--trials must be 1 or more, got {args.trials}")
 
     import torch
 

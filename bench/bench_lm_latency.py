@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--trials", type=int, default=1, help="each case measured this many times (default: 1)")
     p.add_argument("--plans", nargs="*", default=["2→5:linear, 7→8:linear", "2→8:identity", "0→1:linear, 4→6:identity"])
     args = p.parse_args(argv)
+    if args.trials < 1:
+        p.error(f"--trials must be 1 or more, got {args.trials}")
     from toast.errors import ToastError
     from toast.models import load_model
     from toast.search._latency import latency_inputs, measure_latency_table, time_models, timing_model

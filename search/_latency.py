@@ -7,14 +7,14 @@ The table is solved from whole models, each run end to end in the runtime (`toas
 `torch.compile`, ONNX Runtime …) on a batch at the model's input size (`example_inputs`, the cost table's inputs
 repeated to the batch; text: `seq_len` tokens): the original, a model that keeps only its first block (one identity
 span over the rest), and for each translator kind (identity included) a model whose every other block is a one-block
-span of that kind (`probe_plans`). Their medians are linear in the unknowns (the fixed part, a block, a span of each kind),
-solved by least squares (`solve_probes`); a few more whole models (`check_plans`), timed with the probes, give the
-table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models rather
-than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
-boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is
-timed the same way: side by side, round by round, so that the machine's changes of speed (on a shared machine, 2×
-within seconds) shift every model alike (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with
-the machine's `drift` over them: `Timings`). Translators are their kind's module at the fitted shape with
+span of that kind (`probe_plans`). Their medians are linear in the unknowns (the fixed part, a block, a span of each
+kind), solved by least squares (`solve_probes`); a few more whole models (`check_plans`), timed with the probes, give
+the table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models
+rather than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
+boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is timed
+the same way: side by side, round by round, so that the machine's changes of speed (on a shared machine, 2× within
+seconds) shift every model alike (warm-up, then the median of rounds lasting at least `TABLE_SECONDS`, with the
+machine's `drift` over them: `Timings`). Translators are their kind's module at the fitted shape with
 default-initialised weights (`timing_model`): a latency does not depend on the values. The table is stored under
 `<cache>/latency/<key>`, keyed by everything it depends on (`LatencySpec`), so a second run on the same machine
 measures nothing.
@@ -66,8 +66,8 @@ __all__ = [
     "weight_bytes",
 ]
 
-#: 5: a fast model's burst after one untimed call, the first block alone a probe; 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved from whole models;
-#: 1: parts timed alone, eager only
+#: 5: a fast model's burst after one untimed call, the first block alone a probe; 4: compile and onnxruntime timed
+#: side by side; 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
 FORMAT_VERSION = 5
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
