@@ -79,6 +79,9 @@ UNSTEADY_RETRIES = 1  # a table timed while the machine was unsteady is timed ag
 CHECK_PLANS = 3  # whole models timed besides the probes, for the table's margin (`check_plans`)
 END_TO_END_WARMUP, END_TO_END_REPEATS = 2, 10  # a whole compressed model (front plans, chosen/)
 BURST_MS, MAX_BURST = 2.0, 200  # a call faster than this runs back to back in a timed burst (at most this many calls)
+#: a call faster than this is timed after one untimed call of its own (`interleaved_medians`); a slower one's cold start
+#: is a small part of it (its weights do not fit the caches anyway), and the untimed call would double its timing
+WARM_BELOW_MS = 100.0
 #: config fields that name a copy or a release, not the architecture: left out of the fingerprint
 NOT_ARCHITECTURE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash", "architectures")
 
@@ -191,24 +194,27 @@ def interleaved_medians(
     rounds' totals with the earlier half (4 rounds or more).
 
     In a round a callable runs as a burst of back-to-back calls lasting about `burst_ms` (one call when it is
-    slower), timed as one and divided, after one untimed call: a fast model's first call after another model's runs
-    on caches that hold the other's weights, where a model served back to back runs warm (onnxruntime, demo-vit, batch
-    1, on this project's 2-core CPU: 0.73–0.77 ms side by side with one other model, 0.82–0.90 with 6 others and
-    0.87–0.95 with 20; 0.71–0.83 in all three after the untimed call)."""
+    slower), timed as one and divided, after one untimed call (calls under `WARM_BELOW_MS`): a model's first call
+    after another model's runs on caches that hold the other's weights, where a model served back to back runs warm
+    (onnxruntime, demo-vit, batch 1, on this project's 2-core CPU: 0.73–0.77 ms side by side with one other model,
+    0.82–0.90 with 6 others and 0.87–0.95 with 20; 0.71–0.83 in all three after the untimed call). The untimed call
+    precedes a single call too: demo-lm's compiled decode step at batch 1 ran about 0.7 ms slower cold, so models
+    just over `burst_ms` (bursts of one) read 2.04–2.19 ms against 1.33–1.48 for the models just under it."""
     for _ in range(warmup):
         for fn in calls.values():
             fn()
-    bursts = {}
+    bursts, warm = {}, {}
     for name, fn in calls.items():
         once = measure_latency(fn, warmup=0, repeats=1, device=device).median_ms
         bursts[name] = max(1, min(MAX_BURST, math.ceil(burst_ms / max(once, 1e-6))))
+        warm[name] = once < WARM_BELOW_MS
     times: dict = {name: [] for name in calls}
     start, rounds = time.perf_counter(), 0
     while rounds < repeats or (time.perf_counter() - start < seconds and rounds < MAX_ROUNDS):
         rounds += 1
         for name, fn in calls.items():
             k = bursts[name]
-            if k > 1:  # untimed: it brings this model's weights back into the caches the previous model took
+            if warm[name]:  # untimed: it brings this model's weights back into the caches the previous model took
                 fn()
             ms = measure_latency(lambda fn=fn, k=k: [fn() for _ in range(k)], warmup=0, repeats=1, device=device)
             times[name].append(ms.median_ms / k)
