@@ -66,7 +66,7 @@ __all__ = [
     "weight_bytes",
 ]
 
-#: 5: a fast model's burst after one untimed call, the first block alone a probe; 4: compile and onnxruntime timed
+#: 5: a call under 100 ms timed after one untimed call, the first block alone a probe; 4: compile and onnxruntime timed
 #: side by side; 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
 FORMAT_VERSION = 5
 TABLE_FILE = "latency.json"
