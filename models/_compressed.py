@@ -83,6 +83,9 @@ class CompressedModel(nn.Module):
         # `forward` gives its logits; a plain checkpoint keeps it in CLASSIFIER_FILE, which Transformers leaves out
         self.classifier = classifier
         self._steps = [(kind, str(x) if kind == "block" else _span_key(x)) for kind, x in plan.steps()]
+        # built once, as the stock model holds it; not a submodule: its float32 frequencies stay as built from the
+        # config (no state-dict entry, no dtype cast), and its forward moves them to the states' device
+        object.__setattr__(self, "_rotary", family.rotary_embedding(config))
         # blocks run by accelerate's hooks (a model loaded with a device map, on several devices): the states
         # `hidden_states` keeps and the outputs are gathered where the inputs go (the embeddings' device), and each
         # translator's input is moved to the translator; None: the whole model on one device, nothing is moved
@@ -187,7 +190,7 @@ class CompressedModel(nn.Module):
         state. `on_state(i, state)` sees the state after each step `i` (a prefix cache records from it). `kwargs`:
         the blocks' keyword arguments (default the family's `block_kwargs` for `h` and `mask`)."""
         if kwargs is None:
-            kwargs = self.family.block_kwargs(self.config, h, mask)
+            kwargs = self.family.block_kwargs(self.config, h, mask, rotary=self._rotary)
         for i in range(start, len(self._steps)):
             kind, key = self._steps[i]
             if kind == "block":
@@ -210,7 +213,8 @@ class CompressedModel(nn.Module):
             layers.setdefault(self.family.layer_type(block), int(self.family.attention(block).layer_idx))
         past = int(cache.get_seq_length(next(iter(layers.values()), 0)))
         h = self.family.embed_step(self.embeddings, input_ids, past)
-        h = self.run_steps(h, None, kwargs=self.family.decode_kwargs(self.config, h, cache, past, layers))
+        kwargs = self.family.decode_kwargs(self.config, h, cache, past, layers, rotary=self._rotary)
+        h = self.run_steps(h, None, kwargs=kwargs)
         return self.tail(h, None)
 
     def token_mask(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:

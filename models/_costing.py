@@ -69,16 +69,18 @@ def measure_cost_table(
         h, mask, _ = model.run(inputs)
 
     # The blocks' keyword arguments (an attention mask, rotary embeddings) are made once per forward, from h_0:
-    # they are part of the embeddings' cost.
+    # they are part of the embeddings' cost (the rotary embedding built once per model, as the model holds it).
+    rotary = family.rotary_embedding(config)
+
     def embed(m, *t):
         x, mk = family.embed(m, dict(zip(keys, t)))
-        leaves, _, at = _tensor_leaves(family.block_kwargs(config, x, mk))
+        leaves, _, at = _tensor_leaves(family.block_kwargs(config, x, mk, rotary=rotary))
         return (x, *(leaves[i] for i in at)) if at else x
 
     embed_cost = Cost(
         count_flops(_Call(model.embeddings, embed), tuple(inputs.values())), count_params(model.embeddings)
     )
-    leaves, spec, at = _tensor_leaves(family.block_kwargs(config, h, mask))
+    leaves, spec, at = _tensor_leaves(family.block_kwargs(config, h, mask, rotary=rotary))
     kwarg_tensors = tuple(leaves[i] for i in at)
 
     def run_block(block, x, *tensors):  # the kwargs' tensors traced as inputs, the rest (None, flags) as they are

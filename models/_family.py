@@ -166,10 +166,18 @@ class Family:
         """The token mask `embed` returns with its output, without running the embeddings (None: all real)."""
         return None
 
-    def block_kwargs(self, config: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> dict[str, Any]:
+    def rotary_embedding(self, config: Any) -> nn.Module | None:
+        """The rotary position embedding `block_kwargs` makes the blocks' position embeddings with, built once per
+        model from `config` (as the stock model holds its `rotary_emb`); None for a family without one."""
+        return None
+
+    def block_kwargs(
+        self, config: Any, hidden: torch.Tensor, mask: torch.Tensor | None, *, rotary: nn.Module | None = None
+    ) -> dict[str, Any]:
         """The keyword arguments every block is called with (`block(hidden, **kwargs)`), made once per forward from
         the state entering the first block run and the token mask: an attention mask, position ids, rotary
-        position embeddings. Tensors among them (in tuples too) are costed with the embeddings."""
+        position embeddings (with `rotary`, the model's `rotary_embedding`; built from `config` when None). Tensors
+        among them (in tuples too) are costed with the embeddings."""
         return {}
 
     def run_block(self, block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:

@@ -159,27 +159,37 @@ class CausalLMFamily(TextFamily):
         return {}
 
     def position_embeddings(
-        self, config: Any, hidden: torch.Tensor, positions: torch.Tensor, kinds: Sequence[str]
+        self,
+        config: Any,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        kinds: Sequence[str],
+        rotary: nn.Module | None = None,
     ) -> dict[str, Any]:
         """The rotary `(cos, sin)` of each attention kind in `kinds` (one for all of them where the model has one
-        rotary embedding), from the model's rotary class built on `config`: its inverse frequencies are a function
-        of the config, as the stock model's are."""
-        shared = self.rotary_module(config)(hidden, positions)
+        rotary embedding), from `rotary` (the model's `rotary_embedding`), else the model's rotary class built on
+        `config`: its inverse frequencies are a function of the config, as the stock model's are."""
+        shared = (rotary if rotary is not None else self.rotary_module(config))(hidden, positions)
         return dict.fromkeys(kinds, shared)
+
+    def rotary_embedding(self, config: Any) -> nn.Module | None:
+        """`rotary_module(config)`, built once per model: built inside a forward, it cut a compiled decoding step into
+        5 graphs (`torch.compile` cannot trace the import and the construction)."""
+        return self.rotary_module(config) if self.rotary is not None else None
 
     def rotary_module(self, config: Any) -> nn.Module:
         """The model's rotary embedding built on `config` (its forward moves its frequencies to the states)."""
         module_name, cls_name = self.rotary.rsplit(".", 1)
         return getattr(importlib.import_module(f"transformers.models.{module_name}"), cls_name)(config)
 
-    def block_kwargs(self, config, hidden, mask):
+    def block_kwargs(self, config, hidden, mask, *, rotary=None):
         """Position ids `0 … N-1` (the stock forward's without a cache), the causal mask and the rotary embeddings of
         each attention kind (a dict by kind: `run_block` gives a block those of its own kind)."""
         positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         masks = self.causal_masks(config, hidden, mask, positions)
         kwargs: dict[str, Any] = {"attention_mask": masks, "position_ids": positions}
         if self.rotary is not None:
-            kwargs["position_embeddings"] = self.position_embeddings(config, hidden, positions, tuple(masks))
+            kwargs["position_embeddings"] = self.position_embeddings(config, hidden, positions, tuple(masks), rotary)
         return kwargs
 
     # ---- decoding with a KV cache (latency of a decoding step) ---------------------------------
@@ -189,7 +199,14 @@ class CausalLMFamily(TextFamily):
         return embeddings(input_ids.to(weight.device))
 
     def decode_kwargs(
-        self, config: Any, hidden: torch.Tensor, cache: Any, past: int, layers: Mapping[str, int]
+        self,
+        config: Any,
+        hidden: torch.Tensor,
+        cache: Any,
+        past: int,
+        layers: Mapping[str, int],
+        *,
+        rotary: nn.Module | None = None,
     ) -> dict[str, Any]:
         """`block_kwargs` of a decoding step after `past` cached tokens: their positions, each attention kind's mask
         over the cached tokens and the new ones (sized by the cache entry of that kind's layer in `layers`), the rotary
@@ -199,7 +216,7 @@ class CausalLMFamily(TextFamily):
         masks = self.causal_masks(config, hidden, None, positions, cache=cache, layers=layers)
         kwargs: dict[str, Any] = {"attention_mask": masks, "position_ids": positions, "cache": cache, "use_cache": True}
         if self.rotary is not None:
-            kwargs["position_embeddings"] = self.position_embeddings(config, hidden, positions, tuple(masks))
+            kwargs["position_embeddings"] = self.position_embeddings(config, hidden, positions, tuple(masks), rotary)
         return kwargs
 
     def run_block(self, block, hidden, kwargs):

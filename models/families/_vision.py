@@ -53,7 +53,7 @@ class VisionFamily(Family):
         weight = next(embeddings.parameters())
         return embeddings(pixel_values.to(device=weight.device, dtype=weight.dtype)), None
 
-    def block_kwargs(self, config, hidden, mask):
+    def block_kwargs(self, config, hidden, mask, *, rotary=None):
         return {"attention_mask": None}  # every patch attends to every other
 
     def mlp_branch(self, block: nn.Module) -> nn.Module | None:

@@ -36,7 +36,7 @@ class BertFamily(TextFamily):
         pooler = getattr(backbone, "pooler", None)
         return (pooler, "pooler") if isinstance(pooler, nn.Module) else (None, None)
 
-    def block_kwargs(self, config, hidden, mask):
+    def block_kwargs(self, config, hidden, mask, *, rotary=None):
         from transformers.masking_utils import create_bidirectional_mask
 
         # Always materialized (no all-ones shortcut), so a traced forward and an eager one agree.

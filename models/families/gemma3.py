@@ -59,7 +59,7 @@ class Gemma3Family(Gemma2Family):
             )
         return super().parts(model)
 
-    def position_embeddings(self, config, hidden, positions, kinds):
+    def position_embeddings(self, config, hidden, positions, kinds, rotary=None):
         """One rotary embedding per attention kind (`rope_parameters[kind]`: the local and the global base)."""
-        rotary = self.rotary_module(config)
+        rotary = rotary if rotary is not None else self.rotary_module(config)
         return {kind: rotary(hidden, positions, kind) for kind in kinds}

@@ -271,3 +271,25 @@ def test_a_bidirectional_gemma3_is_refused_in_one_line():
     with pytest.raises(UnsupportedModelError, match=r"not a causal language model") as err:
         family.parts(model)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_a_compiled_decoding_step_and_forward_are_one_graph_each(name):
+    """The rotary embedding is built once per model (`rotary_embedding`), not inside a forward, where dynamo cannot
+    trace its import and construction: built there, it cut demo-lm's decoding step into 5 graphs. Gemma 3 has one
+    rotary embedding per attention kind."""
+    from transformers import DynamicCache
+
+    with family_case(name) as case:
+        model = CompressedModel.from_model(case.loaded, Plan.parse("1→2:identity", case.loaded.num_blocks)).eval()
+        ids = case.inputs["input_ids"][:1]
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model.decode_step(ids, cache)
+            torch._dynamo.reset()
+            step = torch._dynamo.explain(model.decode_step)(ids[:, -1:], cache)
+            torch._dynamo.reset()
+            forward = torch._dynamo.explain(model.export_module())(**{k: v[:1] for k, v in case.inputs.items()})
+        torch._dynamo.reset()
+    assert (step.graph_count, step.graph_break_count) == (1, 0), step.break_reasons
+    assert (forward.graph_count, forward.graph_break_count) == (1, 0), forward.break_reasons

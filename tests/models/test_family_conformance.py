@@ -131,7 +131,7 @@ def test_the_decoder_tiny_configs_carry_the_hub_checkpoints_fields(case):
 class _MaskLessBert(BertFamily):
     """Its blocks never see the attention mask: padded tokens are attended to."""
 
-    def block_kwargs(self, config, hidden, mask):
+    def block_kwargs(self, config, hidden, mask, *, rotary=None):
         return {}
 
 
