@@ -17,7 +17,7 @@ loaded as `toast-search` loads them (`--device`, `--dtype`). For each model, bat
    with identity and linear translators: probe models timed whole in the runtime, the parts solved from them).
    Then the original and `--random-plans` random plans (identity and linear spans anywhere; the same plans in every
    runtime for one batch size, `--plans` added to them) are timed end to end in the same runtime (`time_models` on
-   `timing_model`: translators at their fitted shape, default weights; warm-up, then the median of rounds). The
+   `timing_model`: translators at their fitted shape, default weights; warm-up, then the fastest of rounds). The
    error is |estimated - measured| / measured over the plans (the original's shown apart). Beside it, the same error
    of each plan's time relative to the original's: the table's shape without the machine's level, which on a shared
    machine can change between the table's timing and the plans' (the original is timed with the plans).
@@ -67,7 +67,7 @@ class Case:
     runtime: str
     batch: int
     table: object  # LatencyTable
-    measured: dict  # Plan -> median ms, the original first
+    measured: dict  # Plan -> ms (the fastest round), the original first
     n_random: int
     table_s: float
     timing_s: float
@@ -313,8 +313,8 @@ def main() -> int:
     p.add_argument(
         "--seconds",
         type=float,
-        default=2.0,
-        help="end-to-end rounds go on until they have lasted this long (default: 2)",
+        default=20.0,
+        help="end-to-end rounds go on until they have lasted this long (default: 20, as the table's)",
     )
     p.add_argument(
         "--big-repeats", type=int, default=1, help="rounds end to end for hidden size >= 512 at batch > 1 on CPU"

@@ -4,8 +4,8 @@ measurement.
 For each runtime (`eager`, `compile`, `onnxruntime`) and mode it runs (prefill: a forward over `batch × seq` tokens;
 decode: one new token per sequence after `seq` cached ones, `CompressedModel.decode_step` with a `DynamicCache`;
 onnxruntime runs prefill only), at batch 1 and 8: the runtime's table (`measure_latency_table(runtime=…)`, solved
-from whole models) and the measured median of the original and the plans, timed end to end in the same runtime
-(`time_models`, the models at their fitted shapes: timing does not depend on the weights' values). Prints a markdown
+from whole models) and the measured time (the fastest round) of the original and the plans, timed end to end in the
+same runtime (`time_models`, the models at their fitted shapes: timing does not depend on the weights' values). Prints a markdown
 table: estimate, measurement, error per plan, and per runtime, mode and batch the median error, the table's margin and
 how much the machine's speed changed while the table and the plans were timed (`Timings.drift`).
 
@@ -37,7 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--runtimes", default="eager,compile,onnxruntime")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--seconds", type=float, default=2.0, help="end-to-end rounds last at least this long")
+    p.add_argument(
+        "--seconds", type=float, default=20.0, help="end-to-end rounds last at least this long (default: 20)"
+    )
     p.add_argument("--trials", type=int, default=1, help="each case measured this many times (default: 1)")
     p.add_argument("--plans", nargs="*", default=["2→5:linear, 7→8:linear", "2→8:identity", "0→1:linear, 4→6:identity"])
     args = p.parse_args(argv)

@@ -27,7 +27,8 @@ __all__ = ["LatencyTable", "held_budgets"]
 
 @dataclass(frozen=True, kw_only=True)
 class LatencyTable:
-    """Median milliseconds of each component of a model on one device, per batch of `batch_size` inputs.
+    """Milliseconds of each component of a model on one device, per batch of `batch_size` inputs (solved from whole
+    models' fastest rounds: what they cost on the machine itself, without a shared machine's slow spells).
 
     `translators` maps a kind string to the milliseconds of one span of that kind (every span of a kind maps the
     same tensor, so they cost the same). `device` names the hardware (CPU model or GPU name), `threads` is the CPU

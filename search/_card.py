@@ -361,7 +361,7 @@ def write_model_card(
             [
                 "",
                 f"Latency: {latency.ms:.3g} ms per batch of {latency.batch_size} on {latency.device} "
-                f"({latency.runtime}), measured end to end (median of repeats)"
+                f"({latency.runtime}), measured end to end (the fastest of repeated rounds)"
                 + (f"; the original: {latency.baseline_ms:.3g} ms." if latency.baseline_ms else "."),
             ]
             if latency is not None

@@ -33,8 +33,8 @@ __all__ = ["MEASURED_FIELD", "EndToEnd", "LatencyMeter", "meets_measured_latency
 
 
 class LatencyMeter:
-    """End-to-end milliseconds of a record's plan (median of repeats) on the run's device, dtype and latency batch
-    (the inputs the latency table was timed on); each plan measured once."""
+    """End-to-end milliseconds of a record's plan (its fastest round, `Timings`) on the run's device, dtype and
+    latency batch (the inputs the latency table was timed on); each plan measured once."""
 
     def __init__(self, settings: SearchSettings, ctx: SearchContext) -> None:
         self.ctx = ctx

@@ -6,7 +6,7 @@ Dynamo keeps the compiled code of a function per guard set, and every compressed
 its recompile limit (8 graphs) dynamo silently runs eager. Models timed side by side (`side_by_side`) are compiled
 together with the limit raised to hold them all, dynamo's caches cleared before and after; the first call after
 another model's tests the other models' guards (microseconds), and for a fast model it is the untimed call before its
-burst (`interleaved_medians`). A model prepared alone is compiled alone (`release` first).
+burst (`interleaved_times`). A model prepared alone is compiled alone (`release` first).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 It checks that the runtime names its versions, refuses in one line a device type or mode it does not run, and that
 a prepared call runs the model: the same outputs as PyTorch eager (within `tolerance`), for the original and a plan
-with a translator, and that `time_models` times it (a positive median). A runtime that cannot run here (its package
+with a translator, and that `time_models` times it (a positive time). A runtime that cannot run here (its package
 or provider is missing, or the model's device is none it runs on) must say so in one line from `check`
 (`MissingDependencyError`, `SettingsError`): the suite then checks that line and returns it.
 """

@@ -197,14 +197,16 @@ class _Scripted:
         return SimpleNamespace(median_ms=next(self.times))
 
 
-def test_side_by_side_the_drift_is_the_later_rounds_against_the_earlier(monkeypatch):
+def test_side_by_side_each_model_is_its_fastest_round_and_the_drift_the_later_rounds_against_the_earlier(monkeypatch):
     calls = {"a": lambda: None, "b": lambda: None}
-    rounds = [(1.0, 3.0)] * 4 + [(1.5, 4.5)] * 4  # the machine 50% slower in the later half
+    rounds = [(1.0, 3.0)] * 3 + [(1.5, 4.5)] * 5  # a slow spell (50% slower) over the last 5 rounds of 8
     monkeypatch.setattr(latency_module, "measure_latency", _Scripted([10.0, 10.0, *(t for r in rounds for t in r)]))
-    out = latency_module.interleaved_medians(calls, warmup=0, repeats=8, device="cpu", burst_ms=0.0)
-    assert out == {"a": pytest.approx(1.25), "b": pytest.approx(3.75)} and out.drift == pytest.approx(0.5)
+    out = latency_module.interleaved_times(calls, warmup=0, repeats=8, device="cpu", burst_ms=0.0)
+    # The machine's own speed, not the spell's: the median (1.5 and 4.5) would be the spell's.
+    assert out == {"a": pytest.approx(1.0), "b": pytest.approx(3.0)}
+    assert out.drift == pytest.approx(0.5)  # the later half's totals (6.0) against the earlier half's (4.0)
     monkeypatch.setattr(latency_module, "measure_latency", _Scripted([10.0, 1.0, 1.0, 1.0]))
-    assert latency_module.interleaved_medians({"a": calls["a"]}, warmup=0, repeats=3, device="cpu").drift == 0.0
+    assert latency_module.interleaved_times({"a": calls["a"]}, warmup=0, repeats=3, device="cpu").drift == 0.0
 
 
 def test_a_fast_models_burst_is_timed_after_one_untimed_call_that_warms_it_again(monkeypatch):
@@ -220,7 +222,7 @@ def test_a_fast_models_burst_is_timed_after_one_untimed_call_that_warms_it_again
 
         return call
 
-    out = latency_module.interleaved_medians(
+    out = latency_module.interleaved_times(
         {"a": model("a"), "b": model("b")}, warmup=0, repeats=3, device="cpu", burst_ms=50.0
     )
     # Each burst (2 or more calls, sized on a 20 ms cold call) follows an untimed call: timed with it, 6.7 ms a call.
@@ -229,14 +231,14 @@ def test_a_fast_models_burst_is_timed_after_one_untimed_call_that_warms_it_again
     assert rest == 0 and calls_per_round >= 3  # the untimed call and a burst of 2 or more
     # A burst of one call (a call slower than `burst_ms`) is warmed the same way: a single timed call, cold, is 20 ms.
     last.clear()
-    out = latency_module.interleaved_medians(
+    out = latency_module.interleaved_times(
         {"a": model("a"), "b": model("b")}, warmup=0, repeats=3, device="cpu", burst_ms=0.0
     )
     assert out["a"] < 1.0 and out["b"] < 1.0 and last.count("a") == 1 + 3 * 2
     # A call slower than `WARM_BELOW_MS` is timed without one: its cold start is a small part of it.
     monkeypatch.setattr(latency_module, "WARM_BELOW_MS", 10.0)
     last.clear()
-    out = latency_module.interleaved_medians(
+    out = latency_module.interleaved_times(
         {"a": model("a"), "b": model("b")}, warmup=0, repeats=3, device="cpu", burst_ms=0.0
     )
     assert out["a"] >= 20.0 and last.count("a") == 1 + 3
@@ -254,27 +256,35 @@ def test_rounds_go_on_for_the_timing_window_and_stop_at_the_most_rounds(monkeypa
     def fast():
         counts["fast"] += 1
 
-    out = latency_module.interleaved_medians({"s": slow}, warmup=0, repeats=1, device="cpu", burst_ms=0.0, seconds=0.1)
+    out = latency_module.interleaved_times({"s": slow}, warmup=0, repeats=1, device="cpu", burst_ms=0.0, seconds=0.1)
     # Past the 1 repeat; a round is an untimed call and a timed one (minus the call sizing the burst).
     assert 2 <= (counts["slow"] - 1) / 2 <= 11 and out["s"] >= 5.0
     monkeypatch.setattr(latency_module, "MAX_ROUNDS", 30)
-    latency_module.interleaved_medians({"f": fast}, warmup=0, repeats=1, device="cpu", burst_ms=0.0, seconds=60.0)
+    latency_module.interleaved_times({"f": fast}, warmup=0, repeats=1, device="cpu", burst_ms=0.0, seconds=60.0)
     assert counts["fast"] - 1 == 2 * 30  # the most rounds end a window a fast call would never fill
     # What a user's timing lasts at least (the tests' conftest sets these defaults to 0 to keep CI short).
     assert latency_module.TABLE_SECONDS >= 1.0 and latency_module.END_TO_END_SECONDS >= 1.0
 
 
 @pytest.mark.parametrize(
-    ("drifts", "kept", "timed"),
-    [((0.02,), 0.02, 1), ((0.3, -0.05), -0.05, 2), ((-0.3, 0.5), -0.3, 2), ((0.3, 0.2, 0.01), 0.2, 2)],
+    ("timed_tables", "kept", "timed"),
+    [
+        (((0.02, 1.0),), 0.02, 1),  # steady: timed once
+        (((0.3, 1.5), (-0.05, 1.0)), -0.05, 2),  # the second timing is the faster
+        (((-0.3, 1.0), (0.02, 1.4)), -0.3, 2),  # the first is, steady or not: a spell only ever slows the machine
+        (((0.3, 1.2), (0.2, 1.0), (0.01, 0.5)), 0.2, 2),  # timed again once at most
+    ],
 )
-def test_an_unsteady_table_is_timed_again_and_the_steadiest_kept(demo, tmp_path, monkeypatch, drifts, kept, timed):
-    calls = iter(drifts)
+def test_an_unsteady_table_is_timed_again_and_the_faster_kept(demo, tmp_path, monkeypatch, timed_tables, kept, timed):
+    calls = iter(timed_tables)
     timings = []
 
     def scripted(loaded, inputs, spec, runtime):
         timings.append(spec.key)
-        return dataclasses.replace(TABLE, drift=next(calls))
+        drift, scale = next(calls)  # the machine's speed: every part of the table alike
+        return dataclasses.replace(
+            TABLE, drift=drift, embed_ms=TABLE.embed_ms * scale, blocks_ms=[b * scale for b in TABLE.blocks_ms]
+        )
 
     monkeypatch.setattr(latency_module, "_table", scripted)
     table, measured = measure_latency_table(demo, kinds=("identity",), cache_dir=tmp_path)
@@ -299,7 +309,7 @@ class _Recording(Runtime):
 
 def test_one_after_the_other_the_first_model_is_timed_again_for_the_drift(monkeypatch):
     times = iter([2.0, 5.0, 2.2])  # a, b, then a again: 10% slower
-    monkeypatch.setattr(latency_module, "interleaved_medians", lambda calls, **kw: {0: next(times)})
+    monkeypatch.setattr(latency_module, "interleaved_times", lambda calls, **kw: {0: next(times)})
     runtime = _Recording(interleaved=False)
     out = latency_module.time_models(runtime, {"a": lambda: "A", "b": lambda: "B"}, {})
     assert out == {"a": 2.0, "b": 5.0} and out.drift == pytest.approx(0.1)
@@ -323,7 +333,7 @@ def test_models_that_copy_their_weights_are_timed_side_by_side_while_the_copies_
 
     timed = []
     monkeypatch.setattr(
-        latency_module, "interleaved_medians", lambda calls, **kw: timed.append(len(calls)) or {k: 1.0 for k in calls}
+        latency_module, "interleaved_times", lambda calls, **kw: timed.append(len(calls)) or {k: 1.0 for k in calls}
     )
     monkeypatch.setattr(latency_module, "device_memory", lambda device: memory)
     runtime, a, b = (
