@@ -28,9 +28,10 @@ loaded as `toast-search` loads them (`--device`, `--dtype`). For each model, bat
    diagonal is the right table, the rest the wrong runtime's table. ("none": A's table says no plan fits.)
 3. **Trials** (`--trials N`): every case is timed N times, a trial after the other (a new table, then the plans
    again), and the median over the trials of the median error is shown beside each trial's; the choices count every
-   trial's table against the same trial's times. On a shared machine a slow spell of a few seconds can fall on one
-   timing and not the next (this project's 2-core VM: an onnxruntime demo-vit at batch 1 ran 1.7x slower in spells of
-   about 5 s, its every session alike), which no table timed before it can foresee.
+   trial's table against the same trial's times. On a shared machine a slow spell can fall on one timing and not the
+   next (this project's 2-core VM: 1.3-2x slower, every model alike, for a second to half a minute or more), which
+   no table timed before it can foresee; each time is a model's fastest round (`Timings`), so a spell shorter than
+   the window (`--seconds`, the table's 20 s) does not move it.
 
 DINOv2-base at batch > 1 on a CPU (hidden size >= 512: a forward of batch 32 takes ~10 s on 2 cores) is timed
 cheaper: the first `--big-random-plans` plans, no warm-up round and `--big-repeats` rounds end to end, table probes with one
