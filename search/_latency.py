@@ -67,13 +67,13 @@ __all__ = [
 ]
 
 #: 6: the fastest round over 20 s, not the median over 2 s; 5: a call under 100 ms timed after one untimed call, the
-#: first block alone a probe; 4: compile and onnxruntime timed
-#: side by side; 3: with the check plans' margin; 2: solved from whole models; 1: parts timed alone, eager only
+#: first block alone a probe; 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved
+#: from whole models; 1: parts timed alone, eager only
 FORMAT_VERSION = 6
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
 #: rounds go on until they have lasted this long (at most `MAX_ROUNDS`), so that the fastest round is the machine's own
-#: speed: on this project's 2-core CPU a 2-thread timing runs 1.3–1.9× slower in spells of 1 s to over 20 s (`Timings`)
+#: speed: on this project's 2-core CPU a 2-thread timing runs 1.3–2× slower in spells of 1 s to 30 s and more (`Timings`)
 TABLE_SECONDS, END_TO_END_SECONDS, MAX_ROUNDS = 20.0, 10.0, 10_000
 DRIFT_WARN = 0.1  # a machine whose speed changed by more than this while timing is said to be unsteady
 UNSTEADY_RETRIES = 1  # a table timed while the machine was unsteady is timed again this many times (the faster kept)
@@ -171,7 +171,7 @@ class Timings(dict):
 
     The fastest round, not the median: a shared machine's slow spells make every model slower for a while and never
     faster, so the fastest round is what the model costs on the machine itself. On this project's 2-core CPU a
-    2-thread timing ran 1.3–1.9× slower in spells of 1 s to over 20 s (a third of the time in one quarter of an hour).
+    2-thread timing ran 1.3–2× slower in spells of 1 s to 30 s and more (a third of the time in one quarter of an hour).
     From the same rounds of 20 s (`bench/RESULTS.md`, issue 25, section h), the table's median error on 20 random
     plans, median over 3–4 trials, was 0.6–5.3% with the fastest round against 1.2–14.8% with the median (demo-vit:
     eager, onnxruntime and compile at batch 1, compile at batch 32). A timing whose whole window falls in a spell is
