@@ -9,7 +9,10 @@ times end to end in the runtime the original, every front plan and the chosen on
 on the run's latency batch; writes the times into the run's `front.json` (`latency_measured` of each record, and the
 measurement in `latency_measurements`, runtime and device named; a measurement of the same runtime, device, dtype,
 threads and batch is replaced), and says whether the chosen plan meets the latency budget as measured here, with the
-next best front plan that does. Both refuse in one line before loading weights what cannot run here.
+next best front plan that does. It compares the original's time with its estimate, and warns when they are more than
+`LEVEL_NOTE` apart: every estimate of the run is then off by about as much (a table of another machine or runtime, or
+a machine whose speed has moved since), though the plans' times relative to the original's may hold. Both refuse in
+one line before loading weights what cannot run here.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ __all__ = ["MeasuredRun", "make_latency_table", "measure_run"]
 
 MEASURED = "latency_measured"  # each record's measured times: a list of {runtime, device, …, ms}
 MEASUREMENTS = "latency_measurements"  # front.json's list of measurements (where, how, what it found)
+#: the original measured this far (relative) from its estimate here is said: every estimate is off by about as much
+LEVEL_NOTE = 0.1
 
 
 def _check_mode(family: Any, mode: str, model: str) -> None:
@@ -261,6 +266,21 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
+def _off_level(measurement: dict[str, Any]) -> str | None:
+    """A line saying the original ran more than `LEVEL_NOTE` off its estimate here, else None: every estimate of the
+    run is then off by about that factor (the table was measured on another machine or runtime, or this machine's
+    speed has moved since), while the plans' times relative to the original's hold."""
+    level = measurement.get("level")
+    if level is None or not abs(level - 1.0) > LEVEL_NOTE:
+        return None
+    return (
+        f"the original ran {level:.2f}x its estimate here ({measurement['original_estimated_ms']:.4g} ms): the run's "
+        "latency table was measured on another machine or runtime, or this machine's speed has moved since, and every "
+        "plan's estimate is off by about as much; judge by the times measured here, or search against a table "
+        "measured here (toast-search latency-table … --out table.json, then --latency-table table.json)"
+    )
+
+
 def _judge(
     doc: dict[str, Any], times: dict[str, float], measurement: dict[str, Any], budget: float | None, how: str | None
 ) -> MeasuredRun:
@@ -271,8 +291,14 @@ def _judge(
     chosen_ms = times.get("chosen/", times.get(chosen_plan)) if chosen_plan else None
     where = f"{measurement['runtime']} on {measurement['device']}"
     lines = [f"measured end to end in {where}, {measurement['dtype']}, {measurement['inputs']} ({measurement['mode']})"]
-    lines.append(f"  original: {times['original']:.4g} ms")
-    lines += [f"warning: {line}" for line in [unsteady(measurement.get("drift", 0.0))] if line]
+    estimated = (doc.get("baseline") or {}).get("latency")
+    if isinstance(estimated, (int, float)) and estimated > 0:
+        measurement["original_estimated_ms"] = float(estimated)
+        measurement["level"] = times["original"] / estimated
+    lines.append(
+        f"  original: {times['original']:.4g} ms" + (f" (estimated {estimated:.4g})" if "level" in measurement else "")
+    )
+    lines += [f"warning: {line}" for line in [unsteady(measurement.get("drift", 0.0)), _off_level(measurement)] if line]
     for record in doc["front"]:
         est = record.get("latency")
         said = f" (estimated {est:.4g})" if isinstance(est, (int, float)) else ""

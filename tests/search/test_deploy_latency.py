@@ -133,6 +133,26 @@ def test_a_chosen_plan_over_the_budget_as_measured_names_the_next_best(run_dir, 
     assert code == 0 and "no front plan meets it as measured here" in stdout
 
 
+@pytest.mark.parametrize("level, said", [(1.0, False), (1.08, False), (1.5, True), (0.6, True)])
+def test_an_original_off_its_estimate_says_every_estimate_is_off(run_dir, monkeypatch, level, said):
+    """The original measured `level` times its estimate (given times): over 10% off, one warning names the factor,
+    and the measurement keeps the estimate and the factor."""
+    run, _ = run_dir
+    front = json.loads((run / "front.json").read_text())
+    estimated = front["baseline"]["latency"]
+
+    def given(runtime, builds, inputs, **kw):
+        return {k: estimated * level for k in builds}
+
+    monkeypatch.setattr(_deploy_latency, "time_models", given)
+    code, stdout, err = run_main(["measure", str(run), "--device", "cpu"])
+    assert code == 0, err
+    assert f"original: {estimated * level:.4g} ms (estimated {estimated:.4g})" in stdout
+    assert (f"warning: the original ran {level:.2f}x its estimate here" in stdout) is said
+    measurement = json.loads((run / "front.json").read_text())["latency_measurements"][-1]
+    assert measurement["original_estimated_ms"] == estimated and measurement["level"] == pytest.approx(level)
+
+
 def _one_line(code: int, err: str) -> str:
     assert code == 2, err
     line = err.strip()
