@@ -3,7 +3,8 @@ measurement.
 
 For each runtime (`eager`, `compile`, `onnxruntime`) and mode it runs (prefill: a forward over `batch × seq` tokens;
 decode: one new token per sequence after `seq` cached ones, `CompressedModel.decode_step` with a `DynamicCache`;
-onnxruntime runs prefill only), at batch 1 and 8: the runtime's table (`measure_latency_table(runtime=…)`, solved
+onnxruntime's step graph takes the cache as inputs and returns it with the new token, `CompressedModel.decode_module`),
+at batch 1 and 8: the runtime's table (`measure_latency_table(runtime=…)`, solved
 from whole models) and the measured time (the fastest round) of the original and the plans, timed end to end in the
 same runtime (`time_models`, the models at their fitted shapes: timing does not depend on the weights' values). Prints a markdown
 table: estimate, measurement, error per plan, and per runtime, mode and batch the median error, the table's margin and

@@ -211,7 +211,7 @@ class CompressedModel(nn.Module):
         for b in self.plan.kept:
             block = self.blocks[str(b)]
             layers.setdefault(self.family.layer_type(block), int(self.family.attention(block).layer_idx))
-        past = int(cache.get_seq_length(next(iter(layers.values()), 0)))
+        past = cache.get_seq_length(next(iter(layers.values()), 0))  # not int(): a traced graph keeps it symbolic
         h = self.family.embed_step(self.embeddings, input_ids, past)
         kwargs = self.family.decode_kwargs(self.config, h, cache, past, layers, rotary=self._rotary)
         h = self.run_steps(h, None, kwargs=kwargs)
@@ -257,6 +257,14 @@ class CompressedModel(nn.Module):
         inputs one by one, as torch.export needs them, and returns `family.export_forward`'s outputs, named
         `family.export_outputs(model)`."""
         return _export_class(self.family.input_names)(self)
+
+    def cache_layers(self) -> tuple[int, ...]:
+        """A causal LM's KV-cache entries that `decode_step` reads and extends: each kept block's own layer index."""
+        return tuple(int(self.family.attention(self.blocks[str(b)]).layer_idx) for b in self.plan.kept)
+
+    def decode_module(self) -> DecodeModule:
+        """This causal LM's decoding step with its KV cache as tensors, as an exporter traces it (`DecodeModule`)."""
+        return _decode_class(len(self.cache_layers()))(self)
 
     def tail(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Final norm, pooling and head applied to the last hidden state."""
@@ -440,3 +448,80 @@ def _export_class(names: tuple[str, ...]) -> type[ExportModule]:
 
     forward.__signature__ = inspect.Signature(params)
     return type(f"ExportModule[{', '.join(names)}]", (ExportModule,), {"forward": forward})
+
+
+class DecodeModule(nn.Module):
+    """A causal LM's decoding step with its KV cache as tensors, as ONNX Runtime serves an LM: inputs `input_ids`
+    `(B, n)` (new tokens) and, for each cache entry (`CompressedModel.cache_layers`), its keys and values so far
+    `(B, kv_heads, past, head_dim)`; outputs the new tokens' `logits` and each entry's keys and values with them
+    appended. A past of length 0 is a prefill, so one graph generates a whole sequence. Made per number of entries by
+    `_decode_class` (torch.export reads the inputs from the signature).
+
+    Full attention only: a sliding window layer's cache trims itself by its running length, a Python number the graph
+    would fix at the length it was traced with."""
+
+    def __init__(self, model: CompressedModel) -> None:
+        super().__init__()
+        refusal = decode_refusal(model)
+        if refusal:
+            raise UnsupportedModelError(refusal)
+        self.model = model
+        self.layers = model.cache_layers()
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["input_ids", *(f"past_key_values.{i}.{kv}" for i in self.layers for kv in ("key", "value"))]
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", *(f"present.{i}.{kv}" for i in self.layers for kv in ("key", "value"))]
+
+    def dynamic_shapes(self) -> dict[str, dict[int, Any]]:
+        """The batch, new tokens and past tokens vary (torch.export's `dynamic_shapes`, by argument name)."""
+        from torch.export import Dim
+
+        batch, sequence, past = Dim("batch"), Dim("sequence"), Dim("past")
+        kv = {f"past_{j}": {0: batch, 2: past} for j in range(2 * len(self.layers))}
+        return {"input_ids": {0: batch, 1: sequence}, **kv}
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for j, layer in enumerate(self.layers):
+            cache.update(past[2 * j], past[2 * j + 1], layer)
+        logits = self.model.decode_step(input_ids, cache)
+        return (logits, *(t for i in self.layers for t in (cache.layers[i].keys, cache.layers[i].values)))
+
+    def cache_tensors(self, cache: Any) -> list[torch.Tensor]:
+        """The graph's past inputs from a `DynamicCache` the model filled (`decode_step`): each entry's keys, values."""
+        return [t for i in self.layers for t in (cache.layers[i].keys, cache.layers[i].values)]
+
+
+def decode_refusal(model: CompressedModel) -> str | None:
+    """Why `model`'s decoding step cannot be a `DecodeModule` graph (one line), else None."""
+    layer_type = getattr(model.family, "layer_type", None)
+    if layer_type is None:
+        return f"{model.family.name} is not a causal LM: it has no decoding step"
+    sliding = sorted(b for b in model.plan.kept if layer_type(model.blocks[str(b)]) != "full_attention")
+    if sliding:
+        return (
+            f"the {model.family.name} model keeps sliding-window attention layers (blocks {', '.join(map(str, sliding[:4]))}"
+            f"{' …' if len(sliding) > 4 else ''}), whose cache an exported decoding step cannot trim: time its decode "
+            "in runtime eager or compile"
+        )
+    return None
+
+
+@functools.cache
+def _decode_class(entries: int) -> type[DecodeModule]:
+    """A `DecodeModule` whose forward's signature is `(self, input_ids, past_0, …, past_<2 entries - 1>)`."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    names = ["input_ids", *(f"past_{j}" for j in range(2 * entries))]
+    params = [inspect.Parameter("self", kind), *(inspect.Parameter(n, kind) for n in names)]
+
+    def forward(self, *args: torch.Tensor, **named: torch.Tensor):
+        return DecodeModule.forward(self, *args, *(named[n] for n in names[len(args) :]))
+
+    forward.__signature__ = inspect.Signature(params)
+    return type(f"DecodeModule[{entries}]", (DecodeModule,), {"forward": forward})

@@ -215,6 +215,51 @@ def _dynamic_shapes(inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, Any]
 
 
 def _export(model: Any, example: dict[str, torch.Tensor], path: Path, opset: int | None) -> None:
+    """`model`'s export graph (`graph_module`) to ONNX at `path`, traced on `example` (dynamic batch; and sequence for
+    text)."""
+    _export_graph(
+        model,
+        graph_module(model),
+        example,
+        path,
+        input_names=list(example),
+        output_names=list(_output_names(model)),
+        dynamic_shapes=_dynamic_shapes(example),
+        opset=opset,
+    )
+
+
+def export_decode_graph(model: Any, example: dict[str, torch.Tensor], path: Path, opset: int | None = None) -> Any:
+    """A causal LM's decoding step with its KV cache as tensors (`CompressedModel.decode_module`) to ONNX at `path`,
+    traced on `example` (`input_ids` and `past_<j>`, by the module's argument names): dynamic batch, new tokens and
+    past tokens. Returns the module (its `input_names`, `output_names`, `cache_tensors`)."""
+    graph = model.decode_module()
+    _export_graph(
+        model,
+        graph,
+        example,
+        path,
+        input_names=graph.input_names,
+        output_names=graph.output_names,
+        dynamic_shapes=graph.dynamic_shapes(),
+        opset=opset,
+    )
+    return graph
+
+
+def _export_graph(
+    model: Any,
+    graph: torch.nn.Module,
+    example: dict[str, torch.Tensor],
+    path: Path,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: dict[str, dict[int, Any]],
+    opset: int | None,
+) -> None:
+    """`graph` (made from `model`) to ONNX with torch.export's exporter, its warnings quiet; the exporter's errors as
+    one `OnnxExportError` naming the model and plan."""
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx")]
     levels = [lg.level for lg in loggers]
@@ -224,15 +269,15 @@ def _export(model: Any, example: dict[str, torch.Tensor], path: Path, opset: int
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                graph_module(model),
+                graph,
                 (),
                 str(path),
                 kwargs=example,
-                input_names=list(example),
-                output_names=list(_output_names(model)),
+                input_names=input_names,
+                output_names=output_names,
                 opset_version=opset,
                 dynamo=True,
-                dynamic_shapes=_dynamic_shapes(example),
+                dynamic_shapes=dynamic_shapes,
                 external_data=size > PROTOBUF_LIMIT,
                 verbose=False,
             )

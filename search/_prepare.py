@@ -419,6 +419,10 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
             model=settings.data.model,
         )
     check_modality(source.family, train, settings.data.model)  # from the config, before the weights
+    if search and settings.needs_latency and settings.scoring.latency_table is None:
+        get_runtime(settings.scoring.latency_runtime).check_model(
+            source.family, source.config, settings.scoring.latency_mode
+        )
     if search:
         check_objectives_fit(settings, source.family)
     calib = load_calibration_split(settings, train, source.family)

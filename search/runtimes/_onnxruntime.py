@@ -3,7 +3,10 @@ exporter: the torch.export-based one, dynamic batch and sequence axes) and run b
 execution provider (`--device cpu`), CUDA's (`--device cuda`) or TensorRT's (`onnxruntime-tensorrt`, CUDA behind it
 for what TensorRT does not take). The session uses as many intra-op threads as torch does (`torch.get_num_threads`),
 so a table names one thread count for every runtime. Inputs are fed as host arrays, as a server fed by a network
-does; a prefill only (an exported graph has no KV cache to decode with).
+does. A decoding step (`--latency-mode decode`) runs the LM's step graph with its KV cache as inputs and outputs
+(`CompressedModel.decode_module`, the graph an ONNX Runtime LM server runs: `past_key_values.<layer>.key` in,
+`present.<layer>.key` out), fed the cache of the inputs' tokens, one new token per sequence; a model with
+sliding-window layers is refused (their cache trims itself by a running length the graph would fix).
 
 A session's thread pool would spin on after each run and take the cores from the next session timed side by side (5
 demo-vit sessions in turn measured 6× their time alone), so sessions stop spinning when a run returns
@@ -25,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from toast.errors import MissingDependencyError, SettingsError
+from toast.errors import MissingDependencyError, SettingsError, UnsupportedModelError
 
-from ._registry import PREFILL, Runtime, register_runtime
+from ._registry import DECODE, PREFILL, Runtime, register_runtime
 
 if TYPE_CHECKING:
     from toast.models import CompressedModel
@@ -36,6 +39,7 @@ __all__ = ["OnnxRuntime", "session_options"]
 
 EXPORT_BATCH = 2  # torch.export specialises a dimension of size 1: the graph is traced at batch 2, run at any
 WARM_CALLS = 3  # the first runs allocate and (TensorRT) build engines
+EXPORT_NEW, EXPORT_PAST = 3, 5  # a decoding step's graph is traced on 3 new tokens after 5 cached ones
 
 
 def session_options(ort: Any) -> Any:
@@ -53,7 +57,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
     help = "ONNX Runtime on the exported graph: CPU execution provider on cpu, CUDA's on cuda (pip install 'toast-search[onnx]'; onnxruntime-gpu for CUDA)"
     devices = ("cpu", "cuda")
-    modes = (PREFILL,)
+    modes = (PREFILL, DECODE)
     copies_weights = True
     providers_by_device = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider",)}
 
@@ -83,6 +87,18 @@ class OnnxRuntime(Runtime):
                 + ("pip install onnxruntime-gpu" if "cuda" in str(device) else "reinstall onnxruntime")
             )
 
+    def check_model(self, family: Any, config: Any, mode: str = PREFILL) -> None:
+        if mode != DECODE:
+            return
+        kinds = getattr(family, "layer_types", lambda config: ())(config)
+        sliding = [i for i, kind in enumerate(kinds) if kind != "full_attention"]
+        if sliding:
+            raise UnsupportedModelError(
+                f"runtime {self.name} cannot time a decode step of {family.name}: its layers "
+                f"{', '.join(map(str, sliding[:4]))}{' …' if len(sliding) > 4 else ''} have a sliding window, whose "
+                "cache an exported graph cannot trim; time decode in runtime eager or compile"
+            )
+
     def release(self) -> None:
         gc.collect()  # the session of the model timed last, and its thread pool
 
@@ -90,18 +106,21 @@ class OnnxRuntime(Runtime):
         return f"{super().device_label(device)} ({', '.join(self.providers(device))})"
 
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
-        from .._onnx import _export
+        from .._onnx import _export, export_decode_graph
 
         param = next(model.parameters())
         self.check(param.device, mode)
         ort = self._ort()
         folder = Path(tempfile.mkdtemp(prefix="toast-latency-onnx-"))
         path = folder / "model.onnx"
-        example = {k: v[:EXPORT_BATCH] if v.shape[0] >= EXPORT_BATCH else v for k, v in inputs.items()}
-        if next(iter(example.values())).shape[0] < EXPORT_BATCH:
-            example = {k: v.repeat(EXPORT_BATCH, *(1,) * (v.dim() - 1)) for k, v in example.items()}
         try:
-            _export(model.eval(), example, path, None)
+            if mode == DECODE:
+                example, feed = _decode_feeds(model.eval(), inputs)
+                export_decode_graph(model, example, path)
+            else:
+                example = _at_export_batch(inputs)
+                _export(model.eval(), example, path, None)
+                feed = None
             session = ort.InferenceSession(
                 str(path), session_options(ort), providers=list(self.providers(param.device))
             )
@@ -109,10 +128,11 @@ class OnnxRuntime(Runtime):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         names = [i.name for i in session.get_inputs()]
-        unknown = [n for n in names if n not in inputs]
-        if unknown:
-            raise SettingsError(f"the exported graph wants inputs {unknown} the latency batch lacks")
-        feed = {n: inputs[n].detach().cpu().numpy() for n in names}
+        if feed is None:
+            unknown = [n for n in names if n not in inputs]
+            if unknown:
+                raise SettingsError(f"the exported graph wants inputs {unknown} the latency batch lacks")
+            feed = {n: inputs[n].detach().cpu().numpy() for n in names}
 
         def call():
             return session.run(None, feed)
@@ -121,6 +141,35 @@ class OnnxRuntime(Runtime):
         for _ in range(WARM_CALLS):
             call()
         return call
+
+
+def _at_export_batch(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`inputs` cut or repeated to `EXPORT_BATCH` rows: what the graph is traced with."""
+    example = {k: v[:EXPORT_BATCH] for k, v in inputs.items()}
+    if next(iter(example.values())).shape[0] < EXPORT_BATCH:
+        example = {k: v.repeat(EXPORT_BATCH, *(1,) * (v.dim() - 1)) for k, v in example.items()}
+    return example
+
+
+def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """The example a decoding step's graph (`CompressedModel.decode_module`) is traced with, and the step timed:
+    the inputs' tokens cached by the model in PyTorch, then one new token per sequence (the last one) fed with that
+    cache, as a server feeds the graph its own `present` outputs. The example is `EXPORT_NEW` new tokens after
+    `EXPORT_PAST` cached ones (sizes of their own, so that torch.export keeps each axis apart)."""
+    from transformers import DynamicCache
+
+    graph = model.decode_module()
+    prompt = inputs["input_ids"]
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model.decode_step(prompt, cache)
+    past = graph.cache_tensors(cache)
+    names = graph.input_names
+    feed = {names[0]: prompt[:, -1:].cpu().numpy(), **{n: t.cpu().numpy() for n, t in zip(names[1:], past)}}
+    example = {"input_ids": prompt[:1, :1].repeat(EXPORT_BATCH, EXPORT_NEW)}
+    for j, t in enumerate(past):
+        example[f"past_{j}"] = t.new_zeros(EXPORT_BATCH, t.shape[1], EXPORT_PAST, t.shape[3])
+    return example, feed
 
 
 class TensorRtRuntime(OnnxRuntime):

@@ -85,6 +85,10 @@ class Runtime:
                 f"use runtime {' or '.join(others)} for {mode} latency"
             )
 
+    def check_model(self, family: Any, config: Any, mode: str = PREFILL) -> None:
+        """A `SettingsError` (or `UnsupportedModelError`) in one line when this runtime cannot run `mode` of a model
+        of `family` with `config` (read before any weight loads); nothing otherwise."""
+
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
         """A call that runs `inputs` (a batch on the model's device) through `model` once in this runtime: what a
         deployment runs, the model's export graph (`CompressedModel.export_module`: an image model's head, a text

@@ -5,7 +5,7 @@
 
 It checks that the runtime names its versions, refuses in one line a device type or mode it does not run, and that
 a prepared call runs the model: the same outputs as PyTorch eager (within `tolerance`), for the original and a plan
-with a translator, and that `time_models` times it (a positive time). A runtime that cannot run here (its package
+with a translator (a causal LM's decoding step too, where the runtime runs one: its logits as eager's), and that `time_models` times it (a positive time). A runtime that cannot run here (its package
 or provider is missing, or the model's device is none it runs on) must say so in one line from `check`
 (`MissingDependencyError`, `SettingsError`): the suite then checks that line and returns it.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from toast.data import TOKENS
 from toast.errors import MissingDependencyError, SettingsError
 
 from ._registry import DECODE, PREFILL, get_runtime
@@ -72,6 +73,12 @@ def check_runtime(name: str, loaded: Any, *, tolerance: float = 1e-3, plan_text:
         for g, e in zip(got, expected):
             assert g.shape == e.shape, f"{name}: output shape {g.shape}, eager {e.shape}"
             assert np.allclose(g, e, atol=tolerance, rtol=tolerance), f"{name} {plan}: {np.abs(g - e).max()}"
+        if DECODE in runtime.modes and loaded.family.modality == TOKENS:  # a causal LM: its step's logits too
+            expected = _arrays(get_runtime("eager").prepare(model, inputs, mode=DECODE)())[0]
+            got = _arrays(runtime.prepare(model, inputs, mode=DECODE)())[0]
+            runtime.release()
+            assert got.shape == expected.shape, f"{name} decode: logits {got.shape}, eager {expected.shape}"
+            assert np.allclose(got, expected, atol=tolerance, rtol=tolerance), f"{name} decode {plan}"
     ms = time_models(runtime, {"m": lambda: timing_model(loaded, plan)}, inputs, warmup=1, repeats=2)
     assert ms["m"] > 0
     return None

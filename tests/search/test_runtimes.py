@@ -99,11 +99,37 @@ def test_a_table_in_another_runtime_is_another_cache_entry(tiny, tmp_path):
     assert not measured
 
 
-def test_decode_is_refused_in_one_line_by_a_runtime_without_a_cache(tiny):
-    with pytest.raises(
-        SettingsError, match="runtime onnxruntime cannot time a decode step .* use runtime eager or compile"
-    ):
-        measure_latency_table(tiny["llama"], kinds=("identity",), mode="decode", runtime="onnxruntime")
+def test_onnxruntime_decodes_with_the_cache_as_inputs_and_outputs(tiny):
+    """onnxruntime's decoding step: eager's logits, and each kept layer's cache with the new token appended; a past of
+    length 0 in the same graph is a prefill (eager's logits for every token)."""
+    from toast.search._latency import latency_inputs
+
+    loaded = tiny["llama"]
+    inputs = latency_inputs(loaded, batch_size=2, seq_len=8)
+    model = timing_model(loaded, Plan.parse("0→1:linear", loaded.num_blocks))
+    eager = get_runtime("eager").prepare(model, inputs, mode="decode")()
+    logits, *present = get_runtime("onnxruntime").prepare(model, inputs, mode="decode")()
+    get_runtime("onnxruntime").release()
+    assert torch.allclose(eager, torch.from_numpy(logits), atol=1e-4)
+    kept = loaded.num_blocks - 1
+    assert len(present) == 2 * kept and model.cache_layers() == tuple(b for b in range(loaded.num_blocks) if b != 1)
+    assert all(p.shape[0] == 2 and p.shape[2] == 8 + 1 for p in present)
+
+
+def test_a_decode_graph_of_a_sliding_window_model_is_refused_before_the_weights(tmp_path):
+    """A model with sliding-window layers (Gemma 2's alternate): onnxruntime refuses its decode in one line, from the
+    config (no weights needed), and the decoding step's graph refuses it too."""
+    from toast.errors import UnsupportedModelError
+    from toast.models import resolve_model
+
+    source = resolve_model(str(save_tiny("gemma2", tmp_path / "gemma2")))
+    with pytest.raises(UnsupportedModelError, match="cannot time a decode step of gemma2: its layers 0, 2") as info:
+        get_runtime("onnxruntime").check_model(source.family, source.config, "decode")
+    assert "\n" not in str(info.value) and "eager or compile" in str(info.value)
+    get_runtime("onnxruntime").check_model(source.family, source.config, "prefill")  # a prefill runs
+    model = timing_model(load_model(str(tmp_path / "gemma2")), Plan((), source.config.num_hidden_layers))
+    with pytest.raises(UnsupportedModelError, match="sliding-window attention layers"):
+        model.decode_module()
 
 
 def test_decode_in_compile_steps_the_same_cache(tiny):
