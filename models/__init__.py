@@ -2,7 +2,7 @@
 compressed model, and its costs."""
 
 from . import families  # registers the built-in families
-from ._compressed import CompressedModel, refused_spans
+from ._compressed import CompressedModel, DecodeModule, decode_refusal, refused_spans
 from ._costing import example_inputs, measure_cost_table, model_flops
 from ._family import (
     Family,
@@ -36,6 +36,7 @@ __all__ = [
     "MINILM_HUB_ID",
     "MODEL_ALIASES",
     "CompressedModel",
+    "DecodeModule",
     "Family",
     "LinearHead",
     "LoadedModel",
@@ -43,6 +44,7 @@ __all__ = [
     "Parts",
     "TokenLayout",
     "checkpoint_layout",
+    "decode_refusal",
     "describe_checkpoint",
     "example_inputs",
     "families",

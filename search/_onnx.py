@@ -13,6 +13,12 @@ pooler output, else the pooled features). For a text encoder, what optimum's `OR
 and sentence-transformers' ONNX backend read, named as they expect: `last_hidden_state` (the token
 embeddings) and `sentence_embedding`, the features the search scored (`CompressedModel.pooled`: the source's
 sentence-transformers pooling and normalisation, else the mean over real tokens), never BERT's tanh pooler.
+For a causal LM, `logits` for every token of `input_ids` / `attention_mask`; beside it, `<name>_with_past.onnx`,
+the decoding step with the KV cache as inputs and outputs (`CompressedModel.decode_module`: `input_ids`,
+`past_key_values.<layer>.key` / `.value` in; `logits`, `present.<layer>.key` / `.value` out; a past of length 0 is
+the prefill), what an ONNX Runtime generation loop runs and what `--runtime onnxruntime --latency-mode decode`
+times; checked by a prefill and greedy steps against PyTorch's `decode_step`. A model with sliding-window layers
+gets no step graph (said in the report).
 
 onnx, onnxruntime and onnxscript are imported only here, and only when an export is asked for.
 """
@@ -37,6 +43,8 @@ import torch
 from toast.errors import DatasetError, MissingDependencyError, ToastError, UnsupportedModelError
 
 from .._faults import fault_point
+from ..data import TOKENS
+from ..models import decode_refusal
 
 __all__ = ["ONNX_EXTRA_HINT", "OnnxExportError", "OnnxReport", "export_onnx", "model_folder"]
 
@@ -47,6 +55,9 @@ EXPORT_BATCH = 2  # the example the graph is traced with (torch.export specialis
 MAX_LENGTH = 256  # tokens, as the search's batches are truncated
 PROTOBUF_LIMIT = 2**31 - 1 - 2**26  # a model's weights above ~2 GB go to an external data file
 PROVIDERS = ("CPUExecutionProvider",)
+STEP_CHECKS = 3  # greedy decoding steps the step graph is checked on, after its prefill
+STEP_NEW, STEP_PAST = 3, 5  # the step graph is traced on 3 new tokens after 5 cached ones
+STEP_SUFFIX = "_with_past"  # model.onnx -> model_with_past.onnx
 
 
 class OnnxExportError(ToastError):
@@ -66,14 +77,26 @@ class OnnxReport:
     dynamic_axes: tuple[str, ...]  # ("batch",) for images, ("batch", "sequence") for text
     opset: int
     providers: tuple[str, ...]
+    step_path: Path | None = None  # a causal LM's decoding step with its KV cache (`<name>_with_past.onnx`)
+    step_max_abs_diff: float | None = None  # its logits against PyTorch's, over a prefill and `STEP_CHECKS` steps
+    step_note: str | None = None  # why a causal LM got no step graph
 
     def summary(self) -> str:
+        step = ""
+        if self.step_path is not None:
+            step = (
+                f"; and {self.step_path} (the decoding step: input_ids and past_key_values.<layer>.key/value in, "
+                f"logits and present.<layer>.key/value out): onnxruntime vs PyTorch over a prefill and "
+                f"{STEP_CHECKS} greedy steps: max abs difference {self.step_max_abs_diff:.3g}"
+            )
+        elif self.step_note:
+            step = f"; no decoding-step graph: {self.step_note}"
         return (
             f"wrote {self.path} (opset {self.opset}, inputs {', '.join(self.input_names)}, outputs "
             f"{', '.join(self.output_names)}, dynamic "
             f"{' and '.join(self.dynamic_axes)}); "
             f"onnxruntime vs PyTorch on {self.inputs}, batches {'/'.join(map(str, self.batch_sizes))}: "
-            f"max abs difference {self.max_abs_diff:.3g}"
+            f"max abs difference {self.max_abs_diff:.3g}" + step
         )
 
 
@@ -383,8 +406,22 @@ def export_onnx(
                 "a gap as large means the model itself amplifies rounding, e.g. a translator with very large weights)"
             )
         written_opset = _opset(staged)
+        step, step_diff, step_note = None, None, None
+        if model.family.modality == TOKENS:
+            step_note = decode_refusal(model)
+            if step_note is None:
+                step = tmp / f"{path.stem}{STEP_SUFFIX}{path.suffix}"
+                _on_full_disk(lambda: export_decode_graph(model, step_example(model), step, opset), path)
+                step_diff = compare_step(step, model, batches[0]["input_ids"])
+                if not step_diff <= tolerance:
+                    raise OnnxExportError(
+                        f"the decoding-step ONNX model of {folder} differs from PyTorch by {step_diff:.3g} "
+                        f"(> {tolerance:g}) over a prefill and {STEP_CHECKS} greedy steps: not written"
+                    )
         fault_point("export")
-        for part in sorted(tmp.iterdir(), key=lambda p: p.name != path.name):  # the graph last, after its data
+        for part in sorted(
+            tmp.iterdir(), key=lambda p: (p.name == path.name, p.suffix == ".onnx")
+        ):  # graphs after data, model.onnx last
             os.replace(part, path.parent / part.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -398,7 +435,49 @@ def export_onnx(
         dynamic_axes=("batch",) if "pixel_values" in example else ("batch", "sequence"),
         opset=written_opset,
         providers=PROVIDERS,
+        step_path=path.parent / step.name if step is not None else None,
+        step_max_abs_diff=step_diff,
+        step_note=step_note,
     )
+
+
+def step_example(model: Any) -> dict[str, torch.Tensor]:
+    """What a causal LM's decoding-step graph (`CompressedModel.decode_module`) is traced with: `STEP_NEW` new tokens
+    after `STEP_PAST` cached ones, at `EXPORT_BATCH` (sizes of their own, so that torch.export keeps each axis apart);
+    zeros, since only the shapes are traced, each cache entry shaped as the model's own (one step run to see it)."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model.decode_step(torch.zeros(1, 1, dtype=torch.long, device=device), cache)
+    example = {"input_ids": torch.zeros(EXPORT_BATCH, STEP_NEW, dtype=torch.long, device=device)}
+    for j, t in enumerate(model.decode_module().cache_tensors(cache)):
+        example[f"past_{j}"] = torch.zeros(
+            EXPORT_BATCH, t.shape[1], STEP_PAST, t.shape[3], dtype=t.dtype, device=device
+        )
+    return example
+
+
+def compare_step(path: Path, model: Any, input_ids: torch.Tensor) -> float:
+    """The largest |onnxruntime − PyTorch| of the step graph at `path`'s logits over a prefill of `input_ids` (an
+    empty past) and `STEP_CHECKS` greedy steps fed the graph's own `present` outputs, against `decode_step` with a
+    `DynamicCache` on the same tokens."""
+    from transformers import DynamicCache
+
+    session = require_onnx().InferenceSession(str(path), providers=list(PROVIDERS))
+    names = model.decode_module().input_names
+    ids = input_ids.cpu()
+    shapes = [t.shape for k, t in step_example(model).items() if k != "input_ids"]
+    past = [np.zeros((ids.shape[0], shape[1], 0, shape[3]), np.float32) for shape in shapes]  # the prefill's
+    cache, worst = DynamicCache(config=model.config), 0.0
+    with torch.inference_mode():
+        for _ in range(1 + STEP_CHECKS):
+            expected = model.decode_step(ids, cache).float().numpy()
+            logits, *past = session.run(None, {names[0]: ids.numpy(), **dict(zip(names[1:], past))})
+            worst = max(worst, float(np.max(np.abs(logits - expected))))
+            ids = torch.from_numpy(expected[:, -1:].argmax(-1))
+    return worst
 
 
 def _check_opset(opset: int | None) -> None:

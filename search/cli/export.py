@@ -57,6 +57,7 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .._export_run import export_run
+    from .._onnx import STEP_CHECKS
 
     result = export_run(
         args.path, plan=args.plan, format=args.format, out=args.out, opset=args.opset, exported=_print_plan
@@ -69,6 +70,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"max abs difference {report.max_abs_diff:.3g} (onnxruntime {', '.join(report.providers)} vs PyTorch, "
             f"batches {' and '.join(map(str, report.batch_sizes))} of {report.inputs})"
         )
+        if report.step_path is not None:
+            print(
+                f"wrote {report.step_path} (the decoding step: input_ids and past_key_values.<layer>.key/value in, "
+                f"logits and present.<layer>.key/value out; an empty past is the prefill); max abs difference "
+                f"{report.step_max_abs_diff:.3g} over a prefill and {STEP_CHECKS} greedy steps"
+            )
+        elif report.step_note:
+            print(f"no decoding-step graph: {report.step_note}")
     return 0
 
 

@@ -39,7 +39,6 @@ __all__ = ["OnnxRuntime", "session_options"]
 
 EXPORT_BATCH = 2  # torch.export specialises a dimension of size 1: the graph is traced at batch 2, run at any
 WARM_CALLS = 3  # the first runs allocate and (TensorRT) build engines
-EXPORT_NEW, EXPORT_PAST = 3, 5  # a decoding step's graph is traced on 3 new tokens after 5 cached ones
 
 
 def session_options(ort: Any) -> Any:
@@ -106,7 +105,7 @@ class OnnxRuntime(Runtime):
         return f"{super().device_label(device)} ({', '.join(self.providers(device))})"
 
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
-        from .._onnx import _export, export_decode_graph
+        from .._onnx import _export, export_decode_graph, step_example
 
         param = next(model.parameters())
         self.check(param.device, mode)
@@ -115,8 +114,8 @@ class OnnxRuntime(Runtime):
         path = folder / "model.onnx"
         try:
             if mode == DECODE:
-                example, feed = _decode_feeds(model.eval(), inputs)
-                export_decode_graph(model, example, path)
+                feed = _decode_feeds(model.eval(), inputs)
+                export_decode_graph(model, step_example(model), path)
             else:
                 example = _at_export_batch(inputs)
                 _export(model.eval(), example, path, None)
@@ -151,11 +150,9 @@ def _at_export_batch(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return example
 
 
-def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
-    """The example a decoding step's graph (`CompressedModel.decode_module`) is traced with, and the step timed:
-    the inputs' tokens cached by the model in PyTorch, then one new token per sequence (the last one) fed with that
-    cache, as a server feeds the graph its own `present` outputs. The example is `EXPORT_NEW` new tokens after
-    `EXPORT_PAST` cached ones (sizes of their own, so that torch.export keeps each axis apart)."""
+def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The decoding step timed: the inputs' tokens cached by the model in PyTorch, then one new token per sequence
+    (the last one) fed with that cache, as a server feeds the graph its own `present` outputs."""
     from transformers import DynamicCache
 
     graph = model.decode_module()
@@ -163,13 +160,9 @@ def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> tu
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
         model.decode_step(prompt, cache)
-    past = graph.cache_tensors(cache)
     names = graph.input_names
-    feed = {names[0]: prompt[:, -1:].cpu().numpy(), **{n: t.cpu().numpy() for n, t in zip(names[1:], past)}}
-    example = {"input_ids": prompt[:1, :1].repeat(EXPORT_BATCH, EXPORT_NEW)}
-    for j, t in enumerate(past):
-        example[f"past_{j}"] = t.new_zeros(EXPORT_BATCH, t.shape[1], EXPORT_PAST, t.shape[3])
-    return example, feed
+    past = {n: t.cpu().numpy() for n, t in zip(names[1:], graph.cache_tensors(cache))}
+    return {names[0]: prompt[:, -1:].cpu().numpy(), **past}
 
 
 class TensorRtRuntime(OnnxRuntime):

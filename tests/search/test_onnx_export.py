@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NO_TOAST, example_inputs
+from conftest import NO_TOAST, example_inputs, save_tiny
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -41,7 +41,7 @@ def _fitted(lm, plan: Plan) -> dict:
     """Every span of `plan` fitted on the tiny model's own hidden states (trained kinds: a few steps)."""
     with torch.no_grad():
         states, mask = CompressedModel.from_model(lm, Plan((), lm.num_blocks)).hidden_states(
-            example_inputs("bert" if lm.family.name == "bert" else "vit", batch=16)
+            example_inputs(lm.family.name if lm.family.name in ("bert", "llama") else "vit", batch=16)
         )
     real = np.ones(states[0].shape[:2], bool).reshape(-1) if mask is None else mask.reshape(-1).bool().numpy()
     out = {}
@@ -239,6 +239,75 @@ def test_missing_extra_is_a_one_line_install_hint(run_dir):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"toast-search: error: {ONNX_EXTRA_HINT}\n"
     assert ONNX_EXTRA_HINT == "ONNX export needs the onnx extra: pip install 'toast-search[onnx]'"
+
+
+# ---- causal LMs: the logits and the decoding step with its KV cache, generated with in a process without toast ----
+
+GENERATE = (
+    NO_TOAST
+    + r"""
+import numpy as np, onnxruntime as ort
+
+spec = json.loads(open(sys.argv[1]).read())
+full = ort.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
+step = ort.InferenceSession(spec["step"], providers=["CPUExecutionProvider"])
+prompt = np.array(spec["prompt"], dtype=np.int64)
+ids = prompt  # greedy, every token recomputed by model.onnx
+for _ in range(spec["new"]):
+    logits = full.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+    ids = np.concatenate([ids, logits[:, -1:].argmax(-1)], axis=1)
+past_inputs = [i for i in step.get_inputs() if i.name.startswith("past_key_values.")]
+past = {i.name: np.zeros((prompt.shape[0], i.shape[1], 0, i.shape[3]), np.float32) for i in past_inputs}
+cached, new, last = prompt, prompt, None  # greedy with the KV cache: a prefill (empty past), then one token a step
+for _ in range(spec["new"]):
+    logits, *present = step.run(None, {"input_ids": new, **past})
+    past = {i.name: p for i, p in zip(past_inputs, present)}
+    new = logits[:, -1:].argmax(-1)
+    cached = np.concatenate([cached, new], axis=1)
+    last = logits[:, -1]
+recomputed = full.run(["logits"], {"input_ids": cached[:, :-1], "attention_mask": np.ones_like(cached[:, :-1])})[0]
+print(json.dumps({"full": ids.tolist(), "cached": cached.tolist(), "gap": float(np.abs(recomputed[:, -1] - last).max()),
+                  "past": [p.shape[2] for p in past.values()]}))
+"""
+)
+
+
+def test_a_causal_lm_exports_its_decoding_step_and_generates_without_toast(tmp_path):
+    """A tiny Llama with a fitted linear span: model.onnx (logits) and model_with_past.onnx (the step with its KV
+    cache) both written and checked; in a process without toast, greedy generation with the cache gives the tokens
+    that recomputing every token with model.onnx gives, and the same logits."""
+    from test_sentence import run_without_toast
+
+    lm = load_model(str(save_tiny("llama", tmp_path / "llama")))
+    plan = Plan.parse("0→1:linear", lm.num_blocks)
+    folder = CompressedModel.from_model(lm, plan, _fitted(lm, plan)).save_pretrained(tmp_path / "model")
+    report = export_onnx(folder)
+    assert report.step_path == folder / "model_with_past.onnx" and report.step_path.is_file()
+    assert report.step_max_abs_diff <= TOLERANCE and report.max_abs_diff <= TOLERANCE
+    assert "model_with_past.onnx (the decoding step" in report.summary()
+    graph = onnx.load(str(report.step_path)).graph
+    kept = CompressedModel.from_pretrained(folder).cache_layers()  # the saved model's own layer indices
+    assert len(kept) == lm.num_blocks - 1
+    assert [i.name for i in graph.input] == ["input_ids"] + [
+        f"past_key_values.{b}.{kv}" for b in kept for kv in ("key", "value")
+    ]
+    assert [o.name for o in graph.output] == ["logits"] + [f"present.{b}.{kv}" for b in kept for kv in ("key", "value")]
+    assert _dims(graph.input[0]) == ["batch", "sequence"] and _dims(graph.input[1])[0::2] == ["batch", "past"]
+    prompt = example_inputs("llama", batch=2)["input_ids"][:, :5]
+    spec = {"onnx": str(report.path), "step": str(report.step_path), "prompt": prompt.tolist(), "new": 6}
+    got = run_without_toast(GENERATE, spec, tmp_path)
+    assert got["cached"] == got["full"] and len(got["cached"][0]) == 5 + 6
+    assert got["gap"] <= TOLERANCE and got["past"] == [5 + 6 - 1] * 2 * len(kept)
+
+
+def test_a_sliding_window_lm_exports_no_decoding_step_and_says_why(tmp_path):
+    lm = load_model(str(save_tiny("gemma2", tmp_path / "gemma2")))
+    folder = CompressedModel.from_model(lm, Plan.parse("0→1:identity", lm.num_blocks), {}).save_pretrained(
+        tmp_path / "model"
+    )
+    report = export_onnx(folder)
+    assert report.path.is_file() and report.step_path is None and not (folder / "model_with_past.onnx").exists()
+    assert "sliding-window attention layers" in report.step_note and "no decoding-step graph" in report.summary()
 
 
 # ---- text encoders: what sentence-transformers and optimum read, checked in a process without toast ----------
