@@ -47,8 +47,9 @@ class CompressedModel(nn.Module):
 
     With an empty plan it computes exactly what the original model computes. A decoder language model's head is its
     LM head over every token (`head_kind` "lm": logits `(B, N, vocab)`, soft-capped where the model caps them, no
-    pooling), what `AutoModelForCausalLM` gives for the same `input_ids` and `attention_mask`; no KV cache: every
-    forward recomputes every token.
+    pooling), what `AutoModelForCausalLM` gives for the same `input_ids` and `attention_mask`; `forward` keeps no KV
+    cache (every call recomputes every token), `decode_step` steps with a `DynamicCache`, and `decode_module` is that
+    step with the cache as tensors, as an exporter traces it.
     """
 
     def __init__(
