@@ -466,14 +466,15 @@ def compare_step(path: Path, model: Any, input_ids: torch.Tensor) -> float:
     from transformers import DynamicCache
 
     session = require_onnx().InferenceSession(str(path), providers=list(PROVIDERS))
-    names = model.decode_module().input_names
+    graph = model.decode_module()
+    names = graph.input_names
     ids = input_ids.cpu()
-    shapes = [t.shape for k, t in step_example(model).items() if k != "input_ids"]
-    past = [np.zeros((ids.shape[0], shape[1], 0, shape[3]), np.float32) for shape in shapes]  # the prefill's
-    cache, worst = DynamicCache(config=model.config), 0.0
+    cache, worst, past = DynamicCache(config=model.config), 0.0, None
     with torch.inference_mode():
         for _ in range(1 + STEP_CHECKS):
             expected = model.decode_step(ids, cache).float().numpy()
+            if past is None:  # the prefill's: every entry empty, shaped as PyTorch's cache
+                past = [np.zeros((*t.shape[:2], 0, t.shape[3]), np.float32) for t in graph.cache_tensors(cache)]
             logits, *past = session.run(None, {names[0]: ids.numpy(), **dict(zip(names[1:], past))})
             worst = max(worst, float(np.max(np.abs(logits - expected))))
             ids = torch.from_numpy(expected[:, -1:].argmax(-1))
