@@ -371,10 +371,14 @@ def main() -> int:
             for runtime in runtimes:
                 cases.append(bench_case(name, loaded, runtime, batch, plans, len(randoms), args, trial))
                 c = cases[-1]
-                print(
-                    f"  {name} {runtime} batch {batch} trial {trial}: table {c.table_s:.0f} s, {len(plans)} plans "
-                    f"{c.timing_s:.0f} s ({time.perf_counter() - start:.0f} s in all)",
+                print(  # each case's figures as it ends, so that a run stopped early still says what it timed
+                    f"  {name} {runtime} batch {batch} trial {trial}: original {c.measured[c.original]:.2f} ms "
+                    f"(estimated {c.table.original_ms:.2f}), median error {median_error(c):.1%}, relative to the "
+                    f"original {np.median(c.relative_errors()) if len(c.measured) > 1 else float('nan'):.1%}; "
+                    f"table {c.table_s:.0f} s, {len(plans)} plans {c.timing_s:.0f} s "
+                    f"({time.perf_counter() - start:.0f} s in all)",
                     file=sys.stderr,
+                    flush=True,
                 )
         del loaded
     try:

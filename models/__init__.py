@@ -2,7 +2,7 @@
 compressed model, and its costs."""
 
 from . import families  # registers the built-in families
-from ._compressed import CompressedModel, DecodeModule, decode_refusal, refused_spans
+from ._compressed import CompressedModel, DecodeModule, graph_cache, refused_spans
 from ._costing import example_inputs, measure_cost_table, model_flops
 from ._family import (
     Family,
@@ -44,12 +44,12 @@ __all__ = [
     "Parts",
     "TokenLayout",
     "checkpoint_layout",
-    "decode_refusal",
     "describe_checkpoint",
     "example_inputs",
     "families",
     "family_for",
     "get_family",
+    "graph_cache",
     "head_placement",
     "list_families",
     "load_model",

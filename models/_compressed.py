@@ -458,14 +458,16 @@ class DecodeModule(nn.Module):
     appended. A past of length 0 is a prefill, so one graph generates a whole sequence. Made per number of entries by
     `_decode_class` (torch.export reads the inputs from the signature).
 
-    Full attention only: a sliding window layer's cache trims itself by its running length, a Python number the graph
-    would fix at the length it was traced with."""
+    Every entry keeps all its tokens, a sliding-window layer's too (`graph_cache`): Transformers' own cache trims a
+    sliding layer's entry to its window by a running length kept in Python, which a traced graph would fix at the
+    length it was traced with. The sliding-window mask keeps each sliding layer's attention to its window, so the
+    logits are the model's at any length; past the window a step reads more cached tokens than a trimmed cache holds
+    (a latency timed there would count them: `OnnxRuntime.check_model` refuses it)."""
 
     def __init__(self, model: CompressedModel) -> None:
         super().__init__()
-        refusal = decode_refusal(model)
-        if refusal:
-            raise UnsupportedModelError(refusal)
+        if getattr(model.family, "layer_type", None) is None:
+            raise UnsupportedModelError(f"{model.family.name} is not a causal LM: it has no decoding step")
         self.model = model
         self.layers = model.cache_layers()
 
@@ -486,32 +488,24 @@ class DecodeModule(nn.Module):
         return {"input_ids": {0: batch, 1: sequence}, **kv}
 
     def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+        cache = graph_cache()
         for j, layer in enumerate(self.layers):
             cache.update(past[2 * j], past[2 * j + 1], layer)
         logits = self.model.decode_step(input_ids, cache)
         return (logits, *(t for i in self.layers for t in (cache.layers[i].keys, cache.layers[i].values)))
 
     def cache_tensors(self, cache: Any) -> list[torch.Tensor]:
-        """The graph's past inputs from a `DynamicCache` the model filled (`decode_step`): each entry's keys, values."""
+        """The graph's past inputs from a cache the model filled (`decode_step` with a `graph_cache`): each entry's
+        keys, values."""
         return [t for i in self.layers for t in (cache.layers[i].keys, cache.layers[i].values)]
 
 
-def decode_refusal(model: CompressedModel) -> str | None:
-    """Why `model`'s decoding step cannot be a `DecodeModule` graph (one line), else None."""
-    layer_type = getattr(model.family, "layer_type", None)
-    if layer_type is None:
-        return f"{model.family.name} is not a causal LM: it has no decoding step"
-    sliding = sorted(b for b in model.plan.kept if layer_type(model.blocks[str(b)]) != "full_attention")
-    if sliding:
-        return (
-            f"the {model.family.name} model keeps sliding-window attention layers (blocks {', '.join(map(str, sliding[:4]))}"
-            f"{' …' if len(sliding) > 4 else ''}), whose cache an exported decoding step cannot trim: time its decode "
-            "in runtime eager or compile"
-        )
-    return None
+def graph_cache() -> Any:
+    """The KV cache a decoding-step graph carries (`DecodeModule`): a `DynamicCache` whose every entry keeps all its
+    tokens, a sliding-window layer's too (its window is kept by the mask; no running length in Python to trim by)."""
+    from transformers import DynamicCache
+
+    return DynamicCache()  # no config: no sliding layers that trim themselves
 
 
 @functools.cache

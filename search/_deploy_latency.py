@@ -117,7 +117,7 @@ def make_latency_table(
     engine.check(where, mode)
     source = resolve_model(model)
     _check_mode(source.family, mode, model)
-    engine.check_model(source.family, source.config, mode)
+    engine.check_model(source.family, source.config, mode, seq_len)
     loaded = load_model(model, device=where, dtype=DTYPES[dtype])
     notes, kinds = [], []
     for kind in space_kinds(space, loaded.hidden_size):
@@ -209,7 +209,7 @@ def measure_run(
     mode = settings.scoring.latency_mode
     engine.check(where, mode)
     source = resolve_model(settings.data.model)
-    engine.check_model(source.family, source.config, mode)
+    engine.check_model(source.family, source.config, mode, settings.scoring.latency_seq_len)
     dtype = dtype or settings.dtype
     with run_directory_lock(run, what="a latency measurement"):
         try:

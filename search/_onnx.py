@@ -17,8 +17,9 @@ For a causal LM, `logits` for every token of `input_ids` / `attention_mask`; bes
 the decoding step with the KV cache as inputs and outputs (`CompressedModel.decode_module`: `input_ids`,
 `past_key_values.<layer>.key` / `.value` in; `logits`, `present.<layer>.key` / `.value` out; a past of length 0 is
 the prefill), what an ONNX Runtime generation loop runs and what `--runtime onnxruntime --latency-mode decode`
-times; checked by a prefill and greedy steps against PyTorch's `decode_step`. A model with sliding-window layers
-gets no step graph (said in the report).
+times; checked by a prefill and greedy steps against PyTorch's `decode_step` (with Transformers' own cache). The
+step graph's cache keeps every token of a sliding-window layer too (a graph cannot trim it; the mask keeps the
+window), so past the window a step reads more than a trimmed cache.
 
 onnx, onnxruntime and onnxscript are imported only here, and only when an export is asked for.
 """
@@ -32,7 +33,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,6 @@ from toast.errors import DatasetError, MissingDependencyError, ToastError, Unsup
 
 from .._faults import fault_point
 from ..data import TOKENS
-from ..models import decode_refusal
 
 __all__ = ["ONNX_EXTRA_HINT", "OnnxExportError", "OnnxReport", "export_onnx", "model_folder"]
 
@@ -79,7 +79,7 @@ class OnnxReport:
     providers: tuple[str, ...]
     step_path: Path | None = None  # a causal LM's decoding step with its KV cache (`<name>_with_past.onnx`)
     step_max_abs_diff: float | None = None  # its logits against PyTorch's, over a prefill and `STEP_CHECKS` steps
-    step_note: str | None = None  # why a causal LM got no step graph
+    step_note: str | None = None  # what a user of the step graph should know (its sliding-window layers' cache)
 
     def summary(self) -> str:
         step = ""
@@ -88,9 +88,8 @@ class OnnxReport:
                 f"; and {self.step_path} (the decoding step: input_ids and past_key_values.<layer>.key/value in, "
                 f"logits and present.<layer>.key/value out): onnxruntime vs PyTorch over a prefill and "
                 f"{STEP_CHECKS} greedy steps: max abs difference {self.step_max_abs_diff:.3g}"
+                + (f" ({self.step_note})" if self.step_note else "")
             )
-        elif self.step_note:
-            step = f"; no decoding-step graph: {self.step_note}"
         return (
             f"wrote {self.path} (opset {self.opset}, inputs {', '.join(self.input_names)}, outputs "
             f"{', '.join(self.output_names)}, dynamic "
@@ -314,6 +313,26 @@ def _export_graph(
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+    fixed = _fixed_axes(path, {n: axes for n, axes in zip(input_names, dynamic_shapes.values())})
+    if fixed:
+        raise OnnxExportError(
+            f"the exporter fixed the {', '.join(fixed)} of the {model.family.name} model with plan {model.plan}, "
+            "which should vary: trace it on an example longer than one along them"
+        )
+
+
+def _fixed_axes(path: Path, dynamic: Mapping[str, Mapping[int, Any]]) -> list[str]:
+    """The axes of `dynamic` (by input name) that the graph at `path` declares with a fixed size: torch.export
+    specialises an axis that was 1 in the example, or one the model's code ties to a constant, silently."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        f"{i.name} axis {axis} (at {i.type.tensor_type.shape.dim[axis].dim_value})"
+        for i in graph.input
+        for axis in dynamic.get(i.name, {})
+        if not i.type.tensor_type.shape.dim[axis].dim_param
+    ]
 
 
 def _opset(path: Path) -> int:
@@ -408,16 +427,15 @@ def export_onnx(
         written_opset = _opset(staged)
         step, step_diff, step_note = None, None, None
         if model.family.modality == TOKENS:
-            step_note = decode_refusal(model)
-            if step_note is None:
-                step = tmp / f"{path.stem}{STEP_SUFFIX}{path.suffix}"
-                _on_full_disk(lambda: export_decode_graph(model, step_example(model), step, opset), path)
-                step_diff = compare_step(step, model, batches[0]["input_ids"])
-                if not step_diff <= tolerance:
-                    raise OnnxExportError(
-                        f"the decoding-step ONNX model of {folder} differs from PyTorch by {step_diff:.3g} "
-                        f"(> {tolerance:g}) over a prefill and {STEP_CHECKS} greedy steps: not written"
-                    )
+            step = tmp / f"{path.stem}{STEP_SUFFIX}{path.suffix}"
+            _on_full_disk(lambda: export_decode_graph(model, step_example(model), step, opset), path)
+            step_diff = compare_step(step, model, batches[0]["input_ids"])
+            if not step_diff <= tolerance:
+                raise OnnxExportError(
+                    f"the decoding-step ONNX model of {folder} differs from PyTorch by {step_diff:.3g} "
+                    f"(> {tolerance:g}) over a prefill and {STEP_CHECKS} greedy steps: not written"
+                )
+            step_note = sliding_note(model)
         fault_point("export")
         for part in sorted(
             tmp.iterdir(), key=lambda p: (p.name == path.name, p.suffix == ".onnx")
@@ -441,14 +459,28 @@ def export_onnx(
     )
 
 
+def sliding_note(model: Any) -> str | None:
+    """What the step graph of a causal LM that keeps sliding-window layers does past the window (one line), else
+    None: its cache keeps every token (`graph_cache`), so the logits are exact and the step reads more."""
+    window = getattr(model.config, "sliding_window", None)
+    sliding = [b for b in model.plan.kept if model.family.layer_type(model.blocks[str(b)]) != "full_attention"]
+    if window is None or not sliding:
+        return None
+    return (
+        f"its sliding-window layers (blocks {', '.join(map(str, sliding[:4]))}{' …' if len(sliding) > 4 else ''}) "
+        f"cache every token and attend to the last {window} by the mask: exact logits at any length, but past "
+        f"{window} tokens a step reads more than Transformers' trimmed cache holds"
+    )
+
+
 def step_example(model: Any) -> dict[str, torch.Tensor]:
     """What a causal LM's decoding-step graph (`CompressedModel.decode_module`) is traced with: `STEP_NEW` new tokens
     after `STEP_PAST` cached ones, at `EXPORT_BATCH` (sizes of their own, so that torch.export keeps each axis apart);
     zeros, since only the shapes are traced, each cache entry shaped as the model's own (one step run to see it)."""
-    from transformers import DynamicCache
+    from ..models import graph_cache
 
     device = next(model.parameters()).device
-    cache = DynamicCache(config=model.config)
+    cache = graph_cache()
     with torch.inference_mode():
         model.decode_step(torch.zeros(1, 1, dtype=torch.long, device=device), cache)
     example = {"input_ids": torch.zeros(EXPORT_BATCH, STEP_NEW, dtype=torch.long, device=device)}
@@ -534,6 +566,16 @@ def _on_full_disk(write: Any, path: Path) -> None:
 
 
 def _example(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """A batch of `EXPORT_BATCH` for tracing: the largest batch's first rows (size 1 would be specialised)."""
-    largest = max(batches, key=lambda b: next(iter(b.values())).shape[0])
-    return {k: v[:EXPORT_BATCH] for k, v in largest.items()}
+    """What the graph is traced with: the largest batch, as `trace_example` shapes it."""
+    return trace_example(max(batches, key=lambda b: next(iter(b.values())).shape[0]))
+
+
+def trace_example(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`inputs` cut or repeated to `EXPORT_BATCH` rows, and texts of one token each repeated to two: torch.export
+    specialises an axis of size 1, so the graph is traced where its dynamic axes are at least 2 and runs at any."""
+    example = {k: v[:EXPORT_BATCH] for k, v in inputs.items()}
+    if next(iter(example.values())).shape[0] < EXPORT_BATCH:
+        example = {k: v.repeat(EXPORT_BATCH, *(1,) * (v.dim() - 1)) for k, v in example.items()}
+    if "pixel_values" not in example and next(iter(example.values())).shape[1] == 1:
+        example = {k: v.repeat(1, 2) for k, v in example.items()}
+    return example

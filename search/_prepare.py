@@ -420,8 +420,9 @@ def prepare(settings: SearchSettings, *, search: bool = True, check_paths: bool 
         )
     check_modality(source.family, train, settings.data.model)  # from the config, before the weights
     if search and settings.needs_latency and settings.scoring.latency_table is None:
-        get_runtime(settings.scoring.latency_runtime).check_model(
-            source.family, source.config, settings.scoring.latency_mode
+        scoring = settings.scoring
+        get_runtime(scoring.latency_runtime).check_model(
+            source.family, source.config, scoring.latency_mode, scoring.latency_seq_len
         )
     if search:
         check_objectives_fit(settings, source.family)

@@ -5,8 +5,9 @@ for what TensorRT does not take). The session uses as many intra-op threads as t
 so a table names one thread count for every runtime. Inputs are fed as host arrays, as a server fed by a network
 does. A decoding step (`--latency-mode decode`) runs the LM's step graph with its KV cache as inputs and outputs
 (`CompressedModel.decode_module`, the graph an ONNX Runtime LM server runs: `past_key_values.<layer>.key` in,
-`present.<layer>.key` out), fed the cache of the inputs' tokens, one new token per sequence; a model with
-sliding-window layers is refused (their cache trims itself by a running length the graph would fix).
+`present.<layer>.key` out), fed the cache of the inputs' tokens, one new token per sequence. The graph's cache keeps
+every token of a sliding-window layer too (its window is the mask's): past the window it would read more than the
+model's own trimmed cache, so a decode with `seq_len` at or over a sliding window is refused.
 
 A session's thread pool would spin on after each run and take the cores from the next session timed side by side (5
 demo-vit sessions in turn measured 6× their time alone), so sessions stop spinning when a run returns
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OnnxRuntime", "session_options"]
 
-EXPORT_BATCH = 2  # torch.export specialises a dimension of size 1: the graph is traced at batch 2, run at any
 WARM_CALLS = 3  # the first runs allocate and (TensorRT) build engines
 
 
@@ -86,16 +86,17 @@ class OnnxRuntime(Runtime):
                 + ("pip install onnxruntime-gpu" if "cuda" in str(device) else "reinstall onnxruntime")
             )
 
-    def check_model(self, family: Any, config: Any, mode: str = PREFILL) -> None:
-        if mode != DECODE:
+    def check_model(self, family: Any, config: Any, mode: str = PREFILL, seq_len: int | None = None) -> None:
+        if mode != DECODE or seq_len is None:
             return
         kinds = getattr(family, "layer_types", lambda config: ())(config)
-        sliding = [i for i, kind in enumerate(kinds) if kind != "full_attention"]
-        if sliding:
+        window = getattr(config, "sliding_window", None)
+        if window is not None and any(kind != "full_attention" for kind in kinds) and seq_len >= window:
             raise UnsupportedModelError(
-                f"runtime {self.name} cannot time a decode step of {family.name}: its layers "
-                f"{', '.join(map(str, sliding[:4]))}{' …' if len(sliding) > 4 else ''} have a sliding window, whose "
-                "cache an exported graph cannot trim; time decode in runtime eager or compile"
+                f"runtime {self.name} cannot time {family.name}'s decode step after {seq_len} cached tokens: its "
+                f"sliding-window layers see the last {window}, and the exported step's cache keeps every token (a "
+                f"graph cannot trim it), so it would read more than the model's own; time fewer than {window} cached tokens "
+                "(--seq-len, or --latency-seq-len in a search), or decode in runtime eager or compile"
             )
 
     def release(self) -> None:
@@ -105,7 +106,7 @@ class OnnxRuntime(Runtime):
         return f"{super().device_label(device)} ({', '.join(self.providers(device))})"
 
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
-        from .._onnx import _export, export_decode_graph, step_example
+        from .._onnx import _export, export_decode_graph, step_example, trace_example
 
         param = next(model.parameters())
         self.check(param.device, mode)
@@ -117,8 +118,7 @@ class OnnxRuntime(Runtime):
                 feed = _decode_feeds(model.eval(), inputs)
                 export_decode_graph(model, step_example(model), path)
             else:
-                example = _at_export_batch(inputs)
-                _export(model.eval(), example, path, None)
+                _export(model.eval(), trace_example(inputs), path, None)
                 feed = None
             session = ort.InferenceSession(
                 str(path), session_options(ort), providers=list(self.providers(param.device))
@@ -142,22 +142,14 @@ class OnnxRuntime(Runtime):
         return call
 
 
-def _at_export_batch(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`inputs` cut or repeated to `EXPORT_BATCH` rows: what the graph is traced with."""
-    example = {k: v[:EXPORT_BATCH] for k, v in inputs.items()}
-    if next(iter(example.values())).shape[0] < EXPORT_BATCH:
-        example = {k: v.repeat(EXPORT_BATCH, *(1,) * (v.dim() - 1)) for k, v in example.items()}
-    return example
-
-
 def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The decoding step timed: the inputs' tokens cached by the model in PyTorch, then one new token per sequence
     (the last one) fed with that cache, as a server feeds the graph its own `present` outputs."""
-    from transformers import DynamicCache
+    from toast.models import graph_cache
 
     graph = model.decode_module()
     prompt = inputs["input_ids"]
-    cache = DynamicCache(config=model.config)
+    cache = graph_cache()
     with torch.inference_mode():
         model.decode_step(prompt, cache)
     names = graph.input_names

@@ -85,9 +85,10 @@ class Runtime:
                 f"use runtime {' or '.join(others)} for {mode} latency"
             )
 
-    def check_model(self, family: Any, config: Any, mode: str = PREFILL) -> None:
+    def check_model(self, family: Any, config: Any, mode: str = PREFILL, seq_len: int | None = None) -> None:
         """A `SettingsError` (or `UnsupportedModelError`) in one line when this runtime cannot run `mode` of a model
-        of `family` with `config` (read before any weight loads); nothing otherwise."""
+        of `family` with `config` (read before any weight loads) on `seq_len` tokens (a decode: after that many
+        cached; None: any); nothing otherwise."""
 
     def prepare(self, model: CompressedModel, inputs: dict[str, Any], *, mode: str = PREFILL) -> Callable[[], Any]:
         """A call that runs `inputs` (a batch on the model's device) through `model` once in this runtime: what a

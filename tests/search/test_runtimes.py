@@ -116,20 +116,30 @@ def test_onnxruntime_decodes_with_the_cache_as_inputs_and_outputs(tiny):
     assert all(p.shape[0] == 2 and p.shape[2] == 8 + 1 for p in present)
 
 
-def test_a_decode_graph_of_a_sliding_window_model_is_refused_before_the_weights(tmp_path):
-    """A model with sliding-window layers (Gemma 2's alternate): onnxruntime refuses its decode in one line, from the
-    config (no weights needed), and the decoding step's graph refuses it too."""
+def test_a_sliding_window_model_decodes_below_its_window_and_is_refused_at_it(tmp_path):
+    """Gemma 2 (sliding-window layers alternating with global ones; the tiny config's window is 4): onnxruntime times
+    its decode after fewer cached tokens than the window (eager's logits, every kept layer's cache with the new token),
+    and refuses one at the window or past it in one line, from the config: the graph's cache keeps every token, so
+    there it would read more than the model's own trimmed cache."""
     from toast.errors import UnsupportedModelError
     from toast.models import resolve_model
+    from toast.search._latency import latency_inputs
 
     source = resolve_model(str(save_tiny("gemma2", tmp_path / "gemma2")))
-    with pytest.raises(UnsupportedModelError, match="cannot time a decode step of gemma2: its layers 0, 2") as info:
-        get_runtime("onnxruntime").check_model(source.family, source.config, "decode")
-    assert "\n" not in str(info.value) and "eager or compile" in str(info.value)
-    get_runtime("onnxruntime").check_model(source.family, source.config, "prefill")  # a prefill runs
-    model = timing_model(load_model(str(tmp_path / "gemma2")), Plan((), source.config.num_hidden_layers))
-    with pytest.raises(UnsupportedModelError, match="sliding-window attention layers"):
-        model.decode_module()
+    engine = get_runtime("onnxruntime")
+    with pytest.raises(UnsupportedModelError, match="decode step after 4 cached tokens: its sliding-window") as info:
+        engine.check_model(source.family, source.config, "decode", seq_len=4)
+    assert "\n" not in str(info.value) and "fewer than 4 cached tokens" in str(info.value)
+    engine.check_model(source.family, source.config, "prefill", seq_len=4)  # a prefill runs at any length
+    engine.check_model(source.family, source.config, "decode", seq_len=3)
+    loaded = load_model(str(tmp_path / "gemma2"))
+    model = timing_model(loaded, Plan.parse("0→1:identity", loaded.num_blocks))
+    inputs = latency_inputs(loaded, batch_size=2, seq_len=3)
+    eager = get_runtime("eager").prepare(model, inputs, mode="decode")()
+    logits, *present = engine.prepare(model, inputs, mode="decode")()
+    engine.release()
+    assert torch.allclose(eager, torch.from_numpy(logits), atol=1e-4)
+    assert len(present) == 2 * (loaded.num_blocks - 1) and all(p.shape[2] == 3 + 1 for p in present)
 
 
 def test_decode_in_compile_steps_the_same_cache(tiny):
