@@ -238,6 +238,20 @@ def test_latency_table_refuses_bad_input_in_one_line(tmp_path, args, expected):
     assert expected in line and not (tmp_path / "t.json").exists()
 
 
+def test_a_sliding_window_decode_at_its_window_is_one_line(tmp_path):
+    """onnxruntime's decode of a model with sliding-window layers (Gemma 2; the tiny config's window is 4) after 4
+    cached tokens: one line, nothing written (the step graph's cache keeps every token, so it would read more than
+    the model's own)."""
+    from conftest import save_tiny
+
+    folder = save_tiny("gemma2", tmp_path / "gemma2")
+    args = ["--runtime", "onnxruntime", "--mode", "decode", "--seq-len", "4", "--device", "cpu"]
+    line = _one_line(
+        *run_main(["latency-table", "--model", str(folder), *args, "--out", str(tmp_path / "t.json")])[::2]
+    )
+    assert "fewer than 4 cached tokens" in line and not (tmp_path / "t.json").exists()
+
+
 def test_latency_table_never_writes_over_another_file(tmp_path):
     (tmp_path / "notes.json").write_text("{}")
     line = _one_line(*run_main(["latency-table", "--model", "demo-vit", "--out", str(tmp_path / "notes.json")])[::2])
