@@ -55,10 +55,11 @@ def table_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, table_file) -> tuple[Path, Path]:
-    """A search against the onnxruntime table, with a budget between the table's estimates."""
+    """A search against the onnxruntime table, with a budget between the table's estimates (with its margin, which
+    a busy machine can make large: the search holds estimates to the budget less the margin)."""
     table = read_latency_file(table_file)
     root = tmp_path_factory.mktemp("run")
-    budget = table.estimate(Plan.parse("1→3:identity", table.num_blocks)) * 1.001
+    budget = table.bound(Plan.parse("1→3:identity", table.num_blocks)) * 1.001
     code, stdout, err = run_main(
         [*SEARCH, "--latency-table", str(table_file), "--budget-latency-ms", f"{budget}", "--out", str(root / "run"),
          "--cache-dir", str(root / "cache")]
@@ -81,7 +82,7 @@ def test_the_search_estimates_from_the_file_and_measures_nothing_here(run_dir, t
     run, _ = run_dir
     table = read_latency_file(table_file)
     front = json.loads((run / "front.json").read_text())
-    assert front["budgets"]["latency"] == pytest.approx(table.estimate(Plan.parse("1→3:identity", 6)) * 1.001)
+    assert front["budgets"]["latency"] == pytest.approx(table.bound(Plan.parse("1→3:identity", 6)) * 1.001)
     assert all("latency_ms" not in record for record in front["front"])  # measured where it deploys, not here
     chosen = front["chosen"]
     assert table.estimate(Plan.of(chosen["spans"], 6)) <= front["budgets"]["latency"]
