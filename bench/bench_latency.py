@@ -6,6 +6,7 @@ table misses that budget when measured in another runtime (issue 25).
     python bench/bench_latency.py --models demo-vit --batches 1 --random-plans 4 --runtimes eager,onnxruntime
     python bench/bench_latency.py --threads 1 --big-random-plans 8 --runtimes eager,onnxruntime
     python bench/bench_latency.py --models demo-vit --trials 3          # the median of 3 trials (a shared machine)
+    python bench/bench_latency.py --models demo-lm --mode decode --seq 256 --batches 1 --runtimes eager,onnxruntime
     python bench/bench_latency.py --device cuda --dtype bfloat16 --batches 256 --models dinov2-base \
         --runtimes eager,onnxruntime --plans "0→4:linear" --random-plans 8     # the GPU check of issue 25
 
@@ -166,6 +167,8 @@ def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_rando
         loaded,
         kinds=KINDS,
         batch_size=batch,
+        seq_len=args.seq,
+        mode=args.mode,
         runtime=runtime,
         warmup=BIG_TABLE_WARMUP if big else TABLE_WARMUP,
         repeats=BIG_TABLE_REPEATS if big else TABLE_REPEATS,
@@ -174,7 +177,8 @@ def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_rando
     measured = time_models(
         get_runtime(runtime),
         {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in plans},
-        latency_inputs(loaded, batch_size=batch),
+        latency_inputs(loaded, batch_size=batch, seq_len=args.seq),
+        mode=args.mode,
         warmup=0 if big else args.warmup,
         repeats=args.big_repeats if big else args.repeats,
         seconds=0.0 if big else args.seconds,
@@ -332,6 +336,8 @@ def main() -> int:
         default=1,
         help="each model's cases timed this many times, one trial after the other (default: 1)",
     )
+    p.add_argument("--mode", default="prefill", help="prefill, or decode for a causal LM (default: prefill)")
+    p.add_argument("--seq", type=int, default=128, help="text models: tokens per input, or cached (default: 128)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
     args = p.parse_args()

@@ -3,9 +3,10 @@ table sums FLOPs.
 
 A `LatencyTable` holds what was measured once on one device, in one runtime (PyTorch eager, `torch.compile`, ONNX
 Runtime …), dtype, batch size and input size: the fixed part of a forward (embeddings, final norm and head, and the
-runtime's own per-call work: `embed_ms`, with `tail_ms` where it was timed apart), a kept block (blocks of one shape
-share one measurement), and one span of each translator kind at the model's width. `estimate(plan)` is the sum of
-the parts the compressed model runs: instant, no model built. `margin` is how far below the measured time the
+runtime's own per-call work: `embed_ms`, with `tail_ms` where it was timed apart), the kept blocks by how many are
+kept (`kept_ms`: a runtime's cost per block can grow with the depth it runs; or a kept block's own `blocks_ms`), and
+one span of each translator kind at the model's width. `estimate(plan)` is the sum of the parts the compressed model
+runs: instant, no model built. `margin` is how far below the measured time the
 estimate fell on the table's check plans (whole models timed besides the probes): a latency budget holds estimates to
 `budget / (1 + margin)` (`held_limit`), so that a plan chosen within it meets the budget when run. `toast.search`
 measures the table (`measure_latency_table`: whole models timed in the runtime, the parts solved from their
@@ -30,6 +31,13 @@ class LatencyTable:
     """Milliseconds of each component of a model on one device, per batch of `batch_size` inputs (solved from whole
     models' fastest rounds: what they cost on the machine itself, without a shared machine's slow spells).
 
+    `kept_ms[k]` is the milliseconds of the kept blocks when `k` of them are kept (k = 0 … L; measured at a few depths,
+    linear between them): a block does not cost the same at every depth. In demo-lm's onnxruntime decoding step each
+    added block cost 0.09 ms with 1–5 kept and 0.15 ms with 9–12 (more weights and cache read per step than the CPU's
+    caches hold), so a sum of equal blocks put plans keeping 1–9 blocks 13–28% high. Where given it stands for the sum
+    of `blocks_ms` (then each the mean block of the original: `kept_ms[L] / L`); empty in older tables, where each kept
+    block costs its `blocks_ms`.
+
     `translators` maps a kind string to the milliseconds of one span of that kind (every span of a kind maps the
     same tensor, so they cost the same). `device` names the hardware (CPU model or GPU name), `threads` is the CPU
     thread count the parts were timed with, `input_description` the batch's shapes, `runtime` what ran the model
@@ -43,6 +51,7 @@ class LatencyTable:
     embed_ms: float
     blocks_ms: tuple[float, ...]
     tail_ms: float
+    kept_ms: tuple[float, ...] = ()
     translators_ms: Mapping[str, float] = field(default_factory=dict)
     device: str = ""
     dtype: str = "float32"
@@ -60,6 +69,7 @@ class LatencyTable:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks_ms", tuple(float(b) for b in self.blocks_ms))
+        object.__setattr__(self, "kept_ms", tuple(float(b) for b in self.kept_ms))
         object.__setattr__(self, "translators_ms", {str(k): float(v) for k, v in self.translators_ms.items()})
         object.__setattr__(self, "versions", {str(k): str(v) for k, v in self.versions.items()})
         object.__setattr__(self, "margin", float(self.margin))
@@ -71,11 +81,14 @@ class LatencyTable:
                 ("tail_ms", self.tail_ms),
                 ("margin", self.margin),
                 *(("blocks_ms", b) for b in self.blocks_ms),
+                *(("kept_ms", b) for b in self.kept_ms),
             )
             if not 0 <= v < math.inf
         ]
         bad += [f"translators_ms[{k!r}]" for k, v in self.translators_ms.items() if not 0 <= v < math.inf]
         bad += ["drift"] if not -1 < self.drift < math.inf else []
+        if len(self.kept_ms) not in (0, len(self.blocks_ms) + 1):
+            bad.append("kept_ms (one per count of kept blocks, 0 to L)")
         if bad or not self.blocks_ms:
             raise ValueError(
                 f"a latency table needs blocks and finite non-negative times and margin; bad: {', '.join(bad) or 'no blocks'}"
@@ -95,14 +108,14 @@ class LatencyTable:
             ) from None
 
     def estimate(self, plan: Plan) -> float:
-        """Estimated milliseconds per batch of the compressed model for `plan`: embeddings + tail + kept blocks +
-        one translator per span (a sum: no model is built or run)."""
+        """Estimated milliseconds per batch of the compressed model for `plan`: embeddings + tail + kept blocks (by
+        their count, `kept_ms`, or each its own) + one translator per span (a sum: no model is built or run)."""
         if plan.num_blocks != self.num_blocks:
             raise ValueError(f"plan is for {plan.num_blocks} blocks, the latency table for {self.num_blocks}")
         return (
             self.embed_ms
             + self.tail_ms
-            + sum(self.blocks_ms[b] for b in plan.kept)
+            + (self.kept_ms[len(plan.kept)] if self.kept_ms else sum(self.blocks_ms[b] for b in plan.kept))
             + sum(self.translator(span.kind) for span in plan.spans)
         )
 
@@ -132,6 +145,7 @@ class LatencyTable:
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["blocks_ms"] = list(self.blocks_ms)
+        doc["kept_ms"] = list(self.kept_ms)
         doc["translators_ms"] = dict(self.translators_ms)
         doc["versions"] = dict(self.versions)
         return doc
@@ -139,7 +153,11 @@ class LatencyTable:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> LatencyTable:
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: (tuple(v) if k == "blocks_ms" else v) for k, v in doc.items() if k in known})
+        lists = ("blocks_ms", "kept_ms")
+        bad = [k for k in lists if k in doc and not isinstance(doc[k], list | tuple)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be a list of milliseconds")
+        return cls(**{k: (tuple(v) if k in lists else v) for k, v in doc.items() if k in known})
 
 
 def held_budgets(budgets: Mapping[str, float], table: LatencyTable | None) -> dict[str, float]:

@@ -5,10 +5,12 @@
 
 The table is solved from whole models, each run end to end in the runtime (`toast.search.runtimes`: PyTorch eager,
 `torch.compile`, ONNX Runtime …) on a batch at the model's input size (`example_inputs`, the cost table's inputs
-repeated to the batch; text: `seq_len` tokens): the original, a model that keeps only its first block (one identity
-span over the rest), and for each translator kind (identity included) a model whose every other block is a one-block
-span of that kind (`probe_plans`). Their times are linear in the unknowns (the fixed part, a block, a span of each
-kind), solved by least squares (`solve_probes`); a few more whole models (`check_plans`), timed with the probes, give
+repeated to the batch; text: `seq_len` tokens): the original, models that keep their first k blocks (one identity
+span over the rest) at a few depths k (`depth_knots`: 1, about L/4, L/2 and 3L/4), and for each translator kind
+(identity included) a model whose every other block is a one-block span of that kind (`probe_plans`). Their times are
+linear in the unknowns (the fixed part with the kept blocks at each depth, linear between them: a runtime's block can
+cost more the more are kept; a span of each kind), solved by least squares (`solve_probes`, `depth_parts`); a few
+more whole models (`check_plans`), timed with the probes, give
 the table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models
 rather than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
 boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is timed
@@ -49,6 +51,9 @@ __all__ = [
     "architecture_fingerprint",
     "check_plans",
     "cheapest_latency_plan",
+    "depth_knots",
+    "depth_parts",
+    "depth_weights",
     "describe_inputs",
     "device_name",
     "interleaved_times",
@@ -66,10 +71,10 @@ __all__ = [
     "weight_bytes",
 ]
 
-#: 6: the fastest round over 20 s, not the median over 2 s; 5: a call under 100 ms timed after one untimed call, the
+#: 7: the kept blocks' cost by their count (`depth_knots`); 6: the fastest round over 20 s, not the median over 2 s; 5: a call under 100 ms timed after one untimed call, the
 #: first block alone a probe; 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved
 #: from whole models; 1: parts timed alone, eager only
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
 #: rounds go on until they have lasted this long (at most `MAX_ROUNDS`), so that the fastest round is the machine's own
@@ -255,38 +260,71 @@ def timing_model(loaded: LoadedModel, plan: Plan) -> CompressedModel:
     return CompressedModel.from_model(loaded, plan, stand_ins).eval()  # type: ignore[arg-type]
 
 
-def probe_plans(num_blocks: int, kinds: Iterable[str]) -> dict[Plan, dict[str, int]]:
-    """The whole models a table is solved from, each with its count of each unknown (`fixed`, `block`, one per kind):
-    the original; the first block alone, one identity span over the rest (every block at 2 blocks, where that span
-    would be the identity probe below); and per kind (identity first, always) ⌊L/2⌋ one-block spans, each after a kept
-    block (blocks 1, 3, 5 … replaced), so that a kind that folds into its source block fits.
-
-    The fixed part and a block are told apart by the models' counts of kept blocks: L, 1 and L - ⌊L/2⌋. With the
-    first block alone the fixed part is nearly measured, not extrapolated from L and L/2 blocks, where a probe's noise
-    comes back doubled (a simulated 2% noise per probe: median error over 20 random plans 1.4% → 1.1% at 6 blocks,
-    its 90th percentile 3.0% → 2.2%)."""
+def depth_knots(num_blocks: int) -> tuple[int, ...]:
+    """The counts of kept blocks the table's probes run at, between which a table's `kept_ms` is linear: the first
+    block alone and L; from 4 blocks also L - ⌊L/2⌋ (the kinds' probes), about L/4 and about 3L/4 (12 blocks: 1, 3,
+    6, 9, 12); at 2 blocks none and 2. A runtime's cost per kept block can change with the depth (demo-lm's onnxruntime
+    decoding step: 0.09 ms a block with 1–5 kept, 0.15 ms with 9–12), which a single cost per block would average."""
     L = int(num_blocks)
     if L < 2:
         raise ValueError(f"a latency table needs a model of 2 or more blocks, got {L}")
-    half = L // 2
+    if L < 4:  # no knot between the ends: there the identity probe would be the knot's own probe
+        return (1 if L == 3 else 0, L)
+    return tuple(sorted({1, round(L / 4), L - L // 2, round(3 * L / 4), L}))
+
+
+def depth_weights(kept: int, knots: tuple[int, ...]) -> dict[str, float]:
+    """The unknowns `kept@k` of the knots (`depth_knots`) that a model keeping `kept` blocks is made of: linear
+    between the two knots around it (beyond the first, along the first two)."""
+    i = max(1, min(len(knots) - 1, int(np.searchsorted(knots, kept))))
+    lo, hi = knots[i - 1], knots[i]
+    w = (kept - lo) / (hi - lo)
+    return {n: v for n, v in ((f"kept@{lo}", 1.0 - w), (f"kept@{hi}", w)) if v != 0.0}
+
+
+def probe_plans(num_blocks: int, kinds: Iterable[str]) -> dict[Plan, dict[str, float]]:
+    """The whole models a table is solved from, each with its count of each unknown (`kept@k`: the fixed part and
+    `k` kept blocks, one per knot of `depth_knots`; one per kind: a span of it): the original; at each other knot the
+    first `k` blocks, one identity span over the rest; and per kind (identity first, always) ⌊L/2⌋ one-block spans,
+    each after a kept block (blocks 1, 3, 5 … replaced), so that a kind that folds into its source block fits. The
+    identity probe there and the one-span probe at the same knot tell an identity span's cost from the depth's (below
+    4 blocks, where there is no such pair, the knots are the two ends and the depths between them linear in them).
+
+    With the first block alone the fixed part is nearly measured, not extrapolated from L and L/2 blocks, where a
+    probe's noise comes back doubled (a simulated 2% noise per probe: median error over 20 random plans 1.4% → 1.1% at
+    6 blocks, its 90th percentile 3.0% → 2.2%)."""
+    L = int(num_blocks)
+    knots, half = depth_knots(L), L // 2
     kinds = list(dict.fromkeys(["identity", *kinds]))
-    probes: dict[Plan, dict[str, int]] = {Plan((), L): {"fixed": 1, "block": L}}
-    one = L - 1 if L >= 3 else L
-    probes[Plan((Span(L - 1 - one, L - 1, "identity"),), L)] = {"fixed": 1, "block": L - one, "identity": 1}
+    probes: dict[Plan, dict[str, float]] = {Plan((), L): {f"kept@{L}": 1.0}}
+    for k in knots[:-1]:
+        probes[Plan((Span(k - 1, L - 1, "identity"),), L)] = {**depth_weights(k, knots), "identity": 1.0}
     for kind in kinds:
         spans = tuple(Span(2 * i, 2 * i + 1, kind) for i in range(half))
-        probes[Plan(spans, L)] = {"fixed": 1, "block": L - half, kind: half}
+        probes[Plan(spans, L)] = {**depth_weights(L - half, knots), kind: float(half)}
     return probes
 
 
-def solve_probes(probes: Mapping[Plan, Mapping[str, int]], ms: Mapping[Plan, float]) -> dict[str, float]:
-    """The unknowns of `probes` (`fixed`, `block`, each kind) from the probes' measured milliseconds `ms`: least
+def solve_probes(probes: Mapping[Plan, Mapping[str, float]], ms: Mapping[Plan, float]) -> dict[str, float]:
+    """The unknowns of `probes` (each knot's `kept@k`, each kind) from the probes' measured milliseconds `ms`: least
     squares, a negative solution (noise around a free part) clipped to 0."""
     names = list(dict.fromkeys(n for counts in probes.values() for n in counts))
     a = np.array([[counts.get(n, 0) for n in names] for counts in probes.values()], dtype=float)
     b = np.array([ms[plan] for plan in probes], dtype=float)
     x, *_ = np.linalg.lstsq(a, b, rcond=None)
     return {n: max(float(v), 0.0) for n, v in zip(names, x)}
+
+
+def depth_parts(parts: Mapping[str, float], num_blocks: int) -> tuple[float, tuple[float, ...]]:
+    """The fixed part and `kept_ms` (the kept blocks' milliseconds for 0 … L kept) of the solved knots `parts`: linear
+    between the knots, the fixed part where the first two knots' line meets 0 kept blocks (within 0 and the first
+    knot's time); never fewer milliseconds for more blocks kept (a dip is the probes' noise)."""
+    knots = depth_knots(num_blocks)
+    total = [sum(parts[n] * w for n, w in depth_weights(k, knots).items()) for k in range(num_blocks + 1)]
+    fixed = min(max(total[0], 0.0), parts[f"kept@{knots[0]}"])
+    kept = np.maximum.accumulate(np.maximum(np.array(total) - fixed, 0.0))
+    kept[0] = 0.0
+    return fixed, tuple(float(v) for v in kept)
 
 
 def check_plans(num_blocks: int, kinds: Iterable[str], n: int = CHECK_PLANS) -> list[Plan]:
@@ -393,10 +431,12 @@ def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySp
         device=loaded.device,
     )
     parts = solve_probes(probes, ms)
+    fixed, kept = depth_parts(parts, loaded.num_blocks)
     table = LatencyTable(
-        embed_ms=parts["fixed"],
-        blocks_ms=(parts["block"],) * loaded.num_blocks,
+        embed_ms=fixed,
+        blocks_ms=(kept[-1] / loaded.num_blocks,) * loaded.num_blocks,
         tail_ms=0.0,
+        kept_ms=kept,
         translators_ms={kind: parts[kind] for kind in spec.kinds},
         device=spec.device,
         dtype=spec.dtype,

@@ -22,7 +22,7 @@ from .._artifacts import atomic_write_text
 __all__ = ["FILE_FORMAT", "check_latency_file", "check_table_fits", "read_latency_file", "write_latency_file"]
 
 FILE_FORMAT = "toast-latency-table"
-FILE_VERSION = 1
+FILE_VERSION = 2  # 2: the kept blocks by their count (`LatencyTable.kept_ms`), which a reader of 1 would not use
 #: what a table must name to be checked against a run
 REQUIRED = ("embed_ms", "blocks_ms", "tail_ms", "translators_ms", "fingerprint", "input_description", "runtime")
 

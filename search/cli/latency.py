@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._settings import DTYPES, LATENCY_MODES, RUNTIMES, UPPER_LIMITS
 from ._parser import Parser, add_console_options
+
+if TYPE_CHECKING:
+    from toast.objectives import LatencyTable
 
 __all__ = ["build_latency_table_parser", "build_measure_parser", "cmd_latency_table", "cmd_measure"]
 
@@ -155,7 +159,7 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     print(f"wrote {path}: {table.describe()}")
     kinds = ", ".join(f"{k} {v:.4g}" for k, v in table.translators_ms.items())
     print(
-        f"ms per batch: fixed part {table.embed_ms:.4g}, a block {table.blocks_ms[0]:.4g}, a span of {kinds}; "
+        f"ms per batch: fixed part {table.embed_ms:.4g}, {_blocks(table)}, a span of {kinds}; "
         f"original {table.original_ms:.4g}; margin {table.margin:.1%} (its check plans ran up to that much slower "
         f"than estimated: a latency budget holds estimates to budget / (1 + margin))"
     )
@@ -164,6 +168,15 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
         print(f"warning: {line}")
     print(f"search against it: toast-search --model {args.model} … --latency-table {path} --budget-latency-ms MS")
     return 0
+
+
+def _blocks(table: LatencyTable) -> str:
+    """The kept blocks' milliseconds in a few words: by how many are kept where the table has them so."""
+    if not table.kept_ms:
+        return f"a block {table.blocks_ms[0]:.4g}"
+    L = table.num_blocks
+    counts = sorted({1, L // 2, L})
+    return "kept blocks " + ", ".join(f"{k}: {table.kept_ms[k]:.4g}" for k in counts)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ def table_file(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert code == 0, err
     assert f"wrote {out}: onnxruntime on cpu" in stdout and "search against it" in stdout
+    assert "kept blocks 1: " in stdout  # the kept blocks by their count (`LatencyTable.kept_ms`)
     return out
 
 
@@ -76,6 +77,7 @@ def test_the_file_names_where_and_what_it_was_measured_on(table_file):
     assert doc["device"].startswith("cpu: ") and doc["threads"] == 1 and doc["batch_size"] == 1
     assert doc["input_description"] == "pixel_values (1, 3, 32, 32)" and doc["fingerprint"].startswith("sha256:")
     assert set(doc["translators_ms"]) == {"identity", "linear"}
+    assert doc["version"] == 2 and len(doc["kept_ms"]) == 7 and doc["kept_ms"][0] == 0  # 6 blocks: 0 … 6 kept
 
 
 def test_the_search_estimates_from_the_file_and_measures_nothing_here(run_dir, table_file):
@@ -184,6 +186,9 @@ def test_a_table_of_another_architecture_is_refused_before_the_weights(tmp_path,
         (lambda d: {**d, "translators_ms": {"identity": 0.0}}, [], "has no time for translator kind linear"),
         (lambda d: {**d, "embed_ms": math.nan}, [], "bad: embed_ms"),
         (lambda d: {**d, "blocks_ms": [math.inf] * 6}, [], "bad: blocks_ms"),
+        (lambda d: {**d, "kept_ms": [0.0, 1.0]}, [], "bad: kept_ms (one per count of kept blocks, 0 to L)"),
+        (lambda d: {**d, "kept_ms": [0.0, 1.0, 2.0, -3.0, 4.0, 5.0, 6.0]}, [], "bad: kept_ms"),
+        (lambda d: {**d, "kept_ms": 5}, [], "kept_ms must be a list of milliseconds"),
         (lambda d: {**d, "margin": math.nan}, [], "bad: margin"),
         (lambda d: {**d, "margin": -0.5}, [], "bad: margin"),
         (lambda d: {**d, "version": 99}, [], "has format version 99"),

@@ -8,6 +8,7 @@ import dataclasses
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +21,8 @@ from toast.search._latency import (
     cheapest_latency_plan,
     check_margin,
     check_plans,
+    depth_knots,
+    depth_parts,
     latency_inputs,
     measure_end_to_end,
     measure_latency_table,
@@ -66,6 +69,38 @@ def test_estimate_refuses_unmeasured_kinds_and_other_models():
 
 def test_json_round_trip():
     assert LatencyTable.from_json(TABLE.to_json()) == TABLE
+
+
+DEPTH = dataclasses.replace(TABLE, kept_ms=(0.0, 1.0, 2.5, 4.5, 7.0, 10.0))  # each added block costs more
+
+
+@pytest.mark.parametrize("text", ["", "1→3:linear", "-1→0:identity,2→4:linear", "0→4:identity"])
+def test_a_table_by_depth_estimates_the_kept_blocks_by_their_count(text):
+    plan = Plan.parse(text, DEPTH.num_blocks)
+    by_hand = DEPTH.embed_ms + DEPTH.tail_ms + DEPTH.kept_ms[len(plan.kept)]
+    by_hand += sum(DEPTH.translators_ms[s.kind] for s in plan.spans)
+    assert DEPTH.estimate(plan) == pytest.approx(by_hand)
+    assert LatencyTable.from_json(DEPTH.to_json()) == DEPTH
+    assert LatencyTable.from_json({k: v for k, v in TABLE.to_json().items() if k != "kept_ms"}) == TABLE  # older files
+
+
+@pytest.mark.parametrize("kept", [(0.0, 1.0), (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0), (0.0, 1.0, -1.0, 3.0, 4.0, 5.0)])
+def test_a_depth_curve_of_another_length_or_a_negative_time_is_refused(kept):
+    with pytest.raises(ValueError, match="kept_ms"):
+        dataclasses.replace(TABLE, kept_ms=kept)
+
+
+def test_the_depth_curve_is_linear_between_the_knots_and_never_falls():
+    """Knots at 1, 3, 6, 9 and 12 kept of 12 blocks: the kept blocks' cost between them is on the line joining them,
+    the fixed part is where the first two knots' line meets 0 kept, and a dip (noise) is flattened."""
+    assert depth_knots(12) == (1, 3, 6, 9, 12) and depth_knots(3) == (1, 3) and depth_knots(2) == (0, 2)
+    parts = {"kept@1": 1.5, "kept@3": 2.5, "kept@6": 5.5, "kept@9": 8.0, "kept@12": 14.0}
+    fixed, kept = depth_parts(parts, 12)
+    assert fixed == pytest.approx(1.0)
+    assert kept[0] == 0 and kept[1] == pytest.approx(0.5) and kept[2] == pytest.approx(1.0)
+    assert kept[5] == pytest.approx(3.5) and kept[12] == pytest.approx(13.0) and kept[10] == pytest.approx(9.0)
+    _, dipped = depth_parts({**parts, "kept@6": 1.0}, 12)
+    assert list(dipped) == sorted(dipped) and dipped[6] == pytest.approx(1.5)  # held at kept@3's level
 
 
 def test_cheapest_plan_is_the_brute_force_minimum():
@@ -185,6 +220,32 @@ def test_the_table_is_solved_from_the_probes_and_its_margin_from_the_check_plans
     table, _ = measure_latency_table(demo, kinds=kinds, checks=0)
     assert table.margin == 0.0
     assert timed == [set(probe_plans(L, kinds)) | set(checks), set(probe_plans(L, kinds))]  # timed together
+
+
+def test_a_block_that_costs_more_the_more_are_kept_is_estimated_at_every_depth(demo, monkeypatch):
+    """Made-up times where each added block costs more (as demo-lm's onnxruntime decoding step measured: 0.09 ms a
+    block with 1–5 kept, 0.15 ms with 9–12), linear between the table's knots: every plan of the space is estimated
+    exactly, where one cost per block would be off by up to a fifth."""
+    L, kinds = demo.num_blocks, ("identity", "linear")
+    knots = depth_knots(L)
+    at_knots = {k: 0.03 + 0.09 * k + 0.006 * k * k for k in knots}
+
+    def depth(k):  # linear between the knots, and along the first two below the first
+        (a, b), (ya, yb) = knots[:2], (at_knots[knots[0]], at_knots[knots[1]])
+        return ya - (a - k) * (yb - ya) / (b - a) if k < a else float(np.interp(k, knots, [at_knots[n] for n in knots]))
+
+    def made_up(runtime, models, inputs, **kwargs):
+        return {p: depth(len(p.kept)) + 0.01 * len(p.spans) for p in models}
+
+    monkeypatch.setattr(latency_module, "time_models", made_up)
+    table, _ = measure_latency_table(demo, kinds=kinds)
+    assert table.margin == pytest.approx(0.0, abs=1e-9) and len(table.kept_ms) == L + 1
+    space = PlanSpace(num_blocks=L, kinds=kinds)
+    plans = list(space.enumerate())
+    truth = {p: depth(len(p.kept)) + 0.01 * len(p.spans) for p in plans}
+    assert all(table.estimate(p) == pytest.approx(truth[p]) for p in plans)
+    linear = dataclasses.replace(table, kept_ms=(), blocks_ms=(table.kept_ms[L] / L,) * L)
+    assert max(abs(linear.estimate(p) / truth[p] - 1) for p in plans) > 0.1
 
 
 class _Scripted:

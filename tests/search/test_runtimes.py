@@ -13,7 +13,7 @@ from conftest import save_tiny
 
 from toast.errors import SettingsError
 from toast.models import CompressedModel, load_model
-from toast.search._latency import measure_latency_table, probe_plans, solve_probes, timing_model
+from toast.search._latency import depth_knots, measure_latency_table, probe_plans, solve_probes, timing_model
 from toast.search.runtimes import get_runtime, list_runtimes
 from toast.search.runtimes.testing import check_runtime
 from toast.spaces import Plan, list_translators
@@ -51,17 +51,23 @@ def test_tensorrt_runs_on_cuda_only():
         get_runtime("onnxruntime-tensorrt").check("cpu")
 
 
-@pytest.mark.parametrize("num_blocks", [2, 3, 4, 7, 12])
+@pytest.mark.parametrize("num_blocks", [2, 3, 4, 5, 7, 12, 32])
 def test_the_probes_recover_known_parts_exactly(num_blocks):
-    """Times made from known parts (a fixed part, a block, a span of each kind) are solved back exactly: the probes'
-    design has full rank at every depth, for every registered kind."""
+    """Times made from known parts (the kept blocks at each knot of depth, a span of each kind) are solved back
+    exactly: the probes' design has full rank at every depth, for every registered kind."""
     kinds = [k if k != "lowrank" else "lowrank:4" for k in list_translators()]
-    truth = {"fixed": 0.7, "block": 2.5, **{k: 0.1 * (i + 1) for i, k in enumerate(["identity", *kinds])}}
+    knots = depth_knots(num_blocks)
+    truth = {
+        **{f"kept@{k}": 0.7 + 2.5 * k + 0.1 * k * k for k in knots},  # a block costs more the more are kept
+        **{k: 0.1 * (i + 1) for i, k in enumerate(["identity", *kinds])},
+    }
     probes = probe_plans(num_blocks, kinds)
-    assert len(probes) == 3 + len([k for k in kinds if k != "identity"])
+    assert len(probes) == len(knots) + len([k for k in kinds if k != "identity"]) + 1
     for plan, counts in probes.items():  # the counts are the plan's own: kept blocks and spans of each kind
-        assert counts["block"] == len(plan.kept) and counts["fixed"] == 1
-        assert sum(v for k, v in counts.items() if k not in ("fixed", "block")) == len(plan.spans)
+        depth = {int(n.split("@")[1]): w for n, w in counts.items() if n.startswith("kept@")}
+        assert sum(depth.values()) == pytest.approx(1.0)
+        assert sum(k * w for k, w in depth.items()) == pytest.approx(len(plan.kept))
+        assert sum(v for k, v in counts.items() if not k.startswith("kept@")) == len(plan.spans)
     ms = {plan: sum(truth[k] * n for k, n in counts.items()) for plan, counts in probes.items()}
     solved = solve_probes(probes, ms)
     assert solved == pytest.approx({k: truth[k] for k in solved})
