@@ -34,9 +34,10 @@ class LatencyTable:
     `kept_ms[k]` is the milliseconds of the kept blocks when `k` of them are kept (k = 0 … L; measured at a few depths,
     linear between them): a block does not cost the same at every depth. In demo-lm's onnxruntime decoding step each
     added block cost 0.09 ms with 1–5 kept and 0.15 ms with 9–12 (more weights and cache read per step than the CPU's
-    caches hold), so a sum of equal blocks put plans keeping 1–9 blocks 13–28% high. Where given it stands for the sum
-    of `blocks_ms` (then each the mean block of the original: `kept_ms[L] / L`); empty in older tables, where each kept
-    block costs its `blocks_ms`.
+    caches hold), so a sum of equal blocks put plans keeping 1–9 blocks 13–28% high. Where given, the kept blocks
+    cost `kept_ms[k]` plus each kept block's offset from the original's mean block (`blocks_ms[b]` less their mean: 0
+    where every block costs alike; Gemma 2's full-attention layers past the window cost more than its sliding ones);
+    empty in older tables, where each kept block costs its `blocks_ms`.
 
     `translators` maps a kind string to the milliseconds of one span of that kind (every span of a kind maps the
     same tensor, so they cost the same). `device` names the hardware (CPU model or GPU name), `threads` is the CPU
@@ -108,16 +109,24 @@ class LatencyTable:
             ) from None
 
     def estimate(self, plan: Plan) -> float:
-        """Estimated milliseconds per batch of the compressed model for `plan`: embeddings + tail + kept blocks (by
-        their count, `kept_ms`, or each its own) + one translator per span (a sum: no model is built or run)."""
+        """Estimated milliseconds per batch of the compressed model for `plan`: embeddings + tail + kept blocks
+        (`kept_blocks`) + one translator per span (a sum: no model is built or run)."""
         if plan.num_blocks != self.num_blocks:
             raise ValueError(f"plan is for {plan.num_blocks} blocks, the latency table for {self.num_blocks}")
         return (
             self.embed_ms
             + self.tail_ms
-            + (self.kept_ms[len(plan.kept)] if self.kept_ms else sum(self.blocks_ms[b] for b in plan.kept))
+            + self.kept_blocks(plan.kept)
             + sum(self.translator(span.kind) for span in plan.spans)
         )
+
+    def kept_blocks(self, kept: tuple[int, ...]) -> float:
+        """Milliseconds of the blocks `kept`: by their count (`kept_ms`) with each one's offset from the mean block,
+        or each its own `blocks_ms` in a table without `kept_ms`."""
+        if not self.kept_ms:
+            return sum(self.blocks_ms[b] for b in kept)
+        mean = sum(self.blocks_ms) / self.num_blocks
+        return max(self.kept_ms[len(kept)] + sum(self.blocks_ms[b] - mean for b in kept), 0.0)
 
     def bound(self, plan: Plan) -> float:
         """`estimate(plan)` with the table's `margin` added: what a latency budget holds the plan to, so that a plan

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -49,6 +50,8 @@ from .runtimes import PREFILL, Runtime, device_memory, device_name, get_runtime
 __all__ = [
     "LatencySpec",
     "architecture_fingerprint",
+    "block_classes",
+    "class_blocks",
     "check_plans",
     "cheapest_latency_plan",
     "depth_knots",
@@ -61,6 +64,7 @@ __all__ = [
     "latency_spec",
     "measure_end_to_end",
     "measure_latency_table",
+    "plan_counts",
     "probe_plans",
     "side_by_side",
     "solve_probes",
@@ -282,37 +286,75 @@ def depth_weights(kept: int, knots: tuple[int, ...]) -> dict[str, float]:
     return {n: v for n, v in ((f"kept@{lo}", 1.0 - w), (f"kept@{hi}", w)) if v != 0.0}
 
 
-def probe_plans(num_blocks: int, kinds: Iterable[str]) -> dict[Plan, dict[str, float]]:
-    """The whole models a table is solved from, each with its count of each unknown (`kept@k`: the fixed part and
-    `k` kept blocks, one per knot of `depth_knots`; one per kind: a span of it): the original; at each other knot the
-    first `k` blocks, one identity span over the rest; and per kind (identity first, always) ⌊L/2⌋ one-block spans,
-    each after a kept block (blocks 1, 3, 5 … replaced), so that a kind that folds into its source block fits. The
-    identity probe there and the one-span probe at the same knot tell an identity span's cost from the depth's (below
-    4 blocks, where there is no such pair, the knots are the two ends and the depths between them linear in them).
+def block_classes(loaded: LoadedModel) -> tuple[str, ...]:
+    """Each block's cost class: its attention kind where the family has several (`layer_types`: Gemma 2 alternates
+    sliding-window and full layers, and past the window a decoding step's full layer reads every cached token while a
+    sliding one reads its window), else one class for every block."""
+    kinds = getattr(loaded.family, "layer_types", None)
+    if callable(kinds):
+        out = tuple(str(k) for k in kinds(loaded.config))
+        if len(out) == loaded.num_blocks:
+            return out
+    return ("block",) * loaded.num_blocks
+
+
+def plan_counts(plan: Plan, classes: tuple[str, ...]) -> dict[str, float]:
+    """`plan`'s count of each unknown of a table: the knots its kept blocks' count is made of (`depth_weights`), a
+    span of each kind, and per class but the first (`class:<c>`) how many more of its blocks are kept than the
+    model's share of the kept count (0 for a model of one class: its blocks' offsets from the mean block)."""
+    L, kept = plan.num_blocks, plan.kept
+    counts: dict[str, float] = dict(depth_weights(len(kept), depth_knots(L)))
+    for span in plan.spans:
+        counts[span.kind] = counts.get(span.kind, 0.0) + 1.0
+    for c in list(dict.fromkeys(classes))[1:]:
+        counts[f"class:{c}"] = sum(classes[b] == c for b in kept) - len(kept) * classes.count(c) / L
+    return counts
+
+
+def _identity_over(blocks: Iterable[int], L: int) -> Plan:
+    """One-block identity spans over `blocks`."""
+    return Plan(tuple(Span(b - 1, b, "identity") for b in sorted(blocks)), L)
+
+
+def probe_plans(
+    num_blocks: int, kinds: Iterable[str], classes: tuple[str, ...] | None = None
+) -> dict[Plan, dict[str, float]]:
+    """The whole models a table is solved from, each with its count of each unknown (`plan_counts`: the fixed part
+    with the kept blocks at each knot of `depth_knots`, a span of each kind, each class's offset): the original; at
+    each other knot the first `k` blocks, one identity span over the rest; per kind (identity first, always) ⌊L/2⌋
+    one-block spans, each after a kept block (blocks 1, 3, 5 … replaced), so that a kind that folds into its source
+    block fits; and where the blocks are of several `classes`, per class but the first the model without that class's
+    blocks (or with only them, where that is already a probe: Gemma 2's odd blocks). The identity probe and the
+    one-span probe at L/2 kept tell an identity span's cost from the depth's (below 4 blocks, where there is no such
+    pair, the knots are the two ends and the depths between them linear in them).
 
     With the first block alone the fixed part is nearly measured, not extrapolated from L and L/2 blocks, where a
     probe's noise comes back doubled (a simulated 2% noise per probe: median error over 20 random plans 1.4% → 1.1% at
     6 blocks, its 90th percentile 3.0% → 2.2%)."""
     L = int(num_blocks)
+    classes = tuple(classes) if classes is not None else ("block",) * L
+    if len(classes) != L:
+        raise ValueError(f"{len(classes)} block classes for {L} blocks")
     knots, half = depth_knots(L), L // 2
     kinds = list(dict.fromkeys(["identity", *kinds]))
-    probes: dict[Plan, dict[str, float]] = {Plan((), L): {f"kept@{L}": 1.0}}
-    for k in knots[:-1]:
-        probes[Plan((Span(k - 1, L - 1, "identity"),), L)] = {**depth_weights(k, knots), "identity": 1.0}
-    for kind in kinds:
-        spans = tuple(Span(2 * i, 2 * i + 1, kind) for i in range(half))
-        probes[Plan(spans, L)] = {**depth_weights(L - half, knots), kind: float(half)}
-    return probes
+    plans = [Plan((), L)]
+    plans += [Plan((Span(k - 1, L - 1, "identity"),), L) for k in knots[:-1]]
+    plans += [Plan(tuple(Span(2 * i, 2 * i + 1, kind) for i in range(half)), L) for kind in kinds]
+    for c in list(dict.fromkeys(classes))[1:]:
+        without = _identity_over([b for b in range(L) if classes[b] == c], L)
+        plans.append(without if without not in plans else _identity_over([b for b in range(L) if classes[b] != c], L))
+    return {plan: plan_counts(plan, classes) for plan in dict.fromkeys(plans)}
 
 
 def solve_probes(probes: Mapping[Plan, Mapping[str, float]], ms: Mapping[Plan, float]) -> dict[str, float]:
-    """The unknowns of `probes` (each knot's `kept@k`, each kind) from the probes' measured milliseconds `ms`: least
-    squares, a negative solution (noise around a free part) clipped to 0."""
+    """The unknowns of `probes` (each knot's `kept@k`, each kind, each class's offset) from the probes' measured
+    milliseconds `ms`: least squares, a negative time (noise around a free part) clipped to 0; an offset may be
+    negative (a class cheaper than the first)."""
     names = list(dict.fromkeys(n for counts in probes.values() for n in counts))
     a = np.array([[counts.get(n, 0) for n in names] for counts in probes.values()], dtype=float)
     b = np.array([ms[plan] for plan in probes], dtype=float)
     x, *_ = np.linalg.lstsq(a, b, rcond=None)
-    return {n: max(float(v), 0.0) for n, v in zip(names, x)}
+    return {n: float(v) if n.startswith("class:") else max(float(v), 0.0) for n, v in zip(names, x)}
 
 
 def depth_parts(parts: Mapping[str, float], num_blocks: int) -> tuple[float, tuple[float, ...]]:
@@ -327,14 +369,24 @@ def depth_parts(parts: Mapping[str, float], num_blocks: int) -> tuple[float, tup
     return fixed, tuple(float(v) for v in kept)
 
 
-def check_plans(num_blocks: int, kinds: Iterable[str], n: int = CHECK_PLANS) -> list[Plan]:
+def class_blocks(parts: Mapping[str, float], kept_all: float, classes: tuple[str, ...]) -> tuple[float, ...]:
+    """Each block's milliseconds in the original (`LatencyTable.blocks_ms`): the mean block (`kept_all`, the L blocks'
+    milliseconds, over L) plus its class's offset from the mean (the solved `class:<c>`, the first class's 0)."""
+    raw = [parts.get(f"class:{c}", 0.0) for c in classes]
+    mean = sum(raw) / len(raw)
+    return tuple(max(kept_all / len(classes) + r - mean, 0.0) for r in raw)
+
+
+def check_plans(
+    num_blocks: int, kinds: Iterable[str], n: int = CHECK_PLANS, classes: tuple[str, ...] | None = None
+) -> list[Plan]:
     """`n` plans, neither the original nor a probe, that the table's estimate is checked on (its `margin`): seeded, so
     the same for every table of a depth and kinds; each block kept with probability 0.6, else a span of a random kind
     (identity included), at least one span each."""
     L, kinds = int(num_blocks), list(dict.fromkeys(["identity", *kinds]))
     space = PlanSpace(num_blocks=L, kinds=tuple(kinds))
     rng = np.random.default_rng(20261206)
-    probes, out = probe_plans(L, kinds), []
+    probes, out = probe_plans(L, kinds, classes), []
     for _ in range(100 * n):
         if len(out) == n:
             break
@@ -418,8 +470,9 @@ def time_models(
 def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySpec, runtime: Runtime) -> LatencyTable:
     """The table of `spec`: the probe models timed in `runtime`, the parts solved from them, and its margin from the
     check plans timed with them."""
-    probes = probe_plans(loaded.num_blocks, spec.kinds)
-    checks = check_plans(loaded.num_blocks, spec.kinds, spec.checks)
+    classes = block_classes(loaded)
+    probes = probe_plans(loaded.num_blocks, spec.kinds, classes)
+    checks = check_plans(loaded.num_blocks, spec.kinds, spec.checks, classes)
     ms = time_models(
         runtime,
         {plan: (lambda plan=plan: timing_model(loaded, plan)) for plan in [*probes, *checks]},
@@ -434,7 +487,7 @@ def _table(loaded: LoadedModel, inputs: dict[str, torch.Tensor], spec: LatencySp
     fixed, kept = depth_parts(parts, loaded.num_blocks)
     table = LatencyTable(
         embed_ms=fixed,
-        blocks_ms=(kept[-1] / loaded.num_blocks,) * loaded.num_blocks,
+        blocks_ms=class_blocks(parts, kept[-1], classes),
         tail_ms=0.0,
         kept_ms=kept,
         translators_ms={kind: parts[kind] for kind in spec.kinds},
@@ -547,21 +600,21 @@ def measure_end_to_end(
 
 
 def cheapest_latency_plan(table: LatencyTable, space: PlanSpace) -> tuple[Plan, float]:
-    """The plan of `space` with the lowest estimate: one span over the slowest `removal_limit` consecutive blocks,
-    of the fastest kind the space allows there (every block of a family has one shape, so this is the minimum)."""
+    """The plan of `space` with the lowest estimate: one span over the slowest `removal_limit` consecutive blocks of
+    the fastest kind the space allows there (every block of a family's one shape costs alike, so this is the
+    minimum), or, where blocks cost differently (`blocks_ms`: Gemma 2's full and sliding layers), the costliest
+    blocks replaced, as many as the space allows or fewer, each run of them one span of one kind."""
     r, L = space.removal_limit, space.num_blocks
-    best: tuple[float, Plan] | None = None
     original = Plan((), L)
-    if r == 0:
-        return original, table.estimate(original)
-    for start in range(-1, L - r):
-        for kind in space.kinds:
-            plan = Plan((Span(start, start + r, kind),), L)
-            if not space.contains(plan):
+    candidates = [original]
+    if r > 0:
+        candidates += [Plan((Span(start, start + r, kind),), L) for start in range(-1, L - r) for kind in space.kinds]
+        costliest = sorted(range(L), key=lambda b: -table.blocks_ms[b])
+        for n, kind in itertools.product(range(1, r + 1), space.kinds):
+            removed = set(costliest[:n])
+            try:
+                candidates.append(space.decode([kind if b in removed else "keep" for b in range(L)]))
+            except PlanError:  # a kind that needs a source block, at block 0
                 continue
-            ms = table.estimate(plan)
-            if best is None or ms < best[0]:
-                best = (ms, plan)
-    if best is None:  # no single span fits (constraints of a kind): the original is always in the space
-        return original, table.estimate(original)
-    return best[1], best[0]
+    plan = min((p for p in dict.fromkeys(candidates) if space.contains(p)), key=table.estimate)
+    return plan, table.estimate(plan)

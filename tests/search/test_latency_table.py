@@ -76,8 +76,11 @@ DEPTH = dataclasses.replace(TABLE, kept_ms=(0.0, 1.0, 2.5, 4.5, 7.0, 10.0))  # e
 
 @pytest.mark.parametrize("text", ["", "1→3:linear", "-1→0:identity,2→4:linear", "0→4:identity"])
 def test_a_table_by_depth_estimates_the_kept_blocks_by_their_count(text):
+    """The kept blocks cost `kept_ms` of their count plus each one's offset from the mean block (blocks of unequal
+    cost: 2, 2, 3, 2 and 1 ms, mean 2)."""
     plan = Plan.parse(text, DEPTH.num_blocks)
     by_hand = DEPTH.embed_ms + DEPTH.tail_ms + DEPTH.kept_ms[len(plan.kept)]
+    by_hand += sum(DEPTH.blocks_ms[b] - 2.0 for b in plan.kept)
     by_hand += sum(DEPTH.translators_ms[s.kind] for s in plan.spans)
     assert DEPTH.estimate(plan) == pytest.approx(by_hand)
     assert LatencyTable.from_json(DEPTH.to_json()) == DEPTH
@@ -103,15 +106,17 @@ def test_the_depth_curve_is_linear_between_the_knots_and_never_falls():
     assert list(dipped) == sorted(dipped) and dipped[6] == pytest.approx(1.5)  # held at kept@3's level
 
 
-def test_cheapest_plan_is_the_brute_force_minimum():
+@pytest.mark.parametrize("table", [TABLE, DEPTH], ids=["per block", "by depth"])
+def test_cheapest_plan_is_the_brute_force_minimum(table):
+    """Blocks of unequal cost (2, 2, 3, 2, 1 ms): the costliest ones are not consecutive."""
     for space in (
         PlanSpace(num_blocks=5, kinds=("identity", "linear")),
         PlanSpace(num_blocks=5, kinds=("linear",), max_removed=2),
         PlanSpace(num_blocks=5, kinds=("identity", "linear"), min_kept=3),
     ):
-        plan, ms = cheapest_latency_plan(TABLE, space)
+        plan, ms = cheapest_latency_plan(table, space)
         assert space.contains(plan)
-        assert ms == pytest.approx(min(TABLE.estimate(p) for p in space.enumerate()))
+        assert ms == pytest.approx(min(table.estimate(p) for p in space.enumerate()))
 
 
 def test_measured_once_then_read_from_the_cache(demo, tmp_path, monkeypatch):

@@ -7,6 +7,8 @@ machine is not asserted (no timed assertions: `bench/bench_latency.py` measures 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import save_tiny
@@ -16,7 +18,7 @@ from toast.models import CompressedModel, load_model
 from toast.search._latency import depth_knots, measure_latency_table, probe_plans, solve_probes, timing_model
 from toast.search.runtimes import get_runtime, list_runtimes
 from toast.search.runtimes.testing import check_runtime
-from toast.spaces import Plan, list_translators
+from toast.spaces import Plan, PlanSpace, list_translators
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
@@ -51,26 +53,67 @@ def test_tensorrt_runs_on_cuda_only():
         get_runtime("onnxruntime-tensorrt").check("cpu")
 
 
+#: block classes: one (an encoder, Llama), Gemma 2's alternation (sliding first), Gemma 3's five sliding to one full
+PATTERNS = {
+    "one": lambda i: "block",
+    "gemma2": lambda i: "sliding_attention" if (i + 1) % 2 else "full_attention",
+    "gemma3": lambda i: "sliding_attention" if (i + 1) % 6 else "full_attention",
+}
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
 @pytest.mark.parametrize("num_blocks", [2, 3, 4, 5, 7, 12, 32])
-def test_the_probes_recover_known_parts_exactly(num_blocks):
-    """Times made from known parts (the kept blocks at each knot of depth, a span of each kind) are solved back
-    exactly: the probes' design has full rank at every depth, for every registered kind."""
+def test_the_probes_recover_known_parts_exactly(num_blocks, pattern):
+    """Times made from known parts (the kept blocks at each knot of depth, a span of each kind, each class's offset)
+    are solved back exactly: the probes' design has full rank at every depth, for every registered kind and for
+    blocks of one cost class or of Gemma 2's or Gemma 3's attention kinds."""
     kinds = [k if k != "lowrank" else "lowrank:4" for k in list_translators()]
+    classes = tuple(PATTERNS[pattern](i) for i in range(num_blocks))
+    others = list(dict.fromkeys(classes))[1:]
     knots = depth_knots(num_blocks)
     truth = {
         **{f"kept@{k}": 0.7 + 2.5 * k + 0.1 * k * k for k in knots},  # a block costs more the more are kept
         **{k: 0.1 * (i + 1) for i, k in enumerate(["identity", *kinds])},
+        **{f"class:{c}": 1.5 for c in others},  # a full layer past the window: 1.5 ms more than a sliding one
     }
-    probes = probe_plans(num_blocks, kinds)
-    assert len(probes) == len(knots) + len([k for k in kinds if k != "identity"]) + 1
+    probes = probe_plans(num_blocks, kinds, classes)
+    assert len(probes) == len(knots) + len([k for k in kinds if k != "identity"]) + 1 + len(others)
     for plan, counts in probes.items():  # the counts are the plan's own: kept blocks and spans of each kind
         depth = {int(n.split("@")[1]): w for n, w in counts.items() if n.startswith("kept@")}
         assert sum(depth.values()) == pytest.approx(1.0)
         assert sum(k * w for k, w in depth.items()) == pytest.approx(len(plan.kept))
-        assert sum(v for k, v in counts.items() if not k.startswith("kept@")) == len(plan.spans)
+        assert sum(v for k, v in counts.items() if k in truth and not k.startswith(("kept@", "class:"))) == len(
+            plan.spans
+        )
     ms = {plan: sum(truth[k] * n for k, n in counts.items()) for plan, counts in probes.items()}
     solved = solve_probes(probes, ms)
     assert solved == pytest.approx({k: truth[k] for k in solved})
+
+
+def test_full_and_sliding_layers_of_a_gemma_2_get_their_own_cost(tmp_path, monkeypatch):
+    """Past its window a decoding step's full layer reads every cached token and a sliding one its window (a small
+    Gemma 2 at 2,048 tokens, window 128: a plan without 4 full layers 10.9 ms, without 4 sliding ones 18.1 ms). Made-up
+    times with that split are solved into each block's own cost, and every plan of the space is estimated exactly,
+    where one cost per block would be off by a third or more."""
+    from toast.search import _latency
+    from toast.search._latency import block_classes
+
+    loaded = load_model(str(save_tiny("gemma2", tmp_path / "gemma2")))
+    L, classes = loaded.num_blocks, block_classes(loaded)
+    assert classes == tuple("sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(L))
+    cost = {"sliding_attention": 1.0, "full_attention": 2.8}
+
+    def truth(plan):
+        return 0.4 + sum(cost[classes[b]] for b in plan.kept) + 0.05 * len(plan.spans)
+
+    monkeypatch.setattr(_latency, "time_models", lambda runtime, models, inputs, **kw: {p: truth(p) for p in models})
+    table, _ = measure_latency_table(loaded, kinds=("identity", "linear"), mode="decode", seq_len=8)
+    assert table.blocks_ms == pytest.approx(tuple(cost[c] for c in classes))
+    space = PlanSpace(num_blocks=L, kinds=("identity", "linear"))
+    assert all(table.estimate(p) == pytest.approx(truth(p)) for p in space.enumerate())
+    even = dataclasses.replace(table, blocks_ms=(table.original_ms / L,) * L, kept_ms=())
+    assert max(abs(even.estimate(p) / truth(p) - 1) for p in space.enumerate()) > 0.3
+    assert len(set(block_classes(load_model("demo-lm")))) == 1  # one kind of attention: one class
 
 
 def test_the_fingerprint_is_the_same_from_the_config_alone_and_from_the_loaded_model(tiny):
