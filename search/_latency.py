@@ -9,11 +9,12 @@ repeated to the batch; text: `seq_len` tokens): the original, models that keep t
 span over the rest) at a few depths k (`depth_knots`: 1, about L/4, L/2 and 3L/4), and for each translator kind
 (identity included) a model whose every other block is a one-block span of that kind (`probe_plans`). Their times are
 linear in the unknowns (the fixed part with the kept blocks at each depth, linear between them: a runtime's block can
-cost more the more are kept; a span of each kind), solved by least squares (`solve_probes`, `depth_parts`); a few
-more whole models (`check_plans`), timed with the probes, give
-the table's `margin`: how much slower than its estimate a plan ran, at most (`check_margin`). Timing whole models
-rather than parts alone counts what a runtime does around and between them (its per-call work, fusions across a block
-boundary, caches warm from the previous part), which is what a plan's estimate must add up to; every runtime is timed
+cost more the more are kept; a span of each kind; where a model's layers are of several attention kinds, each kind's
+offset, from one more probe per kind: `block_classes`), solved by least squares (`solve_probes`, `depth_parts`); a
+few more whole models (`check_plans`), timed with the probes, give the table's `margin`: how much slower than its
+estimate a plan ran, at most (`check_margin`). Timing whole models rather than parts alone counts what a runtime does
+around and between them (its per-call work, fusions across a block boundary, caches warm from the previous part),
+which is what a plan's estimate must add up to; every runtime is timed
 the same way: side by side, round by round, so that the machine's changes of speed (on a shared machine, 2× within
 seconds) shift every model alike (warm-up, then the fastest of rounds lasting at least `TABLE_SECONDS`, with the
 machine's `drift` over them: `Timings`). Translators are their kind's module at the fitted shape with
@@ -75,9 +76,10 @@ __all__ = [
     "weight_bytes",
 ]
 
-#: 7: the kept blocks' cost by their count (`depth_knots`); 6: the fastest round over 20 s, not the median over 2 s; 5: a call under 100 ms timed after one untimed call, the
-#: first block alone a probe; 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved
-#: from whole models; 1: parts timed alone, eager only
+#: 7: the kept blocks' cost by their count (`depth_knots`) and each block's class (`block_classes`); 6: the fastest
+#: round over 20 s, not the median over 2 s; 5: a call under 100 ms timed after one untimed call, the first block alone
+#: a probe; 4: compile and onnxruntime timed side by side; 3: with the check plans' margin; 2: solved from whole
+#: models; 1: parts timed alone, eager only
 FORMAT_VERSION = 7
 TABLE_FILE = "latency.json"
 PART_WARMUP, PART_REPEATS = 2, 7  # each probe model of the table
