@@ -348,7 +348,7 @@ def main() -> int:
 
     from toast.errors import SettingsError
     from toast.models import load_model
-    from toast.search._latency import check_plans
+    from toast.search._latency import block_classes, check_plans
     from toast.search._quiet import quiet_libraries
     from toast.search.runtimes import get_runtime
     from toast.spaces import Plan
@@ -374,7 +374,8 @@ def main() -> int:
         L = loaded.num_blocks
         original = Plan((), L)
         extra = [Plan.parse(t, L) for t in args.plans.split(";")] if args.plans else []
-        pool = random_plans(L, max(args.random_plans, args.big_random_plans), seed=0, avoid=check_plans(L, KINDS))
+        checks = check_plans(L, KINDS, classes=block_classes(loaded))
+        pool = random_plans(L, max(args.random_plans, args.big_random_plans), seed=0, avoid=checks)
         for trial, batch in itertools.product(range(1, args.trials + 1), batches):
             n = args.big_random_plans if is_big(loaded, batch) else args.random_plans
             randoms = pool[:n]  # the same plans in every runtime and batch (an ONNX export serves every batch)

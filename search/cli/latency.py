@@ -176,7 +176,11 @@ def _blocks(table: LatencyTable) -> str:
         return f"a block {table.blocks_ms[0]:.4g}"
     L = table.num_blocks
     counts = sorted({1, L // 2, L})
-    return "kept blocks " + ", ".join(f"{k}: {table.kept_ms[k]:.4g}" for k in counts)
+    out = "kept blocks " + ", ".join(f"{k}: {table.kept_ms[k]:.4g}" for k in counts)
+    costs = dict.fromkeys(round(b, 6) for b in table.blocks_ms)
+    if len(costs) > 1:  # blocks of several classes (attention kinds)
+        out += " (a block in the original: " + ", ".join(f"{b:.4g}" for b in costs) + ")"
+    return out
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

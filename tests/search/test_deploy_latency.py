@@ -6,6 +6,7 @@ timed assertions: budgets are set between the table's own estimates; the verdict
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -312,3 +313,13 @@ def test_a_search_measures_its_own_table_and_front_in_latency_runtime(tmp_path):
     assert all(r["latency_ms"] > 0 and r["latency_ms_estimated"] > 0 for r in front["front"])
     code, stdout, err = run_main([*args, "--out", str(tmp_path / "r2")])
     assert code == 0 and "latency table from the cache: onnxruntime on cpu" in stdout, err
+
+
+def test_latency_table_says_the_kept_blocks_by_count_and_each_class_of_block():
+    from toast.search.cli.latency import _blocks
+
+    even = LatencyTable(embed_ms=0.5, blocks_ms=(1.0,) * 4, tail_ms=0.0, kept_ms=(0.0, 0.9, 2.0, 3.0, 4.0))
+    assert _blocks(even) == "kept blocks 1: 0.9, 2: 2, 4: 4"
+    classes = dataclasses.replace(even, blocks_ms=(0.5, 1.5, 0.5, 1.5))  # Gemma 2: sliding, full, …
+    assert _blocks(classes) == "kept blocks 1: 0.9, 2: 2, 4: 4 (a block in the original: 0.5, 1.5)"
+    assert _blocks(dataclasses.replace(even, kept_ms=())) == "a block 1"  # a version-1 file
