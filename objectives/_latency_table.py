@@ -6,9 +6,9 @@ Runtime …), dtype, batch size and input size: the fixed part of a forward (emb
 runtime's own per-call work: `embed_ms`, with `tail_ms` where it was timed apart), the kept blocks by how many are
 kept (`kept_ms`: a runtime's cost per block can grow with the depth it runs; or a kept block's own `blocks_ms`), and
 one span of each translator kind at the model's width. `estimate(plan)` is the sum of the parts the compressed model
-runs: instant, no model built. `margin` is how far below the measured time the
-estimate fell on the table's check plans (whole models timed besides the probes): a latency budget holds estimates to
-`budget / (1 + margin)` (`held_limit`), so that a plan chosen within it meets the budget when run. `toast.search`
+runs: instant, no model built. `margin` is how far below the measured time the estimate fell on the table's check
+plans (whole models timed besides the probes): a latency budget holds estimates to `budget / (1 + margin)`
+(`held_limit`), so that a plan chosen within it meets the budget when run. `toast.search`
 measures the table (`measure_latency_table`: whole models timed in the runtime, the parts solved from their
 differences) and writes it as a portable file (`toast-search latency-table`), which names the model's architecture
 (`fingerprint`), the runtime and its versions, the device and the thread count; here it is data only.
