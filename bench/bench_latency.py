@@ -9,6 +9,7 @@ table misses that budget when measured in another runtime (issue 25).
     python bench/bench_latency.py --models demo-lm --mode decode --seq 256 --batches 1 --runtimes eager,onnxruntime
     python bench/bench_latency.py --device cuda --dtype bfloat16 --batches 256 --models dinov2-base \
         --runtimes eager,onnxruntime --plans "0→4:linear" --random-plans 8     # the GPU check of issue 25
+                                            # (bench/gpu_check.sh: the same as one call of the device tool)
 
 Models: a model with DINOv2-base's config at 224x224 (the hub's config and processor, random weights) and demo-vit,
 loaded as `toast-search` loads them (`--device`, `--dtype`). For each model, batch size and runtime
@@ -77,6 +78,7 @@ class Case:
     timing_s: float
     timing_drift: float = 0.0  # the machine's change of speed while the plans were timed (`Timings.drift`)
     trial: int = 1  # which of `--trials` (table and plans timed again, after every other case of the trial before)
+    named: tuple = ()  # the `--plans` plans (speedups shown apart: the GPU check's `0→4:linear` against TOAST's 1.39×)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -187,7 +189,8 @@ def bench_case(name: str, loaded, runtime: str, batch: int, plans: list, n_rando
     timing_s = time.perf_counter() - start - table_s
     drift = measured.drift
     measured = {plan: measured[plan] for plan in plans}  # the original first
-    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s, drift, trial)
+    named = tuple(p for p in plans[1:] if p in args.named)
+    return Case(name, runtime, batch, table, measured, n_random, table_s, timing_s, drift, trial, named)
 
 
 def choices(table_case: Case, target: Case, *, held: bool = True) -> tuple[int, int, float]:
@@ -234,8 +237,29 @@ def print_summary(cases: list[Case]) -> None:
     print()
 
 
+def print_named(cases: list[Case]) -> None:
+    """The `--plans` plans of every case: measured and estimated milliseconds, and the speedup over the original
+    measured in the same timing (the TOAST paper's anchor: `0→4:linear` 1.39× on an H100 at batch 256, bf16)."""
+    rows = [(c, p) for c in cases for p in c.named if p in c.measured]
+    if not rows:
+        return
+    print("### The plans named by `--plans`: measured against the original, timed side by side where the runtime can\n")
+    print(
+        "| model | runtime | batch | trial | plan | measured ms | estimated ms | speedup measured | speedup estimated |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c, p in rows:
+        ms, est, base = c.measured[p], c.table.estimate(p), c.measured[c.original]
+        print(
+            f"| {c.model} | {c.runtime} | {c.batch} | {c.trial} | `{p}` | {ms:.2f} | {est:.2f} | {base / ms:.2f}× | "
+            f"{c.table.original_ms / est:.2f}× |"
+        )
+    print()
+
+
 def print_tables(cases: list[Case]) -> None:
     print_summary(cases)
+    print_named(cases)
     print("### Estimate error, every trial (each runtime's table against the same runtime's end-to-end times)\n")
     print(
         "| model | runtime | batch | trial | original measured ms | original estimated ms | plans (random) | "
@@ -351,7 +375,7 @@ def main() -> int:
     from toast.search._latency import block_classes, check_plans
     from toast.search._quiet import quiet_libraries
     from toast.search.runtimes import get_runtime
-    from toast.spaces import Plan
+    from toast.spaces import Plan, PlanError
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
@@ -373,7 +397,11 @@ def main() -> int:
         )
         L = loaded.num_blocks
         original = Plan((), L)
-        extra = [Plan.parse(t, L) for t in args.plans.split(";")] if args.plans else []
+        try:
+            extra = [Plan.parse(t, L) for t in args.plans.split(";")] if args.plans else []
+        except PlanError as e:
+            p.error(f"--plans for {name} ({L} blocks): {e}")
+        args.named = set(extra)
         checks = check_plans(L, KINDS, classes=block_classes(loaded))
         pool = random_plans(L, max(args.random_plans, args.big_random_plans), seed=0, avoid=checks)
         for trial, batch in itertools.product(range(1, args.trials + 1), batches):

@@ -386,3 +386,9 @@ def load_processor(where: str, family: Family) -> Any | None:
         return getattr(transformers, family.processor_class).from_pretrained(where)
     except (OSError, ValueError):
         return None
+    except ImportError as e:  # a backend this Transformers' processor needs (5.17's image processors: torchvision)
+        said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise MissingDependencyError(
+            f"the processor of {where} cannot load: {said.split('. ')[0]} (transformers {transformers.__version__}); "
+            "install that library, or another transformers version"
+        ) from None

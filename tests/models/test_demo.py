@@ -80,6 +80,22 @@ def test_processor_gives_32px_rgb(demo, digits_test):
     assert pixels.min() >= -1.0 and pixels.max() <= 1.0  # mean/std 0.5
 
 
+def test_a_processor_missing_its_backend_says_what_to_install(demo):
+    """Transformers 5.17's image processors need torchvision (5.25's do not): the ImportError Transformers raises for
+    a processor class whose backend is not installed becomes one line naming it. `AutoVideoProcessor` needs
+    torchvision in every Transformers 5, so it stands for that case here (skipped where torchvision is installed)."""
+    from types import SimpleNamespace
+
+    from toast.errors import MissingDependencyError
+    from toast.models._loading import load_processor
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: nothing is missing")
+    with pytest.raises(MissingDependencyError, match="requires the Torchvision library") as caught:
+        load_processor(str(DEMO), SimpleNamespace(processor_class="AutoVideoProcessor"))
+    assert "\n" not in str(caught.value) and "install that library" in str(caught.value)
+
+
 def test_head_accuracy_matches_readme(demo, digits_test):
     claimed = _readme_test_accuracy()
     assert claimed >= 95.0

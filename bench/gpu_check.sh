@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU check of issue 25 as one call of the device tool (a lent H100/H200; /work/.library/device/README.md):
+# DINOv2-base's config at batch 256 in bfloat16, PyTorch eager and onnxruntime's CUDA execution provider, the
+# original against `0→4:linear` (the TOAST paper's 1.39× on an H100) and 8 random plans, each runtime's latency
+# table against its plans' end-to-end times (bench/bench_latency.py).
+#
+#   here, once:   bash scripts/device_wheels.sh                       # .whl/: what the device image lacks
+#   device tool:  run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=590)
+#
+# The log comes back as $OUT/gpu_check.log; the bench prints each case's figures as it ends, so a run stopped at its
+# limit still says what it timed. onnxruntime runs only where its CUDA execution provider is there (onnxruntime-gpu;
+# the image's onnxruntime may be the CPU build, and onnxruntime-gpu's wheel is larger than what a call carries): the
+# log then says so and eager's figures stand alone.
+#
+# A dry run on a CPU (the plumbing, not the figures): GPU_CHECK_DEVICE=cpu GPU_CHECK_DTYPE=float32
+# GPU_CHECK_BATCHES=1 GPU_CHECK_MODELS=demo-vit GPU_CHECK_PLANS="0→2:linear" GPU_CHECK_WHEELS=/tmp/whl311 OUT=/tmp/out
+# bash bench/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+DTYPE=${GPU_CHECK_DTYPE:-bfloat16}
+BATCHES=${GPU_CHECK_BATCHES:-256}
+MODELS=${GPU_CHECK_MODELS:-dinov2-base}
+PLANS=${GPU_CHECK_PLANS:-0→4:linear}
+RANDOM_PLANS=${GPU_CHECK_RANDOM_PLANS:-8}
+WHEELS=${GPU_CHECK_WHEELS:-.whl}
+SECONDS_EAGER=${GPU_CHECK_SECONDS_EAGER:-240}   # each runtime's bench under its own limit, eager first
+SECONDS_ORT=${GPU_CHECK_SECONDS_ORT:-270}
+SITE=/tmp/toast-site
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+exec > >(tee "$LOG") 2>&1
+export PYTHONUNBUFFERED=1
+
+echo "== setup $(date -u +%H:%M:%S)"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
+    || { echo "could not install the carried wheels from $WHEELS (bash scripts/device_wheels.sh here first)"; exit 2; }
+# toast itself, from this checkout (its packages map to top-level folders: a wheel, not a PYTHONPATH entry)
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" . \
+    || { echo "could not install toast-search from the checkout"; exit 2; }
+export PYTHONPATH="$SITE"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 - <<'PY' || exit 2
+import onnxruntime, torch, transformers
+import toast  # noqa: F401  (the wheels and the checkout installed)
+print(f"python torch {torch.__version__} (cuda {torch.version.cuda}, available {torch.cuda.is_available()}), "
+      f"transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__} "
+      f"providers {onnxruntime.get_available_providers()}")
+PY
+ORT_CUDA=$(python3 -c "import onnxruntime as o; print(int('CUDAExecutionProvider' in o.get_available_providers()))")
+
+bench() {  # one runtime's cases under a limit of $1 seconds
+    local limit=$1 runtime=$2
+    echo "== $runtime $(date -u +%H:%M:%S)"
+    timeout --signal=INT "$limit" python3 bench/bench_latency.py --device "$DEVICE" --dtype "$DTYPE" \
+        --batches "$BATCHES" --models "$MODELS" --runtimes "$runtime" --plans "$PLANS" \
+        --random-plans "$RANDOM_PLANS" --big-random-plans "$RANDOM_PLANS" --threads 8
+    local rc=$?
+    [ $rc -eq 124 ] && echo "$runtime: stopped at its limit of $limit s (the cases printed above are complete)"
+    return 0
+}
+
+bench "$SECONDS_EAGER" eager
+if [ "$DEVICE" = cpu ] || [ "$ORT_CUDA" = 1 ]; then
+    bench "$SECONDS_ORT" onnxruntime
+else
+    echo "== onnxruntime skipped: no CUDAExecutionProvider in this onnxruntime (onnxruntime-gpu is not installed)"
+fi
+echo "== done $(date -u +%H:%M:%S)"
