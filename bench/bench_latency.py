@@ -141,15 +141,15 @@ def random_plans(num_blocks: int, n: int, seed: int, avoid=()) -> list:
     return out
 
 
-def usable_runtimes(names: list[str], device) -> list[str]:
-    """The runtimes of `names` that can run here; each other one said in one line on stderr."""
+def usable_runtimes(names: list[str], device, dtype: str = "float32") -> list[str]:
+    """The runtimes of `names` that can run here in `dtype`; each other one said in one line on stderr."""
     from toast.errors import ToastError
     from toast.search.runtimes import get_runtime
 
     out = []
     for name in names:
         try:
-            get_runtime(name).check(device)
+            get_runtime(name).check(device, dtype=dtype)
         except ToastError as e:
             print(f"runtime {name} skipped: {e}", file=sys.stderr)
             continue
@@ -370,7 +370,7 @@ def main() -> int:
 
     import torch
 
-    from toast.errors import SettingsError
+    from toast.errors import SettingsError, UnsupportedModelError
     from toast.models import load_model
     from toast.search._latency import block_classes, check_plans
     from toast.search._quiet import quiet_libraries
@@ -384,7 +384,7 @@ def main() -> int:
         names = [get_runtime(r).name for r in args.runtimes.split(",")]
     except SettingsError as e:
         p.error(str(e))
-    runtimes = usable_runtimes(names, args.device)
+    runtimes = usable_runtimes(names, args.device, args.dtype)
     reuse_exports()
     work = Path(tempfile.mkdtemp(prefix="toast-bench-latency-"))
     cases: list[Case] = []
@@ -408,8 +408,13 @@ def main() -> int:
             n = args.big_random_plans if is_big(loaded, batch) else args.random_plans
             randoms = pool[:n]  # the same plans in every runtime and batch (an ONNX export serves every batch)
             plans = list(dict.fromkeys([original, *extra, *randoms]))
-            for runtime in runtimes:
-                cases.append(bench_case(name, loaded, runtime, batch, plans, len(randoms), args, trial))
+            for runtime in list(runtimes):
+                try:
+                    cases.append(bench_case(name, loaded, runtime, batch, plans, len(randoms), args, trial))
+                except UnsupportedModelError as e:  # a graph the runtime's provider has no kernels for
+                    print(f"runtime {runtime} skipped for {name}: {e}", file=sys.stderr)
+                    runtimes.remove(runtime)
+                    continue
                 c = cases[-1]
                 print(  # each case's figures as it ends, so that a run stopped early still says what it timed
                     f"  {name} {runtime} batch {batch} trial {trial}: original {c.measured[c.original]:.2f} ms "

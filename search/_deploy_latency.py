@@ -114,7 +114,7 @@ def make_latency_table(
     path = _check_out(Path(out))
     engine = get_runtime(runtime)
     where = resolve_device(device)
-    engine.check(where, mode)
+    engine.check(where, mode, dtype)
     source = resolve_model(model)
     _check_mode(source.family, mode, model)
     engine.check_model(source.family, source.config, mode, seq_len)
@@ -207,10 +207,10 @@ def measure_run(
     engine = get_runtime(runtime)
     where = resolve_device(device)
     mode = settings.scoring.latency_mode
-    engine.check(where, mode)
+    dtype = dtype or settings.dtype
+    engine.check(where, mode, dtype)
     source = resolve_model(settings.data.model)
     engine.check_model(source.family, source.config, mode, settings.scoring.latency_seq_len)
-    dtype = dtype or settings.dtype
     with run_directory_lock(run, what="a latency measurement"):
         try:
             loaded = load_model(settings.data.model, device=where, dtype=DTYPES[dtype])

@@ -540,7 +540,7 @@ def measure_latency_table(
 
     `cache_dir` None: measured and not stored. A corrupt cache entry is measured again (with a warning)."""
     engine = get_runtime(runtime)
-    engine.check(loaded.device, mode)
+    engine.check(loaded.device, mode, next(loaded.model.parameters()).dtype)
     inputs = latency_inputs(loaded, batch_size=batch_size, seq_len=seq_len)
     spec = dataclasses.replace(
         latency_spec(loaded, inputs, kinds=kinds, seq_len=seq_len),

@@ -207,7 +207,7 @@ def _given_latency_table(settings: SearchSettings, device: torch.device) -> Late
         return None
     if settings.scoring.latency_table is not None:
         return read_latency_file(settings.scoring.latency_table)
-    get_runtime(settings.scoring.latency_runtime).check(device, settings.scoring.latency_mode)
+    get_runtime(settings.scoring.latency_runtime).check(device, settings.scoring.latency_mode, settings.dtype)
     return None
 
 

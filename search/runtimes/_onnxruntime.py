@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 __all__ = ["OnnxRuntime", "session_options"]
 
+#: (device type, dtype) pairs whose graphs onnxruntime's provider there cannot run, and why (read off onnxruntime
+#: 1.32's CPU provider: a bfloat16 graph of demo-vit fails at Conv, demo-lm's at Mul, all-MiniLM's at Add; float16
+#: runs). Others (bfloat16 on CUDA's provider, where kernels exist for some operators) are tried, and refused in one
+#: line when the session cannot be made (`OnnxRuntime._session`).
+UNSUPPORTED_DTYPES = {("cpu", "bfloat16"): "its CPU execution provider has no bfloat16 kernels (Add, Mul, Conv)"}
 WARM_CALLS = 3  # the first runs allocate and (TensorRT) build engines
 
 
@@ -74,8 +79,16 @@ class OnnxRuntime(Runtime):
     def providers(self, device: torch.device | str) -> tuple[str, ...]:
         return self.providers_by_device[torch.device(device).type]
 
-    def check(self, device: torch.device | str, mode: str = PREFILL) -> None:
-        super().check(device, mode)
+    def check(self, device: torch.device | str, mode: str = PREFILL, dtype: Any = None) -> None:
+        super().check(device, mode, dtype)
+        kind, name = torch.device(device).type, dtype_name(dtype)
+        reason = UNSUPPORTED_DTYPES.get((kind, name))
+        if reason:
+            raise SettingsError(
+                f"runtime {self.name} cannot run a model in {name} on {kind}: {reason}; time it in "
+                f"{' or '.join(d for d in ('float32', 'float16') if (kind, d) not in UNSUPPORTED_DTYPES)} (--dtype), "
+                "or in runtime eager or compile"
+            )
         ort = self._ort()
         wanted = self.providers(device)
         missing = [p for p in wanted if p not in ort.get_available_providers()]
@@ -99,6 +112,22 @@ class OnnxRuntime(Runtime):
                 "(--seq-len, or --latency-seq-len in a search), or decode in runtime eager or compile"
             )
 
+    def _session(self, ort: Any, path: Path, param: torch.Tensor) -> Any:
+        """The inference session of the graph at `path`; a graph the providers have no kernels for (an operator in
+        the weights' dtype: bfloat16 on CUDA's provider) refused in one line, naming the operator."""
+        providers = list(self.providers(param.device))
+        try:
+            return ort.InferenceSession(str(path), session_options(ort), providers=providers)
+        except Exception as e:
+            if type(e).__name__ not in ("NotImplemented", "InvalidGraph", "Fail"):
+                raise
+            said = " ".join(str(e).split())
+            raise UnsupportedModelError(
+                f"runtime {self.name} ({', '.join(providers)}) cannot run this model in "
+                f"{dtype_name(param.dtype)}: {said[:300]}; time it in float32 (--dtype), or in runtime eager or "
+                "compile"
+            ) from None
+
     def release(self) -> None:
         gc.collect()  # the session of the model timed last, and its thread pool
 
@@ -120,9 +149,7 @@ class OnnxRuntime(Runtime):
             else:
                 _export(model.eval(), trace_example(inputs), path, None)
                 feed = None
-            session = ort.InferenceSession(
-                str(path), session_options(ort), providers=list(self.providers(param.device))
-            )
+            session = self._session(ort, path, param)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -140,6 +167,11 @@ class OnnxRuntime(Runtime):
         for _ in range(WARM_CALLS):
             call()
         return call
+
+
+def dtype_name(dtype: Any) -> str | None:
+    """`torch.bfloat16` or "bfloat16" -> "bfloat16"; None stays None."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:

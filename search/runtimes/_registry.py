@@ -67,9 +67,10 @@ class Runtime:
 
         return {"torch": torch.__version__}
 
-    def check(self, device: torch.device | str, mode: str = PREFILL) -> None:
+    def check(self, device: torch.device | str, mode: str = PREFILL, dtype: Any = None) -> None:
         """A `SettingsError` (or `MissingDependencyError`) in one line when this runtime cannot run `mode` on
-        `device` here; nothing otherwise. Cheap: called before any model is loaded."""
+        `device` here, or models in `dtype` (a `torch.dtype` or its name; None: not checked); nothing otherwise.
+        Cheap: called before any model is loaded."""
         import torch
 
         kind = torch.device(device).type

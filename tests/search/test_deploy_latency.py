@@ -216,6 +216,8 @@ def test_a_defective_or_misfit_table_is_one_line(tmp_path, table_file, edit, ext
         (["--latency-runtime", "onnxruntime"], "--latency-runtime is for latency"),
         (["--latency-runtime", "tensorflow", "--budget-latency-ms", "5"], "invalid choice: 'tensorflow'"),
         (["--latency-runtime", "onnxruntime-tensorrt", "--budget-latency-ms", "5"], "does not run on cpu"),
+        (["--latency-runtime", "onnxruntime", "--dtype", "bfloat16", "--budget-latency-ms", "5"],
+         "no bfloat16 kernels"),
         (["--latency-table", "t.json", "--latency-runtime", "compile", "--budget-latency-ms", "5"],
          "leave --latency-runtime out with it"),
     ],
@@ -236,6 +238,7 @@ def test_bad_latency_options_are_one_line(tmp_path, table_file, args, expected, 
         (["--mode", "decode"], "is a image encoder: use --mode prefill"),
         (["--translators", "linear,warp"], "warp"),
         (["--runtime", "onnxruntime-tensorrt"], "does not run on cpu"),
+        (["--runtime", "onnxruntime", "--dtype", "bfloat16"], "no bfloat16 kernels"),
         (["--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
     ],
 )
@@ -271,6 +274,7 @@ def test_latency_table_never_writes_over_another_file(tmp_path):
         (["--budget-latency-ms", "nan"], "positive finite number"),
         (["--budget-latency-ms", "-1"], "positive finite number"),
         (["--runtime", "onnxruntime-tensorrt"], "does not run on cpu"),
+        (["--runtime", "onnxruntime", "--dtype", "bfloat16"], "no bfloat16 kernels"),
     ],
 )
 def test_measure_refuses_bad_input_in_one_line(run_dir, args, expected):

@@ -233,3 +233,32 @@ def test_onnxruntime_sessions_stop_spinning_when_a_run_returns():
 
     assert session_options(ort).get_session_config_entry("session.force_spinning_stop") == "1"
     assert get_runtime("onnxruntime").interleaved and get_runtime("onnxruntime").copies_weights
+
+
+def test_onnxruntime_refuses_bfloat16_on_the_cpu_before_any_model_and_names_what_runs():
+    runtime = get_runtime("onnxruntime")
+    for dtype in (torch.bfloat16, "bfloat16"):
+        with pytest.raises(SettingsError, match="no bfloat16 kernels") as caught:
+            runtime.check("cpu", "prefill", dtype)
+        assert "\n" not in str(caught.value) and "float32 or float16 (--dtype)" in str(caught.value)
+    for dtype in (None, torch.float32, "float16"):
+        runtime.check("cpu", "prefill", dtype)  # nothing to say
+
+
+@pytest.mark.parametrize("name", ["vit", "llama"])
+def test_a_graph_the_provider_has_no_kernels_for_is_one_line(tiny, name):
+    """Past the dtype check (a graph in a dtype a provider lacks kernels for: here bfloat16 on the CPU, whose
+    refusal `check` makes up front, made anyway), onnxruntime's own error at the session becomes one line naming
+    the operator it found no kernel for."""
+    from toast.errors import UnsupportedModelError
+    from toast.search._latency import latency_inputs
+
+    loaded = dataclasses.replace(tiny[name], model=tiny[name].model.to(torch.bfloat16))
+    try:
+        model = timing_model(loaded, Plan((), loaded.num_blocks)).to(torch.bfloat16)
+        with pytest.raises(UnsupportedModelError, match="cannot run this model in bfloat16") as caught:
+            get_runtime("onnxruntime").prepare(model, latency_inputs(loaded, batch_size=1, seq_len=8))
+    finally:
+        tiny[name].model.to(torch.float32)
+    said = str(caught.value)
+    assert "\n" not in said and "node" in said and "--dtype" in said
