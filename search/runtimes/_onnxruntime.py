@@ -121,11 +121,11 @@ class OnnxRuntime(Runtime):
         except Exception as e:
             if type(e).__name__ not in ("NotImplemented", "InvalidGraph", "Fail"):
                 raise
-            said = " ".join(str(e).split())
+            said, name = " ".join(str(e).split()), dtype_name(param.dtype)
+            instead = "" if name == "float32" else "in float32 (--dtype), or "
             raise UnsupportedModelError(
-                f"runtime {self.name} ({', '.join(providers)}) cannot run this model in "
-                f"{dtype_name(param.dtype)}: {said[:300]}; time it in float32 (--dtype), or in runtime eager or "
-                "compile"
+                f"runtime {self.name} ({', '.join(providers)}) cannot run this model in {name}: {said[:300]}; time "
+                f"it {instead}in runtime eager or compile"
             ) from None
 
     def release(self) -> None:
