@@ -42,9 +42,9 @@ def check_runtime(name: str, loaded: Any, *, tolerance: float = 1e-3, plan_text:
 
     runtime = get_runtime(name)
     assert runtime.name == name and runtime.help and runtime.devices and PREFILL in runtime.modes
-    try:
-        runtime.check(loaded.device, PREFILL)
-    except (MissingDependencyError, SettingsError) as exc:  # a package, a provider or the device it needs
+    try:  # with the model's own dtype: a runtime takes it, and says in one line when it cannot run it
+        runtime.check(loaded.device, PREFILL, next(loaded.model.parameters()).dtype)
+    except (MissingDependencyError, SettingsError) as exc:  # a package, a provider, the device or dtype it needs
         assert "\n" not in str(exc) and name in str(exc)
         return str(exc)
     versions = runtime.versions()
