@@ -7,6 +7,12 @@
 #   here, once:   bash scripts/device_wheels.sh                       # .whl/: what the device image lacks
 #   device tool:  run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=590)
 #
+# With onnxruntime-gpu (the image's onnxruntime is the CPU build; the GPU wheel, 243 MiB, is more than a call
+# carries): `ORT_GPU=1 bash scripts/device_wheels.sh` cuts it into .ort/*.part00 … part05, then one call per part,
+# back to back while the machine stays warm (30 s), each run(command="bash bench/gpu_check.sh stage",
+# carry=[".ort/<one part>"]), the last part carried with the check itself: run(command="bash bench/gpu_check.sh",
+# carry=[".whl", ".ort/<last part>"]). The check joins the parts and installs onnxruntime-gpu over the image's.
+#
 # The log comes back as $OUT/gpu_check.log; the bench prints each case's figures as it ends, so a run stopped at its
 # limit still says what it timed. onnxruntime runs only where its CUDA execution provider is there (onnxruntime-gpu;
 # the image's onnxruntime may be the CPU build, and onnxruntime-gpu's wheel is larger than what a call carries): the
@@ -29,6 +35,11 @@ WHEELS=${GPU_CHECK_WHEELS:-.whl}
 SECONDS_EAGER=${GPU_CHECK_SECONDS_EAGER:-240}   # each runtime's bench under its own limit, eager first
 SECONDS_ORT=${GPU_CHECK_SECONDS_ORT:-270}
 SITE=/tmp/toast-site
+PARTS=/tmp/ort-parts
+if [ "${1:-}" = stage ]; then  # a call that only leaves its carried parts of onnxruntime-gpu's wheel on this machine
+    mkdir -p "$PARTS" && cp .ort/*.part* "$PARTS"/ && ls -la "$PARTS"
+    exit
+fi
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 exec > >(tee "$LOG") 2>&1
@@ -40,6 +51,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # toast itself, from this checkout (its packages map to top-level folders: a wheel, not a PYTHONPATH entry)
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" . \
     || { echo "could not install toast-search from the checkout"; exit 2; }
+if ls .ort/*.part* >/dev/null 2>&1; then mkdir -p "$PARTS" && cp .ort/*.part* "$PARTS"/; fi
+if ls "$PARTS"/*.part00 >/dev/null 2>&1; then  # onnxruntime-gpu, joined from the parts the calls left here
+    first=$(ls "$PARTS"/*.part00)
+    wheel=/tmp/$(basename "$first" .part00)
+    cat "${first%.part00}".part* > "$wheel"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$wheel" \
+        || echo "onnxruntime-gpu did not install from $(ls "$PARTS" | wc -l) parts: onnxruntime stays the image's"
+fi
 export PYTHONPATH="$SITE"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 - <<'PY' || exit 2

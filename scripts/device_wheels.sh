@@ -8,6 +8,10 @@
 #
 #   bash scripts/device_wheels.sh          # Python 3.12, the device image's
 #   PYVER=3.11 bash scripts/device_wheels.sh   # another Python (a local dry run of the check)
+#   ORT_GPU=1 bash scripts/device_wheels.sh    # also onnxruntime-gpu, in parts for several calls (bench/gpu_check.sh)
+#
+# onnxruntime-gpu (built for CUDA 13, as the image) is a 243 MiB wheel, more than one call carries (64 MiB with the
+# checkout): ORT_GPU=1 saves it in .ort/ cut into 45 MiB parts, each carried by its own call to a warm machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYVER=${PYVER:-3.12}
@@ -28,3 +32,12 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVE
     "truststore==0.10.5" "hf-xet==1.8.0" "regex==2026.12.2" "tokenizers==0.23.3"
 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$DEST" "fvcore==0.1.5.post20221221" "iopath==0.1.10"
 du -ch "$DEST"/*.whl | tail -1
+if [ "${ORT_GPU:-0}" = 1 ]; then
+    mkdir -p .ort
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
+        "${platforms[@]}" -d .ort "onnxruntime-gpu==1.31.1"
+    for whl in .ort/*.whl; do
+        split -b 45M -d "$whl" "$whl.part" && rm "$whl"
+    done
+    ls -la .ort
+fi
