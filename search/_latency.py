@@ -46,7 +46,7 @@ from toast.spaces import Plan, PlanSpace, Span, translator_class
 from .._artifacts import read_artifact, read_or_discard, spec_key, write_artifact
 from .._faults import fault_point
 from ..models import CompressedModel, LoadedModel, example_inputs
-from .runtimes import PREFILL, Runtime, device_memory, device_name, get_runtime
+from .runtimes import PREFILL, Runtime, device_memory, device_name, dtype_name, get_runtime
 
 __all__ = [
     "LatencySpec",
@@ -96,10 +96,6 @@ BURST_MS, MAX_BURST = 2.0, 200  # a call faster than this runs back to back in a
 WARM_BELOW_MS = 100.0
 #: config fields that name a copy or a release, not the architecture: left out of the fingerprint
 NOT_ARCHITECTURE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash", "architectures")
-
-
-def _dtype_name(loaded: LoadedModel) -> str:
-    return str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
 
 
 def architecture_config(config: Any) -> str:
@@ -165,7 +161,7 @@ def latency_spec(
         config=architecture_config(loaded.config),
         device=device_name(loaded.device),
         torch_version=torch.__version__,
-        dtype=_dtype_name(loaded),
+        dtype=dtype_name(next(loaded.model.parameters()).dtype),
         batch_size=int(next(iter(inputs.values())).shape[0]),
         seq_len=seq_len if loaded.family.sequence_inputs else None,
         threads=torch.get_num_threads(),

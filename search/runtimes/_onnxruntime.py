@@ -31,7 +31,7 @@ import torch
 
 from toast.errors import MissingDependencyError, SettingsError, UnsupportedModelError
 
-from ._registry import DECODE, PREFILL, Runtime, register_runtime
+from ._registry import DECODE, PREFILL, Runtime, dtype_name, register_runtime
 
 if TYPE_CHECKING:
     from toast.models import CompressedModel
@@ -167,11 +167,6 @@ class OnnxRuntime(Runtime):
         for _ in range(WARM_CALLS):
             call()
         return call
-
-
-def dtype_name(dtype: Any) -> str | None:
-    """`torch.bfloat16` or "bfloat16" -> "bfloat16"; None stays None."""
-    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _decode_feeds(model: CompressedModel, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -119,6 +119,12 @@ class Runtime:
         return f"<runtime {self.name}>"
 
 
+def dtype_name(dtype: Any) -> str | None:
+    """`torch.bfloat16` or "bfloat16" -> "bfloat16" (the name `--dtype` takes and a latency table records); None
+    stays None."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def device_name(device: torch.device | str) -> str:
     """The hardware behind `device`: `cuda: <GPU name>`, or `cpu: <model name>` (from /proc/cpuinfo where it exists)."""
     device = torch.device(device)
